@@ -1,0 +1,290 @@
+//! The `tollgate` command line: serve (default), worker, migrate, tenant create, plans apply.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogFormat, Secret};
+use crate::embedded_pg::{EmbeddedPg, MissingBinaries};
+use crate::AppState;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Multi-tenant billing and entitlements API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API and run the background worker (the default).
+    Serve(ServeArgs),
+    /// Run only the background worker.
+    Worker,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage plans.
+    Plans {
+        #[command(subcommand)]
+        command: PlansCommand,
+    },
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    /// Serve the API only; run no background worker in this process.
+    #[arg(long)]
+    no_worker: bool,
+    /// Do not apply pending migrations at start.
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print it with its API key.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "test", value_parser = ["test", "live"])]
+        mode: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PlansCommand {
+    /// Apply features and plans from a TOML file (idempotent).
+    Apply {
+        #[arg(long)]
+        tenant: String,
+        file: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tollgate: configuration error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tollgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<MissingBinaries>().is_some() => {
+            eprintln!("{}", crate::embedded_pg::MISSING_BINARIES);
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("tollgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The database to use: `DATABASE_URL`, or the embedded default.
+struct Database {
+    url: String,
+    embedded: Option<EmbeddedPg>,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Some(pg) = &self.embedded {
+            pg.stop();
+        }
+    }
+}
+
+async fn database(config: &Config) -> Result<Database> {
+    if let Some(url) = &config.database_url {
+        return Ok(Database {
+            url: url.expose().to_string(),
+            embedded: None,
+        });
+    }
+    let data_dir = config.data_dir.clone();
+    let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&data_dir)).await??;
+    let server = pg.url("postgres");
+    crate::embedded_pg::ensure_database(&server, "tollgate").await?;
+    tracing::info!(port = pg.port(), data_dir = %config.data_dir.display(), "embedded PostgreSQL running");
+    Ok(Database {
+        url: pg.url("tollgate"),
+        embedded: Some(pg),
+    })
+}
+
+/// The admin token: `TOLLGATE_ADMIN_TOKEN`, or on the embedded default one generated once
+/// and kept in the data directory.
+fn admin_token(config: &Config, embedded: bool) -> Result<Option<Secret>> {
+    if let Some(t) = &config.admin_token {
+        return Ok(Some(t.clone()));
+    }
+    if !embedded {
+        tracing::warn!("TOLLGATE_ADMIN_TOKEN is unset: the admin API is disabled");
+        return Ok(None);
+    }
+    let path = config.data_dir.join("admin_token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        println!("Admin token: stored in {}", path.display());
+        return Ok(Some(Secret::new(existing.trim())));
+    }
+    use rand::distributions::Alphanumeric;
+    use rand::Rng;
+    let token: String = format!(
+        "tga_{}",
+        rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect::<String>()
+    );
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        writeln!(f, "{token}")?;
+    }
+    println!(
+        "Admin token (shown once, kept in {}): {token}",
+        path.display()
+    );
+    Ok(Some(Secret::new(token)))
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+        _ = token.cancelled() => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    token.cancel();
+}
+
+async fn run(cli: Cli, config: Config) -> Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    let db = database(&config).await?;
+    let pool = crate::connect(&db.url, config.db_max_connections).await?;
+    match command {
+        Command::Migrate => {
+            crate::MIGRATOR.run(&pool).await?;
+            println!("migrations applied");
+        }
+        Command::Serve(args) => {
+            if !args.no_migrate {
+                crate::MIGRATOR
+                    .run(&pool)
+                    .await
+                    .context("applying migrations")?;
+            }
+            let mut state =
+                AppState::new(pool.clone(), admin_token(&config, db.embedded.is_some())?);
+            state.request_timeout = std::time::Duration::from_secs(config.request_timeout_seconds);
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?;
+            let token = CancellationToken::new();
+            let worker = (!args.no_worker)
+                .then(|| tokio::spawn(crate::worker::run(pool.clone(), token.clone())));
+            println!("Tollgate listening on http://{}", listener.local_addr()?);
+            crate::serve(listener, state, shutdown_signal(token.clone())).await?;
+            token.cancel();
+            if let Some(w) = worker {
+                let _ = w.await;
+            }
+            pool.close().await;
+        }
+        Command::Worker => {
+            crate::MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying migrations")?;
+            let token = CancellationToken::new();
+            let worker = tokio::spawn(crate::worker::run(pool.clone(), token.clone()));
+            shutdown_signal(token).await;
+            let _ = worker.await;
+            pool.close().await;
+        }
+        Command::Tenant {
+            command: TenantCommand::Create { name, mode },
+        } => {
+            crate::MIGRATOR.run(&pool).await?;
+            let t = crate::http::admin::create_tenant_in(&pool, &name, &mode)
+                .await
+                .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))?;
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        }
+        Command::Plans {
+            command: PlansCommand::Apply { tenant, file },
+        } => {
+            crate::MIGRATOR.run(&pool).await?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let parsed = crate::plans_toml::parse(&text)?;
+            let summary = crate::plans_toml::apply(&pool, &tenant, parsed).await?;
+            println!("features created: {}", summary.features_created);
+            for (k, v) in &summary.plans_written {
+                println!("plan {k}: version {v} written");
+            }
+            for (k, v) in &summary.plans_unchanged {
+                println!("plan {k}: unchanged (version {v})");
+            }
+        }
+    }
+    drop(db);
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! Plans and their immutable versions. Because a version never changes once written, loaded
+//! versions are cached in memory for the life of the process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+use crate::domain::entitlement::{Aggregation, Entitlement, FeatureType, Overage};
+use crate::domain::period::{Interval, Reset};
+use crate::error::ApiResult;
+
+#[derive(Debug, Clone)]
+pub struct Price {
+    pub interval: Interval,
+    pub amount: Decimal,
+    pub currency: String,
+    pub per_seat: bool,
+    pub stripe_price_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanFeature {
+    pub feature: String,
+    pub entitlement: Entitlement,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanVersion {
+    pub key: String,
+    pub version: i32,
+    pub name: String,
+    pub trial_days: i32,
+    pub retention_days: Option<i32>,
+    pub prices: Vec<Price>,
+    /// Sorted by feature key.
+    pub features: Vec<PlanFeature>,
+    pub definition: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl PlanVersion {
+    pub fn entitlement(&self, feature: &str) -> Option<&Entitlement> {
+        self.features
+            .binary_search_by(|f| f.feature.as_str().cmp(feature))
+            .ok()
+            .map(|i| &self.features[i].entitlement)
+    }
+
+    pub fn price(&self, interval: Interval) -> Option<&Price> {
+        self.prices.iter().find(|p| p.interval == interval)
+    }
+
+    /// The currency of the plan's prices (usd for a plan without prices).
+    pub fn currency(&self) -> &str {
+        self.prices
+            .first()
+            .map(|p| p.currency.as_str())
+            .unwrap_or("usd")
+    }
+
+    /// The interval a new subscription gets when none is asked for.
+    pub fn default_interval(&self) -> Interval {
+        if self.prices.is_empty() || self.price(Interval::Month).is_some() {
+            Interval::Month
+        } else {
+            Interval::Year
+        }
+    }
+}
+
+type Key = (String, String, i32);
+
+#[derive(Default)]
+pub struct PlanCache {
+    versions: RwLock<HashMap<Key, Arc<PlanVersion>>>,
+}
+
+impl PlanCache {
+    /// A plan version, from the cache or the database. `None` if it does not exist.
+    pub async fn get(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &str,
+        plan_key: &str,
+        version: i32,
+    ) -> ApiResult<Option<Arc<PlanVersion>>> {
+        let key = (tenant_id.to_string(), plan_key.to_string(), version);
+        if let Ok(map) = self.versions.read() {
+            if let Some(v) = map.get(&key) {
+                return Ok(Some(v.clone()));
+            }
+        }
+        let Some(loaded) = load_version(conn, tenant_id, plan_key, version).await? else {
+            return Ok(None);
+        };
+        let loaded = Arc::new(loaded);
+        if let Ok(mut map) = self.versions.write() {
+            map.insert(key, loaded.clone());
+        }
+        Ok(Some(loaded))
+    }
+}
+
+pub async fn latest_version(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    plan_key: &str,
+) -> ApiResult<Option<i32>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT latest_version FROM plans WHERE tenant_id = $1 AND plan_key = $2",
+        tenant_id,
+        plan_key
+    )
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+pub async fn load_version(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    plan_key: &str,
+    version: i32,
+) -> ApiResult<Option<PlanVersion>> {
+    let Some(v) = sqlx::query!(
+        "SELECT name, trial_days, retention_days, definition, created_at FROM plan_versions
+         WHERE tenant_id = $1 AND plan_key = $2 AND version = $3",
+        tenant_id,
+        plan_key,
+        version
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let prices = sqlx::query!(
+        "SELECT interval, amount, currency, per_seat, stripe_price_id FROM plan_prices
+         WHERE tenant_id = $1 AND plan_key = $2 AND version = $3 ORDER BY interval",
+        tenant_id,
+        plan_key,
+        version
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|p| Price {
+        interval: Interval::parse(&p.interval).unwrap_or(Interval::Month),
+        amount: p.amount,
+        currency: p.currency,
+        per_seat: p.per_seat,
+        stripe_price_id: p.stripe_price_id,
+    })
+    .collect();
+    let features = sqlx::query!(
+        "SELECT e.feature_key, e.enabled, e.limit_value, e.reset, e.overage_unit_amount,
+                e.overage_per_units, e.overage_cap_amount, f.type, f.aggregation
+         FROM plan_entitlements e
+         JOIN features f ON f.tenant_id = e.tenant_id AND f.feature_key = e.feature_key
+         WHERE e.tenant_id = $1 AND e.plan_key = $2 AND e.version = $3
+         ORDER BY e.feature_key COLLATE \"C\"",
+        tenant_id,
+        plan_key,
+        version
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|e| PlanFeature {
+        feature: e.feature_key,
+        entitlement: Entitlement {
+            feature_type: FeatureType::parse(&e.r#type).unwrap_or(FeatureType::Boolean),
+            aggregation: Aggregation::parse(&e.aggregation).unwrap_or(Aggregation::Sum),
+            enabled: e.enabled,
+            limit: e.limit_value,
+            reset: Reset::parse(&e.reset).unwrap_or(Reset::BillingPeriod),
+            overage: e.overage_unit_amount.map(|unit_amount| Overage {
+                unit_amount,
+                per_units: e.overage_per_units.unwrap_or(Decimal::ONE),
+                cap_amount: e.overage_cap_amount,
+            }),
+        },
+    })
+    .collect();
+    Ok(Some(PlanVersion {
+        key: plan_key.to_string(),
+        version,
+        name: v.name,
+        trial_days: v.trial_days,
+        retention_days: v.retention_days,
+        prices,
+        features,
+        definition: v.definition,
+        created_at: v.created_at,
+    }))
+}

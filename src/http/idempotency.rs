@@ -1,0 +1,162 @@
+//! `Idempotency-Key` on POST: the same key and body within 24 hours replays the first response;
+//! the same key with another body is `409 idempotency_key_reused`.
+//!
+//! A key is claimed with `INSERT … ON CONFLICT DO NOTHING` before the handler runs, so two
+//! concurrent requests with one key never both do the work. Server errors release the claim so
+//! the client can retry. `POST /v1/usage` is exempt: there the key is the usage event's id,
+//! deduplicated for as long as the event is kept (SPEC §7).
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::auth::TenantCtx;
+use super::extract::{too_large, MAX_BODY_BYTES};
+use crate::error::ApiError;
+use crate::AppState;
+
+pub const HEADER: &str = "idempotency-key";
+
+pub async fn idempotency(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if req.method() != Method::POST || req.uri().path() == "/v1/usage" {
+        return Ok(next.run(req).await);
+    }
+    let Some(key) = req.headers().get(HEADER) else {
+        return Ok(next.run(req).await);
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::invalid_param(
+                "invalid_idempotency_key",
+                "Idempotency-Key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+            )
+        })?
+        .to_string();
+    let Some(tenant) = req.extensions().get::<TenantCtx>().cloned() else {
+        return Ok(next.run(req).await);
+    };
+
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str());
+    hasher.update([0]);
+    hasher.update(parts.uri.path());
+    hasher.update([0]);
+    hasher.update(parts.uri.query().unwrap_or(""));
+    hasher.update([0]);
+    hasher.update(&bytes);
+    let request_hash = hasher.finalize().to_vec();
+
+    // Claim the key; an expired record (older than 24 hours) is taken over.
+    let claimed = sqlx::query_scalar!(
+        r#"INSERT INTO idempotency_keys (tenant_id, idempotency_key, request_hash)
+           VALUES ($1, $2, $3)
+           ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
+               SET request_hash = EXCLUDED.request_hash, response_status = NULL,
+                   response_body = NULL, created_at = now()
+               WHERE idempotency_keys.created_at < now() - interval '24 hours'
+           RETURNING true AS "claimed!""#,
+        tenant.tenant_id,
+        key,
+        request_hash
+    )
+    .fetch_optional(&state.db)
+    .await?
+    .is_some();
+
+    if !claimed {
+        let prior = sqlx::query!(
+            "SELECT request_hash, response_status, response_body FROM idempotency_keys
+             WHERE tenant_id = $1 AND idempotency_key = $2",
+            tenant.tenant_id,
+            key
+        )
+        .fetch_optional(&state.db)
+        .await?;
+        let Some(prior) = prior else {
+            return Err(ApiError::conflict(
+                "idempotency_key_in_use",
+                "A request with this Idempotency-Key is in progress; retry shortly.",
+            ));
+        };
+        if prior.request_hash != request_hash {
+            return Err(ApiError::conflict(
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different request.",
+            )
+            .with_param("Idempotency-Key"));
+        }
+        return match (prior.response_status, prior.response_body) {
+            (Some(status), Some(body)) => {
+                let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+                let mut resp = (status, body).into_response();
+                resp.headers_mut().insert(
+                    axum::http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                resp.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                Ok(resp)
+            }
+            _ => Err(ApiError::conflict(
+                "idempotency_key_in_use",
+                "A request with this Idempotency-Key is in progress; retry shortly.",
+            )),
+        };
+    }
+
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let (resp_parts, resp_body) = resp.into_parts();
+    let resp_bytes = match axum::body::to_bytes(resp_body, usize::MAX).await {
+        Ok(b) => b,
+        Err(err) => {
+            tracing::error!(error = %err, "reading a response body for idempotency");
+            release(&state, &tenant.tenant_id, &key).await;
+            return Err(ApiError::internal());
+        }
+    };
+    if resp_parts.status.is_server_error() {
+        release(&state, &tenant.tenant_id, &key).await;
+    } else {
+        let saved = sqlx::query!(
+            "UPDATE idempotency_keys SET response_status = $3, response_body = $4
+             WHERE tenant_id = $1 AND idempotency_key = $2",
+            tenant.tenant_id,
+            key,
+            resp_parts.status.as_u16() as i16,
+            resp_bytes.as_ref()
+        )
+        .execute(&state.db)
+        .await;
+        if let Err(err) = saved {
+            tracing::error!(error = %err, "saving an idempotent response");
+        }
+    }
+    Ok(Response::from_parts(resp_parts, Body::from(resp_bytes)))
+}
+
+async fn release(state: &AppState, tenant_id: &str, key: &str) {
+    let _ = sqlx::query!(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idempotency_key = $2",
+        tenant_id,
+        key
+    )
+    .execute(&state.db)
+    .await;
+}

@@ -1,0 +1,186 @@
+//! The HTTP API: one module per resource, the router, and the middleware stack.
+
+pub mod admin;
+pub mod auth;
+pub mod customers;
+pub mod extract;
+pub mod features;
+pub mod idempotency;
+pub mod ops;
+pub mod plans;
+pub mod subscriptions;
+pub mod tenant;
+pub mod types;
+pub mod usage;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tollgate", description = "Multi-tenant billing and entitlements API."),
+    modifiers(&SecurityAddon),
+    security(("bearer" = [])),
+    tags(
+        (name = "tenant"), (name = "features"), (name = "plans"), (name = "customers"),
+        (name = "subscriptions"), (name = "usage"), (name = "admin"), (name = "ops")
+    )
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The tenant API under `/v1` (authenticated by tenant keys).
+fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(tenant::get_tenant, tenant::patch_tenant))
+        .routes(routes!(tenant::list_api_keys))
+        .routes(routes!(tenant::revoke_api_key))
+        .routes(routes!(features::create_feature, features::list_features))
+        .routes(routes!(features::get_feature))
+        .routes(routes!(plans::create_plan, plans::list_plans))
+        .routes(routes!(plans::get_plan, plans::put_plan))
+        .routes(routes!(customers::list_customers))
+        .routes(routes!(customers::put_customer, customers::get_customer))
+        .routes(routes!(subscriptions::create_subscription))
+        .routes(routes!(subscriptions::get_subscription))
+        .routes(routes!(subscriptions::customer_subscription))
+        .routes(routes!(usage::check))
+        .routes(routes!(usage::entitlements))
+        .routes(routes!(usage::record_usage))
+        .routes(routes!(usage::record_usage_batch))
+        .routes(routes!(usage::current_usage))
+        .routes(routes!(usage::usage_history))
+}
+
+fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(admin::create_tenant))
+        .routes(routes!(admin::create_api_key))
+}
+
+fn ops_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics_text))
+}
+
+/// The OpenAPI document, generated from the routes and their annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .merge(v1_routes())
+        .merge(admin_routes())
+        .merge(ops_routes())
+        .split_for_parts();
+    api
+}
+
+/// Builds the whole application router.
+pub fn build_app(state: AppState) -> Router {
+    ops::prometheus();
+    let v1 = v1_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_tenant,
+        ));
+    let admin = admin_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(v1)
+        .merge(admin)
+        .merge(ops_routes())
+        .split_for_parts();
+
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get({
+                let api = api.clone();
+                move || async move { axum::Json(api) }
+            }),
+        )
+        .merge(Scalar::with_url("/docs", api))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(ops::track))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                tracing::info_span!("request", method = %req.method(), route, request_id = id, tenant = tracing::field::Empty)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route_not_found", "No such endpoint.")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        crate::error::ErrorType::InvalidRequest,
+        "method_not_allowed",
+        "This endpoint does not accept that method.",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}

@@ -1,0 +1,73 @@
+//! JSON value types shared by the resources.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+
+/// A quantity: a JSON number on the wire, an exact decimal inside (never a float).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Qty(pub Decimal);
+
+impl Serialize for Qty {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = self.0.normalize().to_string();
+        match serde_json::Number::from_str(&text) {
+            Ok(n) => n.serialize(s),
+            Err(_) => s.serialize_str(&text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Qty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        let text = n.to_string();
+        let value = if text.contains(['e', 'E']) {
+            Decimal::from_scientific(&text)
+        } else {
+            Decimal::from_str(&text)
+        };
+        value.map(Qty).map_err(|_| {
+            serde::de::Error::custom(format!("{text} is not a representable quantity"))
+        })
+    }
+}
+
+impl utoipa::PartialSchema for Qty {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .description(Some("An exact decimal quantity."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Qty {}
+
+impl From<Decimal> for Qty {
+    fn from(d: Decimal) -> Self {
+        Qty(d)
+    }
+}
+
+/// Rejects a quantity that is negative, or too precise to store sensibly.
+pub fn validate_quantity(q: Decimal, param: &str) -> Result<Decimal, crate::error::ApiError> {
+    if q.is_sign_negative() && !q.is_zero() {
+        return Err(crate::error::ApiError::invalid_param(
+            "invalid_quantity",
+            param,
+            "Quantities must not be negative.",
+        ));
+    }
+    if q.scale() > 12 {
+        return Err(crate::error::ApiError::invalid_param(
+            "invalid_quantity",
+            param,
+            "Quantities may have at most 12 decimal places.",
+        ));
+    }
+    Ok(q.normalize())
+}

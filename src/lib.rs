@@ -1,0 +1,72 @@
+//! Tollgate: a multi-tenant billing and entitlements API.
+//!
+//! `build_app` makes the router from an [`AppState`]; `serve` runs it on an already-bound
+//! listener until a shutdown signal, so tests bind port 0 and start the real app in-process.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod embedded_pg;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod plans_toml;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use http::build_app;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Everything a request handler needs, cloned cheaply per request.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub clock: clock::Clock,
+    pub admin_token: Option<config::Secret>,
+    pub plans: Arc<db::plans::PlanCache>,
+    pub request_timeout: std::time::Duration,
+}
+
+impl AppState {
+    pub fn new(db: PgPool, admin_token: Option<config::Secret>) -> Self {
+        AppState {
+            db,
+            clock: clock::Clock,
+            admin_token,
+            plans: Arc::new(db::plans::PlanCache::default()),
+            request_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connects a pool to `url`.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let opts: PgConnectOptions = url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect_with(opts)
+        .await?;
+    Ok(pool)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = build_app(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
