@@ -30,6 +30,8 @@ enum Command {
     Worker,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print the OpenAPI document and exit.
+    Openapi,
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -217,9 +219,14 @@ async fn shutdown_signal(token: CancellationToken) {
 
 async fn run(cli: Cli, config: Config) -> Result<()> {
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    if let Command::Openapi = command {
+        println!("{}", serde_json::to_string_pretty(&crate::http::openapi())?);
+        return Ok(());
+    }
     let db = database(&config).await?;
     let pool = crate::connect(&db.url, config.db_max_connections).await?;
     match command {
+        Command::Openapi => {}
         Command::Migrate => {
             crate::MIGRATOR.run(&pool).await?;
             println!("migrations applied");

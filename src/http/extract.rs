@@ -115,9 +115,12 @@ fn json_error(path: &str, inner: &serde_json::Error) -> ApiError {
     }
 }
 
+/// serde_path_to_error's path already ends with the unknown/missing field in some cases.
 fn join_path(path: &str, field: &str) -> String {
     if path.is_empty() || path == "." {
         field.to_string()
+    } else if path == field || path.ends_with(&format!(".{field}")) {
+        path.to_string()
     } else {
         format!("{path}.{field}")
     }

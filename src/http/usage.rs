@@ -370,7 +370,10 @@ async fn record_one(
         ));
     }
     let now = ctx.now(state);
-    let timestamp = input.timestamp.unwrap_or(now);
+    let timestamp = input
+        .timestamp
+        .map(|t| chrono::SubsecRound::trunc_subsecs(t, 6))
+        .unwrap_or(now);
     if timestamp > now + MAX_CLOCK_SKEW {
         return Err(ApiError::invalid_param(
             "timestamp_in_future",

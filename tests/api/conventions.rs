@@ -1,0 +1,412 @@
+//! SPEC §2: errors, bad input, idempotency, pagination, OpenAPI, operational endpoints.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, ADMIN_TOKEN};
+
+async fn raw(
+    app: &crate::helpers::TestApp,
+    path: &str,
+    key: &str,
+    body: &'static str,
+) -> (StatusCode, Value) {
+    let r = app
+        .client
+        .post(format!("{}{}", app.base, path))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+async fn count(app: &crate::helpers::TestApp, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
+    let app = spawn_app().await;
+    let t = app.tenant_with_plan(json!({"limit": 10})).await;
+    app.customer(&t, "u1").await;
+    let before = (
+        count(&app, "usage_events").await,
+        count(&app, "usage_counters").await,
+    );
+
+    let (s, b) = raw(&app, "/v1/usage", &t.key, "{\"customer\": \"u1\", ").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"]["type"], "invalid_request");
+    assert_eq!(b["error"]["code"], "invalid_json");
+
+    let (s, b) = raw(&app, "/v1/usage", &t.key, "").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_json"))
+    );
+
+    let cases = [
+        (
+            json!({"customer": "u1", "feature": "f", "colour": "red"}),
+            "unknown_field",
+            Some("colour"),
+        ),
+        (
+            json!({"customer": "u1", "feature": "f", "quantity": -1}),
+            "invalid_quantity",
+            Some("quantity"),
+        ),
+        (
+            json!({"customer": "u1", "feature": "f", "quantity": "lots"}),
+            "invalid_field",
+            Some("quantity"),
+        ),
+        (
+            json!({"customer": "u1", "feature": "f", "quantity": "5"}),
+            "invalid_field",
+            Some("quantity"),
+        ),
+        (json!({"customer": "u1"}), "missing_field", Some("feature")),
+        (
+            json!({"customer": "u1", "feature": "f", "timestamp": "yesterday"}),
+            "invalid_field",
+            Some("timestamp"),
+        ),
+        (
+            json!({"customer": 42, "feature": "f"}),
+            "invalid_field",
+            Some("customer"),
+        ),
+    ];
+    for (body, code, param) in cases {
+        let r = app.post("/v1/usage", &t.key, body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body} -> {:?}", r.body);
+        assert_eq!(r.code(), code, "{body} -> {:?}", r.body);
+        assert_eq!(r.body["error"]["param"].as_str(), param, "{body}");
+        assert!(r.body["error"]["message"].as_str().unwrap().len() > 5);
+    }
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "ghost", "feature": "f"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "customer_not_found")
+    );
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "nope"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "feature_not_found")
+    );
+    let r = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "nope"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "feature_not_found")
+    );
+    // Defined but not in the plan: 402 for usage, allowed=false for checks.
+    app.post(
+        "/v1/features",
+        &t.key,
+        json!({"key": "g", "name": "G", "type": "metered"}),
+    )
+    .await;
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "g"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYMENT_REQUIRED, "not_in_plan")
+    );
+    let r = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "g"}),
+        )
+        .await;
+    assert_eq!(r.body["allowed"], false);
+    assert_eq!(r.body["reason"], "not_in_plan");
+
+    let after = (
+        count(&app, "usage_events").await,
+        count(&app, "usage_counters").await,
+    );
+    assert_eq!(before, after, "nothing half-written");
+
+    // Bad plan input names the field.
+    let r = app
+        .post(
+            "/v1/plans",
+            &t.key,
+            json!({"key": "x", "name": "X",
+        "entitlements": [{"feature": "f", "limit": -5}]}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_limit")
+    );
+    assert_eq!(r.body["error"]["param"], "entitlements[0].limit");
+    let r = app
+        .post(
+            "/v1/plans",
+            &t.key,
+            json!({"key": "x", "name": "X",
+        "entitlements": [{"feature": "ghost"}]}),
+        )
+        .await;
+    assert_eq!(r.code(), "feature_not_found");
+    assert_eq!(count(&app, "plans").await, 1, "no half-written plan");
+    let r = app
+        .post(
+            "/v1/features",
+            &t.key,
+            json!({"key": "h", "name": "H", "type": "gauge"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_field")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_errors_and_unknown_routes_use_the_error_shape() {
+    let app = spawn_app().await;
+    let r = app
+        .request(Method::GET, "/v1/tenant", None, None, &[])
+        .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (StatusCode::UNAUTHORIZED, "authentication")
+    );
+    let r = app
+        .get(
+            "/v1/tenant",
+            "tg_test_0123456789abcdef0123456789abcdef_nottherealsecretatall",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = app
+        .request(
+            Method::POST,
+            "/admin/v1/tenants",
+            Some("wrong"),
+            Some(json!({"name": "x"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let t = app.tenant("test").await;
+    let r = app.get("/v1/nothing-here", &t.key).await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let r = app.delete("/v1/check", &t.key).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.error_type(), "invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_one_mib_are_413() {
+    let app = spawn_app().await;
+    let t = app.tenant("test").await;
+    let big = format!(
+        "{{\"key\": \"k\", \"name\": \"{}\", \"type\": \"boolean\"}}",
+        "x".repeat(1024 * 1024 + 10)
+    );
+    for headers in [vec![], vec![("Idempotency-Key", "big-1")]] {
+        let mut req = app
+            .client
+            .post(format!("{}/v1/features", app.base))
+            .bearer_auth(&t.key)
+            .header("content-type", "application/json")
+            .body(big.clone());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["code"], "body_too_large");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_replays_and_rejects_reuse() {
+    let app = spawn_app().await;
+    let t = app.tenant("test").await;
+    let body = json!({"key": "mod.a", "name": "Module A", "type": "boolean"});
+    let first = app
+        .request(
+            Method::POST,
+            "/v1/features",
+            Some(&t.key),
+            Some(body.clone()),
+            &[("Idempotency-Key", "k1")],
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let second = app
+        .request(
+            Method::POST,
+            "/v1/features",
+            Some(&t.key),
+            Some(body.clone()),
+            &[("Idempotency-Key", "k1")],
+        )
+        .await;
+    assert_eq!(
+        second.status,
+        StatusCode::CREATED,
+        "replayed, not a 409 feature_exists"
+    );
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.headers.get("idempotent-replayed").unwrap(), "true");
+    let other = app
+        .request(
+            Method::POST,
+            "/v1/features",
+            Some(&t.key),
+            Some(json!({"key": "mod.b", "name": "B", "type": "boolean"})),
+            &[("Idempotency-Key", "k1")],
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.code()),
+        (StatusCode::CONFLICT, "idempotency_key_reused")
+    );
+    assert_eq!(count(&app, "features").await, 1);
+    // Without the key, the duplicate is a plain conflict.
+    let dup = app.post("/v1/features", &t.key, body).await;
+    assert_eq!(
+        (dup.status, dup.code()),
+        (StatusCode::CONFLICT, "feature_exists")
+    );
+    // Keys are per tenant.
+    let t2 = app.tenant("test").await;
+    let r = app
+        .request(
+            Method::POST,
+            "/v1/features",
+            Some(&t2.key),
+            Some(json!({"key": "mod.b", "name": "B", "type": "boolean"})),
+            &[("Idempotency-Key", "k1")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_paginate_with_cursors() {
+    let app = spawn_app().await;
+    let t = app.tenant("test").await;
+    for i in 0..5 {
+        app.customer(&t, &format!("c{i}")).await;
+    }
+    let p1 = app.get("/v1/customers?limit=2", &t.key).await;
+    let ids = |r: &crate::helpers::Resp| {
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&p1), ["c0", "c1"]);
+    assert_eq!(p1.body["has_more"], true);
+    let p3 = app
+        .get("/v1/customers?limit=2&starting_after=c3", &t.key)
+        .await;
+    assert_eq!(ids(&p3), ["c4"]);
+    assert_eq!(p3.body["has_more"], false);
+    let bad = app.get("/v1/customers?limit=101", &t.key).await;
+    assert_eq!(bad.code(), "invalid_limit");
+    let bad = app.get("/v1/customers?offset=3", &t.key).await;
+    assert_eq!(bad.code(), "unknown_field");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_health_and_metrics() {
+    let app = spawn_app().await;
+    let r = app
+        .request(Method::GET, "/openapi.json", None, None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = r.body["paths"].as_object().unwrap();
+    for p in [
+        "/v1/check",
+        "/v1/usage",
+        "/v1/usage/batch",
+        "/v1/plans/{key}",
+        "/v1/customers/{id}",
+        "/v1/customers/{id}/entitlements",
+        "/v1/subscriptions",
+        "/admin/v1/tenants",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    assert!(paths["/v1/usage"]["post"]["requestBody"].is_object());
+    // The committed snapshot matches what the code generates.
+    let snapshot: Value =
+        serde_json::from_str(&std::fs::read_to_string("docs/openapi.json").unwrap()).unwrap();
+    assert_eq!(
+        snapshot,
+        serde_json::to_value(tollgate::http::openapi()).unwrap(),
+        "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json`"
+    );
+    let docs = app
+        .client
+        .get(format!("{}/docs", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await.unwrap().contains("<html"));
+    let h = app.request(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(h.body["status"], "ok");
+    let h = app.request(Method::GET, "/readyz", None, None, &[]).await;
+    assert_eq!(h.body["status"], "ready");
+    let m = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("tollgate_http_requests_total"), "{m}");
+    let _ = ADMIN_TOKEN;
+}

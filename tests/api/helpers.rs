@@ -1,0 +1,290 @@
+//! Test harness: one throwaway PostgreSQL cluster per test process (unless `DATABASE_URL` names
+//! a server), a migrated template database, and per test a fresh database cloned from it and
+//! the real app served in-process on port 0.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+use tollgate::config::Secret;
+use tollgate::embedded_pg::EmbeddedPg;
+use tollgate::AppState;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// `(server url with a trailing database placeholder removed, maintenance db)`.
+fn server() -> &'static (String, String) {
+    static SERVER: OnceLock<(String, String)> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            if !url.is_empty() {
+                let (base, db) = url.rsplit_once('/').expect("DATABASE_URL has a database");
+                let db = db.split('?').next().unwrap_or("postgres").to_string();
+                return (base.to_string(), db);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("tollgate-test-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut pg = EmbeddedPg::start(&dir).expect("starting a throwaway PostgreSQL for tests");
+        pg.disown();
+        // A watchdog stops the cluster and removes it when this process exits, however it
+        // exits: it waits for EOF on a pipe that only this process holds open.
+        let pid_file = pg.pgdata().join("postmaster.pid");
+        let script = format!(
+            "cat >/dev/null; kill -QUIT $(head -n1 '{}') 2>/dev/null; sleep 1; rm -rf '{}'",
+            pid_file.display(),
+            dir.display()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("starting the test cluster watchdog");
+        let stdin = child.stdin.expect("watchdog stdin");
+        // Keep the write end open for the life of the process.
+        Box::leak(Box::new(stdin)).flush().ok();
+        (
+            format!("postgres://postgres@127.0.0.1:{}", pg.port()),
+            "postgres".to_string(),
+        )
+    })
+}
+
+use std::os::unix::process::CommandExt;
+
+/// The migrated template database of this process.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let (base, maint) = server();
+            let name = format!("tg_tpl_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = PgConnection::connect(&format!("{base}/{maint}"))
+                .await
+                .unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let mut tpl = PgConnection::connect(&format!("{base}/{name}"))
+                .await
+                .unwrap();
+            tollgate::MIGRATOR.run(&mut tpl).await.unwrap();
+            tpl.close().await.unwrap();
+            name
+        })
+        .await
+}
+
+/// A fresh, migrated database for one test.
+pub async fn fresh_database() -> String {
+    let tpl = template().await;
+    let (base, maint) = server();
+    let name = format!("tg_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&format!("{base}/{maint}"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {tpl}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    format!("{base}/{name}")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db: PgPool,
+    pub db_url: String,
+    pub client: reqwest::Client,
+}
+
+pub struct Tenant {
+    pub id: String,
+    pub key: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let db_url = fresh_database().await;
+    spawn_app_on(&db_url).await
+}
+
+/// Another app process on the same database (for multi-process tests).
+pub async fn spawn_app_on(db_url: &str) -> TestApp {
+    let db = PgPoolOptions::new()
+        .max_connections(20)
+        .connect(db_url)
+        .await
+        .unwrap();
+    let state = AppState::new(db.clone(), Some(Secret::new(ADMIN_TOKEN)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tollgate::serve(listener, state, std::future::pending()));
+    TestApp {
+        base: format!("http://{addr}"),
+        db,
+        db_url: db_url.to_string(),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Resp {
+    /// The error code of an error response.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn error_type(&self) -> &str {
+        self.body["error"]["type"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Resp {
+        self.request(Method::GET, path, Some(key), None, &[]).await
+    }
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.request(Method::POST, path, Some(key), Some(body), &[])
+            .await
+    }
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.request(Method::PUT, path, Some(key), Some(body), &[])
+            .await
+    }
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.request(Method::PATCH, path, Some(key), Some(body), &[])
+            .await
+    }
+    pub async fn delete(&self, path: &str, key: &str) -> Resp {
+        self.request(Method::DELETE, path, Some(key), None, &[])
+            .await
+    }
+
+    pub async fn tenant(&self, mode: &str) -> Tenant {
+        let r = self
+            .request(
+                Method::POST,
+                "/admin/v1/tenants",
+                Some(ADMIN_TOKEN),
+                Some(json!({"name": "Test tenant", "mode": mode})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        Tenant {
+            id: r.body["id"].as_str().unwrap().to_string(),
+            key: r.body["api_key"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// A tenant with one metered feature `f` and a default plan `p` granting it.
+    pub async fn tenant_with_plan(&self, entitlement: Value) -> Tenant {
+        let t = self.tenant("test").await;
+        let f = self
+            .post(
+                "/v1/features",
+                &t.key,
+                json!({"key": "f", "name": "F", "type": "metered"}),
+            )
+            .await;
+        assert_eq!(f.status, StatusCode::CREATED, "{:?}", f.body);
+        let mut ent = entitlement;
+        ent["feature"] = json!("f");
+        let p = self
+            .post(
+                "/v1/plans",
+                &t.key,
+                json!({"key": "p", "name": "P", "default": true, "entitlements": [ent]}),
+            )
+            .await;
+        assert_eq!(p.status, StatusCode::CREATED, "{:?}", p.body);
+        t
+    }
+
+    pub async fn customer(&self, t: &Tenant, id: &str) {
+        let r = self
+            .put(&format!("/v1/customers/{id}"), &t.key, json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+
+    /// Applies a TOML plan file to a tenant, as `tollgate plans apply` does.
+    pub async fn apply_toml(&self, t: &Tenant, path: &str) -> tollgate::plans_toml::ApplySummary {
+        let text = std::fs::read_to_string(path).unwrap();
+        let file = tollgate::plans_toml::parse(&text).unwrap();
+        tollgate::plans_toml::apply(&self.db, &t.id, file)
+            .await
+            .unwrap()
+    }
+
+    /// Freezes a test tenant's clock (until the test-clock API lands, set it directly).
+    pub async fn set_clock(&self, t: &Tenant, at: &str) {
+        let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+        sqlx::query("UPDATE tenants SET test_clock_now = $2 WHERE tenant_id = $1")
+            .bind(&t.id)
+            .bind(at)
+            .execute(&self.db)
+            .await
+            .unwrap();
+    }
+}
+
+/// A JSON number as an exact decimal string, for comparing quantities.
+pub fn num(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.to_string(),
+        other => panic!("not a number: {other:?}"),
+    }
+}

@@ -1,0 +1,128 @@
+//! Tenants never see or change each other's data (404, never 403), and keys revoke at once.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_app_on, ADMIN_TOKEN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_resources_are_404() {
+    let app = spawn_app().await;
+    let a = app.tenant_with_plan(json!({"limit": 10})).await;
+    app.customer(&a, "u1").await;
+    let used = app
+        .post(
+            "/v1/usage",
+            &a.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 3}),
+        )
+        .await;
+    assert_eq!(used.status, StatusCode::OK);
+    let sub = app.get("/v1/customers/u1/subscription", &a.key).await;
+    let sub_id = sub.body["id"].as_str().unwrap().to_string();
+    let keys = app.get("/v1/api_keys", &a.key).await;
+    let a_key_id = keys.body["data"][0]["id"].as_str().unwrap().to_string();
+
+    let b = app.tenant("test").await;
+    let gets = [
+        "/v1/customers/u1".to_string(),
+        "/v1/customers/u1/subscription".into(),
+        "/v1/customers/u1/entitlements".into(),
+        "/v1/customers/u1/usage?period=current".into(),
+        "/v1/customers/u1/usage/history".into(),
+        format!("/v1/subscriptions/{sub_id}"),
+        "/v1/plans/p".into(),
+        "/v1/features/f".into(),
+    ];
+    for path in &gets {
+        let r = app.get(path, &b.key).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "GET {path}: {:?}", r.body);
+        assert_eq!(r.error_type(), "not_found");
+    }
+    let r = app
+        .delete(&format!("/v1/api_keys/{a_key_id}"), &b.key)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    for (path, body) in [
+        ("/v1/check", json!({"customer": "u1", "feature": "f"})),
+        ("/v1/usage", json!({"customer": "u1", "feature": "f"})),
+        ("/v1/subscriptions", json!({"customer": "u1", "plan": "p"})),
+    ] {
+        let r = app.post(path, &b.key, body).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "POST {path}: {:?}", r.body);
+    }
+    // Reusing A's event id in B is B's own event, not a duplicate of A's.
+    let listed = app.get("/v1/customers", &b.key).await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 0);
+    let plans = app.get("/v1/plans", &b.key).await;
+    assert_eq!(plans.body["data"].as_array().unwrap().len(), 0);
+    // The same ids in B are B's own namespace; A is untouched.
+    app.customer(&b, "u1").await;
+    let r = app.get("/v1/customers/u1/usage/history", &a.key).await;
+    assert_eq!(crate::helpers::num(&r.body["data"][0]["used"]), "3");
+    // A tenant key is no admin token.
+    let r = app
+        .request(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/api_keys", a.id),
+            Some(&b.key),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_hashed_and_revocation_is_immediate_on_every_process() {
+    let app = spawn_app().await;
+    let other_process = spawn_app_on(&app.db_url).await;
+    let t = app.tenant("live").await;
+    assert!(t.key.starts_with("tg_live_"));
+    let second = app
+        .request(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/api_keys", t.id),
+            Some(ADMIN_TOKEN),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    let key2 = second.body["api_key"].as_str().unwrap().to_string();
+    let key2_id = second.body["id"].as_str().unwrap().to_string();
+    // Only hashes are stored.
+    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    let dump: String = sqlx::query_scalar("SELECT string_agg(t::text, ',') FROM api_keys t")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(!dump.contains(&key2[12..]), "a key is stored in clear");
+
+    assert_eq!(
+        other_process.get("/v1/tenant", &key2).await.status,
+        StatusCode::OK
+    );
+    let r = app.delete(&format!("/v1/api_keys/{key2_id}"), &t.key).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["revoked_at"].is_string());
+    assert_eq!(
+        app.get("/v1/tenant", &key2).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        other_process.get("/v1/tenant", &key2).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        other_process.get("/v1/tenant", &t.key).await.status,
+        StatusCode::OK
+    );
+    let tenant = app.get("/v1/tenant", &t.key).await;
+    assert_eq!(tenant.body["mode"], "live");
+    assert_eq!(tenant.body["stripe"]["secret_key_set"], false);
+}

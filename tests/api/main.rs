@@ -1,0 +1,9 @@
+//! Black-box tests over HTTP against the real app and a real PostgreSQL. One test binary, so
+//! one throwaway cluster serves every test.
+
+mod conventions;
+mod helpers;
+mod isolation;
+mod plans;
+mod seeds;
+mod usage;

@@ -1,0 +1,542 @@
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{num, spawn_app, spawn_app_on};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_limit_holds_under_200_concurrent_calls_across_two_processes() {
+    let app = spawn_app().await;
+    // A second app process on the same database: the limit must hold across processes.
+    let app2 = Arc::new(spawn_app_on(&app.db_url).await);
+    let t = app
+        .tenant_with_plan(json!({"limit": 100, "reset": "month"}))
+        .await;
+    app.customer(&t, "u1").await;
+    let app = Arc::new(app);
+    let key = Arc::new(t.key.clone());
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let target = if i % 2 == 0 {
+            app.clone()
+        } else {
+            app2.clone()
+        };
+        let key = key.clone();
+        handles.push(tokio::spawn(async move {
+            target
+                .post("/v1/usage", &key, json!({"customer": "u1", "feature": "f"}))
+                .await
+                .status
+        }));
+    }
+    let mut ok = 0;
+    let mut refused = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::PAYMENT_REQUIRED => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok, 100);
+    assert_eq!(refused, 100);
+    let check = app
+        .post("/v1/check", &key, json!({"customer": "u1", "feature": "f"}))
+        .await;
+    assert_eq!(num(&check.body["used"]), "100");
+    assert_eq!(check.body["allowed"], false);
+    assert_eq!(check.body["reason"], "limit_exceeded");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(events, 100, "refused events record nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_id_50_times_concurrently_counts_once() {
+    let app = Arc::new(spawn_app().await);
+    let t = app.tenant_with_plan(json!({"limit": null})).await;
+    app.customer(&t, "u1").await;
+    let key = Arc::new(t.key.clone());
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        let app = app.clone();
+        let key = key.clone();
+        handles.push(tokio::spawn(async move {
+            app.post(
+                "/v1/usage",
+                &key,
+                json!({"customer": "u1", "feature": "f", "quantity": 2.5, "id": "evt-1"}),
+            )
+            .await
+        }));
+    }
+    let mut fresh = 0;
+    for h in handles {
+        let r = h.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(num(&r.body["used"]), "2.5");
+        if r.body["duplicate"] == false {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 1);
+    // Also through the Idempotency-Key header, and much later: still a duplicate.
+    let again = app
+        .request(
+            reqwest::Method::POST,
+            "/v1/usage",
+            Some(&key),
+            Some(json!({"customer": "u1", "feature": "f", "quantity": 2.5})),
+            &[("Idempotency-Key", "evt-1")],
+        )
+        .await;
+    assert_eq!(again.body["duplicate"], true);
+    assert_eq!(again.body["id"], "evt-1");
+    let used: rust_decimal::Decimal = sqlx::query_scalar("SELECT used FROM usage_counters")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(used.to_string(), "2.5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overage_is_billed_in_packages_and_refused_past_the_cap() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant_with_plan(json!({"limit": 120, "reset": "billing_period",
+            "overage": {"unit_amount": "0.10", "per_units": 1, "cap_amount": "20.00"}}))
+        .await;
+    app.customer(&t, "u1").await;
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 100}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The SPEC's example check.
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 30}),
+        )
+        .await;
+    assert_eq!(c.body["allowed"], true);
+    assert_eq!(num(&c.body["limit"]), "120");
+    assert_eq!(num(&c.body["remaining"]), "20");
+    assert_eq!(num(&c.body["percent_used"]), "83.33");
+    assert_eq!(c.body["warning_level"], "warning");
+    assert_eq!(c.body["overage"]["unit_amount"], "0.10");
+    assert_eq!(c.body["overage"]["billed_so_far"], "0.00");
+    assert_eq!(c.body["overage"]["would_bill"], "1.00");
+    assert_eq!(c.body["overage"]["cap_amount"], "20.00");
+    assert!(c.body["resets_at"].is_string());
+    // Up to 320 minutes fit under the $20 cap; the 321st is refused whole.
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 220}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(num(&r.body["used"]), "320");
+    assert_eq!(r.body["warning_level"], "exceeded");
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(r.code(), "spend_cap_reached");
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "f"}),
+        )
+        .await;
+    assert_eq!(c.body["reason"], "spend_cap_reached");
+    assert_eq!(c.body["overage"]["billed_so_far"], "20.00");
+    // Usage that already happened is still counted; the charge stays capped.
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 30, "enforce": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(num(&r.body["used"]), "350");
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "f"}),
+        )
+        .await;
+    assert_eq!(c.body["overage"]["billed_so_far"], "20.00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_limit_refuses_whole_events_and_enforce_false_goes_past() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant_with_plan(json!({"limit": 10, "reset": "month"}))
+        .await;
+    app.customer(&t, "u1").await;
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 8}),
+        )
+        .await;
+    assert_eq!(num(&r.body["remaining"]), "2");
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 3}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(r.code(), "limit_exceeded");
+    assert_eq!(r.error_type(), "limit_exceeded");
+    // A single event larger than the whole limit is refused too (the insert path).
+    let t2 = app.tenant_with_plan(json!({"limit": 5})).await;
+    app.customer(&t2, "u1").await;
+    let r = app
+        .post(
+            "/v1/usage",
+            &t2.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 6}),
+        )
+        .await;
+    assert_eq!(r.code(), "limit_exceeded");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_counters WHERE tenant_id = $1")
+        .bind(&t2.id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing written for a refused first event");
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 3, "enforce": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(num(&r.body["used"]), "11");
+    assert_eq!(num(&r.body["remaining"]), "0");
+    assert_eq!(r.body["warning_level"], "exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_billable_events_are_kept_but_not_counted() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant_with_plan(json!({"limit": 2, "reset": "month"}))
+        .await;
+    app.customer(&t, "u1").await;
+    for _ in 0..2 {
+        let r = app
+            .post(
+                "/v1/usage",
+                &t.key,
+                json!({"customer": "u1", "feature": "f"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // At the limit, a free retry is still recorded and counts nowhere.
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "billable": false, "id": "retry-1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(num(&r.body["used"]), "2");
+    let billable: bool =
+        sqlx::query_scalar("SELECT billable FROM usage_events WHERE event_id = 'retry-1'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert!(!billable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_count_in_their_own_period_and_future_ones_are_refused() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant_with_plan(json!({"limit": 100, "reset": "month"}))
+        .await;
+    app.set_clock(&t, "2026-03-15T12:00:00Z").await;
+    app.customer(&t, "u1").await;
+    let r = app.post("/v1/usage", &t.key,
+        json!({"customer": "u1", "feature": "f", "quantity": 7, "timestamp": "2026-02-27T08:00:00Z"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(num(&r.body["used"]), "7");
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 1}),
+        )
+        .await;
+    assert_eq!(
+        num(&r.body["used"]),
+        "1",
+        "March counts separately from February"
+    );
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "timestamp": "2026-03-15T12:04:59Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "timestamp": "2026-03-15T12:05:01Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "timestamp_in_future");
+    let h = app
+        .get("/v1/customers/u1/usage/history?months=6", &t.key)
+        .await;
+    let data = h.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["period_start"], "2026-03-01T00:00:00Z");
+    assert_eq!(num(&data[0]["used"]), "2");
+    assert_eq!(data[1]["period_start"], "2026-02-01T00:00:00Z");
+    assert_eq!(num(&data[1]["used"]), "7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_aggregation_keeps_the_highest_level() {
+    let app = spawn_app().await;
+    let t = app.tenant("test").await;
+    app.post(
+        "/v1/features",
+        &t.key,
+        json!({"key": "storage_gb", "name": "Storage", "type": "metered", "aggregation": "max"}),
+    )
+    .await;
+    let p = app
+        .post(
+            "/v1/plans",
+            &t.key,
+            json!({"key": "s", "name": "S", "default": true,
+        "entitlements": [{"feature": "storage_gb", "limit": 50, "reset": "month",
+                          "overage": {"unit_amount": "0.10"}}]}),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{:?}", p.body);
+    app.customer(&t, "u1").await;
+    for (level, expect) in [
+        (json!(12), "12"),
+        (json!(55.5), "55.5"),
+        (json!(30), "55.5"),
+    ] {
+        let r = app
+            .post(
+                "/v1/usage",
+                &t.key,
+                json!({"customer": "u1", "feature": "storage_gb", "quantity": level}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(num(&r.body["used"]), expect);
+    }
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "storage_gb", "quantity": 0}),
+        )
+        .await;
+    // 5.5 GB over at $0.10 per started GB = 6 packages.
+    assert_eq!(c.body["overage"]["billed_so_far"], "0.60");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warning_levels_follow_the_tenant_thresholds() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant_with_plan(json!({"limit": 100, "reset": "month"}))
+        .await;
+    let r = app
+        .patch(
+            "/v1/tenant",
+            &t.key,
+            json!({"warning_thresholds": {"warning": 0.5, "critical": 0.9}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(num(&r.body["warning_thresholds"]["warning"]), "0.5");
+    app.customer(&t, "u1").await;
+    let levels = [
+        (49, "safe"),
+        (1, "warning"),
+        (40, "critical"),
+        (10, "exceeded"),
+    ];
+    for (q, level) in levels {
+        let r = app
+            .post(
+                "/v1/usage",
+                &t.key,
+                json!({"customer": "u1", "feature": "f", "quantity": q}),
+            )
+            .await;
+        assert_eq!(r.body["warning_level"], level, "after +{q}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reports_each_event() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant_with_plan(json!({"limit": 3, "reset": "month"}))
+        .await;
+    app.customer(&t, "u1").await;
+    let r = app
+        .post(
+            "/v1/usage/batch",
+            &t.key,
+            json!({"events": [
+                {"customer": "u1", "feature": "f", "id": "a", "quantity": 2},
+                {"customer": "u1", "feature": "f", "id": "a", "quantity": 2},
+                {"customer": "u1", "feature": "f", "id": "b", "quantity": 2},
+                {"customer": "u1", "feature": "f", "quantity": -1},
+                {"customer": "nobody", "feature": "f"},
+                {"customer": "u1", "feature": "f", "extra": true}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let statuses: Vec<&str> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "recorded",
+            "duplicate",
+            "refused",
+            "invalid",
+            "invalid",
+            "invalid"
+        ]
+    );
+    let res = r.body["results"].as_array().unwrap();
+    assert_eq!(res[2]["error"]["code"], "limit_exceeded");
+    assert_eq!(res[3]["error"]["code"], "invalid_quantity");
+    assert_eq!(res[4]["error"]["code"], "customer_not_found");
+    assert_eq!(res[5]["error"]["code"], "unknown_field");
+    let too_many: Vec<_> = (0..1001)
+        .map(|_| json!({"customer": "u1", "feature": "f"}))
+        .collect();
+    let r = app
+        .post("/v1/usage/batch", &t.key, json!({"events": too_many}))
+        .await;
+    assert_eq!(r.code(), "too_many_events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entitlements_and_current_usage_cover_every_feature() {
+    let app = spawn_app().await;
+    let t = app.tenant("test").await;
+    for (key, ty) in [
+        ("mod.a", "boolean"),
+        ("mins", "metered"),
+        ("file_mb", "limit"),
+        ("jobs", "concurrency"),
+    ] {
+        let r = app
+            .post(
+                "/v1/features",
+                &t.key,
+                json!({"key": key, "name": key, "type": ty}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let p = app
+        .post(
+            "/v1/plans",
+            &t.key,
+            json!({"key": "pro", "name": "Pro", "default": true,
+        "prices": [{"interval": "month", "amount": "29", "currency": "usd"}],
+        "entitlements": [
+            {"feature": "mod.a", "enabled": true},
+            {"feature": "mins", "limit": -1},
+            {"feature": "file_mb", "limit": 200},
+            {"feature": "jobs", "limit": 3}]}),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{:?}", p.body);
+    assert_eq!(p.body["prices"][0]["amount"], "29.00");
+    app.customer(&t, "u1").await;
+    app.post(
+        "/v1/usage",
+        &t.key,
+        json!({"customer": "u1", "feature": "mins", "quantity": 1000}),
+    )
+    .await;
+    let e = app.get("/v1/customers/u1/entitlements", &t.key).await;
+    let data = e.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 4);
+    let by = |k: &str| data.iter().find(|x| x["feature"] == k).unwrap().clone();
+    assert_eq!(by("mins")["unlimited"], true);
+    assert!(by("mins")["limit"].is_null());
+    assert!(by("mins")["percent_used"].is_null());
+    assert_eq!(num(&by("mins")["used"]), "1000");
+    assert_eq!(by("mod.a")["allowed"], true);
+    assert!(by("mod.a")["resets_at"].is_null());
+    assert_eq!(num(&by("file_mb")["limit"]), "200");
+    assert_eq!(num(&by("jobs")["used"]), "0");
+    // Limit features compare the requested value with the ceiling.
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "file_mb", "quantity": 201}),
+        )
+        .await;
+    assert_eq!(c.body["allowed"], false);
+    assert_eq!(c.body["reason"], "limit_exceeded");
+    let u = app
+        .get("/v1/customers/u1/usage?period=current", &t.key)
+        .await;
+    assert_eq!(u.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(num(&u.body["data"][0]["used"]), "1000");
+    // A boolean or limit feature takes no usage.
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "file_mb"}),
+        )
+        .await;
+    assert_eq!(r.code(), "feature_not_metered");
+}
