@@ -26,6 +26,17 @@ pub fn format(amount: Decimal, currency: &str) -> String {
     round_to_minor(amount, currency).to_string()
 }
 
+/// Formats a unit price: at least the currency's minor-unit precision, more if it has more
+/// (per-unit prices may be fractions of a cent).
+pub fn format_unit(amount: Decimal, currency: &str) -> String {
+    let scale = minor_unit_scale(currency);
+    let mut a = amount.normalize();
+    if a.scale() < scale {
+        a.rescale(scale);
+    }
+    a.to_string()
+}
+
 /// Is `code` a plausible lowercase ISO 4217 code?
 pub fn is_valid_currency(code: &str) -> bool {
     code.len() == 3 && code.bytes().all(|b| b.is_ascii_lowercase())
@@ -48,5 +59,7 @@ mod tests {
         assert_eq!(format(d("29"), "usd"), "29.00");
         assert_eq!(format(d("1.5"), "jpy"), "2");
         assert_eq!(format(d("1.0005"), "kwd"), "1.001");
+        assert_eq!(format_unit(d("0.1"), "usd"), "0.10");
+        assert_eq!(format_unit(d("0.0025"), "usd"), "0.0025");
     }
 }

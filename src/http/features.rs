@@ -109,28 +109,47 @@ pub async fn insert_feature(
     }))
 }
 
+/// A `features` row as stored.
+struct FeatureRow {
+    feature_key: String,
+    name: String,
+    feature_type: String,
+    unit: Option<String>,
+    aggregation: String,
+    stripe_meter_event_name: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<FeatureRow> for Feature {
+    fn from(r: FeatureRow) -> Self {
+        Feature {
+            key: r.feature_key,
+            name: r.name,
+            feature_type: FeatureType::parse(&r.feature_type).unwrap_or(FeatureType::Boolean),
+            unit: r.unit,
+            aggregation: Aggregation::parse(&r.aggregation).unwrap_or(Aggregation::Sum),
+            stripe_meter_event_name: r.stripe_meter_event_name,
+            created_at: r.created_at,
+        }
+    }
+}
+
 pub async fn fetch_feature(
     conn: &mut PgConnection,
     tenant_id: &str,
     key: &str,
 ) -> ApiResult<Option<Feature>> {
-    let r = sqlx::query!(
-        "SELECT feature_key, name, type, unit, aggregation, stripe_meter_event_name, created_at
+    let r = sqlx::query_as!(
+        FeatureRow,
+        "SELECT feature_key, name, type AS feature_type, unit, aggregation, stripe_meter_event_name,
+                created_at
          FROM features WHERE tenant_id = $1 AND feature_key = $2",
         tenant_id,
         key
     )
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(r.map(|r| Feature {
-        key: r.feature_key,
-        name: r.name,
-        feature_type: FeatureType::parse(&r.r#type).unwrap_or(FeatureType::Boolean),
-        unit: r.unit,
-        aggregation: Aggregation::parse(&r.aggregation).unwrap_or(Aggregation::Sum),
-        stripe_meter_event_name: r.stripe_meter_event_name,
-        created_at: r.created_at,
-    }))
+    Ok(r.map(Feature::from))
 }
 
 #[utoipa::path(post, path = "/v1/features", tag = "features", request_body = CreateFeature,
@@ -160,8 +179,10 @@ pub async fn list_features(
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<Feature>>> {
     let limit = page.limit()?;
-    let rows = sqlx::query!(
-        "SELECT feature_key, name, type, unit, aggregation, stripe_meter_event_name, created_at
+    let rows = sqlx::query_as!(
+        FeatureRow,
+        "SELECT feature_key, name, type AS feature_type, unit, aggregation, stripe_meter_event_name,
+                created_at
          FROM features WHERE tenant_id = $1 AND ($2::text IS NULL OR feature_key > $2)
          ORDER BY feature_key LIMIT $3",
         ctx.tenant_id,
@@ -170,18 +191,7 @@ pub async fn list_features(
     )
     .fetch_all(&state.db)
     .await?;
-    let data = rows
-        .into_iter()
-        .map(|r| Feature {
-            key: r.feature_key,
-            name: r.name,
-            feature_type: FeatureType::parse(&r.r#type).unwrap_or(FeatureType::Boolean),
-            unit: r.unit,
-            aggregation: Aggregation::parse(&r.aggregation).unwrap_or(Aggregation::Sum),
-            stripe_meter_event_name: r.stripe_meter_event_name,
-            created_at: r.created_at,
-        })
-        .collect();
+    let data = rows.into_iter().map(Feature::from).collect();
     Ok(axum::Json(List::from_rows(data, limit)))
 }
 

@@ -145,16 +145,6 @@ pub struct Plan {
     pub created_at: DateTime<Utc>,
 }
 
-/// Formats a unit price: at least the currency's minor-unit precision, more if it has more.
-fn unit_money(amount: Decimal, currency: &str) -> String {
-    let scale = money::minor_unit_scale(currency);
-    let mut a = amount.normalize();
-    if a.scale() < scale {
-        a.rescale(scale);
-    }
-    a.to_string()
-}
-
 pub fn plan_out(v: &PlanVersion, default_plan: Option<&str>) -> Plan {
     let currency = v.currency().to_string();
     Plan {
@@ -192,7 +182,7 @@ pub fn plan_out(v: &PlanVersion, default_plan: Option<&str>) -> Plan {
                         ),
                     reset: (e.feature_type == FeatureType::Metered).then_some(e.reset),
                     overage: e.overage.as_ref().map(|o| OverageOut {
-                        unit_amount: unit_money(o.unit_amount, &currency),
+                        unit_amount: money::format_unit(o.unit_amount, &currency),
                         per_units: Qty(o.per_units),
                         cap_amount: o.cap_amount.map(|c| money::format(c, &currency)),
                     }),

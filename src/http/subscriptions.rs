@@ -161,12 +161,17 @@ pub async fn customer_subscription(
     ctx: TenantCtx,
     Path(customer): Path<String>,
 ) -> ApiResult<axum::Json<Subscription>> {
-    let row: Option<SubscriptionRow> = sqlx::query_as(&format!(
-        "{SELECT} WHERE tenant_id = $1 AND customer_id = $2
-           AND status IN ('trialing', 'active', 'past_due')"
-    ))
-    .bind(&ctx.tenant_id)
-    .bind(&customer)
+    let row = sqlx::query_as!(
+        SubscriptionRow,
+        "SELECT subscription_id, customer_id, plan_key, plan_version, interval, status,
+             billing_anchor, current_period_start, current_period_end, trial_end,
+             cancel_at_period_end, pending_plan_key, pending_plan_version, pending_interval,
+             pending_at, created_at
+         FROM subscriptions
+         WHERE tenant_id = $1 AND customer_id = $2 AND status IN ('trialing', 'active', 'past_due')",
+        ctx.tenant_id,
+        customer
+    )
     .fetch_optional(&state.db)
     .await?;
     if let Some(r) = row {

@@ -124,7 +124,7 @@ fn check_result(
         },
         overage: match (&ent.overage, eval.billed_so_far, eval.would_bill) {
             (Some(o), Some(billed), Some(would)) => Some(OverageStatus {
-                unit_amount: unit_money(o.unit_amount, currency),
+                unit_amount: money::format_unit(o.unit_amount, currency),
                 billed_so_far: money::format(billed, currency),
                 would_bill: money::format(would, currency),
                 cap_amount: o.cap_amount.map(|c| money::format(c, currency)),
@@ -132,15 +132,6 @@ fn check_result(
             _ => None,
         },
     }
-}
-
-fn unit_money(amount: Decimal, currency: &str) -> String {
-    let scale = money::minor_unit_scale(currency);
-    let mut a = amount.normalize();
-    if a.scale() < scale {
-        a.rescale(scale);
-    }
-    a.to_string()
 }
 
 /// `404 feature_not_found` if the tenant never defined the feature, else its type.

@@ -40,6 +40,8 @@ fn server() -> &'static (String, String) {
             pid_file.display(),
             dir.display()
         );
+        // Leaked on purpose: the watchdog must outlive every test, and its stdin (owned by
+        // the leaked Child) stays open until this process exits.
         let child = Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -49,9 +51,10 @@ fn server() -> &'static (String, String) {
             .process_group(0)
             .spawn()
             .expect("starting the test cluster watchdog");
-        let stdin = child.stdin.expect("watchdog stdin");
-        // Keep the write end open for the life of the process.
-        Box::leak(Box::new(stdin)).flush().ok();
+        let child: &'static mut std::process::Child = Box::leak(Box::new(child));
+        if let Some(stdin) = child.stdin.as_mut() {
+            stdin.flush().ok();
+        }
         (
             format!("postgres://postgres@127.0.0.1:{}", pg.port()),
             "postgres".to_string(),

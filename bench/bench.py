@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh (standard library only).
+
+  bench.py freeport                          print a free TCP port on 127.0.0.1
+  bench.py setup BASE_URL ADMIN_TOKEN N      create tenant, feature, plan, N customers; print API key
+  bench.py wrk OUT.json < wrk-output         pick the BENCH_JSON line out of wrk's output
+  bench.py pgbench OUT.json LOGDIR < output  tps from pgbench's output, p50/p99 from its -l logs
+  bench.py cpu [PID]                         print "total busy pid_ticks" jiffies (for BENCH_CPU_BEFORE)
+  bench.py report DIR OUT.json               print the results table and write the JSON
+"""
+
+import concurrent.futures
+import glob
+import json
+import math
+import os
+import re
+import socket
+import sys
+import urllib.error
+import urllib.request
+
+
+def freeport():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+
+
+def request(method, url, token, body, expect):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Authorization", "Bearer " + token)
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode(errors="replace")
+    if status not in expect:
+        raise SystemExit(f"{method} {url} -> {status}: {text[:500]}")
+    return json.loads(text) if text else None
+
+
+def setup(base, admin_token, n):
+    tenant = request("POST", base + "/admin/v1/tenants", admin_token,
+                     {"name": "bench", "mode": "test"}, (200, 201))
+    key = tenant["api_key"]
+    request("POST", base + "/v1/features", key,
+            {"key": "calls", "name": "Calls", "type": "metered"}, (200, 201))
+    request("POST", base + "/v1/plans", key,
+            {"key": "bench", "name": "Bench", "default": True,
+             "entitlements": [{"feature": "calls", "limit": None}]}, (200, 201))
+
+    def customer(i):
+        request("PUT", f"{base}/v1/customers/c{i}", key, {}, (200, 201))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        for _ in pool.map(customer, range(n)):
+            pass
+    # Sanity: the last customer is subscribed and the check answers 200 and allowed.
+    check = request("POST", base + "/v1/check", key,
+                    {"customer": f"c{n - 1}", "feature": "calls", "quantity": 1}, (200,))
+    if not check.get("allowed"):
+        raise SystemExit(f"setup: check not allowed: {check}")
+    print(key)
+
+
+def wrk(out):
+    text = sys.stdin.read()
+    m = re.search(r"^BENCH_JSON (\{.*\})$", text, re.M)
+    if not m:
+        raise SystemExit("no BENCH_JSON line in wrk output:\n" + text)
+    res = json.loads(m.group(1))
+    add_cpu(res, res.get("seconds"))
+    res["errors"] = res["non200"] + res["socket_errors"]
+    with open(out, "w") as f:
+        json.dump(res, f)
+
+
+def percentile(sorted_vals, p):
+    """Nearest-rank percentile."""
+    if not sorted_vals:
+        return float("nan")
+    k = max(0, min(len(sorted_vals) - 1, math.ceil(p / 100 * len(sorted_vals)) - 1))
+    return sorted_vals[k]
+
+
+def pgbench(out, logdir):
+    text = sys.stdin.read()
+    cpu_res = {}
+    add_cpu(cpu_res, None)
+    m = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", text, re.M)
+    if not m:
+        raise SystemExit("no tps line in pgbench output:\n" + text)
+    tps = float(m.group(1))
+    failed = 0
+    fm = re.search(r"^number of failed transactions: (\d+)", text, re.M)
+    if fm:
+        failed = int(fm.group(1))
+    lat = []
+    for path in glob.glob(os.path.join(logdir, "pgbench_log.*")):
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                # client_id transaction_no time script_no time_epoch time_us [...]
+                if len(parts) < 3:
+                    continue
+                if parts[2].isdigit():
+                    lat.append(int(parts[2]))
+                else:  # "failed" / "skipped"
+                    failed += 1
+    lat.sort()
+    res = {
+        "tps": tps,
+        "transactions": len(lat),
+        "p50_ms": percentile(lat, 50) / 1000,
+        "p90_ms": percentile(lat, 90) / 1000,
+        "p99_ms": percentile(lat, 99) / 1000,
+        "max_ms": (lat[-1] / 1000) if lat else float("nan"),
+        "errors": failed,
+        **cpu_res,
+    }
+    with open(out, "w") as f:
+        json.dump(res, f)
+
+
+def cpu_sample(pid=None):
+    """(total jiffies, busy jiffies, ticks used by pid) right now."""
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:8]]
+    idle = vals[3] + vals[4]
+    ticks = 0
+    if pid:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks = int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            ticks = 0
+    return sum(vals), sum(vals) - idle, ticks
+
+
+def cpu(pid=None):
+    print(*cpu_sample(pid))
+
+
+def add_cpu(res, seconds):
+    """Adds CPU use since BENCH_CPU_BEFORE (output of `bench.py cpu [PID]`) to res."""
+    before = os.environ.get("BENCH_CPU_BEFORE")
+    if not before:
+        return
+    pid = os.environ.get("BENCH_PID") or None
+    t0, b0, p0 = (int(x) for x in before.split())
+    t1, b1, p1 = cpu_sample(pid)
+    if t1 > t0:
+        res["cpu_busy_pct"] = round(100.0 * (b1 - b0) / (t1 - t0), 1)
+    if pid and seconds:
+        hz = os.sysconf("SC_CLK_TCK")
+        res["server_cpu_cores"] = round((p1 - p0) / hz / seconds, 2)
+
+
+def report(d, out):
+    def load(name):
+        p = os.path.join(d, name + ".json")
+        if not os.path.exists(p):
+            return None
+        with open(p) as f:
+            return json.load(f)
+
+    meta = load("meta") or {}
+    rows = [
+        ("check", "POST /v1/check", load("check"), "rps"),
+        ("usage", "POST /v1/usage", load("usage"), "rps"),
+        ("pgbench_select", "pgbench -S", load("pgbench_select"), "tps"),
+        ("pgbench_usage", "pgbench usage script", load("pgbench_usage"), "tps"),
+    ]
+    result = {"meta": meta, "results": {}, "ratios": {}, "targets": {}}
+    for key, _label, r, field in rows:
+        if r is not None:
+            r = dict(r)
+            r["throughput"] = r[field]
+            result["results"][key] = r
+
+    def thr(k):
+        r = result["results"].get(k)
+        return r["throughput"] if r else None
+
+    def ratio(a, b):
+        ta, tb = thr(a), thr(b)
+        return (ta / tb) if ta is not None and tb else None
+
+    result["ratios"]["check_over_pgbench_select"] = ratio("check", "pgbench_select")
+    result["ratios"]["usage_over_pgbench_usage"] = ratio("usage", "pgbench_usage")
+    chk = result["results"].get("check")
+    rc, ru = result["ratios"]["check_over_pgbench_select"], result["ratios"]["usage_over_pgbench_usage"]
+    result["targets"] = {
+        "check_ratio_ge_0.5": rc is not None and rc >= 0.5,
+        "check_p99_le_10ms": chk is not None and chk["p99_ms"] <= 10.0,
+        "usage_ratio_ge_0.5": ru is not None and ru >= 0.5,
+    }
+    invalid = [k for k, r in result["results"].items() if r.get("errors")]
+    missing = [k for k, _l, r, _f in rows if r is None]
+    result["valid"] = not invalid and not missing
+    result["invalid_runs"] = invalid
+    result["missing_runs"] = missing
+
+    w = 24
+    lines = []
+    lines.append(f"{'benchmark':<{w}} {'throughput/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+                 f"{'cpu%':>5} {'srv cores':>9}")
+    lines.append("-" * (w + 57))
+    for key, label, _r, _f in rows:
+        r = result["results"].get(key)
+        if r is None:
+            lines.append(f"{label:<{w}} {'(not run)':>13}")
+            continue
+        cpu_s = f"{r['cpu_busy_pct']:.0f}" if r.get("cpu_busy_pct") is not None else "-"
+        srv_s = f"{r['server_cpu_cores']:.2f}" if r.get("server_cpu_cores") is not None else "-"
+        lines.append(f"{label:<{w}} {r['throughput']:>13.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                     f"{r.get('errors', 0):>7} {cpu_s:>5} {srv_s:>9}")
+    lines.append("-" * (w + 57))
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.2f}"
+
+    ok = lambda b: "PASS" if b else "FAIL"
+    t = result["targets"]
+    lines.append(f"check / pgbench -S           = {fmt(rc)}  (target >= 0.50: {ok(t['check_ratio_ge_0.5'])}); "
+                 f"check p99 <= 10 ms: {ok(t['check_p99_le_10ms'])}")
+    lines.append(f"usage / pgbench usage script = {fmt(ru)}  (target >= 0.50: {ok(t['usage_ratio_ge_0.5'])})")
+    if meta:
+        lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
+    lines.append("cpu% = whole-machine CPU busy during the run (load generator, server and PostgreSQL share it); "
+                 "srv cores = CPU used by the tollgate process")
+    if not result["valid"]:
+        lines.append("INVALID: " + ", ".join(
+            [f"{k} had errors" for k in invalid] + [f"{k} missing" for k in missing]))
+        for k in invalid:
+            fe = result["results"][k].get("first_error")
+            if fe:
+                lines.append(f"  {k} first error: {fe}")
+    print("\n".join(lines))
+    result["table"] = lines
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    return 0 if result["valid"] else 1
+
+
+def main(argv):
+    if not argv:
+        raise SystemExit(__doc__)
+    cmd, args = argv[0], argv[1:]
+    if cmd == "freeport":
+        freeport()
+    elif cmd == "setup":
+        setup(args[0].rstrip("/"), args[1], int(args[2]))
+    elif cmd == "wrk":
+        wrk(args[0])
+    elif cmd == "pgbench":
+        pgbench(args[0], args[1])
+    elif cmd == "cpu":
+        cpu(args[0] if args else None)
+    elif cmd == "report":
+        return report(args[0], args[1])
+    else:
+        raise SystemExit(__doc__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Tollgate benchmark: POST /v1/check and POST /v1/usage under wrk, against pgbench baselines
+# on the same throwaway PostgreSQL 15. See bench/README.md.
+#
+#   bash bench/run.sh
+#
+# Environment: DURATION (10s), CONNECTIONS (32), THREADS (2), CUSTOMERS (1000), WARMUP (2s, 0 = none),
+# CARGO_TARGET_DIR (/tmp/tollgate-bench-target), PG_BIN (/usr/lib/postgresql/15/bin).
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(dirname "$BENCH_DIR")"
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+THREADS="${THREADS:-2}"
+CUSTOMERS="${CUSTOMERS:-1000}"
+WARMUP="${WARMUP:-2s}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tollgate-bench-target}"
+PY="${PYTHON:-python3}"
+HELPER="$BENCH_DIR/bench.py"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Durations in seconds (wrk takes 10s/1m, pgbench takes plain seconds).
+to_seconds() {
+  local d="$1"
+  case "$d" in
+    *ms) die "duration too short: $d" ;;
+    *s) echo "${d%s}" ;;
+    *m) echo $(( ${d%m} * 60 )) ;;
+    *h) echo $(( ${d%h} * 3600 )) ;;
+    *) echo "$d" ;;
+  esac
+}
+DURATION_S="$(to_seconds "$DURATION")"
+WARMUP_S="$(to_seconds "$WARMUP")"
+[[ "$DURATION_S" =~ ^[0-9]+$ && "$DURATION_S" -ge 1 ]] || die "bad DURATION: $DURATION"
+[[ "$WARMUP_S" =~ ^[0-9]+$ ]] || die "bad WARMUP: $WARMUP"
+[[ "$CONNECTIONS" =~ ^[0-9]+$ && "$CONNECTIONS" -ge "$THREADS" ]] || die "CONNECTIONS must be >= THREADS"
+[[ "$CUSTOMERS" =~ ^[0-9]+$ && "$CUSTOMERS" -ge 1 ]] || die "bad CUSTOMERS: $CUSTOMERS"
+# Hard cap for each load-generator run: duration + generous slack.
+RUN_TIMEOUT=$(( DURATION_S + 60 ))
+
+for tool in curl "$PY" "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pgbench" "$PG_BIN/psql"; do
+  command -v "$tool" >/dev/null 2>&1 || die "missing $tool"
+done
+if ! command -v wrk >/dev/null 2>&1; then
+  log "installing wrk"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+  fi
+  command -v wrk >/dev/null 2>&1 || die "wrk is not installed (apt-get install -y wrk)"
+fi
+
+# --- temp dir and cleanup -----------------------------------------------------------------
+WORK="$(mktemp -d /tmp/tollgate-bench.XXXXXX)"
+chmod 755 "$WORK"
+PGDATA="$WORK/pg"
+OUT="$WORK/out"
+mkdir -p "$OUT"
+TOLLGATE_PID=""
+PG_STARTED=0
+
+as_pg() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$TOLLGATE_PID" ] && kill -0 "$TOLLGATE_PID" 2>/dev/null; then
+    kill "$TOLLGATE_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$TOLLGATE_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$TOLLGATE_PID" 2>/dev/null || true
+  fi
+  if [ "$PG_STARTED" = 1 ]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -t 30 -w stop >/dev/null 2>&1 || true
+  fi
+  if [ "$rc" -ne 0 ] && [ -f "$WORK/tollgate.log" ]; then
+    log "tollgate log (tail):"; tail -n 20 "$WORK/tollgate.log" >&2 || true
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 1. build -------------------------------------------------------------------------------
+log "building release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$REPO" && timeout 3600 cargo build --release --locked --quiet) || die "cargo build failed"
+BIN="$CARGO_TARGET_DIR/release/tollgate"
+[ -x "$BIN" ] || die "no binary at $BIN"
+
+# --- 2. PostgreSQL --------------------------------------------------------------------------
+PG_PORT="$("$PY" "$HELPER" freeport)"
+mkdir -p "$PGDATA"
+if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$PGDATA"; fi
+log "initdb + start PostgreSQL on 127.0.0.1:$PG_PORT"
+as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust >"$WORK/initdb.log" 2>&1 \
+  || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
+PG_STARTED=1
+as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -t 60 -w \
+  -o "-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1" start >/dev/null \
+  || { cat "$PGDATA/server.log" >&2 || true; die "PostgreSQL did not start"; }
+PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE tollgate" -c "CREATE DATABASE pgbench_select" \
+  -c "CREATE DATABASE pgbench_usage"
+
+cpu_before() { BENCH_CPU_BEFORE="$("$PY" "$HELPER" cpu "${1:-}")"; export BENCH_CPU_BEFORE; }
+checkpoint() { "${PSQL[@]}" -d postgres -c "CHECKPOINT"; }
+
+# --- 3. Tollgate ----------------------------------------------------------------------------
+TG_PORT="$("$PY" "$HELPER" freeport)"
+ADMIN_TOKEN="bench_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+BASE="http://127.0.0.1:$TG_PORT"
+log "starting tollgate on $BASE"
+mkdir -p "$WORK/tollgate"
+# Run from the temp dir so no config/default.toml or .tollgate/ from the checkout is used.
+(
+  cd "$WORK/tollgate"
+  exec env -u TOLLGATE_CONFIG \
+    DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/tollgate" \
+    TOLLGATE_LISTEN="127.0.0.1:$TG_PORT" \
+    TOLLGATE_ADMIN_TOKEN="$ADMIN_TOKEN" \
+    TOLLGATE_DATA_DIR="$WORK/tollgate/data" \
+    TOLLGATE_LOG=warn \
+    "$BIN" serve
+) >"$WORK/tollgate.log" 2>&1 &
+TOLLGATE_PID=$!
+ready=0
+for _ in $(seq 1 300); do   # up to ~30 s (migrations run at start)
+  kill -0 "$TOLLGATE_PID" 2>/dev/null || die "tollgate exited during start"
+  if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)" = 200 ]; then
+    ready=1; break
+  fi
+  sleep 0.1
+done
+[ "$ready" = 1 ] || die "tollgate did not become ready"
+
+# --- 4. data --------------------------------------------------------------------------------
+log "setup: tenant, feature, unlimited default plan, $CUSTOMERS customers"
+API_KEY="$(timeout 600 "$PY" "$HELPER" setup "$BASE" "$ADMIN_TOKEN" "$CUSTOMERS")" || die "setup failed"
+"${PSQL[@]}" -d tollgate -c "VACUUM ANALYZE"
+
+# --- 5. wrk ---------------------------------------------------------------------------------
+run_wrk() {  # name path
+  local name="$1" path="$2"
+  if [ "$WARMUP_S" -gt 0 ]; then
+    timeout $(( WARMUP_S + 60 )) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP_S}s" \
+      -s "$BENCH_DIR/wrk.lua" "$BASE" -- "$path" "$API_KEY" "$CUSTOMERS" >"$OUT/$name.warmup.txt" 2>&1 \
+      || die "wrk warmup for $name failed"
+  fi
+  checkpoint
+  log "wrk $name: POST $path -t$THREADS -c$CONNECTIONS -d$DURATION"
+  cpu_before "$TOLLGATE_PID"
+  timeout "$RUN_TIMEOUT" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+    -s "$BENCH_DIR/wrk.lua" "$BASE" -- "$path" "$API_KEY" "$CUSTOMERS" >"$OUT/$name.txt" 2>&1 \
+    || { cat "$OUT/$name.txt" >&2; die "wrk $name failed"; }
+  BENCH_PID="$TOLLGATE_PID" "$PY" "$HELPER" wrk "$OUT/$name.json" <"$OUT/$name.txt"
+  grep -E 'Requests/sec|^ +(50|99)%|Non-2xx|Socket errors' "$OUT/$name.txt" | sed 's/^/    /' >&2 || true
+}
+run_wrk check /v1/check
+run_wrk usage /v1/usage
+
+# Stop tollgate so the baselines get the machine to themselves, as the HTTP runs did.
+kill "$TOLLGATE_PID" 2>/dev/null || true
+for _ in $(seq 1 100); do kill -0 "$TOLLGATE_PID" 2>/dev/null || break; sleep 0.1; done
+kill -9 "$TOLLGATE_PID" 2>/dev/null || true
+TOLLGATE_PID=""
+
+# --- 6. pgbench -----------------------------------------------------------------------------
+PGBENCH=("$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres)
+run_pgbench() {  # name db [pgbench args...]
+  local name="$1" db="$2"; shift 2
+  local logdir="$OUT/$name.logs"
+  mkdir -p "$logdir"
+  if [ "$WARMUP_S" -gt 0 ]; then
+    timeout $(( WARMUP_S + 60 )) "${PGBENCH[@]}" -n -c "$CONNECTIONS" -j "$THREADS" -T "$WARMUP_S" \
+      "$@" "$db" >"$OUT/$name.warmup.txt" 2>&1 || { cat "$OUT/$name.warmup.txt" >&2; die "pgbench warmup $name failed"; }
+  fi
+  checkpoint
+  log "pgbench $name: -c$CONNECTIONS -j$THREADS -T$DURATION_S $*"
+  cpu_before
+  (cd "$logdir" && timeout "$RUN_TIMEOUT" "${PGBENCH[@]}" -n -c "$CONNECTIONS" -j "$THREADS" \
+      -T "$DURATION_S" -l "$@" "$db") >"$OUT/$name.txt" 2>&1 \
+    || { cat "$OUT/$name.txt" >&2; die "pgbench $name failed"; }
+  "$PY" "$HELPER" pgbench "$OUT/$name.json" "$logdir" <"$OUT/$name.txt"
+  grep -E '^(tps|latency average)' "$OUT/$name.txt" | sed 's/^/    /' >&2 || true
+}
+
+log "pgbench -i -s 10"
+timeout 600 "${PGBENCH[@]}" -i -q -s 10 pgbench_select >"$OUT/pgbench_init.txt" 2>&1 \
+  || { cat "$OUT/pgbench_init.txt" >&2; die "pgbench -i failed"; }
+run_pgbench pgbench_select pgbench_select -S
+
+"${PSQL[@]}" -d pgbench_usage <<'SQL'
+CREATE TABLE usage_events (
+    tenant_id    text        NOT NULL,
+    event_id     text        NOT NULL,
+    customer_id  text        NOT NULL,
+    feature_key  text        NOT NULL,
+    quantity     numeric     NOT NULL,
+    occurred_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, event_id)
+);
+CREATE TABLE usage_counters (
+    tenant_id    text        NOT NULL,
+    customer_id  text        NOT NULL,
+    feature_key  text        NOT NULL,
+    period_start timestamptz NOT NULL,
+    used         numeric     NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, customer_id, feature_key, period_start)
+);
+SQL
+run_pgbench pgbench_usage pgbench_usage -f "$BENCH_DIR/pgbench_usage.sql" -D customers="$CUSTOMERS"
+
+# --- 7. report ------------------------------------------------------------------------------
+cat >"$OUT/meta.json" <<EOF
+{"duration_s": $DURATION_S, "warmup_s": $WARMUP_S, "connections": $CONNECTIONS, "threads": $THREADS,
+ "customers": $CUSTOMERS, "cpus": $(nproc), "git_rev": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"}
+EOF
+echo
+set +e
+"$PY" "$HELPER" report "$OUT" "$BENCH_DIR/results/latest.json"
+rc=$?
+set -e
+echo "(JSON: $BENCH_DIR/results/latest.json)"
+exit "$rc"
