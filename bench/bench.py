@@ -5,7 +5,7 @@
   bench.py setup BASE_URL ADMIN_TOKEN N      create tenant, feature, plan, N customers; print API key
   bench.py wrk OUT.json < wrk-output         pick the BENCH_JSON line out of wrk's output
   bench.py pgbench OUT.json LOGDIR < output  tps from pgbench's output, p50/p99 from its -l logs
-  bench.py cpu [PID]                         print "total busy pid_ticks" jiffies (for BENCH_CPU_BEFORE)
+  bench.py cpu PID PGPID                     print CPU counters (for BENCH_CPU_BEFORE; "" = none)
   bench.py report DIR OUT.json               print the results table and write the JSON
 """
 
@@ -67,12 +67,12 @@ def setup(base, admin_token, n):
 
 
 def wrk(out):
-    text = sys.stdin.read()
+    text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     m = re.search(r"^BENCH_JSON (\{.*\})$", text, re.M)
     if not m:
         raise SystemExit("no BENCH_JSON line in wrk output:\n" + text)
     res = json.loads(m.group(1))
-    add_cpu(res, res.get("seconds"))
+    add_cpu(res)
     res["errors"] = res["non200"] + res["socket_errors"]
     with open(out, "w") as f:
         json.dump(res, f)
@@ -87,9 +87,9 @@ def percentile(sorted_vals, p):
 
 
 def pgbench(out, logdir):
-    text = sys.stdin.read()
+    text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     cpu_res = {}
-    add_cpu(cpu_res, None)
+    add_cpu(cpu_res)
     m = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", text, re.M)
     if not m:
         raise SystemExit("no tps line in pgbench output:\n" + text)
@@ -125,39 +125,69 @@ def pgbench(out, logdir):
         json.dump(res, f)
 
 
-def cpu_sample(pid=None):
-    """(total jiffies, busy jiffies, ticks used by pid) right now."""
+def proc_ticks(pid, children=False):
+    """utime + stime of pid (+ cutime + cstime: reaped children, e.g. closed backends)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks
+
+
+def tree_ticks(root):
+    """CPU ticks of root, its reaped children and its live children (PostgreSQL backends)."""
+    total = proc_ticks(root, children=True)
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(root):
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def cpu_sample(pid=None, pg_pid=None):
+    """(total jiffies, busy jiffies, ticks of pid, ticks of the PostgreSQL tree) right now."""
     with open("/proc/stat") as f:
         vals = [int(v) for v in f.readline().split()[1:8]]
     idle = vals[3] + vals[4]
-    ticks = 0
-    if pid:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks = int(fields[11]) + int(fields[12])  # utime + stime
-        except (OSError, IndexError, ValueError):
-            ticks = 0
-    return sum(vals), sum(vals) - idle, ticks
+    return (sum(vals), sum(vals) - idle, proc_ticks(pid) if pid else 0,
+            tree_ticks(pg_pid) if pg_pid else 0)
 
 
-def cpu(pid=None):
-    print(*cpu_sample(pid))
+def cpu(pid=None, pg_pid=None):
+    print(*cpu_sample(pid or None, pg_pid or None))
 
 
-def add_cpu(res, seconds):
-    """Adds CPU use since BENCH_CPU_BEFORE (output of `bench.py cpu [PID]`) to res."""
+def add_cpu(res):
+    """Adds CPU use since BENCH_CPU_BEFORE (output of `bench.py cpu PID PGPID`) to res."""
     before = os.environ.get("BENCH_CPU_BEFORE")
     if not before:
         return
     pid = os.environ.get("BENCH_PID") or None
-    t0, b0, p0 = (int(x) for x in before.split())
-    t1, b1, p1 = cpu_sample(pid)
-    if t1 > t0:
-        res["cpu_busy_pct"] = round(100.0 * (b1 - b0) / (t1 - t0), 1)
-    if pid and seconds:
-        hz = os.sysconf("SC_CLK_TCK")
+    pg_pid = os.environ.get("BENCH_PG_PID") or None
+    t0, b0, p0, g0 = (int(x) for x in before.split())
+    t1, b1, p1, g1 = cpu_sample(pid, pg_pid)
+    if t1 <= t0:
+        return
+    res["cpu_busy_pct"] = round(100.0 * (b1 - b0) / (t1 - t0), 1)
+    # Elapsed seconds over the same interval, from the all-CPU jiffies.
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        ncpu = sum(1 for line in f if re.match(r"cpu\d", line)) or 1
+    seconds = (t1 - t0) / hz / ncpu
+    if pid:
         res["server_cpu_cores"] = round((p1 - p0) / hz / seconds, 2)
+    if pg_pid:
+        res["postgres_cpu_cores"] = round((g1 - g0) / hz / seconds, 2)
 
 
 def report(d, out):
@@ -208,8 +238,8 @@ def report(d, out):
     w = 24
     lines = []
     lines.append(f"{'benchmark':<{w}} {'throughput/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-                 f"{'cpu%':>5} {'srv cores':>9}")
-    lines.append("-" * (w + 57))
+                 f"{'cpu%':>5} {'srv cores':>9} {'pg cores':>8}")
+    lines.append("-" * (w + 66))
     for key, label, _r, _f in rows:
         r = result["results"].get(key)
         if r is None:
@@ -217,9 +247,10 @@ def report(d, out):
             continue
         cpu_s = f"{r['cpu_busy_pct']:.0f}" if r.get("cpu_busy_pct") is not None else "-"
         srv_s = f"{r['server_cpu_cores']:.2f}" if r.get("server_cpu_cores") is not None else "-"
+        pg_s = f"{r['postgres_cpu_cores']:.2f}" if r.get("postgres_cpu_cores") is not None else "-"
         lines.append(f"{label:<{w}} {r['throughput']:>13.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                     f"{r.get('errors', 0):>7} {cpu_s:>5} {srv_s:>9}")
-    lines.append("-" * (w + 57))
+                     f"{r.get('errors', 0):>7} {cpu_s:>5} {srv_s:>9} {pg_s:>8}")
+    lines.append("-" * (w + 66))
 
     def fmt(x):
         return "n/a" if x is None else f"{x:.2f}"
@@ -232,7 +263,7 @@ def report(d, out):
     if meta:
         lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
     lines.append("cpu% = whole-machine CPU busy during the run (load generator, server and PostgreSQL share it); "
-                 "srv cores = CPU used by the tollgate process")
+                 "srv/pg cores = CPU used by tollgate / by this PostgreSQL")
     if not result["valid"]:
         lines.append("INVALID: " + ", ".join(
             [f"{k} had errors" for k in invalid] + [f"{k} missing" for k in missing]))
@@ -262,7 +293,7 @@ def main(argv):
     elif cmd == "pgbench":
         pgbench(args[0], args[1])
     elif cmd == "cpu":
-        cpu(args[0] if args else None)
+        cpu(*args[:2])
     elif cmd == "report":
         return report(args[0], args[1])
     else:

@@ -5,7 +5,8 @@
 #   bash bench/run.sh
 #
 # Environment: DURATION (10s), CONNECTIONS (32), THREADS (2), CUSTOMERS (1000), WARMUP (2s, 0 = none),
-# CARGO_TARGET_DIR (/tmp/tollgate-bench-target), PG_BIN (/usr/lib/postgresql/15/bin).
+# CARGO_TARGET_DIR (/tmp/tollgate-bench-target), PG_BIN (/usr/lib/postgresql/15/bin),
+# STATEMENTS=1 (diagnostic: load pg_stat_statements and print the queries per HTTP request).
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +16,7 @@ CONNECTIONS="${CONNECTIONS:-32}"
 THREADS="${THREADS:-2}"
 CUSTOMERS="${CUSTOMERS:-1000}"
 WARMUP="${WARMUP:-2s}"
+STATEMENTS="${STATEMENTS:-0}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tollgate-bench-target}"
 PY="${PYTHON:-python3}"
@@ -102,14 +104,17 @@ log "initdb + start PostgreSQL on 127.0.0.1:$PG_PORT"
 as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust >"$WORK/initdb.log" 2>&1 \
   || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
 PG_STARTED=1
-as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -t 60 -w \
-  -o "-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1" start >/dev/null \
+PG_OPTS="-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1"
+if [ "$STATEMENTS" = 1 ]; then PG_OPTS="$PG_OPTS -c shared_preload_libraries=pg_stat_statements"; fi
+as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -t 60 -w -o "$PG_OPTS" start >/dev/null \
   || { cat "$PGDATA/server.log" >&2 || true; die "PostgreSQL did not start"; }
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE tollgate" -c "CREATE DATABASE pgbench_select" \
   -c "CREATE DATABASE pgbench_usage"
 
-cpu_before() { BENCH_CPU_BEFORE="$("$PY" "$HELPER" cpu "${1:-}")"; export BENCH_CPU_BEFORE; }
+PG_PID="$(head -n1 "$PGDATA/postmaster.pid")"
+export BENCH_PG_PID="$PG_PID"
+cpu_before() { BENCH_CPU_BEFORE="$("$PY" "$HELPER" cpu "${1:-}" "$PG_PID")"; export BENCH_CPU_BEFORE; }
 checkpoint() { "${PSQL[@]}" -d postgres -c "CHECKPOINT"; }
 
 # --- 3. Tollgate ----------------------------------------------------------------------------
@@ -144,6 +149,7 @@ done
 log "setup: tenant, feature, unlimited default plan, $CUSTOMERS customers"
 API_KEY="$(timeout 600 "$PY" "$HELPER" setup "$BASE" "$ADMIN_TOKEN" "$CUSTOMERS")" || die "setup failed"
 "${PSQL[@]}" -d tollgate -c "VACUUM ANALYZE"
+if [ "$STATEMENTS" = 1 ]; then "${PSQL[@]}" -d tollgate -c "CREATE EXTENSION pg_stat_statements"; fi
 
 # --- 5. wrk ---------------------------------------------------------------------------------
 run_wrk() {  # name path
@@ -155,12 +161,24 @@ run_wrk() {  # name path
   fi
   checkpoint
   log "wrk $name: POST $path -t$THREADS -c$CONNECTIONS -d$DURATION"
+  if [ "$STATEMENTS" = 1 ]; then "${PSQL[@]}" -d tollgate -c "SELECT pg_stat_statements_reset()" >/dev/null; fi
   cpu_before "$TOLLGATE_PID"
   timeout "$RUN_TIMEOUT" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
     -s "$BENCH_DIR/wrk.lua" "$BASE" -- "$path" "$API_KEY" "$CUSTOMERS" >"$OUT/$name.txt" 2>&1 \
     || { cat "$OUT/$name.txt" >&2; die "wrk $name failed"; }
   BENCH_PID="$TOLLGATE_PID" "$PY" "$HELPER" wrk "$OUT/$name.json" <"$OUT/$name.txt"
   grep -E 'Requests/sec|^ +(50|99)%|Non-2xx|Socket errors' "$OUT/$name.txt" | sed 's/^/    /' >&2 || true
+  if [ "$STATEMENTS" = 1 ]; then
+    local n
+    n="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$OUT/$name.json")"
+    log "statements per $name request (top 15 by calls; includes the background worker):"
+    "${PSQL[@]}" -d tollgate -P pager=off -c "
+      SELECT round(calls::numeric / GREATEST($n, 1), 2) AS per_req,
+             round(mean_exec_time::numeric, 3) AS mean_ms,
+             left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+      FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'tollgate')
+      ORDER BY calls DESC LIMIT 15" >&2
+  fi
 }
 run_wrk check /v1/check
 run_wrk usage /v1/usage

@@ -27,14 +27,18 @@ pub struct EmbeddedPg {
 #[error("{}", MISSING_BINARIES)]
 pub struct MissingBinaries;
 
-/// Finds a directory holding `initdb`, `pg_ctl` and `postgres`: PATH first, then the newest
-/// `/usr/lib/postgresql/*/bin`.
+/// Finds a directory holding `initdb`, `pg_ctl` and `postgres`: `TOLLGATE_PG_BIN_DIR` if set
+/// (and then only there), else PATH, else the newest `/usr/lib/postgresql/*/bin`.
 pub fn find_bin_dir() -> Option<PathBuf> {
     let has_all = |d: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
             .all(|b| d.join(b).exists())
     };
+    if let Some(dir) = std::env::var_os("TOLLGATE_PG_BIN_DIR").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return has_all(&dir).then_some(dir);
+    }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
             if dir.join("pg_ctl").exists() {

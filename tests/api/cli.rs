@@ -1,0 +1,195 @@
+//! The `tollgate` binary itself: the embedded default, the missing-binaries message, and the
+//! operator commands.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::helpers::fresh_database;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn missing_postgres_binaries_is_one_clear_line_and_a_failure() {
+    let empty = tempdir("nopg");
+    // `migrate` rather than `serve`, so a regression fails fast instead of serving forever.
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .env("TOLLGATE_PG_BIN_DIR", &empty)
+        .env("TOLLGATE_DATA_DIR", empty.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("apt-get install -y postgresql"),
+        "{stderr}"
+    );
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-{tag}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `tollgate serve` on the embedded default and waits for its "listening" line.
+fn start_embedded(data_dir: &std::path::Path, port: u16) -> (std::process::Child, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .env_remove("DATABASE_URL")
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .env("TOLLGATE_DATA_DIR", data_dir)
+        .env("TOLLGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TOLLGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("Tollgate listening on");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("Tollgate listening")),
+        "{lines:?}"
+    );
+    (child, lines)
+}
+
+fn sigterm_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    child.wait().unwrap()
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_starts_keeps_its_data_and_stops_cleanly() {
+    let data = tempdir("embedded");
+    let port = free_port();
+    let (child, lines) = start_embedded(&data, port);
+    let token_line = lines.iter().find(|l| l.starts_with("Admin token")).unwrap();
+    let token = token_line.rsplit(' ').next().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let t: serde_json::Value = client
+        .post(format!("{base}/admin/v1/tenants"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "kept"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = t["api_key"].as_str().unwrap().to_string();
+    let status = sigterm_and_wait(child);
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !data.join("pg/postmaster.pid").exists(),
+        "the database was stopped"
+    );
+
+    // Again: same data, the token is not printed a second time.
+    let (child, lines) = start_embedded(&data, port);
+    assert!(
+        !lines.iter().any(|l| l.contains(&token)),
+        "the token is printed only once"
+    );
+    let tenant = client
+        .get(format!("{base}/v1/tenant"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tenant.status(), 200, "data kept across restarts");
+    assert!(sigterm_and_wait(child).success());
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_create_and_plans_apply_commands() {
+    let url = fresh_database().await;
+    let out = Command::new(BIN)
+        .args(["tenant", "create", "--name", "Cli Co", "--mode", "live"])
+        .env("DATABASE_URL", &url)
+        .env("TOLLGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(t["api_key"].as_str().unwrap().starts_with("tg_live_"));
+    let id = t["id"].as_str().unwrap();
+    let apply = || {
+        Command::new(BIN)
+            .args([
+                "plans",
+                "apply",
+                "--tenant",
+                id,
+                "config/examples/001_interview_practice.toml",
+            ])
+            .env("DATABASE_URL", &url)
+            .env("TOLLGATE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let first = apply();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert!(text.contains("features created: 5"), "{text}");
+    assert!(text.contains("plan starter: version 1 written"), "{text}");
+    let second = apply();
+    let text = String::from_utf8_lossy(&second.stdout);
+    assert!(text.contains("features created: 0"), "{text}");
+    assert!(
+        text.contains("plan premium: unchanged (version 1)"),
+        "{text}"
+    );
+    let bad = Command::new(BIN)
+        .args([
+            "plans",
+            "apply",
+            "--tenant",
+            "ten_nope",
+            "config/examples/001_interview_practice.toml",
+        ])
+        .env("DATABASE_URL", &url)
+        .env("TOLLGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
