@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use crate::db::plans::PlanVersion;
 use crate::domain::period::{add_months_clamped, BillingCycle, Interval, Period};
 use crate::error::{ApiError, ApiResult};
-use crate::http::auth::TenantCtx;
+use crate::http::auth::{Caller, TenantCtx};
 use crate::AppState;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -96,36 +97,99 @@ pub struct Resolved {
     /// `None`: no live subscription and no default plan.
     pub plan: Option<Arc<PlanVersion>>,
     pub billing: Option<BillingCycle>,
+    /// The newest counter of the asked-for feature that starts no later than now.
+    pub latest_counter: Option<(DateTime<Utc>, Decimal)>,
+    /// Whether a feature was asked for (and so `latest_counter` is meaningful).
+    pub counter_read: bool,
 }
 
-/// Resolves a customer's plan: the live subscription's version, else the tenant's default
-/// plan (newest version). Unknown or deleted customers are `404 customer_not_found`.
-pub async fn resolve(
+impl Resolved {
+    /// The counter for the period starting at `start`, if the resolve query already read it
+    /// (`None`: it must be read separately).
+    pub fn counter_at(&self, start: DateTime<Utc>) -> Option<Decimal> {
+        if !self.counter_read {
+            return None;
+        }
+        match self.latest_counter {
+            None => Some(Decimal::ZERO),
+            Some((s, used)) if s == start => Some(used),
+            // The newest counter is older than this period: nothing counted in it yet.
+            Some((s, _)) if s < start => Some(Decimal::ZERO),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Resolves, in one query: the caller's key (when deferred to here), the tenant, the customer,
+/// its plan (the live subscription's version, else the tenant's default plan's newest) and,
+/// if `feature` is given, that feature's newest counter. Unknown or deleted customers are
+/// `404 customer_not_found`.
+pub async fn resolve_for(
     state: &AppState,
     conn: &mut PgConnection,
-    ctx: &TenantCtx,
+    caller: &Caller,
     customer_id: &str,
-) -> ApiResult<Resolved> {
+    feature: Option<&str>,
+) -> ApiResult<(TenantCtx, Resolved)> {
+    let key_hash: &[u8] = match caller {
+        Caller::Ready(_) => &[],
+        Caller::Deferred(k) => &k.key_hash,
+    };
     let row = sqlx::query!(
-        r#"SELECT s.plan_key AS "plan_key?", s.plan_version AS "plan_version?",
+        r#"SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold, t.critical_threshold,
+                  t.test_clock_now, k.key_id AS "key_id?", c.customer_id AS "customer_id?",
+                  s.plan_key AS "plan_key?", s.plan_version AS "plan_version?",
                   s.interval AS "interval?", s.billing_anchor AS "billing_anchor?",
                   s.current_period_start AS "current_period_start?",
                   s.current_period_end AS "current_period_end?",
                   (SELECT p.latest_version FROM plans p
-                    WHERE p.tenant_id = c.tenant_id AND p.plan_key = $3) AS default_version
-           FROM customers c
+                    WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
+                  u.period_start AS "counter_start?", u.used AS "counter_used?"
+           FROM tenants t
+           LEFT JOIN api_keys k
+             ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL
+           LEFT JOIN customers c
+             ON c.tenant_id = t.tenant_id AND c.customer_id = $3 AND c.deleted_at IS NULL
            LEFT JOIN subscriptions s
              ON s.tenant_id = c.tenant_id AND s.customer_id = c.customer_id
             AND s.status IN ('trialing', 'active', 'past_due')
-           WHERE c.tenant_id = $1 AND c.customer_id = $2 AND c.deleted_at IS NULL"#,
-        ctx.tenant_id,
+           LEFT JOIN LATERAL (
+               SELECT x.period_start, x.used FROM usage_counters x
+               WHERE x.tenant_id = t.tenant_id AND x.customer_id = c.customer_id
+                 AND x.feature_key = $4 AND x.period_start <= COALESCE(t.test_clock_now, $5)
+               ORDER BY x.period_start DESC LIMIT 1) u ON true
+           WHERE t.tenant_id = $1"#,
+        caller.tenant_id(),
+        key_hash,
         customer_id,
-        ctx.default_plan
+        feature,
+        state.clock.real_now()
     )
     .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(customer_not_found)?;
-
+    .await?;
+    let row = match (caller, row) {
+        (_, None) => return Err(crate::http::auth::invalid_key()),
+        (Caller::Deferred(_), Some(r)) if r.key_id.is_none() => {
+            return Err(crate::http::auth::invalid_key())
+        }
+        (_, Some(r)) => r,
+    };
+    let ctx = match caller {
+        Caller::Ready(ctx) => ctx.clone(),
+        Caller::Deferred(_) => TenantCtx {
+            tenant_id: row.tenant_id.clone(),
+            mode: row.mode.clone(),
+            key_id: row.key_id.clone().unwrap_or_default(),
+            default_plan: row.default_plan.clone(),
+            warning_threshold: row.warning_threshold,
+            critical_threshold: row.critical_threshold,
+            test_clock_now: row.test_clock_now,
+        },
+    };
+    if row.customer_id.is_none() {
+        return Err(customer_not_found());
+    }
+    let latest_counter = row.counter_start.zip(row.counter_used);
     if let (Some(key), Some(version), Some(interval), Some(anchor), Some(start), Some(end)) = (
         row.plan_key,
         row.plan_version,
@@ -135,26 +199,50 @@ pub async fn resolve(
         row.current_period_end,
     ) {
         let plan = state.plans.get(conn, &ctx.tenant_id, &key, version).await?;
-        return Ok(Resolved {
-            plan,
-            billing: Some(BillingCycle {
-                anchor,
-                interval: Interval::parse(&interval).unwrap_or(Interval::Month),
-                current: Period {
-                    start,
-                    end: Some(end),
-                },
-            }),
+        let billing = Some(BillingCycle {
+            anchor,
+            interval: Interval::parse(&interval).unwrap_or(Interval::Month),
+            current: Period {
+                start,
+                end: Some(end),
+            },
         });
+        return Ok((
+            ctx,
+            Resolved {
+                plan,
+                billing,
+                latest_counter,
+                counter_read: feature.is_some(),
+            },
+        ));
     }
-    let plan = match (&ctx.default_plan, row.default_version) {
+    let plan = match (&row.default_plan, row.default_version) {
         (Some(key), Some(version)) => state.plans.get(conn, &ctx.tenant_id, key, version).await?,
         _ => None,
     };
-    Ok(Resolved {
-        plan,
-        billing: None,
-    })
+    Ok((
+        ctx,
+        Resolved {
+            plan,
+            billing: None,
+            latest_counter,
+            counter_read: feature.is_some(),
+        },
+    ))
+}
+
+/// [`resolve_for`] for an authenticated tenant, without a counter.
+pub async fn resolve(
+    state: &AppState,
+    conn: &mut PgConnection,
+    ctx: &TenantCtx,
+    customer_id: &str,
+) -> ApiResult<Resolved> {
+    let caller = Caller::Ready(ctx.clone());
+    resolve_for(state, conn, &caller, customer_id, None)
+        .await
+        .map(|(_, r)| r)
 }
 
 pub fn customer_not_found() -> ApiError {

@@ -1,4 +1,4 @@
-//! Usage events and per-period counters. Recording is one transaction: the event insert
+//! Usage events and per-period counters. Recording is one statement: the event insert
 //! (deduplicated by its id) and a conditional counter upsert that refuses to pass the ceiling.
 //! Nothing reads a counter and then writes it.
 
@@ -33,7 +33,6 @@ pub struct StoredEvent {
     pub feature_key: String,
     pub quantity: Decimal,
     pub occurred_at: DateTime<Utc>,
-    pub period_start: DateTime<Utc>,
 }
 
 #[derive(Debug)]
@@ -46,14 +45,14 @@ pub enum Outcome {
     Refused,
 }
 
+/// Records one event in one round trip (`tollgate_record_usage`, migration 2): the event
+/// insert and the conditional counter upsert commit or abort together.
 pub async fn record(pool: &PgPool, ev: &NewEvent<'_>) -> ApiResult<Outcome> {
-    let mut tx = pool.begin().await?;
-    let inserted = sqlx::query_scalar!(
-        r#"INSERT INTO usage_events (tenant_id, event_id, customer_id, feature_key, quantity,
-               occurred_at, period_start, member_id, billable, properties)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-           ON CONFLICT (tenant_id, event_id) DO NOTHING
-           RETURNING true AS "inserted!""#,
+    let row = sqlx::query!(
+        r#"SELECT outcome AS "outcome!", used AS "used!", customer_id AS "customer_id!",
+                  feature_key AS "feature_key!", quantity AS "quantity!",
+                  occurred_at AS "occurred_at!"
+           FROM tollgate_record_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
         ev.tenant_id,
         ev.event_id,
         ev.customer_id,
@@ -61,106 +60,39 @@ pub async fn record(pool: &PgPool, ev: &NewEvent<'_>) -> ApiResult<Outcome> {
         ev.quantity,
         ev.occurred_at,
         ev.period.start,
+        ev.period.end,
         ev.member_id,
         ev.billable,
-        ev.properties
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .is_some();
-
-    if !inserted {
-        tx.rollback().await?;
-        let mut conn = pool.acquire().await?;
-        let event = sqlx::query_as!(
-            StoredEvent,
-            "SELECT event_id, customer_id, feature_key, quantity, occurred_at, period_start
-             FROM usage_events WHERE tenant_id = $1 AND event_id = $2",
-            ev.tenant_id,
-            ev.event_id
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        let used = counter(
-            &mut conn,
-            ev.tenant_id,
-            &event.customer_id,
-            &event.feature_key,
-            event.period_start,
-        )
-        .await?;
-        return Ok(Outcome::Duplicate { event, used });
-    }
-
-    if !ev.billable {
-        // Kept for the audit trail; counts neither against limits nor towards charges.
-        let used = counter(
-            &mut tx,
-            ev.tenant_id,
-            ev.customer_id,
-            ev.feature_key,
-            ev.period.start,
-        )
-        .await?;
-        tx.commit().await?;
-        return Ok(Outcome::Recorded { used });
-    }
-
-    // Whatever the counter holds, an event alone past the ceiling can never fit. Checking it
-    // here covers the insert path of the upsert, where its WHERE clause does not apply.
-    if ev.ceiling.is_some_and(|c| ev.quantity > c) {
-        tx.rollback().await?;
-        return Ok(Outcome::Refused);
-    }
-    let is_max = ev.aggregation == Aggregation::Max;
-    let used = sqlx::query_scalar!(
-        r#"INSERT INTO usage_counters AS c (tenant_id, customer_id, feature_key, period_start,
-               period_end, used, event_count)
-           VALUES ($1, $2, $3, $4, $5, $6, 1)
-           ON CONFLICT (tenant_id, customer_id, feature_key, period_start) DO UPDATE SET
-               used = CASE WHEN $7 THEN GREATEST(c.used, EXCLUDED.used) ELSE c.used + EXCLUDED.used END,
-               event_count = c.event_count + 1,
-               updated_at = now()
-           WHERE $8::numeric IS NULL
-              OR (CASE WHEN $7 THEN GREATEST(c.used, EXCLUDED.used) ELSE c.used + EXCLUDED.used END) <= $8
-           RETURNING used"#,
-        ev.tenant_id,
-        ev.customer_id,
-        ev.feature_key,
-        ev.period.start,
-        ev.period.end,
-        ev.quantity,
-        is_max,
+        ev.properties,
+        ev.aggregation == Aggregation::Max,
         ev.ceiling
     )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(used) = used else {
-        tx.rollback().await?;
-        return Ok(Outcome::Refused);
+    .fetch_one(pool)
+    .await;
+    let row = match row {
+        Ok(row) => row,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(REFUSED) => {
+            return Ok(Outcome::Refused)
+        }
+        Err(e) => return Err(e.into()),
     };
-    if let Some(member) = ev.member_id {
-        sqlx::query!(
-            r#"INSERT INTO usage_member_counters AS m (tenant_id, customer_id, feature_key,
-                   period_start, member_id, used)
-               VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (tenant_id, customer_id, feature_key, period_start, member_id)
-               DO UPDATE SET used = CASE WHEN $7 THEN GREATEST(m.used, EXCLUDED.used)
-                                         ELSE m.used + EXCLUDED.used END"#,
-            ev.tenant_id,
-            ev.customer_id,
-            ev.feature_key,
-            ev.period.start,
-            member,
-            ev.quantity,
-            is_max
-        )
-        .execute(&mut *tx)
-        .await?;
+    if row.outcome == "duplicate" {
+        return Ok(Outcome::Duplicate {
+            event: StoredEvent {
+                event_id: ev.event_id.to_string(),
+                customer_id: row.customer_id,
+                feature_key: row.feature_key,
+                quantity: row.quantity,
+                occurred_at: row.occurred_at,
+            },
+            used: row.used,
+        });
     }
-    tx.commit().await?;
-    Ok(Outcome::Recorded { used })
+    Ok(Outcome::Recorded { used: row.used })
 }
+
+/// The SQLSTATE `tollgate_record_usage` raises when an event would pass its ceiling.
+const REFUSED: &str = "TG402";
 
 /// A counter's value (0 when nothing was recorded in the period).
 pub async fn counter(

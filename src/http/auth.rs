@@ -44,6 +44,57 @@ impl TenantCtx {
     }
 }
 
+/// A key whose check is left to the handler's own query, so the hot path (`/v1/check`,
+/// `/v1/usage`) authenticates, resolves the plan and reads the counter in one round trip.
+#[derive(Debug, Clone)]
+pub struct DeferredKey {
+    pub tenant_id: String,
+    pub key_hash: Vec<u8>,
+}
+
+/// Who is calling: already authenticated, or to be authenticated by the handler's query.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Ready(TenantCtx),
+    Deferred(DeferredKey),
+}
+
+impl Caller {
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            Caller::Ready(ctx) => &ctx.tenant_id,
+            Caller::Deferred(k) => &k.tenant_id,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ctx) = parts.extensions.get::<TenantCtx>() {
+            return Ok(Caller::Ready(ctx.clone()));
+        }
+        parts
+            .extensions
+            .get::<DeferredKey>()
+            .cloned()
+            .map(Caller::Deferred)
+            .ok_or_else(|| ApiError::unauthenticated("Missing API key."))
+    }
+}
+
+/// Requests whose handler authenticates in its own query. A check carrying an
+/// Idempotency-Key goes the ordinary way, since the idempotency layer needs the tenant first.
+fn is_hot_path(parts: &Parts) -> bool {
+    parts.method == axum::http::Method::POST
+        && match parts.uri.path() {
+            "/v1/usage" => true,
+            "/v1/check" => !parts.headers.contains_key(super::idempotency::HEADER),
+            _ => false,
+        }
+}
+
 pub struct NewKey {
     pub key_id: String,
     pub secret: String,
@@ -94,13 +145,26 @@ fn tenant_of_key(key: &str) -> Option<String> {
     Some(format!("ten_{tenant}"))
 }
 
-async fn authenticate(state: &AppState, parts: &Parts) -> Result<TenantCtx, ApiError> {
+fn parse_key(parts: &Parts) -> Result<DeferredKey, ApiError> {
     let key = bearer(parts).ok_or_else(|| {
         ApiError::unauthenticated("Missing API key: send `Authorization: Bearer <key>`.")
     })?;
-    let tenant_id =
-        tenant_of_key(key).ok_or_else(|| ApiError::unauthenticated("Invalid API key."))?;
-    let hash = hash_key(key);
+    let tenant_id = tenant_of_key(key).ok_or_else(invalid_key)?;
+    Ok(DeferredKey {
+        tenant_id,
+        key_hash: hash_key(key),
+    })
+}
+
+pub fn invalid_key() -> ApiError {
+    ApiError::unauthenticated("Invalid API key.")
+}
+
+async fn authenticate(state: &AppState, parts: &Parts) -> Result<TenantCtx, ApiError> {
+    let DeferredKey {
+        tenant_id,
+        key_hash: hash,
+    } = parse_key(parts)?;
     let row = sqlx::query!(
         r#"SELECT t.tenant_id, t.mode, k.key_id, t.default_plan, t.warning_threshold,
                   t.critical_threshold, t.test_clock_now
@@ -111,7 +175,7 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<TenantCtx, ApiE
     )
     .fetch_optional(&state.db)
     .await?
-    .ok_or_else(|| ApiError::unauthenticated("Invalid API key."))?;
+    .ok_or_else(invalid_key)?;
     Ok(TenantCtx {
         tenant_id: row.tenant_id,
         mode: row.mode,
@@ -130,6 +194,12 @@ pub async fn require_tenant(
     next: Next,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
+    if is_hot_path(&parts) {
+        let key = parse_key(&parts)?;
+        tracing::Span::current().record("tenant", key.tenant_id.as_str());
+        parts.extensions.insert(key);
+        return Ok(next.run(Request::from_parts(parts, body)).await);
+    }
     let ctx = authenticate(&state, &parts).await?;
     tracing::Span::current().record("tenant", ctx.tenant_id.as_str());
     parts.extensions.insert(ctx);

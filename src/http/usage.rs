@@ -7,11 +7,11 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-use super::auth::TenantCtx;
+use super::auth::{Caller, TenantCtx};
 use super::extract::{from_value, Json, Path, Query};
 use super::types::{validate_quantity, Qty};
 use crate::db::plans::PlanVersion;
-use crate::db::subscriptions::{resolve, Resolved};
+use crate::db::subscriptions::{resolve, resolve_for, Resolved};
 use crate::db::usage::{self, NewEvent, Outcome};
 use crate::domain::entitlement::{Denial, Entitlement, FeatureType, WarningLevel};
 use crate::domain::money;
@@ -178,16 +178,24 @@ async fn current_usage_of(
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn check(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    caller: Caller,
     Json(body): Json<CheckInput>,
 ) -> ApiResult<axum::Json<CheckResult>> {
     let requested = validate_quantity(
         body.quantity.map(|q| q.0).unwrap_or(Decimal::ONE),
         "quantity",
     )?;
-    let now = ctx.now(&state);
     let mut conn = state.db.acquire().await?;
-    let resolved = resolve(&state, &mut conn, &ctx, &body.customer).await?;
+    // Key, tenant, customer, plan and counter in one round trip.
+    let (ctx, resolved) = resolve_for(
+        &state,
+        &mut conn,
+        &caller,
+        &body.customer,
+        Some(&body.feature),
+    )
+    .await?;
+    let now = ctx.now(&state);
     let Some(plan) = resolved.plan.clone() else {
         let ftype = feature_type_or_404(&mut conn, &ctx.tenant_id, &body.feature).await?;
         return Ok(axum::Json(denied(
@@ -323,7 +331,7 @@ pub struct UsageResult {
 /// Records one usage event: validation, plan resolution, then the atomic write.
 async fn record_one(
     state: &AppState,
-    ctx: &TenantCtx,
+    caller: &Caller,
     input: UsageInput,
     header_id: Option<&str>,
 ) -> ApiResult<UsageResult> {
@@ -360,6 +368,13 @@ async fn record_one(
             "properties must be a JSON object.",
         ));
     }
+    let billable = input.billable.unwrap_or(true);
+    let enforce = input.enforce.unwrap_or(true);
+
+    let mut conn = state.db.acquire().await?;
+    // Key (on the hot path), tenant, customer and plan in one round trip.
+    let (ctx, resolved) = resolve_for(state, &mut conn, caller, &input.customer, None).await?;
+    let ctx = &ctx;
     let now = ctx.now(state);
     let timestamp = input
         .timestamp
@@ -372,11 +387,6 @@ async fn record_one(
             "timestamp is more than 5 minutes in the future.",
         ));
     }
-    let billable = input.billable.unwrap_or(true);
-    let enforce = input.enforce.unwrap_or(true);
-
-    let mut conn = state.db.acquire().await?;
-    let resolved = resolve(state, &mut conn, ctx, &input.customer).await?;
     let Some(plan) = resolved.plan.clone() else {
         feature_type_or_404(&mut conn, &ctx.tenant_id, &input.feature).await?;
         return Err(ApiError::limit(
@@ -476,14 +486,14 @@ async fn record_one(
               (status = 404, body = crate::error::ErrorBody)))]
 pub async fn record_usage(
     State(state): State<AppState>,
-    ctx: TenantCtx,
+    caller: Caller,
     headers: HeaderMap,
     Json(body): Json<UsageInput>,
 ) -> ApiResult<axum::Json<UsageResult>> {
     let header_id = headers
         .get(super::idempotency::HEADER)
         .and_then(|v| v.to_str().ok());
-    record_one(&state, &ctx, body, header_id)
+    record_one(&state, &caller, body, header_id)
         .await
         .map(axum::Json)
 }
@@ -532,10 +542,11 @@ pub async fn record_usage_batch(
             "A batch holds at most 1000 events.",
         ));
     }
+    let caller = Caller::Ready(ctx);
     let mut results = Vec::with_capacity(body.events.len());
     for (index, raw) in body.events.into_iter().enumerate() {
         let outcome = match from_value::<UsageInput>(raw) {
-            Ok(input) => record_one(&state, &ctx, input, None).await,
+            Ok(input) => record_one(&state, &caller, input, None).await,
             Err(e) => Err(e),
         };
         let item = match outcome {

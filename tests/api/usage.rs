@@ -540,3 +540,72 @@ async fn entitlements_and_current_usage_cover_every_feature() {
         .await;
     assert_eq!(r.code(), "feature_not_metered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_read_the_right_counter_when_reset_rules_changed() {
+    // The hot path reads the newest counter with the plan in one query; when that counter
+    // belongs to another reset scheme it must fall back to the exact period's counter.
+    let app = spawn_app().await;
+    let t = app
+        .tenant_with_plan(json!({"limit": 100, "reset": "month"}))
+        .await;
+    app.set_clock(&t, "2026-05-10T08:00:00Z").await;
+    app.customer(&t, "u1").await;
+    app.post(
+        "/v1/usage",
+        &t.key,
+        json!({"customer": "u1", "feature": "f", "quantity": 5}),
+    )
+    .await;
+    let v2 = app
+        .put(
+            "/v1/plans/p",
+            &t.key,
+            json!({"name": "P", "entitlements": [{"feature": "f", "limit": 100, "reset": "day"}]}),
+        )
+        .await;
+    assert_eq!(v2.body["version"], 2);
+    let move_to = |version: i32| {
+        let db = app.db.clone();
+        async move {
+            sqlx::query("UPDATE subscriptions SET plan_version = $1")
+                .bind(version)
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+    };
+    move_to(2).await;
+    app.set_clock(&t, "2026-05-15T08:00:00Z").await;
+    let r = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "quantity": 2}),
+        )
+        .await;
+    assert_eq!(num(&r.body["used"]), "2", "a day counter");
+    move_to(1).await;
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "f"}),
+        )
+        .await;
+    assert_eq!(
+        num(&c.body["used"]),
+        "5",
+        "the month's counter, not the newer day counter"
+    );
+    // A new month with no usage yet reads zero.
+    app.set_clock(&t, "2026-06-01T00:00:00Z").await;
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "f"}),
+        )
+        .await;
+    assert_eq!(num(&c.body["used"]), "0");
+}
