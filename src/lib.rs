@@ -54,6 +54,8 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
+        // No ping on every checkout: a broken connection fails its query and is replaced.
+        .test_before_acquire(false)
         .connect_with(opts)
         .await?;
     Ok(pool)

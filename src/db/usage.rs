@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use crate::domain::entitlement::Aggregation;
 use crate::domain::period::Period;
@@ -47,7 +47,7 @@ pub enum Outcome {
 
 /// Records one event in one round trip (`tollgate_record_usage`, migration 2): the event
 /// insert and the conditional counter upsert commit or abort together.
-pub async fn record(pool: &PgPool, ev: &NewEvent<'_>) -> ApiResult<Outcome> {
+pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> ApiResult<Outcome> {
     let row = sqlx::query!(
         r#"SELECT outcome AS "outcome!", used AS "used!", customer_id AS "customer_id!",
                   feature_key AS "feature_key!", quantity AS "quantity!",
@@ -67,7 +67,7 @@ pub async fn record(pool: &PgPool, ev: &NewEvent<'_>) -> ApiResult<Outcome> {
         ev.aggregation == Aggregation::Max,
         ev.ceiling
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await;
     let row = match row {
         Ok(row) => row,

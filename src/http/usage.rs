@@ -161,8 +161,13 @@ async fn current_usage_of(
     match ent.feature_type {
         FeatureType::Metered => {
             let period = counter_period(ent.reset, now, resolved.billing.as_ref());
-            let used =
-                usage::counter(conn, &ctx.tenant_id, customer, feature, period.start).await?;
+            // Usually the resolve query already read it.
+            let used = match resolved.counter_at(period.start) {
+                Some(used) => used,
+                None => {
+                    usage::counter(conn, &ctx.tenant_id, customer, feature, period.start).await?
+                }
+            };
             Ok((used, Some(period)))
         }
         FeatureType::Concurrency => {
@@ -402,7 +407,6 @@ async fn record_one(
                 .with_param("feature"),
         );
     };
-    drop(conn);
     if ent.feature_type != FeatureType::Metered {
         return Err(ApiError::invalid_param(
             "feature_not_metered",
@@ -434,7 +438,7 @@ async fn record_one(
         ceiling,
     };
     let thresholds = ctx.thresholds();
-    match usage::record(&state.db, &event).await? {
+    match usage::record(&mut conn, &event).await? {
         Outcome::Recorded { used } => Ok(UsageResult {
             id: event_id,
             customer: input.customer,
