@@ -71,12 +71,15 @@ pub struct Overage {
 impl Overage {
     /// The uncapped charge for a period's usage `used` against `limit`.
     pub fn charge(&self, used: Decimal, limit: Decimal) -> Decimal {
-        let over = used - limit;
+        let over = used.saturating_sub(limit);
         if over <= Decimal::ZERO || self.per_units <= Decimal::ZERO {
             return Decimal::ZERO;
         }
-        let packages = (over / self.per_units).ceil();
-        packages * self.unit_amount
+        let packages = over
+            .checked_div(self.per_units)
+            .unwrap_or(Decimal::MAX)
+            .ceil();
+        packages.saturating_mul(self.unit_amount)
     }
 
     /// What is billed for a period's usage: the charge, never more than the cap.
@@ -95,7 +98,11 @@ impl Overage {
         if self.unit_amount <= Decimal::ZERO {
             return None;
         }
-        Some(limit + (cap / self.unit_amount).floor() * self.per_units)
+        let packages = cap
+            .checked_div(self.unit_amount)
+            .unwrap_or(Decimal::MAX)
+            .floor();
+        Some(limit.saturating_add(packages.saturating_mul(self.per_units)))
     }
 }
 
@@ -132,7 +139,7 @@ impl Thresholds {
             // Nothing is included: the allowance is used up from the start.
             return WarningLevel::Exceeded;
         }
-        let ratio = used / limit;
+        let ratio = used.checked_div(limit).unwrap_or(Decimal::MAX);
         if ratio >= Decimal::ONE {
             WarningLevel::Exceeded
         } else if ratio >= self.critical {
@@ -194,7 +201,7 @@ impl Entitlement {
     /// The counter level after an event of `quantity` (a level for `max` aggregation).
     pub fn level_after(&self, used: Decimal, quantity: Decimal) -> Decimal {
         match self.aggregation {
-            Aggregation::Sum => used + quantity,
+            Aggregation::Sum => used.saturating_add(quantity),
             Aggregation::Max => used.max(quantity),
         }
     }
@@ -235,8 +242,10 @@ impl Entitlement {
         if limit <= Decimal::ZERO {
             return Some(Decimal::ONE_HUNDRED);
         }
+        let ratio = used.checked_div(limit).unwrap_or(Decimal::MAX);
         Some(
-            (used / limit * Decimal::ONE_HUNDRED)
+            ratio
+                .saturating_mul(Decimal::ONE_HUNDRED)
                 .round_dp(2)
                 .normalize(),
         )
@@ -276,7 +285,7 @@ impl Entitlement {
             }
             FeatureType::Metered | FeatureType::Concurrency => {
                 let after = if self.feature_type == FeatureType::Concurrency {
-                    used + requested
+                    used.saturating_add(requested)
                 } else {
                     self.level_after(used, requested)
                 };
@@ -403,6 +412,22 @@ mod tests {
         assert_eq!(e.level_after(d("4"), d("3")), d("4"));
         assert!(e.evaluate(d("4"), d("5"), &Thresholds::default()).allowed);
         assert!(!e.evaluate(d("4"), d("6"), &Thresholds::default()).allowed);
+    }
+
+    #[test]
+    fn extreme_values_never_panic() {
+        let e = metered(
+            Some("0.000000000001"),
+            Some(Overage {
+                unit_amount: d("0.000000000001"),
+                per_units: d("0.000000000001"),
+                cap_amount: Some(Decimal::MAX),
+            }),
+        );
+        let ev = e.evaluate(Decimal::MAX, Decimal::MAX, &Thresholds::default());
+        assert_eq!(ev.warning_level, WarningLevel::Exceeded);
+        let _ = e.ceiling();
+        let _ = e.overage_billed(Decimal::MAX);
     }
 
     proptest! {

@@ -20,6 +20,10 @@ use crate::AppState;
 
 pub const HEADER: &str = "idempotency-key";
 
+/// The `tenant_id` under which admin-API idempotency keys are kept (no tenant id has a `_`
+/// prefix).
+const ADMIN_SCOPE: &str = "_admin";
+
 pub async fn idempotency(
     State(state): State<AppState>,
     req: Request,
@@ -43,8 +47,11 @@ pub async fn idempotency(
             )
         })?
         .to_string();
-    let Some(tenant) = req.extensions().get::<TenantCtx>().cloned() else {
-        return Ok(next.run(req).await);
+    // Keys are scoped per tenant; operator (admin API) requests share one scope of their own.
+    let scope = match req.extensions().get::<TenantCtx>() {
+        Some(tenant) => tenant.tenant_id.clone(),
+        None if req.uri().path().starts_with("/admin/") => ADMIN_SCOPE.to_string(),
+        None => return Ok(next.run(req).await),
     };
 
     let (parts, body) = req.into_parts();
@@ -70,7 +77,7 @@ pub async fn idempotency(
                    response_body = NULL, created_at = now()
                WHERE idempotency_keys.created_at < now() - interval '24 hours'
            RETURNING true AS "claimed!""#,
-        tenant.tenant_id,
+        scope,
         key,
         request_hash
     )
@@ -82,7 +89,7 @@ pub async fn idempotency(
         let prior = sqlx::query!(
             "SELECT request_hash, response_status, response_body FROM idempotency_keys
              WHERE tenant_id = $1 AND idempotency_key = $2",
-            tenant.tenant_id,
+            scope,
             key
         )
         .fetch_optional(&state.db)
@@ -127,17 +134,17 @@ pub async fn idempotency(
         Ok(b) => b,
         Err(err) => {
             tracing::error!(error = %err, "reading a response body for idempotency");
-            release(&state, &tenant.tenant_id, &key).await;
+            release(&state, &scope, &key).await;
             return Err(ApiError::internal());
         }
     };
     if resp_parts.status.is_server_error() {
-        release(&state, &tenant.tenant_id, &key).await;
+        release(&state, &scope, &key).await;
     } else {
         let saved = sqlx::query!(
             "UPDATE idempotency_keys SET response_status = $3, response_body = $4
              WHERE tenant_id = $1 AND idempotency_key = $2",
-            tenant.tenant_id,
+            scope,
             key,
             resp_parts.status.as_u16() as i16,
             resp_bytes.as_ref()

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -141,9 +140,9 @@ pub fn build_app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(ops::track))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            state.request_timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
@@ -165,6 +164,24 @@ pub fn build_app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Ends a request that runs past the configured timeout with a 503 in the API's error shape.
+async fn request_timeout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::error::ErrorType::Unavailable,
+            "request_timeout",
+            "The request took too long; it may or may not have taken effect. Retry with the same Idempotency-Key.",
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

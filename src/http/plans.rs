@@ -239,8 +239,8 @@ async fn normalize(
             ));
         }
         if p.amount.is_sign_negative()
-            || p.amount.scale() > money::minor_unit_scale(&currency)
-                && p.amount.normalize().scale() > money::minor_unit_scale(&currency)
+            || p.amount > super::types::max_quantity()
+            || p.amount.normalize().scale() > money::minor_unit_scale(&currency)
         {
             return Err(bad(
                 "invalid_amount",
@@ -294,7 +294,7 @@ async fn normalize(
                     "limit must be non-negative, or -1/null for unlimited.".into(),
                 ));
             }
-            Some(Qty(l)) => Some(l.normalize()),
+            Some(Qty(l)) => Some(super::types::validate_quantity(l, &at("limit"))?),
         };
         let ftype = feature.feature_type;
         if ftype == FeatureType::Boolean && e.limit.is_some() {
@@ -329,6 +329,15 @@ async fn normalize(
                     ));
                 }
                 let per_units = o.per_units.map(|q| q.0).unwrap_or(Decimal::ONE);
+                let too_big = |d: Decimal| d > super::types::max_quantity();
+                if too_big(per_units) || too_big(o.unit_amount) || o.cap_amount.is_some_and(too_big)
+                {
+                    return Err(bad(
+                        "invalid_overage",
+                        at("overage"),
+                        "Overage amounts and per_units may be at most 10^15.".into(),
+                    ));
+                }
                 if o.unit_amount.is_sign_negative()
                     || per_units <= Decimal::ZERO
                     || o.cap_amount.is_some_and(|c| c.is_sign_negative())

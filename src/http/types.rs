@@ -53,6 +53,12 @@ impl From<Decimal> for Qty {
     }
 }
 
+/// The largest quantity or limit accepted (10^15): far beyond any real usage, and small enough
+/// that sums and prices of them stay exact in a 96-bit decimal.
+pub fn max_quantity() -> Decimal {
+    Decimal::from(1_000_000_000_000_000i64)
+}
+
 /// Rejects a quantity that is negative, or too precise to store sensibly.
 pub fn validate_quantity(q: Decimal, param: &str) -> Result<Decimal, crate::error::ApiError> {
     if q.is_sign_negative() && !q.is_zero() {
@@ -62,7 +68,14 @@ pub fn validate_quantity(q: Decimal, param: &str) -> Result<Decimal, crate::erro
             "Quantities must not be negative.",
         ));
     }
-    if q.scale() > 12 {
+    if q > max_quantity() {
+        return Err(crate::error::ApiError::invalid_param(
+            "invalid_quantity",
+            param,
+            "Quantities may be at most 1000000000000000 (10^15).",
+        ));
+    }
+    if q.normalize().scale() > 12 {
         return Err(crate::error::ApiError::invalid_param(
             "invalid_quantity",
             param,

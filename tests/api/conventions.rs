@@ -64,6 +64,21 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
             Some("quantity"),
         ),
         (
+            json!({"customer": "u1", "feature": "f", "quantity": 1e16}),
+            "invalid_quantity",
+            Some("quantity"),
+        ),
+        (
+            json!({"customer": "u1", "feature": "f", "quantity": 1e40}),
+            "invalid_field",
+            Some("quantity"),
+        ),
+        (
+            json!({"customer": "u1", "feature": "f", "quantity": 0.0000000000001}),
+            "invalid_quantity",
+            Some("quantity"),
+        ),
+        (
             json!({"customer": "u1", "feature": "f", "quantity": "lots"}),
             "invalid_field",
             Some("quantity"),
@@ -310,6 +325,24 @@ async fn idempotency_key_replays_and_rejects_reuse() {
         (dup.status, dup.code()),
         (StatusCode::CONFLICT, "feature_exists")
     );
+    // The admin API honours keys too: a retried tenant creation makes one tenant.
+    let mk = || {
+        app.request(
+            Method::POST,
+            "/admin/v1/tenants",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "Once"})),
+            &[("Idempotency-Key", "tenant-once")],
+        )
+    };
+    let (a, b) = (mk().await, mk().await);
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.body["id"], b.body["id"]);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE name = 'Once'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
     // Keys are per tenant.
     let t2 = app.tenant("test").await;
     let r = app
@@ -408,5 +441,4 @@ async fn openapi_health_and_metrics() {
         .await
         .unwrap();
     assert!(m.contains("tollgate_http_requests_total"), "{m}");
-    let _ = ADMIN_TOKEN;
 }
