@@ -105,7 +105,8 @@ as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust >"$WORK/initdb.log"
   || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
 PG_STARTED=1
 PG_OPTS="-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1"
-if [ "$STATEMENTS" = 1 ]; then PG_OPTS="$PG_OPTS -c shared_preload_libraries=pg_stat_statements"; fi
+if [ "$STATEMENTS" = 1 ]; then PG_OPTS="$PG_OPTS -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"; fi
+PG_OPTS="$PG_OPTS ${PG_EXTRA_OPTS:-}"
 as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -t 60 -w -o "$PG_OPTS" start >/dev/null \
   || { cat "$PGDATA/server.log" >&2 || true; die "PostgreSQL did not start"; }
 PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q -v ON_ERROR_STOP=1)
@@ -175,6 +176,8 @@ run_wrk() {  # name path
     "${PSQL[@]}" -d tollgate -P pager=off -c "
       SELECT round(calls::numeric / GREATEST($n, 1), 2) AS per_req,
              round(mean_exec_time::numeric, 3) AS mean_ms,
+             round(plans::numeric / GREATEST(calls, 1), 2) AS plans_per_call,
+             round(mean_plan_time::numeric, 3) AS plan_ms,
              left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
       FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'tollgate')
       ORDER BY calls DESC LIMIT 15" >&2

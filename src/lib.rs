@@ -31,7 +31,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct AppState {
     pub db: PgPool,
     pub clock: clock::Clock,
-    pub admin_token: Option<config::Secret>,
+    pub admin_token: Option<Arc<config::Secret>>,
     pub plans: Arc<db::plans::PlanCache>,
     pub request_timeout: std::time::Duration,
 }
@@ -41,7 +41,7 @@ impl AppState {
         AppState {
             db,
             clock: clock::Clock,
-            admin_token,
+            admin_token: admin_token.map(Arc::new),
             plans: Arc::new(db::plans::PlanCache::default()),
             request_timeout: std::time::Duration::from_secs(30),
         }

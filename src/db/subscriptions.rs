@@ -92,6 +92,27 @@ pub async fn create(
     Ok(row)
 }
 
+/// One row of the resolve query.
+struct ResolveRow {
+    tenant_id: String,
+    mode: String,
+    default_plan: Option<String>,
+    warning_threshold: Decimal,
+    critical_threshold: Decimal,
+    test_clock_now: Option<DateTime<Utc>>,
+    key_id: Option<String>,
+    customer_id: Option<String>,
+    plan_key: Option<String>,
+    plan_version: Option<i32>,
+    interval: Option<String>,
+    billing_anchor: Option<DateTime<Utc>>,
+    current_period_start: Option<DateTime<Utc>>,
+    current_period_end: Option<DateTime<Utc>>,
+    default_version: Option<i32>,
+    counter_start: Option<DateTime<Utc>>,
+    counter_used: Option<Decimal>,
+}
+
 /// What a customer is entitled to right now.
 pub struct Resolved {
     /// `None`: no live subscription and no default plan.
@@ -135,38 +156,75 @@ pub async fn resolve_for(
         Caller::Ready(_) => &[],
         Caller::Deferred(k) => &k.key_hash,
     };
-    let row = sqlx::query!(
-        r#"SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold, t.critical_threshold,
-                  t.test_clock_now, k.key_id AS "key_id?", c.customer_id AS "customer_id?",
-                  s.plan_key AS "plan_key?", s.plan_version AS "plan_version?",
-                  s.interval AS "interval?", s.billing_anchor AS "billing_anchor?",
-                  s.current_period_start AS "current_period_start?",
-                  s.current_period_end AS "current_period_end?",
-                  (SELECT p.latest_version FROM plans p
-                    WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
-                  u.period_start AS "counter_start?", u.used AS "counter_used?"
-           FROM tenants t
-           LEFT JOIN api_keys k
-             ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL
-           LEFT JOIN customers c
-             ON c.tenant_id = t.tenant_id AND c.customer_id = $3 AND c.deleted_at IS NULL
-           LEFT JOIN subscriptions s
-             ON s.tenant_id = c.tenant_id AND s.customer_id = c.customer_id
-            AND s.status IN ('trialing', 'active', 'past_due')
-           LEFT JOIN LATERAL (
-               SELECT x.period_start, x.used FROM usage_counters x
-               WHERE x.tenant_id = t.tenant_id AND x.customer_id = c.customer_id
-                 AND x.feature_key = $4 AND x.period_start <= COALESCE(t.test_clock_now, $5)
-               ORDER BY x.period_start DESC LIMIT 1) u ON true
-           WHERE t.tenant_id = $1"#,
-        caller.tenant_id(),
-        key_hash,
-        customer_id,
-        feature,
-        state.clock.real_now()
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    // Two variants of one query: with the feature's newest counter (checks), and without
+    // (usage, which does not need it: under concurrent writes the counter lookup costs more).
+    let row = match feature {
+        Some(feature) => {
+            sqlx::query_as!(
+                ResolveRow,
+                r#"SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                      t.critical_threshold, t.test_clock_now, k.key_id AS "key_id?",
+                      c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
+                      s.plan_version AS "plan_version?", s.interval AS "interval?",
+                      s.billing_anchor AS "billing_anchor?",
+                      s.current_period_start AS "current_period_start?",
+                      s.current_period_end AS "current_period_end?",
+                      (SELECT p.latest_version FROM plans p
+                        WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
+                      u.period_start AS "counter_start?", u.used AS "counter_used?"
+               FROM tenants t
+               LEFT JOIN api_keys k
+                 ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL
+               LEFT JOIN customers c
+                 ON c.tenant_id = t.tenant_id AND c.customer_id = $3 AND c.deleted_at IS NULL
+               LEFT JOIN subscriptions s
+                 ON s.tenant_id = c.tenant_id AND s.customer_id = c.customer_id
+                AND s.status IN ('trialing', 'active', 'past_due')
+               LEFT JOIN LATERAL (
+                   SELECT x.period_start, x.used FROM usage_counters x
+                   WHERE x.tenant_id = t.tenant_id AND x.customer_id = c.customer_id
+                     AND x.feature_key = $4 AND x.period_start <= COALESCE(t.test_clock_now, $5)
+                   ORDER BY x.period_start DESC LIMIT 1) u ON true
+               WHERE t.tenant_id = $1"#,
+                caller.tenant_id(),
+                key_hash,
+                customer_id,
+                feature,
+                state.clock.real_now()
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query_as!(
+                ResolveRow,
+                r#"SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                      t.critical_threshold, t.test_clock_now, k.key_id AS "key_id?",
+                      c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
+                      s.plan_version AS "plan_version?", s.interval AS "interval?",
+                      s.billing_anchor AS "billing_anchor?",
+                      s.current_period_start AS "current_period_start?",
+                      s.current_period_end AS "current_period_end?",
+                      (SELECT p.latest_version FROM plans p
+                        WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
+                      NULL::timestamptz AS "counter_start?", NULL::numeric AS "counter_used?"
+               FROM tenants t
+               LEFT JOIN api_keys k
+                 ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL
+               LEFT JOIN customers c
+                 ON c.tenant_id = t.tenant_id AND c.customer_id = $3 AND c.deleted_at IS NULL
+               LEFT JOIN subscriptions s
+                 ON s.tenant_id = c.tenant_id AND s.customer_id = c.customer_id
+                AND s.status IN ('trialing', 'active', 'past_due')
+               WHERE t.tenant_id = $1"#,
+                caller.tenant_id(),
+                key_hash,
+                customer_id
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
     let row = match (caller, row) {
         (_, None) => return Err(crate::http::auth::invalid_key()),
         (Caller::Deferred(_), Some(r)) if r.key_id.is_none() => {
