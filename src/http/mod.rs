@@ -147,17 +147,17 @@ pub fn build_app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                // Borrowed, not copied: spans are built for every request.
                 let route = req
                     .extensions()
                     .get::<axum::extract::MatchedPath>()
-                    .map(|p| p.as_str().to_owned())
+                    .map(|p| p.as_str())
                     .unwrap_or_default();
                 let id = req
                     .headers()
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
+                    .unwrap_or_default();
                 tracing::info_span!("request", method = %req.method(), route, request_id = id, tenant = tracing::field::Empty)
             }),
         )
