@@ -94,6 +94,39 @@ pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> ApiResult<Out
 /// The SQLSTATE `tollgate_record_usage` raises when an event would pass its ceiling.
 const REFUSED: &str = "TG402";
 
+/// A stored event and its counter's value now, if the id was recorded.
+pub async fn stored_event(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    event_id: &str,
+) -> ApiResult<Option<(StoredEvent, Decimal)>> {
+    let row = sqlx::query!(
+        r#"SELECT e.event_id, e.customer_id, e.feature_key, e.quantity, e.occurred_at,
+                  COALESCE(c.used, 0) AS "used!"
+           FROM usage_events e
+           LEFT JOIN usage_counters c
+             ON c.tenant_id = e.tenant_id AND c.customer_id = e.customer_id
+            AND c.feature_key = e.feature_key AND c.period_start = e.period_start
+           WHERE e.tenant_id = $1 AND e.event_id = $2"#,
+        tenant_id,
+        event_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| {
+        (
+            StoredEvent {
+                event_id: r.event_id,
+                customer_id: r.customer_id,
+                feature_key: r.feature_key,
+                quantity: r.quantity,
+                occurred_at: r.occurred_at,
+            },
+            r.used,
+        )
+    }))
+}
+
 /// A counter's value (0 when nothing was recorded in the period).
 pub async fn counter(
     conn: &mut PgConnection,

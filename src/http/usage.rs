@@ -333,6 +333,45 @@ pub struct UsageResult {
     pub warning_level: WarningLevel,
 }
 
+/// The answer for an event id seen before.
+fn duplicate_result(
+    plan: Option<&PlanVersion>,
+    thresholds: &crate::domain::entitlement::Thresholds,
+    event: usage::StoredEvent,
+    used: Decimal,
+) -> UsageResult {
+    let limit = plan
+        .and_then(|p| p.entitlement(&event.feature_key))
+        .and_then(|e| e.limit);
+    UsageResult {
+        id: event.event_id,
+        customer: event.customer_id,
+        feature: event.feature_key,
+        quantity: Qty(event.quantity),
+        timestamp: event.occurred_at,
+        duplicate: true,
+        used: Qty(used),
+        remaining: limit.map(|l| Qty((l - used).max(Decimal::ZERO))),
+        limit: limit.map(Qty),
+        warning_level: thresholds.level(used, limit),
+    }
+}
+
+/// A retry of an event recorded before is a duplicate even if the plan has changed since;
+/// anything else gets `err`.
+async fn refuse_unless_duplicate(
+    conn: &mut PgConnection,
+    ctx: &TenantCtx,
+    plan: Option<&PlanVersion>,
+    event_id: &str,
+    err: ApiError,
+) -> ApiResult<UsageResult> {
+    match usage::stored_event(conn, &ctx.tenant_id, event_id).await? {
+        Some((event, used)) => Ok(duplicate_result(plan, &ctx.thresholds(), event, used)),
+        None => Err(err),
+    }
+}
+
 /// Records one usage event: validation, plan resolution, then the atomic write.
 async fn record_one(
     state: &AppState,
@@ -394,18 +433,30 @@ async fn record_one(
     }
     let Some(plan) = resolved.plan.clone() else {
         feature_type_or_404(&mut conn, &ctx.tenant_id, &input.feature).await?;
-        return Err(ApiError::limit(
-            "subscription_inactive",
-            "The customer has no live subscription.",
+        return refuse_unless_duplicate(
+            &mut conn,
+            ctx,
+            resolved.plan.as_deref(),
+            &event_id,
+            ApiError::limit(
+                "subscription_inactive",
+                "The customer has no live subscription.",
+            )
+            .with_param("customer"),
         )
-        .with_param("customer"));
+        .await;
     };
     let Some(ent) = plan.entitlement(&input.feature) else {
         feature_type_or_404(&mut conn, &ctx.tenant_id, &input.feature).await?;
-        return Err(
+        return refuse_unless_duplicate(
+            &mut conn,
+            ctx,
+            resolved.plan.as_deref(),
+            &event_id,
             ApiError::limit("not_in_plan", "The feature is not in the customer's plan.")
                 .with_param("feature"),
-        );
+        )
+        .await;
     };
     if ent.feature_type != FeatureType::Metered {
         return Err(ApiError::invalid_param(
@@ -415,11 +466,18 @@ async fn record_one(
         ));
     }
     if !ent.enabled {
-        return Err(ApiError::limit(
-            "not_in_plan",
-            "The feature is not enabled on the customer's plan.",
+        return refuse_unless_duplicate(
+            &mut conn,
+            ctx,
+            resolved.plan.as_deref(),
+            &event_id,
+            ApiError::limit(
+                "not_in_plan",
+                "The feature is not enabled on the customer's plan.",
+            )
+            .with_param("feature"),
         )
-        .with_param("feature"));
+        .await;
     }
     let period = counter_period(ent.reset, timestamp, resolved.billing.as_ref());
     let ceiling = if enforce { ent.ceiling() } else { None };
@@ -452,23 +510,7 @@ async fn record_one(
             warning_level: thresholds.level(used, ent.limit),
         }),
         Outcome::Duplicate { event, used } => {
-            let ent_limit = if event.feature_key == input.feature {
-                ent.limit
-            } else {
-                plan.entitlement(&event.feature_key).and_then(|e| e.limit)
-            };
-            Ok(UsageResult {
-                id: event.event_id,
-                customer: event.customer_id,
-                feature: event.feature_key,
-                quantity: Qty(event.quantity),
-                timestamp: event.occurred_at,
-                duplicate: true,
-                used: Qty(used),
-                remaining: ent_limit.map(|l| Qty((l - used).max(Decimal::ZERO))),
-                limit: ent_limit.map(Qty),
-                warning_level: thresholds.level(used, ent_limit),
-            })
+            Ok(duplicate_result(Some(&plan), &thresholds, event, used))
         }
         Outcome::Refused => {
             let denial = ent.ceiling_denial();

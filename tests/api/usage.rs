@@ -609,3 +609,42 @@ async fn checks_read_the_right_counter_when_reset_rules_changed() {
         .await;
     assert_eq!(num(&c.body["used"]), "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_event_is_a_duplicate_even_after_the_plan_changed() {
+    let app = spawn_app().await;
+    let t = app.tenant_with_plan(json!({"limit": 10})).await;
+    app.customer(&t, "u1").await;
+    let body = json!({"customer": "u1", "feature": "f", "quantity": 4, "id": "call-7"});
+    let first = app.post("/v1/usage", &t.key, body.clone()).await;
+    assert_eq!(first.status, StatusCode::OK);
+    // The customer moves to a plan without the feature; the client retries the same event.
+    let v2 = app
+        .put(
+            "/v1/plans/p",
+            &t.key,
+            json!({"name": "P", "entitlements": []}),
+        )
+        .await;
+    assert_eq!(v2.body["version"], 2);
+    sqlx::query("UPDATE subscriptions SET plan_version = 2")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let retry = app.post("/v1/usage", &t.key, body).await;
+    assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
+    assert_eq!(retry.body["duplicate"], true);
+    assert_eq!(num(&retry.body["used"]), "4");
+    // A new event for the feature is refused.
+    let new = app
+        .post(
+            "/v1/usage",
+            &t.key,
+            json!({"customer": "u1", "feature": "f", "id": "call-8"}),
+        )
+        .await;
+    assert_eq!(
+        (new.status, new.code()),
+        (StatusCode::PAYMENT_REQUIRED, "not_in_plan")
+    );
+}
