@@ -6,6 +6,7 @@ pub mod customers;
 pub mod extract;
 pub mod features;
 pub mod idempotency;
+pub mod leases;
 pub mod ops;
 pub mod plans;
 pub mod subscriptions;
@@ -74,6 +75,8 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(usage::record_usage_batch))
         .routes(routes!(usage::current_usage))
         .routes(routes!(usage::usage_history))
+        .routes(routes!(leases::create_lease))
+        .routes(routes!(leases::release_lease))
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {

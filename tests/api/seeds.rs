@@ -339,6 +339,39 @@ async fn seed_003_file_sizes_formats_and_free_retries() {
     assert_eq!(num(&r.body["used"]), "10");
     let pro = app.get("/v1/plans/pro", &t.key).await;
     assert_eq!(pro.body["retention_days"], 365);
+    // Concurrent processing: one slot on Free.
+    let first = app
+        .post(
+            "/v1/leases",
+            &t.key,
+            json!({"customer": "coach", "feature": "concurrent_processing"}),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let second = app
+        .post(
+            "/v1/leases",
+            &t.key,
+            json!({"customer": "coach", "feature": "concurrent_processing"}),
+        )
+        .await;
+    assert_eq!(
+        (second.status, second.code()),
+        (StatusCode::PAYMENT_REQUIRED, "limit_exceeded")
+    );
+    let id = first.body["id"].as_str().unwrap();
+    assert_eq!(
+        app.delete(&format!("/v1/leases/{id}"), &t.key).await.status,
+        StatusCode::OK
+    );
+    let third = app
+        .post(
+            "/v1/leases",
+            &t.key,
+            json!({"customer": "coach", "feature": "concurrent_processing"}),
+        )
+        .await;
+    assert_eq!(third.status, StatusCode::CREATED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -648,3 +648,123 @@ async fn a_retried_event_is_a_duplicate_even_after_the_plan_changed() {
         (StatusCode::PAYMENT_REQUIRED, "not_in_plan")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_slots_hold_under_contention_and_free_on_release_or_expiry() {
+    let app = Arc::new(spawn_app().await);
+    let t = app.tenant("test").await;
+    app.set_clock(&t, "2026-02-01T10:00:00Z").await;
+    app.post(
+        "/v1/features",
+        &t.key,
+        json!({"key": "jobs", "name": "Jobs", "type": "concurrency"}),
+    )
+    .await;
+    app.post(
+        "/v1/features",
+        &t.key,
+        json!({"key": "mins", "name": "Mins", "type": "metered"}),
+    )
+    .await;
+    let p = app
+        .post(
+            "/v1/plans",
+            &t.key,
+            json!({"key": "pro", "name": "Pro", "default": true,
+        "entitlements": [{"feature": "jobs", "limit": 3}, {"feature": "mins", "limit": 10}]}),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED);
+    app.customer(&t, "u1").await;
+    let key = Arc::new(t.key.clone());
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let (app, key) = (app.clone(), key.clone());
+        handles.push(tokio::spawn(async move {
+            app.post(
+                "/v1/leases",
+                &key,
+                json!({"customer": "u1", "feature": "jobs", "ttl_seconds": 60}),
+            )
+            .await
+        }));
+    }
+    let mut granted = Vec::new();
+    for h in handles {
+        let r = h.await.unwrap();
+        match r.status {
+            StatusCode::CREATED => granted.push(r.body["id"].as_str().unwrap().to_string()),
+            StatusCode::PAYMENT_REQUIRED => assert_eq!(r.code(), "limit_exceeded"),
+            other => panic!("unexpected {other}: {:?}", r.body),
+        }
+    }
+    assert_eq!(granted.len(), 3);
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "jobs"}),
+        )
+        .await;
+    assert_eq!(c.body["allowed"], false);
+    assert_eq!(num(&c.body["used"]), "3");
+    // Releasing frees a slot at once.
+    let r = app
+        .delete(&format!("/v1/leases/{}", granted[0]), &t.key)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let again = app
+        .delete(&format!("/v1/leases/{}", granted[0]), &t.key)
+        .await;
+    assert_eq!(again.code(), "lease_not_found");
+    let r = app
+        .post(
+            "/v1/leases",
+            &t.key,
+            json!({"customer": "u1", "feature": "jobs"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["expires_at"], "2026-02-01T10:05:00Z");
+    // Expired leases free themselves.
+    app.set_clock(&t, "2026-02-01T10:01:01Z").await;
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "jobs"}),
+        )
+        .await;
+    assert_eq!(num(&c.body["used"]), "1");
+    assert_eq!(c.body["allowed"], true);
+    // Wrong kinds of feature.
+    let r = app
+        .post(
+            "/v1/leases",
+            &t.key,
+            json!({"customer": "u1", "feature": "mins"}),
+        )
+        .await;
+    assert_eq!(r.code(), "feature_not_concurrency");
+    let r = app
+        .post(
+            "/v1/leases",
+            &t.key,
+            json!({"customer": "u1", "feature": "nope"}),
+        )
+        .await;
+    assert_eq!(r.code(), "feature_not_found");
+    let r = app
+        .post(
+            "/v1/leases",
+            &t.key,
+            json!({"customer": "u1", "feature": "jobs", "ttl_seconds": 0}),
+        )
+        .await;
+    assert_eq!(r.code(), "invalid_ttl");
+    let other = app.tenant("test").await;
+    let r = app
+        .delete(&format!("/v1/leases/{}", granted[1]), &other.key)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "another tenant's lease");
+}
