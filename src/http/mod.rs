@@ -75,6 +75,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(usage::record_usage_batch))
         .routes(routes!(usage::current_usage))
         .routes(routes!(usage::usage_history))
+        .routes(routes!(usage::member_usage))
         .routes(routes!(leases::create_lease))
         .routes(routes!(leases::release_lease))
 }

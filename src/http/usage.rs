@@ -782,3 +782,92 @@ pub async fn usage_history(
         .collect();
     Ok(axum::Json(UsageHistory { customer, data }))
 }
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberUsage {
+    pub member: String,
+    pub used: Qty,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FeatureMembers {
+    pub feature: String,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+    /// Members with usage in the period.
+    pub members: i64,
+    pub total: Qty,
+    pub average_per_member: Qty,
+    /// The ten members with the most usage, most first.
+    pub top: Vec<MemberUsage>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MembersSummary {
+    pub customer: String,
+    pub data: Vec<FeatureMembers>,
+}
+
+#[utoipa::path(get, path = "/v1/customers/{id}/usage/members", tag = "usage",
+    params(("id" = String, Path, description = "Customer (organisation) id")),
+    responses((status = 200, description = "Current-period usage per member of an organisation, per metered feature", body = MembersSummary),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub async fn member_usage(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(customer): Path<String>,
+) -> ApiResult<axum::Json<MembersSummary>> {
+    let now = ctx.now(&state);
+    let mut conn = state.db.acquire().await?;
+    let resolved = resolve(&state, &mut conn, &ctx, &customer).await?;
+    let Some(plan) = resolved.plan.clone() else {
+        return Ok(axum::Json(MembersSummary {
+            customer,
+            data: vec![],
+        }));
+    };
+    let mut data = Vec::new();
+    for f in plan
+        .features
+        .iter()
+        .filter(|f| f.entitlement.feature_type == FeatureType::Metered)
+    {
+        let period = counter_period(f.entitlement.reset, now, resolved.billing.as_ref());
+        let rows = sqlx::query!(
+            r#"SELECT member_id, used, count(*) OVER () AS "members!", sum(used) OVER () AS "total!"
+               FROM usage_member_counters
+               WHERE tenant_id = $1 AND customer_id = $2 AND feature_key = $3 AND period_start = $4
+               ORDER BY used DESC, member_id
+               LIMIT 10"#,
+            ctx.tenant_id,
+            customer,
+            f.feature,
+            period.start
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let members = rows.first().map(|r| r.members).unwrap_or(0);
+        let total = rows.first().map(|r| r.total).unwrap_or(Decimal::ZERO);
+        let average = if members > 0 {
+            (total / Decimal::from(members)).round_dp(4).normalize()
+        } else {
+            Decimal::ZERO
+        };
+        data.push(FeatureMembers {
+            feature: f.feature.clone(),
+            period_start: (f.entitlement.reset != Reset::Never).then_some(period.start),
+            period_end: period.end,
+            members,
+            total: Qty(total),
+            average_per_member: Qty(average),
+            top: rows
+                .into_iter()
+                .map(|r| MemberUsage {
+                    member: r.member_id,
+                    used: Qty(r.used),
+                })
+                .collect(),
+        });
+    }
+    Ok(axum::Json(MembersSummary { customer, data }))
+}

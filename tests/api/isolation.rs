@@ -30,6 +30,7 @@ async fn another_tenants_resources_are_404() {
         "/v1/customers/u1/entitlements".into(),
         "/v1/customers/u1/usage?period=current".into(),
         "/v1/customers/u1/usage/history".into(),
+        "/v1/customers/u1/usage/members".into(),
         format!("/v1/subscriptions/{sub_id}"),
         "/v1/plans/p".into(),
         "/v1/features/f".into(),

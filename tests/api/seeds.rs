@@ -400,4 +400,28 @@ async fn seed_004_free_plan_refuses_the_sixth_suggestion() {
         .get("/v1/customers/U123@acme/usage/history?months=6", &t.key)
         .await;
     assert_eq!(num(&h.body["data"][0]["used"]), "5");
+    // An organisation's summary: totals per member, the average, the top 10.
+    app.customer(&t, "org_acme").await;
+    for (member, n) in [("alice", 3), ("bob", 1), ("carol", 1)] {
+        for _ in 0..n {
+            let r = app
+                .post(
+                    "/v1/usage",
+                    &t.key,
+                    json!({"customer": "org_acme", "feature": "suggestions", "member": member}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        }
+    }
+    let m = app
+        .get("/v1/customers/org_acme/usage/members", &t.key)
+        .await;
+    assert_eq!(m.status, StatusCode::OK, "{:?}", m.body);
+    let s = &m.body["data"][0];
+    assert_eq!(s["members"], 3);
+    assert_eq!(num(&s["total"]), "5");
+    assert_eq!(num(&s["average_per_member"]), "1.6667");
+    assert_eq!(s["top"][0]["member"], "alice");
+    assert_eq!(num(&s["top"][0]["used"]), "3");
 }
