@@ -238,9 +238,11 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                     .await
                     .context("applying migrations")?;
             }
-            let mut state =
-                AppState::new(pool.clone(), admin_token(&config, db.embedded.is_some())?);
-            state.request_timeout = std::time::Duration::from_secs(config.request_timeout_seconds);
+            let state = AppState::with_timeout(
+                pool.clone(),
+                admin_token(&config, db.embedded.is_some())?,
+                std::time::Duration::from_secs(config.request_timeout_seconds),
+            );
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;

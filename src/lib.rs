@@ -26,25 +26,44 @@ pub use http::build_app;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Everything a request handler needs, cloned cheaply per request.
+/// Everything a request handler needs. Cloned for every request and every middleware layer,
+/// so it is one `Arc`: a clone is one reference-count increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+pub struct AppStateInner {
     pub db: PgPool,
     pub clock: clock::Clock,
-    pub admin_token: Option<Arc<config::Secret>>,
-    pub plans: Arc<db::plans::PlanCache>,
+    pub admin_token: Option<config::Secret>,
+    pub plans: db::plans::PlanCache,
     pub request_timeout: std::time::Duration,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
 }
 
 impl AppState {
     pub fn new(db: PgPool, admin_token: Option<config::Secret>) -> Self {
-        AppState {
+        Self::with_timeout(db, admin_token, std::time::Duration::from_secs(30))
+    }
+
+    pub fn with_timeout(
+        db: PgPool,
+        admin_token: Option<config::Secret>,
+        request_timeout: std::time::Duration,
+    ) -> Self {
+        AppState(Arc::new(AppStateInner {
             db,
             clock: clock::Clock,
-            admin_token: admin_token.map(Arc::new),
-            plans: Arc::new(db::plans::PlanCache::default()),
-            request_timeout: std::time::Duration::from_secs(30),
-        }
+            admin_token,
+            plans: db::plans::PlanCache::default(),
+            request_timeout,
+        }))
     }
 }
 
