@@ -37,6 +37,8 @@ pub struct AppStateInner {
     pub admin_token: Option<config::Secret>,
     pub plans: db::plans::PlanCache,
     pub request_timeout: std::time::Duration,
+    /// Connections for the hot path (no ping on return; see `db::hot_pool`).
+    pub hot: db::hot_pool::HotPool,
 }
 
 impl std::ops::Deref for AppState {
@@ -57,7 +59,12 @@ impl AppState {
         admin_token: Option<config::Secret>,
         request_timeout: std::time::Duration,
     ) -> Self {
+        let hot = db::hot_pool::HotPool::new(
+            (*db.connect_options()).clone(),
+            db.options().get_max_connections() as usize,
+        );
         AppState(Arc::new(AppStateInner {
+            hot,
             db,
             clock: clock::Clock,
             admin_token,

@@ -1,5 +1,6 @@
 //! Queries grouped by aggregate.
 
+pub mod hot_pool;
 pub mod plans;
 pub mod subscriptions;
 pub mod usage;

@@ -190,39 +190,53 @@ pub async fn check(
         body.quantity.map(|q| q.0).unwrap_or(Decimal::ONE),
         "quantity",
     )?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.hot.acquire().await?;
+    let result = check_on(&state, &mut conn, &caller, &body, requested).await;
+    conn.finish(completed(&result));
+    result.map(axum::Json)
+}
+
+/// Whether a request's database work ran to completion (so its connection can be reused):
+/// it succeeded, or failed for the client's reasons rather than the database's.
+fn completed<T>(result: &ApiResult<T>) -> bool {
+    result
+        .as_ref()
+        .map_or_else(|e| !e.status.is_server_error(), |_| true)
+}
+
+async fn check_on(
+    state: &AppState,
+    conn: &mut PgConnection,
+    caller: &Caller,
+    body: &CheckInput,
+    requested: Decimal,
+) -> ApiResult<CheckResult> {
     // Key, tenant, customer, plan and counter in one round trip.
-    let (ctx, resolved) = resolve_for(
-        &state,
-        &mut conn,
-        &caller,
-        &body.customer,
-        Some(&body.feature),
-    )
-    .await?;
-    let now = ctx.now(&state);
+    let (ctx, resolved) =
+        resolve_for(state, conn, caller, &body.customer, Some(&body.feature)).await?;
+    let now = ctx.now(state);
     let Some(plan) = resolved.plan.clone() else {
-        let ftype = feature_type_or_404(&mut conn, &ctx.tenant_id, &body.feature).await?;
-        return Ok(axum::Json(denied(
+        let ftype = feature_type_or_404(conn, &ctx.tenant_id, &body.feature).await?;
+        return Ok(denied(
             &body.customer,
             &body.feature,
             Some(ftype),
             requested,
             Denial::SubscriptionInactive,
-        )));
+        ));
     };
     let Some(ent) = plan.entitlement(&body.feature) else {
-        let ftype = feature_type_or_404(&mut conn, &ctx.tenant_id, &body.feature).await?;
-        return Ok(axum::Json(denied(
+        let ftype = feature_type_or_404(conn, &ctx.tenant_id, &body.feature).await?;
+        return Ok(denied(
             &body.customer,
             &body.feature,
             Some(ftype),
             requested,
             Denial::NotInPlan,
-        )));
+        ));
     };
     let (used, period) = current_usage_of(
-        &mut conn,
+        conn,
         &ctx,
         &resolved,
         &body.customer,
@@ -231,7 +245,7 @@ pub async fn check(
         now,
     )
     .await?;
-    Ok(axum::Json(check_result(
+    Ok(check_result(
         &ctx,
         &plan,
         &body.customer,
@@ -239,7 +253,7 @@ pub async fn check(
         ent,
         (used, period),
         requested,
-    )))
+    ))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -379,6 +393,19 @@ async fn record_one(
     input: UsageInput,
     header_id: Option<&str>,
 ) -> ApiResult<UsageResult> {
+    let mut conn = state.hot.acquire().await?;
+    let result = record_on(state, &mut conn, caller, input, header_id).await;
+    conn.finish(completed(&result));
+    result
+}
+
+async fn record_on(
+    state: &AppState,
+    conn: &mut PgConnection,
+    caller: &Caller,
+    input: UsageInput,
+    header_id: Option<&str>,
+) -> ApiResult<UsageResult> {
     let quantity = validate_quantity(
         input.quantity.map(|q| q.0).unwrap_or(Decimal::ONE),
         "quantity",
@@ -415,9 +442,8 @@ async fn record_one(
     let billable = input.billable.unwrap_or(true);
     let enforce = input.enforce.unwrap_or(true);
 
-    let mut conn = state.db.acquire().await?;
     // Key (on the hot path), tenant, customer and plan in one round trip.
-    let (ctx, resolved) = resolve_for(state, &mut conn, caller, &input.customer, None).await?;
+    let (ctx, resolved) = resolve_for(state, conn, caller, &input.customer, None).await?;
     let ctx = &ctx;
     let now = ctx.now(state);
     let timestamp = input
@@ -432,9 +458,9 @@ async fn record_one(
         ));
     }
     let Some(plan) = resolved.plan.clone() else {
-        feature_type_or_404(&mut conn, &ctx.tenant_id, &input.feature).await?;
+        feature_type_or_404(conn, &ctx.tenant_id, &input.feature).await?;
         return refuse_unless_duplicate(
-            &mut conn,
+            conn,
             ctx,
             resolved.plan.as_deref(),
             &event_id,
@@ -447,9 +473,9 @@ async fn record_one(
         .await;
     };
     let Some(ent) = plan.entitlement(&input.feature) else {
-        feature_type_or_404(&mut conn, &ctx.tenant_id, &input.feature).await?;
+        feature_type_or_404(conn, &ctx.tenant_id, &input.feature).await?;
         return refuse_unless_duplicate(
-            &mut conn,
+            conn,
             ctx,
             resolved.plan.as_deref(),
             &event_id,
@@ -467,7 +493,7 @@ async fn record_one(
     }
     if !ent.enabled {
         return refuse_unless_duplicate(
-            &mut conn,
+            conn,
             ctx,
             resolved.plan.as_deref(),
             &event_id,
@@ -496,7 +522,7 @@ async fn record_one(
         ceiling,
     };
     let thresholds = ctx.thresholds();
-    match usage::record(&mut conn, &event).await? {
+    match usage::record(conn, &event).await? {
         Outcome::Recorded { used } => Ok(UsageResult {
             id: event_id,
             customer: input.customer,

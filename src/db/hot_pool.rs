@@ -1,0 +1,102 @@
+//! A small connection pool for the hot path (`/v1/check`, `/v1/usage`).
+//!
+//! sqlx 0.8's pool pings every connection when it is returned (one extra round trip, and a
+//! spawned task, per request). This pool skips that safely: a connection goes back only when
+//! the request marked it clean with [`HotConn::done`] after its last query completed; a
+//! connection from a cancelled or failed request is dropped and reopened later.
+
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgConnection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub struct HotPool {
+    options: PgConnectOptions,
+    idle: Mutex<Vec<PgConnection>>,
+    permits: Arc<Semaphore>,
+}
+
+pub struct HotConn<'a> {
+    pool: &'a HotPool,
+    conn: ManuallyDrop<PgConnection>,
+    clean: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl HotPool {
+    pub fn new(options: PgConnectOptions, max: usize) -> Self {
+        HotPool {
+            options,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max.max(1))),
+        }
+    }
+
+    /// A connection: an idle one, or a new one (opened lazily, up to `max`).
+    pub async fn acquire(&self) -> Result<HotConn<'_>, sqlx::Error> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let conn = match idle {
+            Some(c) => c,
+            None => self.options.connect().await?,
+        };
+        Ok(HotConn {
+            pool: self,
+            conn: ManuallyDrop::new(conn),
+            clean: false,
+            _permit: permit,
+        })
+    }
+}
+
+impl HotConn<'_> {
+    /// Marks the connection reusable: every query on it ran to completion.
+    pub fn done(mut self) {
+        self.clean = true;
+    }
+
+    /// Returns the connection if `ok` (the work ran to completion without a database
+    /// failure); otherwise it is dropped with this guard.
+    pub fn finish(self, ok: bool) {
+        if ok {
+            self.done();
+        }
+    }
+}
+
+impl Deref for HotConn<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for HotConn<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for HotConn<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `conn` is taken exactly once, here, and never touched again.
+        let conn = unsafe { ManuallyDrop::take(&mut self.conn) };
+        if self.clean {
+            if let Ok(mut idle) = self.pool.idle.lock() {
+                idle.push(conn);
+                return;
+            }
+        }
+        // Otherwise dropped: after a cancellation it may hold a half-read response.
+        drop(conn);
+    }
+}
