@@ -768,3 +768,33 @@ async fn concurrency_slots_hold_under_contention_and_free_on_release_or_expiry()
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "another tenant's lease");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_pool_reuses_only_connections_whose_work_completed() {
+    use tollgate::db::hot_pool::HotPool;
+    let url = crate::helpers::fresh_database().await;
+    let pool = HotPool::new(url.parse().unwrap(), 2);
+    async fn pid(mut c: tollgate::db::hot_pool::HotConn<'_>, keep: bool) -> i32 {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        c.finish(keep);
+        pid
+    }
+    let first = pid(pool.acquire().await.unwrap(), true).await;
+    let again = pid(pool.acquire().await.unwrap(), false).await;
+    assert_eq!(first, again, "a clean connection is reused");
+    let fresh = pid(pool.acquire().await.unwrap(), true).await;
+    assert_ne!(
+        fresh, again,
+        "a connection not marked clean is dropped, not reused"
+    );
+    // Two at once: the pool never hands out more than its size.
+    let a = pool.acquire().await.unwrap();
+    let _b = pool.acquire().await.unwrap();
+    let third = tokio::time::timeout(std::time::Duration::from_millis(50), pool.acquire()).await;
+    assert!(third.is_err(), "a third connection waits for a permit");
+    drop(a);
+    assert!(pool.acquire().await.is_ok());
+}
