@@ -198,12 +198,18 @@ pub async fn require_tenant(
         let key = parse_key(&parts)?;
         tracing::Span::current().record("tenant", key.tenant_id.as_str());
         parts.extensions.insert(key);
-        return Ok(next.run(Request::from_parts(parts, body)).await);
+        return super::idempotency::idempotency(
+            State(state),
+            Request::from_parts(parts, body),
+            next,
+        )
+        .await;
     }
     let ctx = authenticate(&state, &parts).await?;
     tracing::Span::current().record("tenant", ctx.tenant_id.as_str());
     parts.extensions.insert(ctx);
-    Ok(next.run(Request::from_parts(parts, body)).await)
+    // Idempotency-Key handling runs inside the same middleware: one layer per request.
+    super::idempotency::idempotency(State(state), Request::from_parts(parts, body), next).await
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for TenantCtx {
@@ -238,7 +244,8 @@ pub async fn require_admin(
     if !ok {
         return Err(ApiError::unauthenticated("Invalid admin token."));
     }
-    Ok(next.run(Request::from_parts(parts, body)).await)
+    // Idempotency-Key handling runs inside the same middleware: one layer per request.
+    super::idempotency::idempotency(State(state), Request::from_parts(parts, body), next).await
 }
 
 #[cfg(test)]

@@ -106,24 +106,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Builds the whole application router.
 pub fn build_app(state: AppState) -> Router {
     ops::prometheus();
-    let v1 = v1_routes()
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_tenant,
-        ));
-    let admin = admin_routes()
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ));
+    // Authentication, then Idempotency-Key handling, in one layer.
+    let v1 = v1_routes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_tenant,
+    ));
+    let admin = admin_routes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_admin,
+    ));
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)
         .merge(admin)
@@ -142,11 +133,11 @@ pub fn build_app(state: AppState) -> Router {
         .merge(Scalar::with_url("/docs", api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(ops::track))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        // Metrics and the request timeout, in one layer.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            request_timeout,
+            ops::observe,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
@@ -168,24 +159,6 @@ pub fn build_app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
-}
-
-/// Ends a request that runs past the configured timeout with a 503 in the API's error shape.
-async fn request_timeout(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            crate::error::ErrorType::Unavailable,
-            "request_timeout",
-            "The request took too long; it may or may not have taken effect. Retry with the same Idempotency-Key.",
-        )
-        .into_response(),
-    }
 }
 
 async fn not_found() -> ApiError {

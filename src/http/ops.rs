@@ -31,8 +31,9 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Counts requests and their latency by matched route (low cardinality) and status.
-pub async fn track(req: Request, next: Next) -> Response {
+/// Counts requests and their latency by matched route (low cardinality) and status, and ends
+/// a request that runs past the configured timeout with a 503 in the API's error shape.
+pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
@@ -40,7 +41,16 @@ pub async fn track(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
-    let resp = next.run(req).await;
+    let resp = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::error::ErrorType::Unavailable,
+            "request_timeout",
+            "The request took too long; it may or may not have taken effect. Retry with the same Idempotency-Key.",
+        )
+        .into_response(),
+    };
     let status = resp.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("tollgate_http_requests_total", &labels).increment(1);
