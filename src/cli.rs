@@ -224,7 +224,9 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
         return Ok(());
     }
     let db = database(&config).await?;
-    let pool = crate::connect(&db.url, config.db_max_connections).await?;
+    // Half the connection budget for the general pool; the hot path's pool gets as many
+    // (AppState sizes it from this pool), so a process holds at most db_max_connections.
+    let pool = crate::connect(&db.url, (config.db_max_connections / 2).max(2)).await?;
     match command {
         Command::Openapi => {}
         Command::Migrate => {
