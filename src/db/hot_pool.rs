@@ -8,20 +8,26 @@
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Connections older than this are closed rather than reused, so server-side state (memory,
+/// cached plans) and connections through a failed-over proxy are renewed over time.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
 pub struct HotPool {
     options: PgConnectOptions,
-    idle: Mutex<Vec<PgConnection>>,
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
     permits: Arc<Semaphore>,
 }
 
 pub struct HotConn<'a> {
     pool: &'a HotPool,
     conn: ManuallyDrop<PgConnection>,
+    born: Instant,
     clean: bool,
     _permit: OwnedSemaphorePermit,
 }
@@ -44,13 +50,14 @@ impl HotPool {
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
-        let conn = match idle {
-            Some(c) => c,
-            None => self.options.connect().await?,
+        let (conn, born) = match idle {
+            Some((c, born)) if born.elapsed() < MAX_LIFETIME => (c, born),
+            _ => (self.options.connect().await?, Instant::now()),
         };
         Ok(HotConn {
             pool: self,
             conn: ManuallyDrop::new(conn),
+            born,
             clean: false,
             _permit: permit,
         })
@@ -92,7 +99,7 @@ impl Drop for HotConn<'_> {
         let conn = unsafe { ManuallyDrop::take(&mut self.conn) };
         if self.clean {
             if let Ok(mut idle) = self.pool.idle.lock() {
-                idle.push(conn);
+                idle.push((conn, self.born));
                 return;
             }
         }
