@@ -21,7 +21,7 @@ pub enum ErrorType {
     Internal,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub kind: ErrorType,

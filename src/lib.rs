@@ -38,7 +38,9 @@ pub struct AppStateInner {
     pub plans: db::plans::PlanCache,
     pub request_timeout: std::time::Duration,
     /// Connections for the hot path (no ping on return; see `db::hot_pool`).
-    pub hot: db::hot_pool::HotPool,
+    pub hot: Arc<db::hot_pool::HotPool>,
+    /// Resolves concurrent `/v1/check`s together (see `db::check_batch`).
+    pub checks: db::check_batch::CheckBatcher,
 }
 
 impl std::ops::Deref for AppState {
@@ -59,12 +61,18 @@ impl AppState {
         admin_token: Option<config::Secret>,
         request_timeout: std::time::Duration,
     ) -> Self {
-        let hot = db::hot_pool::HotPool::new(
+        let max = db.options().get_max_connections() as usize;
+        let hot = Arc::new(db::hot_pool::HotPool::new(
             (*db.connect_options()).clone(),
-            db.options().get_max_connections() as usize,
-        );
+            max,
+        ));
+        // As many check statements in flight as there are cores: enough to keep the database
+        // busy, few enough that concurrent checks share statements.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let checks = db::check_batch::CheckBatcher::new(hot.clone(), cores.clamp(1, max.max(1)));
         AppState(Arc::new(AppStateInner {
             hot,
+            checks,
             db,
             clock: clock::Clock,
             admin_token,

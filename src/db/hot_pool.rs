@@ -64,6 +64,35 @@ impl HotPool {
     }
 }
 
+/// A hot connection taken only when first needed.
+pub struct LazyConn<'a> {
+    pool: &'a HotPool,
+    conn: Option<HotConn<'a>>,
+}
+
+impl<'a> LazyConn<'a> {
+    pub fn new(pool: &'a HotPool) -> Self {
+        LazyConn { pool, conn: None }
+    }
+
+    pub async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        match self.conn.as_mut() {
+            Some(conn) => Ok(&mut **conn),
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// Like [`HotConn::finish`], if a connection was taken.
+    pub fn finish(self, ok: bool) {
+        if let Some(conn) = self.conn {
+            conn.finish(ok);
+        }
+    }
+}
+
 impl HotConn<'_> {
     /// Marks the connection reusable: every query on it ran to completion.
     pub fn done(mut self) {

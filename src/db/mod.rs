@@ -1,5 +1,6 @@
 //! Queries grouped by aggregate.
 
+pub mod check_batch;
 pub mod hot_pool;
 pub mod plans;
 pub mod subscriptions;

@@ -79,6 +79,17 @@ pub struct PlanCache {
 }
 
 impl PlanCache {
+    /// A plan version if it is cached.
+    pub fn cached(
+        &self,
+        tenant_id: &str,
+        plan_key: &str,
+        version: i32,
+    ) -> Option<Arc<PlanVersion>> {
+        let key = (tenant_id.to_string(), plan_key.to_string(), version);
+        self.versions.read().ok()?.get(&key).cloned()
+    }
+
     /// A plan version, from the cache or the database. `None` if it does not exist.
     pub async fn get(
         &self,

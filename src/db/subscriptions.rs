@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
+use crate::db::check_batch::Lookup;
 use crate::db::plans::PlanVersion;
 use crate::domain::period::{add_months_clamped, BillingCycle, Interval, Period};
 use crate::error::{ApiError, ApiResult};
@@ -93,7 +94,7 @@ pub async fn create(
 }
 
 /// One row of the resolve query.
-struct ResolveRow {
+pub struct ResolveRow {
     tenant_id: String,
     mode: String,
     default_plan: Option<String>,
@@ -111,6 +112,127 @@ struct ResolveRow {
     default_version: Option<i32>,
     counter_start: Option<DateTime<Utc>>,
     counter_used: Option<Decimal>,
+}
+
+/// The batched form of the resolve query (every column nullable: the tenant is outer-joined).
+struct BatchRow {
+    ord: i64,
+    tenant_id: Option<String>,
+    mode: Option<String>,
+    default_plan: Option<String>,
+    warning_threshold: Option<Decimal>,
+    critical_threshold: Option<Decimal>,
+    test_clock_now: Option<DateTime<Utc>>,
+    key_id: Option<String>,
+    customer_id: Option<String>,
+    plan_key: Option<String>,
+    plan_version: Option<i32>,
+    interval: Option<String>,
+    billing_anchor: Option<DateTime<Utc>>,
+    current_period_start: Option<DateTime<Utc>>,
+    current_period_end: Option<DateTime<Utc>>,
+    default_version: Option<i32>,
+    counter_start: Option<DateTime<Utc>>,
+    counter_used: Option<Decimal>,
+}
+
+/// The resolve query with a counter, for many lookups in one statement (see `check_batch`).
+/// Returns one entry per lookup, in order; `None` where the tenant does not exist.
+pub async fn fetch_batch(
+    conn: &mut PgConnection,
+    lookups: &[&Lookup],
+) -> Result<Vec<Option<ResolveRow>>, sqlx::Error> {
+    let tenants: Vec<&str> = lookups.iter().map(|l| l.tenant_id.as_str()).collect();
+    let hashes: Vec<&[u8]> = lookups.iter().map(|l| l.key_hash.as_slice()).collect();
+    let customers: Vec<&str> = lookups.iter().map(|l| l.customer.as_str()).collect();
+    let features: Vec<&str> = lookups.iter().map(|l| l.feature.as_str()).collect();
+    let rows = sqlx::query_as!(
+        BatchRow,
+        // Every lookup is its own LATERAL subquery (OFFSET 0 keeps the planner from
+        // flattening it into a hash join), so each is an index probe per row whatever the
+        // table statistics say.
+        r#"SELECT r.ord AS "ord!", t.tenant_id AS "tenant_id?", t.mode AS "mode?",
+              t.default_plan, t.warning_threshold AS "warning_threshold?",
+              t.critical_threshold AS "critical_threshold?", t.test_clock_now,
+              k.key_id AS "key_id?",
+              c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
+              s.plan_version AS "plan_version?", s.interval AS "interval?",
+              s.billing_anchor AS "billing_anchor?",
+              s.current_period_start AS "current_period_start?",
+              s.current_period_end AS "current_period_end?",
+              t.default_version AS "default_version?",
+              u.period_start AS "counter_start?", u.used AS "counter_used?"
+       FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
+              WITH ORDINALITY AS r(tenant_id, key_hash, customer_id, feature_key, ord)
+       LEFT JOIN LATERAL (
+           SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                  t.critical_threshold, t.test_clock_now,
+                  (SELECT p.latest_version FROM plans p
+                    WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version
+           FROM tenants t WHERE t.tenant_id = r.tenant_id OFFSET 0) t ON true
+       LEFT JOIN LATERAL (
+           SELECT k.key_id FROM api_keys k
+           WHERE k.tenant_id = r.tenant_id AND k.key_hash = r.key_hash
+             AND k.revoked_at IS NULL OFFSET 0) k ON true
+       LEFT JOIN LATERAL (
+           SELECT c.customer_id FROM customers c
+           WHERE c.tenant_id = r.tenant_id AND c.customer_id = r.customer_id
+             AND c.deleted_at IS NULL OFFSET 0) c ON true
+       LEFT JOIN LATERAL (
+           SELECT s.plan_key, s.plan_version, s.interval, s.billing_anchor,
+                  s.current_period_start, s.current_period_end
+           FROM subscriptions s
+           WHERE s.tenant_id = r.tenant_id AND s.customer_id = c.customer_id
+             AND s.status IN ('trialing', 'active', 'past_due') OFFSET 0) s ON true
+       LEFT JOIN LATERAL (
+           SELECT x.period_start, x.used FROM usage_counters x
+           WHERE x.tenant_id = r.tenant_id AND x.customer_id = c.customer_id
+             AND x.feature_key = r.feature_key
+             AND x.period_start <= COALESCE(t.test_clock_now, $5)
+           ORDER BY x.period_start DESC LIMIT 1) u ON true"#,
+        &tenants as &[&str],
+        &hashes as &[&[u8]],
+        &customers as &[&str],
+        &features as &[&str],
+        crate::clock::Clock.real_now()
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: Vec<Option<ResolveRow>> = Vec::with_capacity(lookups.len());
+    out.resize_with(lookups.len(), || None);
+    for r in rows {
+        let Some(slot) = usize::try_from(r.ord - 1).ok().and_then(|i| out.get_mut(i)) else {
+            continue;
+        };
+        let (Some(tenant_id), Some(mode), Some(warning), Some(critical)) = (
+            r.tenant_id,
+            r.mode,
+            r.warning_threshold,
+            r.critical_threshold,
+        ) else {
+            continue;
+        };
+        *slot = Some(ResolveRow {
+            tenant_id,
+            mode,
+            default_plan: r.default_plan,
+            warning_threshold: warning,
+            critical_threshold: critical,
+            test_clock_now: r.test_clock_now,
+            key_id: r.key_id,
+            customer_id: r.customer_id,
+            plan_key: r.plan_key,
+            plan_version: r.plan_version,
+            interval: r.interval,
+            billing_anchor: r.billing_anchor,
+            current_period_start: r.current_period_start,
+            current_period_end: r.current_period_end,
+            default_version: r.default_version,
+            counter_start: r.counter_start,
+            counter_used: r.counter_used,
+        });
+    }
+    Ok(out)
 }
 
 /// What a customer is entitled to right now.
@@ -225,6 +347,49 @@ pub async fn resolve_for(
             .await?
         }
     };
+    finish(state, Some(conn), caller, row, feature.is_some()).await
+}
+
+/// [`resolve_for`] for a check, through the check batcher: the same answer, resolved in one
+/// statement together with other concurrent checks.
+pub async fn resolve_batched(
+    state: &AppState,
+    caller: &Caller,
+    customer_id: &str,
+    feature: &str,
+) -> ApiResult<(TenantCtx, Resolved)> {
+    // PostgreSQL text cannot hold NUL; such ids match nothing anyway.
+    let clean = |s: &str| {
+        if s.contains('\0') {
+            String::new()
+        } else {
+            s.to_string()
+        }
+    };
+    let row = state
+        .checks
+        .lookup(Lookup {
+            tenant_id: caller.tenant_id().to_string(),
+            key_hash: match caller {
+                Caller::Ready(_) => Vec::new(),
+                Caller::Deferred(k) => k.key_hash.clone(),
+            },
+            customer: clean(customer_id),
+            feature: clean(feature),
+        })
+        .await?;
+    finish(state, None, caller, row, true).await
+}
+
+/// Turns a resolve row into the caller's tenant and the customer's plan. `conn` is used to
+/// load a plan version missing from the cache (the general pool when `None`).
+async fn finish(
+    state: &AppState,
+    conn: Option<&mut PgConnection>,
+    caller: &Caller,
+    row: Option<ResolveRow>,
+    counter_read: bool,
+) -> ApiResult<(TenantCtx, Resolved)> {
     let row = match (caller, row) {
         (_, None) => return Err(crate::http::auth::invalid_key()),
         (Caller::Deferred(_), Some(r)) if r.key_id.is_none() => {
@@ -256,7 +421,7 @@ pub async fn resolve_for(
         row.current_period_start,
         row.current_period_end,
     ) {
-        let plan = state.plans.get(conn, &ctx.tenant_id, &key, version).await?;
+        let plan = load_plan(state, conn, &ctx.tenant_id, &key, version).await?;
         let billing = Some(BillingCycle {
             anchor,
             interval: Interval::parse(&interval).unwrap_or(Interval::Month),
@@ -271,12 +436,12 @@ pub async fn resolve_for(
                 plan,
                 billing,
                 latest_counter,
-                counter_read: feature.is_some(),
+                counter_read,
             },
         ));
     }
     let plan = match (&row.default_plan, row.default_version) {
-        (Some(key), Some(version)) => state.plans.get(conn, &ctx.tenant_id, key, version).await?,
+        (Some(key), Some(version)) => load_plan(state, conn, &ctx.tenant_id, key, version).await?,
         _ => None,
     };
     Ok((
@@ -285,9 +450,28 @@ pub async fn resolve_for(
             plan,
             billing: None,
             latest_counter,
-            counter_read: feature.is_some(),
+            counter_read,
         },
     ))
+}
+
+async fn load_plan(
+    state: &AppState,
+    conn: Option<&mut PgConnection>,
+    tenant_id: &str,
+    key: &str,
+    version: i32,
+) -> ApiResult<Option<Arc<PlanVersion>>> {
+    if let Some(plan) = state.plans.cached(tenant_id, key, version) {
+        return Ok(Some(plan));
+    }
+    match conn {
+        Some(conn) => state.plans.get(conn, tenant_id, key, version).await,
+        None => {
+            let mut conn = state.db.acquire().await?;
+            state.plans.get(&mut conn, tenant_id, key, version).await
+        }
+    }
 }
 
 /// [`resolve_for`] for an authenticated tenant, without a counter.

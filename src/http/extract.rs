@@ -51,6 +51,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "The request body must be a JSON object.",
         ));
     }
+    if has_nul_escape(bytes) {
+        return Err(nul_refused());
+    }
     // The plain parse is the fast path; only a failure pays for tracking the field path.
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
@@ -62,6 +65,42 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = err.into_inner();
         json_error(&path, &inner)
     })
+}
+
+/// PostgreSQL text cannot hold NUL characters, so they are refused at the edge (JSON can
+/// only carry one as the escape `\u0000`).
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    if !bytes.contains(&b'\\') {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1..i + 6) == Some(b"u0000") {
+                return true;
+            }
+            // Skip the escaped character (so `\\u0000` is a backslash and text).
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+fn nul_refused() -> ApiError {
+    ApiError::invalid(
+        "invalid_string",
+        "Strings may not contain NUL (\\u0000) characters.",
+    )
+}
+
+/// Whether a URI's path or query carries a percent-encoded NUL.
+fn uri_has_nul(parts: &Parts) -> bool {
+    let s = parts.uri.path_and_query().map_or("", |pq| pq.as_str());
+    s.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
 }
 
 /// Deserializes an already-parsed value (batch events), with the same errors.
@@ -141,6 +180,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if uri_has_nul(parts) {
+            return Err(nul_refused());
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
@@ -161,6 +203,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if uri_has_nul(parts) {
+            return Err(nul_refused());
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))

@@ -10,8 +10,9 @@ use sqlx::PgConnection;
 use super::auth::{Caller, TenantCtx};
 use super::extract::{from_value, Json, Path, Query};
 use super::types::{validate_quantity, Qty};
+use crate::db::hot_pool::LazyConn;
 use crate::db::plans::PlanVersion;
-use crate::db::subscriptions::{resolve, resolve_for, Resolved};
+use crate::db::subscriptions::{resolve, resolve_batched, resolve_for, Resolved};
 use crate::db::usage::{self, NewEvent, Outcome};
 use crate::domain::entitlement::{Denial, Entitlement, FeatureType, WarningLevel};
 use crate::domain::money;
@@ -150,7 +151,7 @@ async fn feature_type_or_404(
 
 /// Current usage of one entitlement and the period it is counted in.
 async fn current_usage_of(
-    conn: &mut PgConnection,
+    conn: &mut LazyConn<'_>,
     ctx: &TenantCtx,
     resolved: &Resolved,
     customer: &str,
@@ -165,12 +166,14 @@ async fn current_usage_of(
             let used = match resolved.counter_at(period.start) {
                 Some(used) => used,
                 None => {
+                    let conn = conn.get().await?;
                     usage::counter(conn, &ctx.tenant_id, customer, feature, period.start).await?
                 }
             };
             Ok((used, Some(period)))
         }
         FeatureType::Concurrency => {
+            let conn = conn.get().await?;
             let used = usage::active_leases(conn, &ctx.tenant_id, customer, feature, now).await?;
             Ok((used, None))
         }
@@ -190,7 +193,7 @@ pub async fn check(
         body.quantity.map(|q| q.0).unwrap_or(Decimal::ONE),
         "quantity",
     )?;
-    let mut conn = state.hot.acquire().await?;
+    let mut conn = LazyConn::new(&state.hot);
     let result = check_on(&state, &mut conn, &caller, &body, requested).await;
     conn.finish(completed(&result));
     result.map(axum::Json)
@@ -204,19 +207,19 @@ fn completed<T>(result: &ApiResult<T>) -> bool {
         .map_or_else(|e| !e.status.is_server_error(), |_| true)
 }
 
+/// A check. Usually one shared statement (key, tenant, customer, plan and counter); `conn`
+/// is taken only for what that did not read (a feature's type, leases, an older counter).
 async fn check_on(
     state: &AppState,
-    conn: &mut PgConnection,
+    conn: &mut LazyConn<'_>,
     caller: &Caller,
     body: &CheckInput,
     requested: Decimal,
 ) -> ApiResult<CheckResult> {
-    // Key, tenant, customer, plan and counter in one round trip.
-    let (ctx, resolved) =
-        resolve_for(state, conn, caller, &body.customer, Some(&body.feature)).await?;
+    let (ctx, resolved) = resolve_batched(state, caller, &body.customer, &body.feature).await?;
     let now = ctx.now(state);
     let Some(plan) = resolved.plan.clone() else {
-        let ftype = feature_type_or_404(conn, &ctx.tenant_id, &body.feature).await?;
+        let ftype = feature_type_or_404(conn.get().await?, &ctx.tenant_id, &body.feature).await?;
         return Ok(denied(
             &body.customer,
             &body.feature,
@@ -226,7 +229,7 @@ async fn check_on(
         ));
     };
     let Some(ent) = plan.entitlement(&body.feature) else {
-        let ftype = feature_type_or_404(conn, &ctx.tenant_id, &body.feature).await?;
+        let ftype = feature_type_or_404(conn.get().await?, &ctx.tenant_id, &body.feature).await?;
         return Ok(denied(
             &body.customer,
             &body.feature,

@@ -209,6 +209,31 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         (r.status, r.code()),
         (StatusCode::BAD_REQUEST, "invalid_field")
     );
+
+    // NUL characters (which PostgreSQL text cannot hold) are a 400, in bodies and paths.
+    let r = app
+        .put("/v1/customers/u9", &t.key, json!({"name": "a\u{0}b"}))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_string")
+    );
+    let r = app.get("/v1/customers/u%009", &t.key).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_string")
+    );
+    let r = app.get("/v1/customers?starting_after=%00", &t.key).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_string")
+    );
+    // An escaped backslash followed by "u0000" is ordinary text.
+    let r = app
+        .put("/v1/customers/u9", &t.key, json!({"name": "a\\u0000b"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["name"], "a\\u0000b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,6 +104,7 @@ pub async fn fresh_database() -> String {
 }
 
 pub struct TestApp {
+    pub state: AppState,
     pub base: String,
     pub db: PgPool,
     pub db_url: String,
@@ -130,8 +131,13 @@ pub async fn spawn_app_on(db_url: &str) -> TestApp {
     let state = AppState::new(db.clone(), Some(Secret::new(ADMIN_TOKEN)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(tollgate::serve(listener, state, std::future::pending()));
+    tokio::spawn(tollgate::serve(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
     TestApp {
+        state,
         base: format!("http://{addr}"),
         db,
         db_url: db_url.to_string(),

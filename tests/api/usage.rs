@@ -798,3 +798,169 @@ async fn hot_pool_reuses_only_connections_whose_work_completed() {
     drop(a);
     assert!(pool.acquire().await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_sharing_statements_each_get_their_own_answer() {
+    // Concurrent checks are resolved together (one statement for many); every answer must
+    // still be the asking tenant's, customer's and key's own.
+    let app = Arc::new(spawn_app().await);
+    let a = app
+        .tenant_with_plan(json!({"limit": 1000, "reset": "month"}))
+        .await;
+    let b = app
+        .tenant_with_plan(json!({"limit": 500, "reset": "month"}))
+        .await;
+    for i in 0..10 {
+        let id = format!("u{i}");
+        app.customer(&a, &id).await;
+        app.customer(&b, &id).await;
+        for (t, q) in [(&a, i + 1), (&b, 2 * (i + 1))] {
+            let r = app
+                .post(
+                    "/v1/usage",
+                    &t.key,
+                    json!({"customer": id, "feature": "f", "quantity": q}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        }
+    }
+    // A second key of tenant a, revoked: refused even when batched with valid checks.
+    let minted = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/admin/v1/tenants/{}/api_keys", a.id),
+            Some(crate::helpers::ADMIN_TOKEN),
+            None,
+            &[],
+        )
+        .await;
+    let revoked_key = minted.body["api_key"].as_str().unwrap().to_string();
+    let revoked_id = minted.body["id"].as_str().unwrap().to_string();
+    let r = app
+        .delete(&format!("/v1/api_keys/{revoked_id}"), &a.key)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let mut handles = Vec::new();
+    for round in 0..20 {
+        for i in 0..10 {
+            let app = app.clone();
+            let (key, expect_used, expect_limit) = match round % 2 {
+                0 => (a.key.clone(), i + 1, 1000),
+                _ => (b.key.clone(), 2 * (i + 1), 500),
+            };
+            handles.push(tokio::spawn(async move {
+                let r = app
+                    .post(
+                        "/v1/check",
+                        &key,
+                        json!({"customer": format!("u{i}"), "feature": "f", "quantity": i}),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+                assert_eq!(r.body["customer"], format!("u{i}"));
+                assert_eq!(num(&r.body["used"]), expect_used.to_string());
+                assert_eq!(num(&r.body["limit"]), expect_limit.to_string());
+                assert_eq!(num(&r.body["requested"]), i.to_string());
+            }));
+        }
+        let app2 = app.clone();
+        let revoked = revoked_key.clone();
+        handles.push(tokio::spawn(async move {
+            let r = app2
+                .post(
+                    "/v1/check",
+                    &revoked,
+                    json!({"customer": "u1", "feature": "f"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+        }));
+        let app3 = app.clone();
+        let key = b.key.clone();
+        handles.push(tokio::spawn(async move {
+            let r = app3
+                .post(
+                    "/v1/check",
+                    &key,
+                    json!({"customer": "nobody", "feature": "f"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+            assert_eq!(r.body["error"]["code"], "customer_not_found");
+            // NUL cannot be stored in PostgreSQL text: it matches nothing, and is no 500.
+            let r = app3
+                .post(
+                    "/v1/check",
+                    &key,
+                    json!({"customer": "u\u{0}1", "feature": "f"}),
+                )
+                .await;
+            assert!(r.status.is_client_error(), "{:?}", r.body);
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_waiting_together_are_resolved_in_one_statement() {
+    let app = Arc::new(spawn_app().await);
+    let t = app
+        .tenant_with_plan(json!({"limit": 100, "reset": "month"}))
+        .await;
+    for i in 0..8 {
+        app.customer(&t, &format!("u{i}")).await;
+        let r = app
+            .post(
+                "/v1/usage",
+                &t.key,
+                json!({"customer": format!("u{i}"), "feature": "f", "quantity": i}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let (statements_before, lookups_before) = app.state.checks.stats();
+    // Hold every hot connection, so the checks queue up behind the first.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(app.state.hot.acquire().await.unwrap());
+    }
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let app = app.clone();
+        let key = t.key.clone();
+        handles.push(tokio::spawn(async move {
+            app.post(
+                "/v1/check",
+                &key,
+                json!({"customer": format!("u{i}"), "feature": "f"}),
+            )
+            .await
+        }));
+    }
+    // Wait (bounded) until all 8 are queued: one taken by a worker, 7 in the channel.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.state.checks.queued() < 7 {
+        assert!(std::time::Instant::now() < deadline, "checks never queued");
+        tokio::task::yield_now().await;
+    }
+    for c in held {
+        c.done();
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        let r = h.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(num(&r.body["used"]), i.to_string());
+        assert_eq!(num(&r.body["remaining"]), (100 - i).to_string());
+    }
+    let (statements, lookups) = app.state.checks.stats();
+    assert_eq!(lookups - lookups_before, 8);
+    assert_eq!(
+        statements - statements_before,
+        1,
+        "8 waiting checks, one statement"
+    );
+}
