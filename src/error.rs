@@ -134,6 +134,12 @@ impl ApiError {
         )
     }
 
+    /// An internal error whose cause is logged (never shown to the client).
+    pub fn internal_msg(cause: &str) -> Self {
+        tracing::error!(cause, "internal error");
+        Self::internal()
+    }
+
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorDetail {

@@ -30,11 +30,20 @@ pub struct SubscriptionRow {
     pub pending_plan_version: Option<i32>,
     pub pending_interval: Option<String>,
     pub pending_at: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
+/// The columns of [`SubscriptionRow`], for `SELECT`/`RETURNING`.
+pub const COLUMNS: &str = "subscription_id, customer_id, plan_key, plan_version, interval,
+    status, billing_anchor, current_period_start, current_period_end, trial_end,
+    cancel_at_period_end, pending_plan_key, pending_plan_version, pending_interval, pending_at,
+    canceled_at, ended_at, created_at";
+
 /// Starts a subscription in the caller's transaction. A live one already held is
-/// `409 subscription_exists`.
+/// `409 subscription_exists`. (Invoicing is `billing::lifecycle::start`'s job.)
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     conn: &mut PgConnection,
     tenant_id: &str,
@@ -43,6 +52,7 @@ pub async fn create(
     interval: Interval,
     trial_days: i32,
     now: DateTime<Utc>,
+    replaces: Option<&str>,
 ) -> ApiResult<SubscriptionRow> {
     let id = crate::ids::new_id("sub");
     let (status, trial_end, period_end, anchor) = if trial_days > 0 {
@@ -56,28 +66,25 @@ pub async fn create(
             now,
         )
     };
-    let row = sqlx::query_as!(
-        SubscriptionRow,
+    let row = sqlx::query_as::<_, SubscriptionRow>(&format!(
         "INSERT INTO subscriptions (tenant_id, subscription_id, customer_id, plan_key, plan_version,
              interval, status, billing_anchor, current_period_start, current_period_end, trial_end,
-             created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $9)
-         RETURNING subscription_id, customer_id, plan_key, plan_version, interval, status,
-             billing_anchor, current_period_start, current_period_end, trial_end,
-             cancel_at_period_end, pending_plan_key, pending_plan_version, pending_interval,
-             pending_at, created_at",
-        tenant_id,
-        id,
-        customer_id,
-        plan.key,
-        plan.version,
-        interval.as_str(),
-        status,
-        anchor,
-        now,
-        period_end,
-        trial_end
-    )
+             replaces_subscription_id, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(&id)
+    .bind(customer_id)
+    .bind(&plan.key)
+    .bind(plan.version)
+    .bind(interval.as_str())
+    .bind(status)
+    .bind(anchor)
+    .bind(now)
+    .bind(period_end)
+    .bind(trial_end)
+    .bind(replaces)
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| {
@@ -90,6 +97,186 @@ pub async fn create(
             e.into()
         }
     })?;
+    Ok(row)
+}
+
+/// A subscription, locked `FOR UPDATE` when asked. `404 subscription_not_found` if missing.
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subscription_id: &str,
+    for_update: bool,
+) -> ApiResult<SubscriptionRow> {
+    let lock = if for_update { " FOR UPDATE" } else { "" };
+    sqlx::query_as::<_, SubscriptionRow>(&format!(
+        "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2{lock}"
+    ))
+    .bind(tenant_id)
+    .bind(subscription_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| ApiError::not_found("subscription_not_found", "No such subscription."))
+}
+
+/// The customer's live subscription, if any.
+pub async fn live_for_customer(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+) -> ApiResult<Option<SubscriptionRow>> {
+    Ok(sqlx::query_as::<_, SubscriptionRow>(&format!(
+        "SELECT {COLUMNS} FROM subscriptions
+         WHERE tenant_id = $1 AND customer_id = $2 AND status IN ('trialing', 'active', 'past_due')"
+    ))
+    .bind(tenant_id)
+    .bind(customer_id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// `UPDATE subscriptions SET {set}` for `$1` tenant and `$2` subscription, returning the row.
+fn update_sql(set: &str) -> String {
+    format!(
+        "UPDATE subscriptions SET {set}, updated_at = now()
+         WHERE tenant_id = $1 AND subscription_id = $2 RETURNING {COLUMNS}"
+    )
+}
+
+/// Ends a subscription at `at`.
+pub async fn end(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subscription_id: &str,
+    at: DateTime<Utc>,
+    reason: &str,
+) -> ApiResult<SubscriptionRow> {
+    let sql = update_sql(
+        "status = 'canceled', ended_at = $3, canceled_at = COALESCE(canceled_at, $3),
+         ended_reason = $4, cancel_at_period_end = false, pending_plan_key = NULL,
+         pending_plan_version = NULL, pending_interval = NULL, pending_at = NULL",
+    );
+    let row = sqlx::query_as::<_, SubscriptionRow>(&sql)
+        .bind(tenant_id)
+        .bind(subscription_id)
+        .bind(at)
+        .bind(reason)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row)
+}
+
+/// Moves a subscription into its next period, on `plan` (a scheduled change, if any, is
+/// thereby applied and cleared). A trial becomes active.
+#[allow(clippy::too_many_arguments)]
+pub async fn roll(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subscription_id: &str,
+    plan: &PlanVersion,
+    interval: Interval,
+    anchor: DateTime<Utc>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> ApiResult<SubscriptionRow> {
+    let sql = update_sql(
+        "plan_key = $3, plan_version = $4, interval = $5, billing_anchor = $6,
+         current_period_start = $7, current_period_end = $8,
+         status = CASE WHEN status = 'trialing' THEN 'active' ELSE status END,
+         pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
+         pending_at = NULL",
+    );
+    let row = sqlx::query_as::<_, SubscriptionRow>(&sql)
+        .bind(tenant_id)
+        .bind(subscription_id)
+        .bind(&plan.key)
+        .bind(plan.version)
+        .bind(interval.as_str())
+        .bind(anchor)
+        .bind(start)
+        .bind(end)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row)
+}
+
+/// Sets (or clears) the change scheduled for period end.
+pub async fn schedule_change(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subscription_id: &str,
+    change: Option<(&PlanVersion, Interval, DateTime<Utc>)>,
+) -> ApiResult<SubscriptionRow> {
+    let (key, version, interval, at) = match change {
+        Some((plan, interval, at)) => (
+            Some(plan.key.clone()),
+            Some(plan.version),
+            Some(interval.as_str()),
+            Some(at),
+        ),
+        None => (None, None, None, None),
+    };
+    let sql = update_sql(
+        "pending_plan_key = $3, pending_plan_version = $4, pending_interval = $5, pending_at = $6",
+    );
+    let row = sqlx::query_as::<_, SubscriptionRow>(&sql)
+        .bind(tenant_id)
+        .bind(subscription_id)
+        .bind(key)
+        .bind(version)
+        .bind(interval)
+        .bind(at)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row)
+}
+
+/// Switches the plan now, keeping the period unless `period` gives a new one (which also
+/// becomes the anchor). Clears any scheduled change.
+pub async fn switch_plan(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subscription_id: &str,
+    plan: &PlanVersion,
+    interval: Interval,
+    period: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> ApiResult<SubscriptionRow> {
+    let (start, end) = period.unzip();
+    let sql = update_sql(
+        "plan_key = $3, plan_version = $4, interval = $5,
+         billing_anchor = COALESCE($6, billing_anchor),
+         current_period_start = COALESCE($6, current_period_start),
+         current_period_end = COALESCE($7, current_period_end),
+         pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
+         pending_at = NULL",
+    );
+    let row = sqlx::query_as::<_, SubscriptionRow>(&sql)
+        .bind(tenant_id)
+        .bind(subscription_id)
+        .bind(&plan.key)
+        .bind(plan.version)
+        .bind(interval.as_str())
+        .bind(start)
+        .bind(end)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row)
+}
+
+pub async fn set_cancel_at_period_end(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subscription_id: &str,
+    cancel: bool,
+    now: DateTime<Utc>,
+) -> ApiResult<SubscriptionRow> {
+    let sql = update_sql("cancel_at_period_end = $3, canceled_at = CASE WHEN $3 THEN $4 END");
+    let row = sqlx::query_as::<_, SubscriptionRow>(&sql)
+        .bind(tenant_id)
+        .bind(subscription_id)
+        .bind(cancel)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(row)
 }
 

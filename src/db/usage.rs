@@ -43,6 +43,8 @@ pub enum Outcome {
     Duplicate { event: StoredEvent, used: Decimal },
     /// It would pass the ceiling; nothing was written.
     Refused,
+    /// Its timestamp is in a period whose invoice is finalized; nothing was written.
+    PeriodClosed,
 }
 
 /// Records one event in one round trip (`tollgate_record_usage`, migration 2): the event
@@ -74,6 +76,9 @@ pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> ApiResult<Out
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(REFUSED) => {
             return Ok(Outcome::Refused)
         }
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(CLOSED) => {
+            return Ok(Outcome::PeriodClosed)
+        }
         Err(e) => return Err(e.into()),
     };
     if row.outcome == "duplicate" {
@@ -93,6 +98,8 @@ pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> ApiResult<Out
 
 /// The SQLSTATE `tollgate_record_usage` raises when an event would pass its ceiling.
 const REFUSED: &str = "TG402";
+/// The SQLSTATE it raises for an event in a closed period.
+const CLOSED: &str = "TG409";
 
 /// A stored event and its counter's value now, if the id was recorded.
 pub async fn stored_event(

@@ -126,14 +126,16 @@ pub async fn put_customer(
                     .await?
                 {
                     let interval = plan.default_interval();
-                    crate::db::subscriptions::create(
+                    crate::billing::lifecycle::start(
                         &mut tx,
+                        &state.plans,
                         &ctx.tenant_id,
                         &id,
                         &plan,
                         interval,
                         plan.trial_days,
                         now,
+                        None,
                     )
                     .await?;
                 }

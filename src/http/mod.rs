@@ -6,11 +6,13 @@ pub mod customers;
 pub mod extract;
 pub mod features;
 pub mod idempotency;
+pub mod invoices;
 pub mod leases;
 pub mod ops;
 pub mod plans;
 pub mod subscriptions;
 pub mod tenant;
+pub mod test_clock;
 pub mod types;
 pub mod usage;
 
@@ -37,7 +39,7 @@ use crate::AppState;
     security(("bearer" = [])),
     tags(
         (name = "tenant"), (name = "features"), (name = "plans"), (name = "customers"),
-        (name = "subscriptions"), (name = "usage"), (name = "admin"), (name = "ops")
+        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "admin"), (name = "ops")
     )
 )]
 struct ApiDoc;
@@ -69,6 +71,17 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(subscriptions::create_subscription))
         .routes(routes!(subscriptions::get_subscription))
         .routes(routes!(subscriptions::customer_subscription))
+        .routes(routes!(subscriptions::change_subscription))
+        .routes(routes!(subscriptions::cancel_subscription))
+        .routes(routes!(subscriptions::reactivate_subscription))
+        .routes(routes!(invoices::get_invoice))
+        .routes(routes!(invoices::customer_invoices))
+        .routes(routes!(invoices::pay_invoice))
+        .routes(routes!(invoices::void_invoice))
+        .routes(routes!(invoices::invoice_pdf))
+        .routes(routes!(invoices::upcoming_invoice))
+        .routes(routes!(test_clock::get_clock))
+        .routes(routes!(test_clock::advance))
         .routes(routes!(usage::check))
         .routes(routes!(usage::entitlements))
         .routes(routes!(usage::record_usage))

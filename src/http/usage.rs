@@ -551,14 +551,24 @@ async fn record_on(
             };
             Err(ApiError::limit(denial.as_str(), message).with_param("quantity"))
         }
+        Outcome::PeriodClosed => Err(period_closed()),
     }
+}
+
+pub fn period_closed() -> ApiError {
+    ApiError::conflict(
+        "period_closed",
+        "The invoice for the period of this timestamp is finalized; usage in it can no longer be recorded.",
+    )
+    .with_param("timestamp")
 }
 
 #[utoipa::path(post, path = "/v1/usage", tag = "usage", request_body = UsageInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Used as the event id when the body has none")),
     responses((status = 200, body = UsageResult), (status = 400, body = crate::error::ErrorBody),
               (status = 402, description = "limit_exceeded, spend_cap_reached, not_in_plan or subscription_inactive; nothing recorded", body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "period_closed: the timestamp's period is invoiced", body = crate::error::ErrorBody)))]
 pub async fn record_usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -638,7 +648,9 @@ pub async fn record_usage_batch(
             Err(e) if e.status.is_server_error() => return Err(e),
             Err(e) => BatchItem {
                 index,
-                status: if e.status == axum::http::StatusCode::PAYMENT_REQUIRED {
+                status: if e.status == axum::http::StatusCode::PAYMENT_REQUIRED
+                    || e.status == axum::http::StatusCode::CONFLICT
+                {
                     BatchStatus::Refused
                 } else {
                     BatchStatus::Invalid

@@ -5,6 +5,7 @@ mod cli;
 mod conventions;
 mod helpers;
 mod isolation;
+mod lifecycle;
 mod plans;
 mod seeds;
 mod usage;

@@ -1,0 +1,148 @@
+//! The due-work runner: period ends (trial ends, renewals, scheduled changes, cancellations)
+//! and draft invoice finalizations, in time order.
+//!
+//! Each item is claimed with `FOR UPDATE SKIP LOCKED` and processed in its own transaction,
+//! and its due condition is part of the claim (a renewed subscription is no longer due), so any
+//! number of runners — worker processes, `serve` processes, a test-clock advance — can run at
+//! once without doing anything twice.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::invoices;
+use super::lifecycle::{self, PeriodEndKind};
+use crate::db::plans::PlanCache;
+use crate::db::subscriptions::{SubscriptionRow, COLUMNS as SUB_COLUMNS};
+use crate::error::ApiResult;
+
+/// Which tenants a run covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// One tenant (a test-clock advance).
+    Tenant(&'a str),
+    /// Every tenant whose clock follows real time (the worker).
+    RealTime,
+}
+
+/// What one run did.
+#[derive(Debug, Default, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Processed {
+    pub trial_ends: u32,
+    pub renewals: u32,
+    pub scheduled_changes: u32,
+    pub cancellations: u32,
+    pub invoices_finalized: u32,
+}
+
+impl Processed {
+    pub fn total(&self) -> u32 {
+        self.trial_ends
+            + self.renewals
+            + self.scheduled_changes
+            + self.cancellations
+            + self.invoices_finalized
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DueSubscription {
+    tenant_id: String,
+    #[sqlx(flatten)]
+    sub: SubscriptionRow,
+}
+
+enum Step {
+    PeriodEnd(PeriodEndKind),
+    Finalized,
+}
+
+/// Runs every item due at or before `until` in `scope`, earliest first, until none is left
+/// (or `max_items` were done).
+pub async fn run(
+    db: &PgPool,
+    plans: &PlanCache,
+    scope: Scope<'_>,
+    until: DateTime<Utc>,
+    max_items: u32,
+) -> ApiResult<Processed> {
+    let mut done = Processed::default();
+    while done.total() < max_items {
+        match next(db, plans, scope, until).await? {
+            None => break,
+            Some(Step::Finalized) => done.invoices_finalized += 1,
+            Some(Step::PeriodEnd(kind)) => match kind {
+                PeriodEndKind::TrialEnd => done.trial_ends += 1,
+                PeriodEndKind::Renewal => done.renewals += 1,
+                PeriodEndKind::ScheduledChange => done.scheduled_changes += 1,
+                PeriodEndKind::Cancellation => done.cancellations += 1,
+            },
+        }
+    }
+    Ok(done)
+}
+
+/// Claims and processes the earliest due item, in one transaction.
+async fn next(
+    db: &PgPool,
+    plans: &PlanCache,
+    scope: Scope<'_>,
+    until: DateTime<Utc>,
+) -> ApiResult<Option<Step>> {
+    let tenant = match scope {
+        Scope::Tenant(t) => Some(t),
+        Scope::RealTime => None,
+    };
+    let mut tx = db.begin().await?;
+    // The earliest due period end and the earliest due finalization, each claimed (locked)
+    // unless another runner holds it; the earlier of the two is processed, and the other's
+    // lock is released at commit.
+    let sub = sqlx::query_as::<_, DueSubscription>(&format!(
+        "SELECT s.tenant_id, {SUB_COLUMNS} FROM subscriptions s
+         WHERE s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= $2
+           AND (s.tenant_id = $1 OR ($1 IS NULL AND EXISTS (
+                SELECT 1 FROM tenants t WHERE t.tenant_id = s.tenant_id AND t.test_clock_now IS NULL)))
+         ORDER BY s.current_period_end, s.subscription_id
+         LIMIT 1 FOR UPDATE OF s SKIP LOCKED"
+    ))
+    .bind(tenant)
+    .bind(until)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let draft = sqlx::query!(
+        r#"SELECT i.tenant_id, i.invoice_id, i.finalize_at AS "finalize_at!"
+           FROM invoices i
+           WHERE i.status = 'draft' AND i.finalize_at <= $2
+             AND (i.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
+                  SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
+           ORDER BY i.finalize_at, i.invoice_id
+           LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
+        tenant,
+        until
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    // Period ends first on a tie: a renewal's draft may then be finalized in the same run.
+    let sub = sub.filter(|s| {
+        draft
+            .as_ref()
+            .is_none_or(|d| s.sub.current_period_end <= d.finalize_at)
+    });
+    let step = if let Some(DueSubscription { tenant_id, sub }) = sub {
+        let grace = sqlx::query_scalar!(
+            "SELECT invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
+            tenant_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let kind = lifecycle::period_end(&mut tx, plans, &tenant_id, sub, grace).await?;
+        Step::PeriodEnd(kind)
+    } else if let Some(d) = draft {
+        invoices::finalize(&mut tx, plans, &d.tenant_id, &d.invoice_id, d.finalize_at).await?;
+        Step::Finalized
+    } else {
+        return Ok(None);
+    };
+    tx.commit().await?;
+    Ok(Some(step))
+}

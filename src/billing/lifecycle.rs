@@ -1,0 +1,616 @@
+//! The subscription lifecycle (SPEC §6): start, period end (trial end, renewal, scheduled
+//! change, cancellation), immediate and scheduled plan changes, cancel, reactivate, and the
+//! fallback to the tenant's default plan. Every function runs inside the caller's transaction
+//! and takes "now" as an argument (the tenant's clock, or a due time), never reading it.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+use super::invoices::{self, NewInvoice, UsageWindow};
+use crate::db::plans::{PlanCache, PlanVersion};
+use crate::db::subscriptions::{self as subs, SubscriptionRow};
+use crate::domain::invoice::{proration_lines, Line, LineType};
+use crate::domain::period::{add_months_clamped, Interval};
+use crate::error::{ApiError, ApiResult};
+
+/// The price of a plan at an interval (zero for a free plan).
+pub fn price_of(plan: &PlanVersion, interval: Interval) -> Decimal {
+    plan.price(interval).map_or(Decimal::ZERO, |p| p.amount)
+}
+
+/// Monthly-equivalent price, to tell upgrades from downgrades across intervals.
+fn monthly(plan: &PlanVersion, interval: Interval) -> Decimal {
+    price_of(plan, interval) / Decimal::from(interval.months())
+}
+
+fn interval_of(row: &SubscriptionRow) -> Interval {
+    Interval::parse(&row.interval).unwrap_or(Interval::Month)
+}
+
+fn subscription_line(
+    plan: &PlanVersion,
+    interval: Interval,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Line {
+    let amount = crate::domain::money::round_to_minor(price_of(plan, interval), plan.currency());
+    Line {
+        kind: LineType::Subscription,
+        description: format!(
+            "{} ({})",
+            plan.name,
+            match interval {
+                Interval::Month => "monthly",
+                Interval::Year => "yearly",
+            }
+        ),
+        feature: None,
+        quantity: Decimal::ONE,
+        unit_amount: amount,
+        amount,
+        period_start: start,
+        period_end: end,
+    }
+}
+
+/// Does renewing on this plan bill anything (a base price, or overage of the ended period)?
+fn bills_anything(plan: &PlanVersion, interval: Interval) -> bool {
+    price_of(plan, interval) > Decimal::ZERO
+        || plan
+            .features
+            .iter()
+            .any(|f| f.entitlement.overage.is_some())
+}
+
+/// Starts a subscription and, unless it is trialing or free, its first invoice (finalized at
+/// once).
+#[allow(clippy::too_many_arguments)]
+pub async fn start(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &str,
+    customer_id: &str,
+    plan: &PlanVersion,
+    interval: Interval,
+    trial_days: i32,
+    now: DateTime<Utc>,
+    replaces: Option<&str>,
+) -> ApiResult<SubscriptionRow> {
+    let row = subs::create(
+        conn,
+        tenant_id,
+        customer_id,
+        plan,
+        interval,
+        trial_days,
+        now,
+        replaces,
+    )
+    .await?;
+    if row.status == "active" && price_of(plan, interval) > Decimal::ZERO {
+        invoices::create(
+            conn,
+            plans,
+            NewInvoice {
+                tenant_id,
+                customer_id,
+                subscription_id: Some(&row.subscription_id),
+                billing_reason: "subscription_create",
+                currency: plan.currency(),
+                period_start: row.current_period_start,
+                period_end: row.current_period_end,
+                lines: vec![subscription_line(
+                    plan,
+                    interval,
+                    row.current_period_start,
+                    row.current_period_end,
+                )],
+                usage: None,
+                finalize_at: now,
+                now,
+            },
+        )
+        .await?;
+    }
+    Ok(row)
+}
+
+/// Subscribes a customer whose subscription ended to the tenant's default plan (its newest
+/// version), if the tenant has one.
+pub async fn fall_back(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &str,
+    customer_id: &str,
+    at: DateTime<Utc>,
+    replaces: &str,
+) -> ApiResult<Option<SubscriptionRow>> {
+    let default = sqlx::query!(
+        r#"SELECT p.plan_key, p.latest_version
+           FROM tenants t JOIN plans p ON p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan
+           JOIN customers c ON c.tenant_id = t.tenant_id AND c.customer_id = $2
+           WHERE t.tenant_id = $1 AND c.deleted_at IS NULL"#,
+        tenant_id,
+        customer_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(default) = default else {
+        return Ok(None);
+    };
+    let Some(plan) = plans
+        .get(conn, tenant_id, &default.plan_key, default.latest_version)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let interval = plan.default_interval();
+    start(
+        conn,
+        plans,
+        tenant_id,
+        customer_id,
+        &plan,
+        interval,
+        0,
+        at,
+        Some(replaces),
+    )
+    .await
+    .map(Some)
+}
+
+/// What a period end did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodEndKind {
+    TrialEnd,
+    Renewal,
+    ScheduledChange,
+    Cancellation,
+}
+
+/// Processes the end of a (locked) subscription's current period, at that instant.
+pub async fn period_end(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &str,
+    sub: SubscriptionRow,
+    grace_minutes: i32,
+) -> ApiResult<PeriodEndKind> {
+    let at = sub.current_period_end;
+    let old_plan = plans
+        .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
+        .await?
+        .ok_or_else(|| ApiError::internal_msg("subscription plan version missing"))?;
+    let old_interval = interval_of(&sub);
+    let trial = sub.status == "trialing";
+    let window = (!trial).then(|| UsageWindow {
+        start: sub.current_period_start,
+        end: at,
+        plan_key: sub.plan_key.clone(),
+        plan_version: sub.plan_version,
+    });
+
+    if sub.cancel_at_period_end {
+        subs::end(conn, tenant_id, &sub.subscription_id, at, "canceled").await?;
+        // The ended period's overage, in arrears.
+        if let Some(window) = window {
+            if bills_anything(&old_plan, old_interval) {
+                let lines = invoices::overage_lines(
+                    conn,
+                    plans,
+                    tenant_id,
+                    &sub.customer_id,
+                    &window,
+                    old_plan.currency(),
+                )
+                .await?;
+                if !lines.is_empty() {
+                    invoices::create(
+                        conn,
+                        plans,
+                        NewInvoice {
+                            tenant_id,
+                            customer_id: &sub.customer_id,
+                            subscription_id: Some(&sub.subscription_id),
+                            billing_reason: "subscription_cancel",
+                            currency: old_plan.currency(),
+                            period_start: window.start,
+                            period_end: window.end,
+                            lines: Vec::new(),
+                            usage: Some(window),
+                            finalize_at: invoices::after_minutes(at, grace_minutes),
+                            now: at,
+                        },
+                    )
+                    .await?;
+                }
+            }
+        }
+        fall_back(
+            conn,
+            plans,
+            tenant_id,
+            &sub.customer_id,
+            at,
+            &sub.subscription_id,
+        )
+        .await?;
+        return Ok(PeriodEndKind::Cancellation);
+    }
+
+    // The plan of the next period: a scheduled change, else the same.
+    let (plan, interval, kind) = match (&sub.pending_plan_key, sub.pending_plan_version) {
+        (Some(key), Some(version)) => {
+            let plan = plans
+                .get(conn, tenant_id, key, version)
+                .await?
+                .ok_or_else(|| ApiError::internal_msg("pending plan version missing"))?;
+            let interval = sub
+                .pending_interval
+                .as_deref()
+                .and_then(Interval::parse)
+                .unwrap_or(old_interval);
+            (plan, interval, PeriodEndKind::ScheduledChange)
+        }
+        _ => (
+            old_plan.clone(),
+            old_interval,
+            if trial {
+                PeriodEndKind::TrialEnd
+            } else {
+                PeriodEndKind::Renewal
+            },
+        ),
+    };
+    // A trial's end, or an interval change, starts a new anniversary.
+    let anchor = if trial || interval != old_interval {
+        at
+    } else {
+        sub.billing_anchor
+    };
+    let next_end = next_period_end(anchor, interval, at);
+    subs::roll(
+        conn,
+        tenant_id,
+        &sub.subscription_id,
+        &plan,
+        interval,
+        anchor,
+        at,
+        next_end,
+    )
+    .await?;
+
+    let base = subscription_line(&plan, interval, at, next_end);
+    let charge_base = price_of(&plan, interval) > Decimal::ZERO;
+    if trial {
+        // The first invoice, at trial end: the first period's price, finalized at once.
+        if charge_base {
+            invoices::create(
+                conn,
+                plans,
+                NewInvoice {
+                    tenant_id,
+                    customer_id: &sub.customer_id,
+                    subscription_id: Some(&sub.subscription_id),
+                    billing_reason: "subscription_create",
+                    currency: plan.currency(),
+                    period_start: at,
+                    period_end: next_end,
+                    lines: vec![base],
+                    usage: None,
+                    finalize_at: at,
+                    now: at,
+                },
+            )
+            .await?;
+        }
+        return Ok(kind);
+    }
+    if charge_base || bills_anything(&old_plan, old_interval) {
+        // The next period in advance, the ended one's overage in arrears; a draft for the
+        // grace period so late usage still lands on it.
+        invoices::create(
+            conn,
+            plans,
+            NewInvoice {
+                tenant_id,
+                customer_id: &sub.customer_id,
+                subscription_id: Some(&sub.subscription_id),
+                billing_reason: "subscription_cycle",
+                currency: plan.currency(),
+                period_start: at,
+                period_end: next_end,
+                lines: if charge_base { vec![base] } else { Vec::new() },
+                usage: window,
+                finalize_at: invoices::after_minutes(at, grace_minutes),
+                now: at,
+            },
+        )
+        .await?;
+    }
+    Ok(kind)
+}
+
+/// The end of the billing period that starts at `start` (an anniversary of `anchor`).
+fn next_period_end(
+    anchor: DateTime<Utc>,
+    interval: Interval,
+    start: DateTime<Utc>,
+) -> DateTime<Utc> {
+    crate::domain::period::billing_period_containing(anchor, interval, start)
+        .end
+        .unwrap_or_else(|| add_months_clamped(start, interval.months() as i64))
+}
+
+/// When a change takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    Now,
+    PeriodEnd,
+}
+
+pub struct ChangeRequest<'a> {
+    pub plan: &'a PlanVersion,
+    pub interval: Interval,
+    pub when: Option<When>,
+}
+
+/// Changes a (locked) subscription's plan. Upgrades (a higher monthly-equivalent price) take
+/// effect now with proration; downgrades at period end; `when` overrides both.
+pub async fn change(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &str,
+    sub: SubscriptionRow,
+    req: ChangeRequest<'_>,
+    now: DateTime<Utc>,
+) -> ApiResult<SubscriptionRow> {
+    let old_plan = plans
+        .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
+        .await?
+        .ok_or_else(|| ApiError::internal_msg("subscription plan version missing"))?;
+    let old_interval = interval_of(&sub);
+    let new_plan = req.plan;
+    if new_plan.key == sub.plan_key
+        && new_plan.version == sub.plan_version
+        && req.interval == old_interval
+    {
+        return Err(ApiError::conflict(
+            "same_plan",
+            "The subscription is already on this plan, version and interval.",
+        ));
+    }
+    if !new_plan.prices.is_empty() && new_plan.price(req.interval).is_none() {
+        return Err(ApiError::invalid_param(
+            "price_not_found",
+            "interval",
+            format!(
+                "Plan `{}` has no {} price.",
+                new_plan.key,
+                req.interval.as_str()
+            ),
+        ));
+    }
+    let upgrade = monthly(new_plan, req.interval) >= monthly(&old_plan, old_interval);
+    let when = req
+        .when
+        .unwrap_or(if upgrade { When::Now } else { When::PeriodEnd });
+    if when == When::PeriodEnd {
+        return subs::schedule_change(
+            conn,
+            tenant_id,
+            &sub.subscription_id,
+            Some((new_plan, req.interval, sub.current_period_end)),
+        )
+        .await;
+    }
+
+    // Now. During a trial nothing is charged: the trial goes on, on the new plan.
+    if sub.status == "trialing" {
+        return subs::switch_plan(
+            conn,
+            tenant_id,
+            &sub.subscription_id,
+            new_plan,
+            req.interval,
+            None,
+        )
+        .await;
+    }
+    let currency = new_plan.currency();
+    let old_price = price_of(&old_plan, old_interval);
+    let new_price = price_of(new_plan, req.interval);
+    if req.interval == old_interval {
+        // Same period; proration for the rest of it.
+        let row = subs::switch_plan(
+            conn,
+            tenant_id,
+            &sub.subscription_id,
+            new_plan,
+            req.interval,
+            None,
+        )
+        .await?;
+        if old_price != new_price {
+            let mut lines = proration_lines(
+                (&old_plan.name, old_price),
+                (&new_plan.name, new_price),
+                sub.current_period_start,
+                sub.current_period_end,
+                now,
+                currency,
+            );
+            lines.retain(|l| !l.amount.is_zero());
+            invoices::create(
+                conn,
+                plans,
+                NewInvoice {
+                    tenant_id,
+                    customer_id: &sub.customer_id,
+                    subscription_id: Some(&sub.subscription_id),
+                    billing_reason: "subscription_update",
+                    currency,
+                    period_start: now,
+                    period_end: sub.current_period_end,
+                    lines,
+                    usage: None,
+                    finalize_at: now,
+                    now,
+                },
+            )
+            .await?;
+        }
+        return Ok(row);
+    }
+    // A new interval starts a new period now: credit the unused old time, charge the new
+    // period in full.
+    let end = add_months_clamped(now, req.interval.months() as i64);
+    let row = subs::switch_plan(
+        conn,
+        tenant_id,
+        &sub.subscription_id,
+        new_plan,
+        req.interval,
+        Some((now, end)),
+    )
+    .await?;
+    let mut lines = proration_lines(
+        (&old_plan.name, old_price),
+        (&new_plan.name, Decimal::ZERO),
+        sub.current_period_start,
+        sub.current_period_end,
+        now,
+        currency,
+    );
+    lines.truncate(1);
+    lines.push(subscription_line(new_plan, req.interval, now, end));
+    lines.retain(|l| !l.amount.is_zero());
+    if !lines.is_empty() {
+        invoices::create(
+            conn,
+            plans,
+            NewInvoice {
+                tenant_id,
+                customer_id: &sub.customer_id,
+                subscription_id: Some(&sub.subscription_id),
+                billing_reason: "subscription_update",
+                currency,
+                period_start: now,
+                period_end: end,
+                lines,
+                usage: None,
+                finalize_at: now,
+                now,
+            },
+        )
+        .await?;
+    }
+    Ok(row)
+}
+
+/// Cancels a (locked) subscription at period end, or now (then the ended part of the
+/// period's overage is invoiced and the customer falls back to the default plan).
+pub async fn cancel(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &str,
+    sub: SubscriptionRow,
+    at_period_end: bool,
+    grace_minutes: i32,
+    now: DateTime<Utc>,
+) -> ApiResult<SubscriptionRow> {
+    if at_period_end {
+        return subs::set_cancel_at_period_end(conn, tenant_id, &sub.subscription_id, true, now)
+            .await;
+    }
+    let row = subs::end(conn, tenant_id, &sub.subscription_id, now, "canceled").await?;
+    if sub.status != "trialing" {
+        let window = UsageWindow {
+            start: sub.current_period_start,
+            end: now,
+            plan_key: sub.plan_key.clone(),
+            plan_version: sub.plan_version,
+        };
+        let old_plan = plans
+            .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
+            .await?
+            .ok_or_else(|| ApiError::internal_msg("subscription plan version missing"))?;
+        // Usage counted in billing-period counters ends with the subscription.
+        sqlx::query!(
+            "UPDATE usage_counters SET period_end = $4
+             WHERE tenant_id = $1 AND customer_id = $2 AND period_start = $3
+               AND period_end > $4",
+            tenant_id,
+            sub.customer_id,
+            sub.current_period_start,
+            now
+        )
+        .execute(&mut *conn)
+        .await?;
+        let lines = invoices::overage_lines(
+            conn,
+            plans,
+            tenant_id,
+            &sub.customer_id,
+            &window,
+            old_plan.currency(),
+        )
+        .await?;
+        if !lines.is_empty() {
+            invoices::create(
+                conn,
+                plans,
+                NewInvoice {
+                    tenant_id,
+                    customer_id: &sub.customer_id,
+                    subscription_id: Some(&sub.subscription_id),
+                    billing_reason: "subscription_cancel",
+                    currency: old_plan.currency(),
+                    period_start: window.start,
+                    period_end: window.end,
+                    lines: Vec::new(),
+                    usage: Some(window),
+                    finalize_at: invoices::after_minutes(now, grace_minutes),
+                    now,
+                },
+            )
+            .await?;
+        }
+    }
+    fall_back(
+        conn,
+        plans,
+        tenant_id,
+        &sub.customer_id,
+        now,
+        &sub.subscription_id,
+    )
+    .await?;
+    Ok(row)
+}
+
+/// Undoes a cancellation at period end, before the period has ended.
+pub async fn reactivate(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    sub: SubscriptionRow,
+    now: DateTime<Utc>,
+) -> ApiResult<SubscriptionRow> {
+    if sub.status == "canceled" || now >= sub.current_period_end {
+        return Err(ApiError::conflict(
+            "subscription_ended",
+            "The subscription has already ended; start a new one instead.",
+        ));
+    }
+    if !sub.cancel_at_period_end {
+        return Err(ApiError::conflict(
+            "not_canceled",
+            "The subscription is not scheduled to cancel.",
+        ));
+    }
+    subs::set_cancel_at_period_end(conn, tenant_id, &sub.subscription_id, false, now).await
+}

@@ -1,0 +1,6 @@
+//! Billing: the subscription lifecycle, invoices, the due-work runner and invoice PDFs.
+
+pub mod due;
+pub mod invoices;
+pub mod lifecycle;
+pub mod pdf;
