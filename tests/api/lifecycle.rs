@@ -683,3 +683,58 @@ async fn two_concurrent_due_runners_create_each_invoice_once() {
     assert_eq!(renewed, 10);
     assert_eq!(count(app.clone()).await, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_renews_on_real_time_and_leaves_frozen_test_clocks_alone() {
+    let app = spawn_app().await;
+    // A frozen test tenant whose subscription is due by real time but not by its own clock.
+    let frozen = billing_tenant(&app, "2026-01-01T00:00:00Z").await;
+    subscribe(&app, &frozen, "f1", json!({"plan": "pro"})).await;
+    // A live tenant on real time, whose subscription's period ended yesterday.
+    let live = app.tenant("live").await;
+    app.post(
+        "/v1/features",
+        &live.key,
+        json!({"key": "mins", "name": "Minutes", "type": "metered"}),
+    )
+    .await;
+    app.post(
+        "/v1/plans",
+        &live.key,
+        json!({"key": "pro", "name": "Pro",
+               "prices": [{"interval": "month", "amount": "30.00", "currency": "usd"}],
+               "entitlements": [{"feature": "mins", "limit": 100}]}),
+    )
+    .await;
+    let sub = subscribe(&app, &live, "l1", json!({"plan": "pro"})).await;
+    sqlx::query(
+        "UPDATE subscriptions SET billing_anchor = now() - interval '1 month 1 day',
+             current_period_start = now() - interval '1 month 1 day',
+             current_period_end = now() - interval '1 month 1 day' + interval '1 month'
+         WHERE subscription_id = $1",
+    )
+    .bind(sub["id"].as_str().unwrap())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let plans = tollgate::db::plans::PlanCache::default();
+    let done = tollgate::worker::run_due(&app.db, &plans).await.unwrap();
+    assert_eq!(done.renewals, 1, "{done:?}");
+    assert_eq!(done.invoices_finalized, 1, "its grace period is over too");
+    let again = tollgate::worker::run_due(&app.db, &plans).await.unwrap();
+    assert_eq!(again.total(), 0);
+    let s = app
+        .get(
+            &format!("/v1/subscriptions/{}", sub["id"].as_str().unwrap()),
+            &live.key,
+        )
+        .await;
+    let end: chrono::DateTime<chrono::Utc> = s.body["current_period_end"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(end > chrono::Utc::now() + chrono::Duration::days(25));
+    assert_eq!(invoices(&app, &live, "l1").await.len(), 2);
+    assert_eq!(invoices(&app, &frozen, "f1").await.len(), 1, "untouched");
+}

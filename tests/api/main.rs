@@ -7,5 +7,6 @@ mod helpers;
 mod isolation;
 mod lifecycle;
 mod plans;
+mod seed_lifecycle;
 mod seeds;
 mod usage;

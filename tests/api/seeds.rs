@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::helpers::{num, spawn_app, Tenant, TestApp};
 
-async fn seeded(file: &str) -> (TestApp, Tenant) {
+pub async fn seeded(file: &str) -> (TestApp, Tenant) {
     let app = spawn_app().await;
     let t = app.tenant("test").await;
     let path = format!("config/examples/{file}");

@@ -1,0 +1,267 @@
+//! The seeds' pricing tables over time (test clocks): overage on renewal, proration, annual
+//! renewal and scheduled downgrades.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{num, Tenant, TestApp};
+use crate::seeds::seeded;
+
+async fn advance(app: &TestApp, t: &Tenant, to: &str) -> Value {
+    let r = app
+        .post("/v1/test_clock/advance", &t.key, json!({"to": to}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}
+
+/// Moves a customer's live subscription to `plan` (an upgrade is charged now).
+async fn change(app: &TestApp, t: &Tenant, customer: &str, body: Value) -> Value {
+    let live = app
+        .get(&format!("/v1/customers/{customer}/subscription"), &t.key)
+        .await;
+    assert_eq!(live.status, StatusCode::OK, "{:?}", live.body);
+    let r = app
+        .post(
+            &format!(
+                "/v1/subscriptions/{}/change",
+                live.body["id"].as_str().unwrap()
+            ),
+            &t.key,
+            body,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}
+
+async fn latest_invoice(app: &TestApp, t: &Tenant, customer: &str) -> Value {
+    let r = app
+        .get(
+            &format!("/v1/customers/{customer}/invoices?limit=1"),
+            &t.key,
+        )
+        .await;
+    r.body["data"][0].clone()
+}
+
+fn lines(inv: &Value) -> Vec<(String, Option<String>, String)> {
+    inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["type"].as_str().unwrap().to_string(),
+                l["feature"].as_str().map(str::to_string),
+                l["amount"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn usage(app: &TestApp, t: &Tenant, body: Value) -> crate::helpers::Resp {
+    app.post("/v1/usage", &t.key, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_overage_is_capped_on_renewal_and_human_calls_bill_per_call() {
+    let (app, t) = seeded("000_ai_coaching.toml").await;
+    app.set_clock(&t, "2026-03-01T00:00:00Z").await;
+    for (customer, plan) in [("life", "lifestyle"), ("grow", "growth")] {
+        app.customer(&t, customer).await;
+        let s = change(&app, &t, customer, json!({"plan": plan})).await;
+        assert_eq!(s["current_period_end"], "2026-04-01T00:00:00Z");
+    }
+    // Lifestyle: 120 minutes, then $0.10 a minute up to $20 (320 minutes in all).
+    let r = usage(
+        &app,
+        &t,
+        json!({"customer": "life", "feature": "ai_voice_minutes", "quantity": 320}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = usage(
+        &app,
+        &t,
+        json!({"customer": "life", "feature": "ai_voice_minutes", "quantity": 1}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYMENT_REQUIRED, "spend_cap_reached")
+    );
+    // A call that already happened is recorded (350 minutes in all); the charge stays capped.
+    let r = usage(
+        &app,
+        &t,
+        json!({"customer": "life", "feature": "ai_voice_minutes", "quantity": 30, "enforce": false}),
+    )
+    .await;
+    assert_eq!(num(&r.body["used"]), "350");
+    // Growth: 1 human call a month, then $25 a call.
+    for _ in 0..2 {
+        let r = usage(
+            &app,
+            &t,
+            json!({"customer": "grow", "feature": "human_calls"}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    let done = advance(&app, &t, "2026-04-01T02:00:00Z").await;
+    assert_eq!(done["processed"]["renewals"], 2);
+    let life = latest_invoice(&app, &t, "life").await;
+    assert_eq!(life["billing_reason"], "subscription_cycle");
+    assert_eq!(life["status"], "open");
+    assert_eq!(
+        lines(&life),
+        vec![
+            ("subscription".into(), None, "29.00".into()),
+            (
+                "overage".into(),
+                Some("ai_voice_minutes".into()),
+                "20.00".into()
+            )
+        ]
+    );
+    assert_eq!(life["total"], "49.00");
+    let grow = latest_invoice(&app, &t, "grow").await;
+    assert_eq!(
+        lines(&grow),
+        vec![
+            ("subscription".into(), None, "79.00".into()),
+            ("overage".into(), Some("human_calls".into()), "25.00".into())
+        ]
+    );
+    let call_line = &grow["lines"][1];
+    assert_eq!(num(&call_line["quantity"]), "1");
+    assert_eq!(call_line["unit_amount"], "25.00");
+    // April starts from zero.
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "life", "feature": "ai_voice_minutes"}),
+        )
+        .await;
+    assert_eq!(num(&c.body["used"]), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_001_starter_to_premium_mid_month_prorates() {
+    let (app, t) = seeded("001_interview_practice.toml").await;
+    app.set_clock(&t, "2026-11-01T00:00:00Z").await;
+    // New users start on Starter ($30), invoiced at once.
+    app.customer(&t, "cand").await;
+    let first = latest_invoice(&app, &t, "cand").await;
+    assert_eq!(first["billing_reason"], "subscription_create");
+    assert_eq!(
+        lines(&first),
+        vec![("subscription".into(), None, "30.00".into())]
+    );
+    advance(&app, &t, "2026-11-16T00:00:00Z").await;
+    let s = change(&app, &t, "cand", json!({"plan": "premium"})).await;
+    assert_eq!(s["plan"], "premium");
+    let inv = latest_invoice(&app, &t, "cand").await;
+    assert_eq!(
+        lines(&inv),
+        vec![
+            ("proration".into(), None, "-15.00".into()),
+            ("proration".into(), None, "49.50".into())
+        ]
+    );
+    assert_eq!(inv["total"], "34.50");
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "cand", "feature": "advanced_analytics"}),
+        )
+        .await;
+    assert_eq!(c.body["allowed"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_annual_standard_renews_after_a_year_with_storage_overage() {
+    let (app, t) = seeded("002_life_twin.toml").await;
+    app.set_clock(&t, "2026-02-10T12:00:00Z").await;
+    app.customer(&t, "fam").await;
+    let s = change(
+        &app,
+        &t,
+        "fam",
+        json!({"plan": "standard", "interval": "year"}),
+    )
+    .await;
+    assert_eq!(s["interval"], "year");
+    assert_eq!(s["current_period_end"], "2027-02-10T12:00:00Z");
+    let first = latest_invoice(&app, &t, "fam").await;
+    assert_eq!(
+        lines(&first),
+        vec![("subscription".into(), None, "499.90".into())]
+    );
+    // Storage is a level: the highest reported counts (60 GB: 10 over at $0.10).
+    for level in [30, 60, 45] {
+        let r = usage(
+            &app,
+            &t,
+            json!({"customer": "fam", "feature": "storage_gb", "quantity": level}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    let done = advance(&app, &t, "2026-12-31T00:00:00Z").await;
+    assert_eq!(
+        done["processed"]["renewals"], 0,
+        "no renewal within the year"
+    );
+    let done = advance(&app, &t, "2027-02-10T14:00:00Z").await;
+    assert_eq!(done["processed"]["renewals"], 1);
+    let renewal = latest_invoice(&app, &t, "fam").await;
+    assert_eq!(renewal["period_start"], "2027-02-10T12:00:00Z");
+    assert_eq!(renewal["period_end"], "2028-02-10T12:00:00Z");
+    assert_eq!(
+        lines(&renewal),
+        vec![
+            ("subscription".into(), None, "499.90".into()),
+            ("overage".into(), Some("storage_gb".into()), "1.00".into())
+        ]
+    );
+    assert_eq!(renewal["number"], "INV-000002");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_003_pro_to_free_downgrade_happens_at_period_end() {
+    let (app, t) = seeded("003_transcription.toml").await;
+    app.set_clock(&t, "2026-07-05T00:00:00Z").await;
+    app.customer(&t, "pod").await;
+    change(&app, &t, "pod", json!({"plan": "pro"})).await;
+    advance(&app, &t, "2026-07-20T00:00:00Z").await;
+    let s = change(&app, &t, "pod", json!({"plan": "free"})).await;
+    assert_eq!(s["plan"], "pro", "not yet");
+    assert_eq!(s["pending_change"]["plan"], "free");
+    assert_eq!(s["pending_change"]["at"], "2026-08-05T00:00:00Z");
+    let check = |size: i64| {
+        let app = &app;
+        let t = &t;
+        async move {
+            app.post(
+                "/v1/check",
+                &t.key,
+                json!({"customer": "pod", "feature": "max_file_size_mb", "quantity": size}),
+            )
+            .await
+            .body["allowed"]
+                .clone()
+        }
+    };
+    assert_eq!(check(200).await, true, "Pro's 200 MB until period end");
+    let done = advance(&app, &t, "2026-08-05T00:00:01Z").await;
+    assert_eq!(done["processed"]["scheduled_changes"], 1);
+    assert_eq!(check(200).await, false, "Free's 50 MB from then on");
+    assert_eq!(check(50).await, true);
+    let s = app.get("/v1/customers/pod/subscription", &t.key).await;
+    assert_eq!(s.body["plan"], "free");
+    assert!(s.body["pending_change"].is_null());
+}
