@@ -738,3 +738,89 @@ async fn the_worker_renews_on_real_time_and_leaves_frozen_test_clocks_alone() {
     assert_eq!(invoices(&app, &live, "l1").await.len(), 2);
     assert_eq!(invoices(&app, &frozen, "f1").await.len(), 1, "untouched");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_overrides_the_default_timing_of_a_change() {
+    let app = spawn_app().await;
+    let t = billing_tenant(&app, "2026-11-01T00:00:00Z").await;
+    let sub = subscribe(&app, &t, "u1", json!({"plan": "max"})).await;
+    let id = sub["id"].as_str().unwrap().to_string();
+    advance(&app, &t, "2026-11-16T00:00:00Z").await;
+    // A downgrade now: credit for half of Max, charge for half of Pro.
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{id}/change"),
+            &t.key,
+            json!({"plan": "pro", "when": "now"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["plan"], "pro");
+    let inv = invoices(&app, &t, "u1").await.pop().unwrap();
+    assert_eq!(
+        amounts(&inv),
+        vec![
+            ("proration".into(), "-49.50".into()),
+            ("proration".into(), "15.00".into())
+        ]
+    );
+    assert_eq!(inv["total"], "-34.50");
+    assert_eq!(inv["amount_due"], "0.00");
+    assert_eq!(inv["status"], "paid", "nothing to collect");
+    // An upgrade at period end: scheduled, nothing invoiced now.
+    let before = invoices(&app, &t, "u1").await.len();
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{id}/change"),
+            &t.key,
+            json!({"plan": "max", "when": "period_end"}),
+        )
+        .await;
+    assert_eq!(r.body["plan"], "pro");
+    assert_eq!(r.body["pending_change"]["plan"], "max");
+    assert_eq!(invoices(&app, &t, "u1").await.len(), before);
+    // Unknown plan, bad version, bad timing: clear 4xx, nothing changed.
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{id}/change"),
+            &t.key,
+            json!({"plan": "nope"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "plan_not_found")
+    );
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{id}/change"),
+            &t.key,
+            json!({"plan": "max", "version": 7}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_version")
+    );
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{id}/change"),
+            &t.key,
+            json!({"plan": "max", "when": "tomorrow"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_field")
+    );
+    let r = app
+        .post(
+            "/v1/subscriptions/sub_nope/change",
+            &t.key,
+            json!({"plan": "max"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let s = app.get(&format!("/v1/subscriptions/{id}"), &t.key).await;
+    assert_eq!(s.body["pending_change"]["plan"], "max");
+}
