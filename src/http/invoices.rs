@@ -126,17 +126,12 @@ async fn with_lines(
     rows: Vec<InvoiceRow>,
 ) -> ApiResult<Vec<Invoice>> {
     let ids: Vec<String> = rows.iter().map(|r| r.invoice_id.clone()).collect();
-    let mut lines = inv::lines(conn, tenant_id, &ids)
-        .await?
-        .into_iter()
-        .peekable();
-    let mut out = Vec::with_capacity(rows.len());
-    // Lines come ordered by invoice id; pick each invoice's own.
     let mut by_invoice: std::collections::HashMap<String, Vec<LineRow>> =
         std::collections::HashMap::new();
-    for (id, line) in lines.by_ref() {
+    for (id, line) in inv::lines(conn, tenant_id, &ids).await? {
         by_invoice.entry(id).or_default().push(line);
     }
+    let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let l = by_invoice.remove(&r.invoice_id).unwrap_or_default();
         out.push(invoice_out(r, l));
