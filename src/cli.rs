@@ -240,10 +240,11 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                     .await
                     .context("applying migrations")?;
             }
-            let state = AppState::with_timeout(
+            let state = AppState::build(
                 pool.clone(),
                 admin_token(&config, db.embedded.is_some())?,
                 std::time::Duration::from_secs(config.request_timeout_seconds),
+                config.check_batch_workers,
             );
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await

@@ -39,6 +39,7 @@ struct FileConfig {
     log_format: Option<String>,
     db_max_connections: Option<u32>,
     request_timeout_seconds: Option<u64>,
+    check_batch_workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub db_max_connections: u32,
     pub request_timeout_seconds: u64,
+    /// Check statements in flight at once (`None`: half the cores, at least one).
+    pub check_batch_workers: Option<usize>,
     pub database_url: Option<Secret>,
     pub admin_token: Option<Secret>,
 }
@@ -87,6 +90,7 @@ impl Config {
             log_format: env("TOLLGATE_LOG_FORMAT"),
             db_max_connections: parse_env(&env, "TOLLGATE_DB_MAX_CONNECTIONS")?,
             request_timeout_seconds: parse_env(&env, "TOLLGATE_REQUEST_TIMEOUT_SECONDS")?,
+            check_batch_workers: parse_env(&env, "TOLLGATE_CHECK_BATCH_WORKERS")?,
         };
         merged = merge(merged, env_layer);
 
@@ -106,6 +110,7 @@ impl Config {
             log_format,
             db_max_connections: merged.db_max_connections.unwrap_or(32).max(1),
             request_timeout_seconds: merged.request_timeout_seconds.unwrap_or(30).max(1),
+            check_batch_workers: merged.check_batch_workers.filter(|n| *n > 0),
             database_url: env("DATABASE_URL").filter(|s| !s.is_empty()).map(Secret),
             admin_token: env("TOLLGATE_ADMIN_TOKEN")
                 .filter(|s| !s.is_empty())
@@ -137,6 +142,7 @@ fn merge(base: FileConfig, over: FileConfig) -> FileConfig {
         request_timeout_seconds: over
             .request_timeout_seconds
             .or(base.request_timeout_seconds),
+        check_batch_workers: over.check_batch_workers.or(base.check_batch_workers),
     }
 }
 
@@ -151,6 +157,7 @@ mod tests {
             ("TOLLGATE_LISTEN", "127.0.0.1:9000"),
             ("DATABASE_URL", "postgres://u:hunter2@h/db"),
             ("TOLLGATE_ADMIN_TOKEN", "adm_s3cret"),
+            ("TOLLGATE_CHECK_BATCH_WORKERS", "3"),
             ("TOLLGATE_CONFIG", "/nonexistent/none.toml"),
         ]
         .into_iter()
@@ -163,6 +170,7 @@ mod tests {
             .collect();
         let cfg = Config::load_from(|k| env2.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(cfg.check_batch_workers, Some(3));
         let debug = format!("{cfg:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains("adm_s3cret"), "{debug}");

@@ -62,15 +62,26 @@ impl AppState {
         admin_token: Option<config::Secret>,
         request_timeout: std::time::Duration,
     ) -> Self {
+        Self::build(db, admin_token, request_timeout, None)
+    }
+
+    pub fn build(
+        db: PgPool,
+        admin_token: Option<config::Secret>,
+        request_timeout: std::time::Duration,
+        check_workers: Option<usize>,
+    ) -> Self {
         let max = db.options().get_max_connections() as usize;
         let hot = Arc::new(db::hot_pool::HotPool::new(
             (*db.connect_options()).clone(),
             max,
         ));
-        // As many check statements in flight as there are cores: enough to keep the database
-        // busy, few enough that concurrent checks share statements.
+        // Check statements in flight at once: by default half the cores (at least one), so
+        // concurrent checks share statements; measured on 2 cores, one in flight gave the
+        // most checks per second (bench/README.md).
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let checks = db::check_batch::CheckBatcher::new(hot.clone(), cores.clamp(1, max.max(1)));
+        let workers = check_workers.unwrap_or(cores / 2).clamp(1, max.max(1));
+        let checks = db::check_batch::CheckBatcher::new(hot.clone(), workers);
         AppState(Arc::new(AppStateInner {
             hot,
             checks,
