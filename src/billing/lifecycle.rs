@@ -28,7 +28,8 @@ fn interval_of(row: &SubscriptionRow) -> Interval {
     Interval::parse(&row.interval).unwrap_or(Interval::Month)
 }
 
-fn subscription_line(
+/// The base-fee line of a plan for one period.
+pub fn subscription_line(
     plan: &PlanVersion,
     interval: Interval,
     start: DateTime<Utc>,
@@ -197,35 +198,17 @@ pub async fn period_end(
         // The ended period's overage, in arrears.
         if let Some(window) = window {
             if bills_anything(&old_plan, old_interval) {
-                let lines = invoices::overage_lines(
+                final_overage_invoice(
                     conn,
                     plans,
                     tenant_id,
-                    &sub.customer_id,
-                    &window,
-                    old_plan.currency(),
+                    &sub,
+                    &old_plan,
+                    window,
+                    grace_minutes,
+                    at,
                 )
                 .await?;
-                if !lines.is_empty() {
-                    invoices::create(
-                        conn,
-                        plans,
-                        NewInvoice {
-                            tenant_id,
-                            customer_id: &sub.customer_id,
-                            subscription_id: Some(&sub.subscription_id),
-                            billing_reason: "subscription_cancel",
-                            currency: old_plan.currency(),
-                            period_start: window.start,
-                            period_end: window.end,
-                            lines: Vec::new(),
-                            usage: Some(window),
-                            finalize_at: invoices::after_minutes(at, grace_minutes),
-                            now: at,
-                        },
-                    )
-                    .await?;
-                }
             }
         }
         fall_back(
@@ -551,35 +534,17 @@ pub async fn cancel(
         )
         .execute(&mut *conn)
         .await?;
-        let lines = invoices::overage_lines(
+        final_overage_invoice(
             conn,
             plans,
             tenant_id,
-            &sub.customer_id,
-            &window,
-            old_plan.currency(),
+            &sub,
+            &old_plan,
+            window,
+            grace_minutes,
+            now,
         )
         .await?;
-        if !lines.is_empty() {
-            invoices::create(
-                conn,
-                plans,
-                NewInvoice {
-                    tenant_id,
-                    customer_id: &sub.customer_id,
-                    subscription_id: Some(&sub.subscription_id),
-                    billing_reason: "subscription_cancel",
-                    currency: old_plan.currency(),
-                    period_start: window.start,
-                    period_end: window.end,
-                    lines: Vec::new(),
-                    usage: Some(window),
-                    finalize_at: invoices::after_minutes(now, grace_minutes),
-                    now,
-                },
-            )
-            .await?;
-        }
     }
     fall_back(
         conn,
@@ -591,6 +556,52 @@ pub async fn cancel(
     )
     .await?;
     Ok(row)
+}
+
+/// The last invoice of an ended subscription: the overage of `window`, in arrears, as a
+/// draft for the grace period (none if there is no overage).
+#[allow(clippy::too_many_arguments)]
+async fn final_overage_invoice(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &str,
+    sub: &SubscriptionRow,
+    plan: &PlanVersion,
+    window: UsageWindow,
+    grace_minutes: i32,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    let lines = invoices::overage_lines(
+        conn,
+        plans,
+        tenant_id,
+        &sub.customer_id,
+        &window,
+        plan.currency(),
+    )
+    .await?;
+    if lines.is_empty() {
+        return Ok(());
+    }
+    invoices::create(
+        conn,
+        plans,
+        NewInvoice {
+            tenant_id,
+            customer_id: &sub.customer_id,
+            subscription_id: Some(&sub.subscription_id),
+            billing_reason: "subscription_cancel",
+            currency: plan.currency(),
+            period_start: window.start,
+            period_end: window.end,
+            lines: Vec::new(),
+            usage: Some(window),
+            finalize_at: invoices::after_minutes(now, grace_minutes),
+            now,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Undoes a cancellation at period end, before the period has ended.

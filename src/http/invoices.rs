@@ -11,7 +11,7 @@ use super::auth::TenantCtx;
 use super::extract::{Json, List, PageParams, Path, Query};
 use super::types::Qty;
 use crate::billing::invoices::{self as inv, InvoiceRow, LineRow, UsageWindow, COLUMNS};
-use crate::billing::lifecycle::price_of;
+use crate::billing::lifecycle::{price_of, subscription_line};
 use crate::db::subscriptions::{self as subs, customer_not_found};
 use crate::domain::invoice::{Line, LineType};
 use crate::domain::money;
@@ -393,28 +393,8 @@ pub async fn upcoming_invoice(
         let next_end = billing_period_containing(anchor, next_interval, at)
             .end
             .unwrap_or(at);
-        let amount = money::round_to_minor(price, &currency);
-        lines.push(line_out(
-            LineType::Subscription,
-            &Line {
-                kind: LineType::Subscription,
-                description: format!(
-                    "{} ({})",
-                    next_plan.name,
-                    match next_interval {
-                        Interval::Month => "monthly",
-                        Interval::Year => "yearly",
-                    }
-                ),
-                feature: None,
-                quantity: Decimal::ONE,
-                unit_amount: amount,
-                amount,
-                period_start: at,
-                period_end: next_end,
-            },
-            &currency,
-        ));
+        let line = subscription_line(&next_plan, next_interval, at, next_end);
+        lines.push(line_out(LineType::Subscription, &line, &currency));
     }
     let mut total = lines
         .iter()
