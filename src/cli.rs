@@ -250,8 +250,13 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             let token = CancellationToken::new();
-            let worker = (!args.no_worker)
-                .then(|| tokio::spawn(crate::worker::run(pool.clone(), token.clone())));
+            let worker = (!args.no_worker).then(|| {
+                tokio::spawn(crate::worker::run(
+                    pool.clone(),
+                    token.clone(),
+                    worker_config(&config),
+                ))
+            });
             println!("Tollgate listening on http://{}", listener.local_addr()?);
             crate::serve(listener, state, shutdown_signal(token.clone())).await?;
             token.cancel();
@@ -266,7 +271,11 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 .await
                 .context("applying migrations")?;
             let token = CancellationToken::new();
-            let worker = tokio::spawn(crate::worker::run(pool.clone(), token.clone()));
+            let worker = tokio::spawn(crate::worker::run(
+                pool.clone(),
+                token.clone(),
+                worker_config(&config),
+            ));
             shutdown_signal(token).await;
             let _ = worker.await;
             pool.close().await;
@@ -299,4 +308,14 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
     }
     drop(db);
     Ok(())
+}
+
+fn worker_config(config: &Config) -> crate::worker::WorkerConfig {
+    crate::worker::WorkerConfig {
+        stripe: crate::stripe_sync::SyncConfig {
+            max_attempts: config.stripe_max_attempts,
+            ..Default::default()
+        },
+        webhooks: Default::default(),
+    }
 }

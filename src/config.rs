@@ -40,6 +40,7 @@ struct FileConfig {
     db_max_connections: Option<u32>,
     request_timeout_seconds: Option<u64>,
     check_batch_workers: Option<usize>,
+    stripe_max_attempts: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,8 @@ pub struct Config {
     pub request_timeout_seconds: u64,
     /// Check statements in flight at once (`None`: half the cores, at least one).
     pub check_batch_workers: Option<usize>,
+    /// Attempts at sending an outbox row to Stripe before it is parked as failed.
+    pub stripe_max_attempts: i32,
     pub database_url: Option<Secret>,
     pub admin_token: Option<Secret>,
 }
@@ -91,6 +94,7 @@ impl Config {
             db_max_connections: parse_env(&env, "TOLLGATE_DB_MAX_CONNECTIONS")?,
             request_timeout_seconds: parse_env(&env, "TOLLGATE_REQUEST_TIMEOUT_SECONDS")?,
             check_batch_workers: parse_env(&env, "TOLLGATE_CHECK_BATCH_WORKERS")?,
+            stripe_max_attempts: parse_env(&env, "TOLLGATE_STRIPE_MAX_ATTEMPTS")?,
         };
         merged = merge(merged, env_layer);
 
@@ -111,6 +115,7 @@ impl Config {
             db_max_connections: merged.db_max_connections.unwrap_or(32).max(1),
             request_timeout_seconds: merged.request_timeout_seconds.unwrap_or(30).max(1),
             check_batch_workers: merged.check_batch_workers.filter(|n| *n > 0),
+            stripe_max_attempts: merged.stripe_max_attempts.unwrap_or(12).max(1),
             database_url: env("DATABASE_URL").filter(|s| !s.is_empty()).map(Secret),
             admin_token: env("TOLLGATE_ADMIN_TOKEN")
                 .filter(|s| !s.is_empty())
@@ -143,6 +148,7 @@ fn merge(base: FileConfig, over: FileConfig) -> FileConfig {
             .request_timeout_seconds
             .or(base.request_timeout_seconds),
         check_batch_workers: over.check_batch_workers.or(base.check_batch_workers),
+        stripe_max_attempts: over.stripe_max_attempts.or(base.stripe_max_attempts),
     }
 }
 

@@ -11,9 +11,13 @@ pub mod db;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod ids;
 pub mod plans_toml;
+pub mod retry;
+pub mod stripe_sync;
+pub mod webhooks;
 pub mod worker;
 
 use std::future::Future;

@@ -1,7 +1,9 @@
 //! The background worker. Every job is idempotent and safe to run in several processes at
 //! once: due billing work (renewals, trial ends, scheduled changes, cancellations, invoice
-//! finalization) for tenants on real time, and tidying (expired idempotency keys and leases).
+//! finalization, dunning retries) for tenants on real time, the Stripe outbox, outbound webhook
+//! deliveries, and tidying (expired idempotency keys and leases).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -9,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::billing::due::{self, Processed, Scope};
 use crate::db::plans::PlanCache;
+use crate::stripe_sync::{self, SyncConfig};
+use crate::webhooks::{self, DeliveryConfig};
 
+/// How often the outbox and webhook deliveries are looked at when idle.
+const SEND_INTERVAL: Duration = Duration::from_secs(1);
 /// How often due work is looked for.
 const DUE_INTERVAL: Duration = Duration::from_secs(5);
 /// How often tables are tidied.
@@ -43,20 +49,56 @@ pub async fn run_due(db: &PgPool, plans: &PlanCache) -> crate::error::ApiResult<
         let now = crate::clock::Clock.real_now();
         let done = due::run(db, plans, Scope::RealTime, now, DUE_BATCH).await?;
         let n = done.total();
-        total.trial_ends += done.trial_ends;
-        total.renewals += done.renewals;
-        total.scheduled_changes += done.scheduled_changes;
-        total.cancellations += done.cancellations;
-        total.invoices_finalized += done.invoices_finalized;
+        total.add(&done);
         if n < DUE_BATCH {
             return Ok(total);
         }
     }
 }
 
-pub async fn run(db: PgPool, token: CancellationToken) {
+/// What the worker's senders use.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerConfig {
+    pub stripe: SyncConfig,
+    pub webhooks: DeliveryConfig,
+}
+
+/// Runs the worker's loops until `token` is cancelled: due billing work and tidying every 5 s,
+/// and the Stripe outbox and webhook deliveries (polled every second, at once again while
+/// there is work).
+pub async fn run(db: PgPool, token: CancellationToken, cfg: WorkerConfig) {
     tracing::info!("worker started");
-    let plans = PlanCache::default();
+    let plans = Arc::new(PlanCache::default());
+    let due = tokio::spawn(due_loop(db.clone(), plans.clone(), token.clone()));
+    let stripe = tokio::spawn({
+        let (db, plans, token, cfg) = (db.clone(), plans.clone(), token.clone(), cfg.stripe);
+        async move {
+            poll(token, "Stripe outbox", || {
+                stripe_sync::send_due(&db, &plans, &cfg)
+            })
+            .await
+        }
+    });
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("Tollgate-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default();
+    let hooks = tokio::spawn({
+        let (db, token, cfg) = (db.clone(), token.clone(), cfg.webhooks);
+        async move {
+            poll(token, "webhook deliveries", || async {
+                webhooks::deliver_due(&db, &http, &cfg, 32)
+                    .await
+                    .map_err(crate::error::ApiError::from)
+            })
+            .await
+        }
+    });
+    let _ = tokio::join!(due, stripe, hooks);
+    tracing::info!("worker stopped");
+}
+
+async fn due_loop(db: PgPool, plans: Arc<PlanCache>, token: CancellationToken) {
     let mut pass: u32 = 0;
     loop {
         match run_due(&db, &plans).await {
@@ -75,5 +117,29 @@ pub async fn run(db: PgPool, token: CancellationToken) {
             _ = tokio::time::sleep(DUE_INTERVAL) => {}
         }
     }
-    tracing::info!("worker stopped");
+}
+
+/// Calls `pass` again at once while it finds work, else once a second.
+async fn poll<F, Fut>(token: CancellationToken, what: &str, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::error::ApiResult<usize>>,
+{
+    loop {
+        let idle = match pass().await {
+            Ok(n) => n == 0,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "{what} failed; retrying later");
+                true
+            }
+        };
+        if idle {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tokio::time::sleep(SEND_INTERVAL) => {}
+            }
+        } else if token.is_cancelled() {
+            break;
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The due-work runner: period ends (trial ends, renewals, scheduled changes, cancellations)
-//! and draft invoice finalizations, in time order.
+//! draft invoice finalizations and dunning payment retries, in time order.
 //!
 //! Each item is claimed with `FOR UPDATE SKIP LOCKED` and processed in its own transaction,
 //! and its due condition is part of the claim (a renewed subscription is no longer due), so any
@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::dunning;
 use super::invoices;
 use super::lifecycle::{self, PeriodEndKind};
 use crate::db::plans::PlanCache;
@@ -32,6 +33,8 @@ pub struct Processed {
     pub scheduled_changes: u32,
     pub cancellations: u32,
     pub invoices_finalized: u32,
+    /// Dunning: payment retries started.
+    pub payment_retries: u32,
 }
 
 impl Processed {
@@ -41,6 +44,16 @@ impl Processed {
             + self.scheduled_changes
             + self.cancellations
             + self.invoices_finalized
+            + self.payment_retries
+    }
+
+    pub fn add(&mut self, other: &Processed) {
+        self.trial_ends += other.trial_ends;
+        self.renewals += other.renewals;
+        self.scheduled_changes += other.scheduled_changes;
+        self.cancellations += other.cancellations;
+        self.invoices_finalized += other.invoices_finalized;
+        self.payment_retries += other.payment_retries;
     }
 }
 
@@ -54,6 +67,7 @@ struct DueSubscription {
 enum Step {
     PeriodEnd(PeriodEndKind),
     Finalized,
+    PaymentRetry,
 }
 
 /// Runs every item due at or before `until` in `scope`, earliest first, until none is left
@@ -70,6 +84,7 @@ pub async fn run(
         match next(db, plans, scope, until).await? {
             None => break,
             Some(Step::Finalized) => done.invoices_finalized += 1,
+            Some(Step::PaymentRetry) => done.payment_retries += 1,
             Some(Step::PeriodEnd(kind)) => match kind {
                 PeriodEndKind::TrialEnd => done.trial_ends += 1,
                 PeriodEndKind::Renewal => done.renewals += 1,
@@ -122,12 +137,16 @@ async fn next(
     .fetch_optional(&mut *tx)
     .await?;
 
-    // Period ends first on a tie: a renewal's draft may then be finalized in the same run.
+    let retry = dunning::claim_due_retry(&mut tx, tenant, until).await?;
+
+    // The earliest item goes first; on a tie, period ends, then finalizations (a renewal's
+    // draft may then be finalized in the same run), then payment retries.
+    let retry_at = retry.as_ref().map(|r| r.at);
     let sub = sub.filter(|s| {
-        draft
-            .as_ref()
-            .is_none_or(|d| s.sub.current_period_end <= d.finalize_at)
+        let t = s.sub.current_period_end;
+        draft.as_ref().is_none_or(|d| t <= d.finalize_at) && retry_at.is_none_or(|r| t <= r)
     });
+    let draft = draft.filter(|d| retry_at.is_none_or(|r| d.finalize_at <= r));
     let step = if let Some(DueSubscription { tenant_id, sub }) = sub {
         let grace = sqlx::query_scalar!(
             "SELECT invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
@@ -140,6 +159,9 @@ async fn next(
     } else if let Some(d) = draft {
         invoices::finalize(&mut tx, plans, &d.tenant_id, &d.invoice_id, d.finalize_at).await?;
         Step::Finalized
+    } else if let Some(r) = retry {
+        dunning::start_retry(&mut tx, plans, &r).await?;
+        Step::PaymentRetry
     } else {
         return Ok(None);
     };

@@ -406,7 +406,37 @@ pub async fn finalize(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
+    emit(
+        conn,
+        tenant_id,
+        crate::events::INVOICE_FINALIZED,
+        invoice_id,
+    )
+    .await?;
+    if row.status == "paid" {
+        emit(conn, tenant_id, crate::events::INVOICE_PAID, invoice_id).await?;
+    } else {
+        crate::stripe_sync::enqueue(
+            conn,
+            tenant_id,
+            crate::stripe_sync::Kind::Invoice,
+            invoice_id,
+            None,
+        )
+        .await?;
+    }
     Ok(row)
+}
+
+/// Emits an invoice event with the invoice as the API shows it.
+pub async fn emit(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    event_type: &str,
+    invoice_id: &str,
+) -> ApiResult<()> {
+    let invoice = crate::http::invoices::load_in(conn, tenant_id, invoice_id).await?;
+    crate::events::emit(conn, tenant_id, event_type, &invoice).await
 }
 
 pub struct LineRow {
@@ -474,14 +504,8 @@ pub async fn get(
     .ok_or_else(invoice_not_found)
 }
 
-/// Marks an open invoice paid (out of band).
-pub async fn mark_paid(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
-    now: DateTime<Utc>,
-) -> ApiResult<InvoiceRow> {
-    let inv = get(conn, tenant_id, invoice_id, true).await?;
+/// Checks that a (locked) invoice can be paid: open, or uncollectible.
+pub fn payable(inv: &InvoiceRow) -> ApiResult<()> {
     match inv.status.as_str() {
         "open" | "uncollectible" => {}
         "paid" => {
@@ -503,16 +527,66 @@ pub async fn mark_paid(
             ))
         }
     }
+    Ok(())
+}
+
+/// Marks an open (or uncollectible) invoice paid: out of band, or collected through Stripe.
+/// Dunning stops, a `past_due` subscription becomes `active` again, and `invoice.paid` is
+/// emitted. A payment recorded out of band is also told to Stripe (when the invoice is there).
+pub async fn mark_paid(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    invoice_id: &str,
+    now: DateTime<Utc>,
+    out_of_band: bool,
+) -> ApiResult<InvoiceRow> {
+    let inv = get(conn, tenant_id, invoice_id, true).await?;
+    payable(&inv)?;
     let row = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "UPDATE invoices SET status = 'paid', paid_at = $3, paid_out_of_band = true,
-             updated_at = now()
+        "UPDATE invoices SET status = 'paid', paid_at = $3, paid_out_of_band = $4,
+             next_payment_attempt = NULL, uncollectible_at = NULL, updated_at = now()
          WHERE tenant_id = $1 AND invoice_id = $2 RETURNING {COLUMNS}"
     ))
     .bind(tenant_id)
     .bind(invoice_id)
     .bind(now)
+    .bind(out_of_band)
     .fetch_one(&mut *conn)
     .await?;
+    if let Some(sub) = &row.subscription_id {
+        let past_due = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM subscriptions WHERE tenant_id = $1
+                   AND subscription_id = $2 AND status = 'past_due') AS "e!""#,
+            tenant_id,
+            sub
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        // Active again once nothing else of it is in dunning.
+        let other_unpaid = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM invoices WHERE tenant_id = $1
+                   AND subscription_id = $2 AND status = 'open' AND payment_attempts > 0) AS "e!""#,
+            tenant_id,
+            sub
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        if past_due && !other_unpaid {
+            crate::db::subscriptions::set_status(conn, tenant_id, sub, "active").await?;
+        }
+    }
+    if out_of_band {
+        let payload = serde_json::json!({"paid_out_of_band": true});
+        crate::stripe_sync::enqueue(
+            conn,
+            tenant_id,
+            crate::stripe_sync::Kind::InvoicePayment,
+            invoice_id,
+            Some(payload),
+        )
+        .await?;
+    }
+    emit(conn, tenant_id, crate::events::INVOICE_PAID, invoice_id).await?;
     Ok(row)
 }
 

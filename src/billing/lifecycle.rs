@@ -510,7 +510,21 @@ pub async fn cancel(
         return subs::set_cancel_at_period_end(conn, tenant_id, &sub.subscription_id, true, now)
             .await;
     }
-    let row = subs::end(conn, tenant_id, &sub.subscription_id, now, "canceled").await?;
+    end_now(conn, plans, tenant_id, sub, grace_minutes, now, "canceled").await
+}
+
+/// Ends a (locked) subscription now: the ended part of the period's overage is invoiced and
+/// the customer falls back to the default plan. `reason` is kept as `ended_reason`.
+pub async fn end_now(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &str,
+    sub: SubscriptionRow,
+    grace_minutes: i32,
+    now: DateTime<Utc>,
+    reason: &str,
+) -> ApiResult<SubscriptionRow> {
+    let row = subs::end(conn, tenant_id, &sub.subscription_id, now, reason).await?;
     if sub.status != "trialing" {
         let window = UsageWindow {
             start: sub.current_period_start,

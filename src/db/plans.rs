@@ -25,6 +25,8 @@ pub struct Price {
 pub struct PlanFeature {
     pub feature: String,
     pub entitlement: Entitlement,
+    /// The Stripe Billing Meter its usage is reported to (features are immutable).
+    pub stripe_meter_event_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +49,14 @@ impl PlanVersion {
             .binary_search_by(|f| f.feature.as_str().cmp(feature))
             .ok()
             .map(|i| &self.features[i].entitlement)
+    }
+
+    /// The Stripe meter event name of a feature of the plan, if it is reported to Stripe.
+    pub fn meter_event(&self, feature: &str) -> Option<&str> {
+        self.features
+            .binary_search_by(|f| f.feature.as_str().cmp(feature))
+            .ok()
+            .and_then(|i| self.features[i].stripe_meter_event_name.as_deref())
     }
 
     pub fn price(&self, interval: Interval) -> Option<&Price> {
@@ -167,7 +177,8 @@ pub async fn load_version(
     .collect();
     let features = sqlx::query!(
         "SELECT e.feature_key, e.enabled, e.limit_value, e.reset, e.overage_unit_amount,
-                e.overage_per_units, e.overage_cap_amount, f.type, f.aggregation
+                e.overage_per_units, e.overage_cap_amount, f.type, f.aggregation,
+                f.stripe_meter_event_name
          FROM plan_entitlements e
          JOIN features f ON f.tenant_id = e.tenant_id AND f.feature_key = e.feature_key
          WHERE e.tenant_id = $1 AND e.plan_key = $2 AND e.version = $3
@@ -181,6 +192,7 @@ pub async fn load_version(
     .into_iter()
     .map(|e| PlanFeature {
         feature: e.feature_key,
+        stripe_meter_event_name: e.stripe_meter_event_name,
         entitlement: Entitlement {
             feature_type: FeatureType::parse(&e.r#type).unwrap_or(FeatureType::Boolean),
             aggregation: Aggregation::parse(&e.aggregation).unwrap_or(Aggregation::Sum),

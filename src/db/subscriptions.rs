@@ -97,6 +97,7 @@ pub async fn create(
             e.into()
         }
     })?;
+    crate::events::subscription(conn, tenant_id, crate::events::SUBSCRIPTION_CREATED, &row).await?;
     Ok(row)
 }
 
@@ -162,6 +163,8 @@ pub async fn end(
         .bind(reason)
         .fetch_one(&mut *conn)
         .await?;
+    crate::events::subscription(conn, tenant_id, crate::events::SUBSCRIPTION_CANCELED, &row)
+        .await?;
     Ok(row)
 }
 
@@ -196,6 +199,7 @@ pub async fn roll(
         .bind(end)
         .fetch_one(&mut *conn)
         .await?;
+    crate::events::subscription(conn, tenant_id, crate::events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }
 
@@ -227,6 +231,7 @@ pub async fn schedule_change(
         .bind(at)
         .fetch_one(&mut *conn)
         .await?;
+    crate::events::subscription(conn, tenant_id, crate::events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }
 
@@ -259,6 +264,34 @@ pub async fn switch_plan(
         .bind(end)
         .fetch_one(&mut *conn)
         .await?;
+    crate::events::subscription(conn, tenant_id, crate::events::SUBSCRIPTION_UPDATED, &row).await?;
+    Ok(row)
+}
+
+/// Sets the status of a live subscription (`active` <-> `past_due`, or a status mirrored from
+/// Stripe); emits `subscription.updated` when it changed.
+pub async fn set_status(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    subscription_id: &str,
+    status: &str,
+) -> ApiResult<Option<SubscriptionRow>> {
+    let sql = format!(
+        "UPDATE subscriptions SET status = $3, updated_at = now()
+         WHERE tenant_id = $1 AND subscription_id = $2 AND status <> $3
+           AND status IN ('trialing', 'active', 'past_due')
+         RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query_as::<_, SubscriptionRow>(&sql)
+        .bind(tenant_id)
+        .bind(subscription_id)
+        .bind(status)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(row) = &row {
+        crate::events::subscription(conn, tenant_id, crate::events::SUBSCRIPTION_UPDATED, row)
+            .await?;
+    }
     Ok(row)
 }
 
@@ -277,6 +310,7 @@ pub async fn set_cancel_at_period_end(
         .bind(now)
         .fetch_one(&mut *conn)
         .await?;
+    crate::events::subscription(conn, tenant_id, crate::events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
-use crate::domain::entitlement::Aggregation;
+use crate::domain::entitlement::{Aggregation, Thresholds};
 use crate::domain::period::Period;
 use crate::error::ApiResult;
 
@@ -24,6 +24,13 @@ pub struct NewEvent<'a> {
     pub aggregation: Aggregation,
     /// The highest counter level the event may leave (`None` = no ceiling).
     pub ceiling: Option<Decimal>,
+    /// The plan's limit and the tenant's thresholds, for alerts.
+    pub limit: Option<Decimal>,
+    pub thresholds: Thresholds,
+    /// The Stripe meter the event is reported to, if any.
+    pub meter_event: Option<&'a str>,
+    /// The tenant's clock (alert times).
+    pub now: DateTime<Utc>,
 }
 
 #[derive(Debug)]
@@ -47,14 +54,16 @@ pub enum Outcome {
     PeriodClosed,
 }
 
-/// Records one event in one round trip (`tollgate_record_usage`, migration 2): the event
-/// insert and the conditional counter upsert commit or abort together.
+/// Records one event in one round trip (`tollgate_record_usage`, migration 4): the event
+/// insert, the conditional counter upsert, the alerts it crosses into (with their webhook
+/// events) and its Stripe meter outbox row commit or abort together.
 pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> ApiResult<Outcome> {
     let row = sqlx::query!(
         r#"SELECT outcome AS "outcome!", used AS "used!", customer_id AS "customer_id!",
                   feature_key AS "feature_key!", quantity AS "quantity!",
                   occurred_at AS "occurred_at!"
-           FROM tollgate_record_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+           FROM tollgate_record_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                      $14, $15, $16, $17, $18)"#,
         ev.tenant_id,
         ev.event_id,
         ev.customer_id,
@@ -67,7 +76,12 @@ pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> ApiResult<Out
         ev.billable,
         ev.properties,
         ev.aggregation == Aggregation::Max,
-        ev.ceiling
+        ev.ceiling,
+        ev.limit,
+        ev.thresholds.warning,
+        ev.thresholds.critical,
+        ev.meter_event,
+        ev.now
     )
     .fetch_one(&mut *conn)
     .await;

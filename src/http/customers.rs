@@ -114,8 +114,31 @@ pub async fn put_customer(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(customer_not_found)?;
+    let customer = Customer {
+        id: row.customer_id,
+        email: row.email,
+        name: row.name,
+        metadata: row.metadata,
+        net_days: row.net_days,
+        created_at: row.created_at,
+    };
 
     if row.inserted {
+        crate::events::emit(
+            &mut tx,
+            &ctx.tenant_id,
+            crate::events::CUSTOMER_CREATED,
+            &customer,
+        )
+        .await?;
+        crate::stripe_sync::enqueue(
+            &mut tx,
+            &ctx.tenant_id,
+            crate::stripe_sync::Kind::Customer,
+            &id,
+            None,
+        )
+        .await?;
         if let Some(default_plan) = &ctx.default_plan {
             if let Some(version) =
                 crate::db::plans::latest_version(&mut tx, &ctx.tenant_id, default_plan).await?
@@ -148,17 +171,7 @@ pub async fn put_customer(
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        axum::Json(Customer {
-            id: row.customer_id,
-            email: row.email,
-            name: row.name,
-            metadata: row.metadata,
-            net_days: row.net_days,
-            created_at: row.created_at,
-        }),
-    ))
+    Ok((status, axum::Json(customer)))
 }
 
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",

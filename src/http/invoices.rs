@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::auth::TenantCtx;
-use super::extract::{Json, List, PageParams, Path, Query};
+use super::extract::{List, OptionalJson, PageParams, Path, Query};
 use super::types::Qty;
 use crate::billing::invoices::{self as inv, InvoiceRow, LineRow, UsageWindow, COLUMNS};
 use crate::billing::lifecycle::{price_of, subscription_line};
@@ -141,8 +141,17 @@ async fn with_lines(
 
 async fn load(state: &AppState, ctx: &TenantCtx, id: &str) -> ApiResult<Invoice> {
     let mut conn = state.db.acquire().await?;
-    let row = inv::get(&mut conn, &ctx.tenant_id, id, false).await?;
-    let mut v = with_lines(&mut conn, &ctx.tenant_id, vec![row]).await?;
+    load_in(&mut conn, &ctx.tenant_id, id).await
+}
+
+/// An invoice with its lines, as the API shows it.
+pub async fn load_in(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    id: &str,
+) -> ApiResult<Invoice> {
+    let row = inv::get(conn, tenant_id, id, false).await?;
+    let mut v = with_lines(conn, tenant_id, vec![row]).await?;
     v.pop().ok_or_else(inv::invoice_not_found)
 }
 
@@ -219,26 +228,51 @@ pub struct PayInvoice {
 #[utoipa::path(post, path = "/v1/invoices/{id}/pay", tag = "invoices",
     params(("id" = String, Path, description = "Invoice id")),
     request_body = PayInvoice,
-    responses((status = 200, body = Invoice), (status = 404, body = crate::error::ErrorBody),
+    responses((status = 200, description = "Paid out of band", body = Invoice),
+              (status = 202, description = "A payment through Stripe was queued; the invoice turns `paid` (or dunning starts) when Stripe answers", body = Invoice),
+              (status = 400, description = "Not out of band and the tenant is not connected to Stripe", body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
               (status = 409, description = "Not open (draft, paid or void)", body = crate::error::ErrorBody)))]
 pub async fn pay_invoice(
     State(state): State<AppState>,
     ctx: TenantCtx,
     Path(id): Path<String>,
-    Json(body): Json<PayInvoice>,
-) -> ApiResult<axum::Json<Invoice>> {
-    if body.paid_out_of_band != Some(true) {
-        return Err(ApiError::invalid_param(
-            "stripe_not_configured",
-            "paid_out_of_band",
-            "Paying through Stripe is not available yet; pass {\"paid_out_of_band\": true} to record a payment made elsewhere.",
-        ));
-    }
+    OptionalJson(body): OptionalJson<PayInvoice>,
+) -> ApiResult<(axum::http::StatusCode, axum::Json<Invoice>)> {
     let now = ctx.now(&state);
     let mut tx = state.db.begin().await?;
-    inv::mark_paid(&mut tx, &ctx.tenant_id, &id, now).await?;
+    let status = if body.and_then(|b| b.paid_out_of_band) == Some(true) {
+        inv::mark_paid(&mut tx, &ctx.tenant_id, &id, now, true).await?;
+        axum::http::StatusCode::OK
+    } else {
+        let row = inv::get(&mut tx, &ctx.tenant_id, &id, true).await?;
+        inv::payable(&row)?;
+        let attempts = sqlx::query_scalar!(
+            "SELECT payment_attempts FROM invoices WHERE tenant_id = $1 AND invoice_id = $2",
+            ctx.tenant_id,
+            id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let queued = crate::stripe_sync::enqueue(
+            &mut tx,
+            &ctx.tenant_id,
+            crate::stripe_sync::Kind::InvoicePayment,
+            &id,
+            Some(serde_json::json!({ "attempt": attempts + 1 })),
+        )
+        .await?;
+        if !queued {
+            return Err(ApiError::invalid_param(
+                "stripe_not_configured",
+                "paid_out_of_band",
+                "The tenant is not connected to Stripe (PATCH /v1/tenant with stripe.secret_key); pass {\"paid_out_of_band\": true} to record a payment made elsewhere.",
+            ));
+        }
+        axum::http::StatusCode::ACCEPTED
+    };
     tx.commit().await?;
-    load(&state, &ctx, &id).await.map(axum::Json)
+    Ok((status, load(&state, &ctx, &id).await.map(axum::Json)?))
 }
 
 #[utoipa::path(post, path = "/v1/invoices/{id}/void", tag = "invoices",

@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, the router, and the middleware stack.
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod customers;
 pub mod extract;
@@ -10,11 +11,13 @@ pub mod invoices;
 pub mod leases;
 pub mod ops;
 pub mod plans;
+pub mod stripe;
 pub mod subscriptions;
 pub mod tenant;
 pub mod test_clock;
 pub mod types;
 pub mod usage;
+pub mod webhook_endpoints;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, StatusCode};
@@ -39,7 +42,8 @@ use crate::AppState;
     security(("bearer" = [])),
     tags(
         (name = "tenant"), (name = "features"), (name = "plans"), (name = "customers"),
-        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "admin"), (name = "ops")
+        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "webhooks"), (name = "stripe"),
+        (name = "admin"), (name = "ops")
     )
 )]
 struct ApiDoc;
@@ -91,6 +95,14 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(usage::member_usage))
         .routes(routes!(leases::create_lease))
         .routes(routes!(leases::release_lease))
+        .routes(routes!(alerts::customer_alerts))
+        .routes(routes!(
+            webhook_endpoints::create_endpoint,
+            webhook_endpoints::list_endpoints
+        ))
+        .routes(routes!(webhook_endpoints::delete_endpoint))
+        .routes(routes!(webhook_endpoints::list_deliveries))
+        .routes(routes!(stripe::sync_status))
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {
@@ -101,6 +113,8 @@ fn admin_routes() -> OpenApiRouter<AppState> {
 
 fn ops_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        // Authenticated by Stripe's signature, not by a key.
+        .routes(routes!(stripe::stripe_webhook))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics_text))

@@ -523,6 +523,10 @@ async fn record_on(
         properties: input.properties.as_ref(),
         aggregation: ent.aggregation,
         ceiling,
+        limit: ent.limit,
+        thresholds: ctx.thresholds(),
+        meter_event: plan.meter_event(&input.feature),
+        now,
     };
     let thresholds = ctx.thresholds();
     match usage::record(conn, &event).await? {

@@ -1,0 +1,189 @@
+//! Dunning (SPEC §8): a failed payment makes the subscription `past_due` and schedules
+//! retries, by default 1, 3 and 5 days after the first failure (the tenant's
+//! `dunning_retry_days`). The due-work runner starts each retry (so test clocks move it);
+//! after the last retry fails the invoice becomes `uncollectible`, the subscription is
+//! canceled and the customer falls back to the default plan.
+//!
+//! Failures are counted by attempt number (Stripe's `attempt_count`), so the same failure
+//! reported twice — by the worker's payment call and by Stripe's `invoice.payment_failed`
+//! webhook — is applied once.
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgConnection;
+
+use super::invoices;
+use super::lifecycle;
+use crate::db::plans::PlanCache;
+use crate::db::subscriptions as subs;
+use crate::error::ApiResult;
+
+/// What applying a failure did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Already counted, or the invoice is no longer open: nothing changed.
+    Ignored,
+    /// A retry is scheduled.
+    RetryAt(DateTime<Utc>),
+    /// The last retry failed: the invoice is uncollectible.
+    Exhausted,
+}
+
+/// Applies failed payment attempt `attempt` (1-based; `None` = the next one) of an invoice.
+#[allow(clippy::too_many_arguments)]
+pub async fn payment_failed(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &str,
+    invoice_id: &str,
+    attempt: Option<i32>,
+    error: &str,
+    now: DateTime<Utc>,
+) -> ApiResult<Failure> {
+    let inv = invoices::get(conn, tenant_id, invoice_id, true).await?;
+    let state = sqlx::query!(
+        "SELECT payment_attempts, payment_failed_at FROM invoices
+         WHERE tenant_id = $1 AND invoice_id = $2",
+        tenant_id,
+        invoice_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let attempt = attempt.unwrap_or(state.payment_attempts + 1);
+    if inv.status != "open" || attempt <= state.payment_attempts {
+        return Ok(Failure::Ignored);
+    }
+    let tenant = sqlx::query!(
+        "SELECT dunning_retry_days, invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let first_failed = state.payment_failed_at.unwrap_or(now);
+    // Attempt n (n >= 1) failed: retry n is next, if the schedule has one.
+    let retry_at = tenant
+        .dunning_retry_days
+        .get(attempt as usize - 1)
+        .map(|days| (first_failed + Duration::days(*days as i64)).max(now));
+    let outcome = match retry_at {
+        Some(at) => Failure::RetryAt(at),
+        None => Failure::Exhausted,
+    };
+    sqlx::query!(
+        "UPDATE invoices SET payment_attempts = $3, payment_failed_at = $4,
+             next_payment_attempt = $5, last_payment_error = $6,
+             status = CASE WHEN $5::timestamptz IS NULL THEN 'uncollectible' ELSE status END,
+             uncollectible_at = CASE WHEN $5::timestamptz IS NULL THEN $7::timestamptz END,
+             updated_at = now()
+         WHERE tenant_id = $1 AND invoice_id = $2",
+        tenant_id,
+        invoice_id,
+        attempt,
+        first_failed,
+        retry_at,
+        error,
+        now
+    )
+    .execute(&mut *conn)
+    .await?;
+    invoices::emit(
+        conn,
+        tenant_id,
+        crate::events::INVOICE_PAYMENT_FAILED,
+        invoice_id,
+    )
+    .await?;
+
+    if let Some(sub_id) = &inv.subscription_id {
+        let sub = subs::get(conn, tenant_id, sub_id, true).await?;
+        let live = matches!(sub.status.as_str(), "active" | "past_due" | "trialing");
+        match outcome {
+            Failure::Exhausted if live => {
+                lifecycle::end_now(
+                    conn,
+                    plans,
+                    tenant_id,
+                    sub,
+                    tenant.invoice_grace_minutes,
+                    now,
+                    "payment_failed",
+                )
+                .await?;
+            }
+            Failure::RetryAt(_) if sub.status == "active" => {
+                subs::set_status(conn, tenant_id, sub_id, "past_due").await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(outcome)
+}
+
+/// A payment retry that has fallen due, claimed (locked) by the caller's transaction.
+pub struct DueRetry {
+    pub tenant_id: String,
+    pub invoice_id: String,
+    pub payment_attempts: i32,
+    pub at: DateTime<Utc>,
+}
+
+/// Claims the earliest payment retry due by `until` (`FOR UPDATE SKIP LOCKED`).
+pub async fn claim_due_retry(
+    conn: &mut PgConnection,
+    tenant: Option<&str>,
+    until: DateTime<Utc>,
+) -> ApiResult<Option<DueRetry>> {
+    Ok(sqlx::query_as!(
+        DueRetry,
+        r#"SELECT i.tenant_id, i.invoice_id, i.payment_attempts,
+                  i.next_payment_attempt AS "at!"
+           FROM invoices i
+           WHERE i.status = 'open' AND i.next_payment_attempt <= $2
+             AND (i.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
+                  SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
+           ORDER BY i.next_payment_attempt, i.invoice_id
+           LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
+        tenant,
+        until
+    )
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Starts a claimed retry: an `invoice_payment` outbox row, or — when the tenant is not
+/// connected to Stripe — a failed attempt at once.
+pub async fn start_retry(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    due: &DueRetry,
+) -> ApiResult<()> {
+    sqlx::query!(
+        "UPDATE invoices SET next_payment_attempt = NULL, updated_at = now()
+         WHERE tenant_id = $1 AND invoice_id = $2",
+        due.tenant_id,
+        due.invoice_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    let attempt = due.payment_attempts + 1;
+    let queued = crate::stripe_sync::enqueue(
+        conn,
+        &due.tenant_id,
+        crate::stripe_sync::Kind::InvoicePayment,
+        &due.invoice_id,
+        Some(serde_json::json!({ "attempt": attempt })),
+    )
+    .await?;
+    if !queued {
+        payment_failed(
+            conn,
+            plans,
+            &due.tenant_id,
+            &due.invoice_id,
+            Some(attempt),
+            "The tenant is not connected to Stripe.",
+            due.at,
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Outbound events (SPEC §11). An event is recorded, with a pending delivery per subscribed
+//! endpoint, in the transaction of the change it reports (`tollgate_emit_event`, migration 4);
+//! the webhook worker (`webhooks::deliver`) sends it afterwards. Nothing is stored when no
+//! endpoint wants the event type.
+
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::error::ApiResult;
+
+pub const CUSTOMER_CREATED: &str = "customer.created";
+pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
+pub const SUBSCRIPTION_UPDATED: &str = "subscription.updated";
+pub const SUBSCRIPTION_CANCELED: &str = "subscription.canceled";
+pub const USAGE_THRESHOLD_REACHED: &str = "usage.threshold_reached";
+pub const INVOICE_FINALIZED: &str = "invoice.finalized";
+pub const INVOICE_PAID: &str = "invoice.paid";
+pub const INVOICE_PAYMENT_FAILED: &str = "invoice.payment_failed";
+
+/// Every event type an endpoint may subscribe to.
+pub const TYPES: [&str; 8] = [
+    CUSTOMER_CREATED,
+    SUBSCRIPTION_CREATED,
+    SUBSCRIPTION_UPDATED,
+    SUBSCRIPTION_CANCELED,
+    USAGE_THRESHOLD_REACHED,
+    INVOICE_FINALIZED,
+    INVOICE_PAID,
+    INVOICE_PAYMENT_FAILED,
+];
+
+/// Records `event_type` with `data` (the resource as the API shows it) in the caller's
+/// transaction, stamped with the tenant's clock.
+pub async fn emit(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    event_type: &str,
+    data: &impl Serialize,
+) -> ApiResult<()> {
+    let data = serde_json::to_value(data)
+        .map_err(|e| crate::error::ApiError::internal_msg(&format!("event payload: {e}")))?;
+    sqlx::query_scalar!(
+        "SELECT tollgate_emit_event($1, $2, $3, NULL)",
+        tenant_id,
+        event_type,
+        data
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Emits the event for a subscription row as the API shows it.
+pub async fn subscription(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    event_type: &str,
+    row: &crate::db::subscriptions::SubscriptionRow,
+) -> ApiResult<()> {
+    let data = crate::http::subscriptions::Subscription::from(row.clone());
+    emit(conn, tenant_id, event_type, &data).await
+}

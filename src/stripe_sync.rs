@@ -1,0 +1,759 @@
+//! The Stripe outbox and its worker (SPEC §10).
+//!
+//! Everything Stripe must learn is an `stripe_outbox` row written in the transaction of the
+//! change (`enqueue`). Workers claim due rows with `FOR UPDATE SKIP LOCKED` and lease them (push
+//! `next_attempt_at` past the time a send can take) in one statement, so any number of workers
+//! run at once without taking the same row. Each Stripe request carries an idempotency key made
+//! from the row id (and the step, for multi-step rows), so a request repeated after a timeout or
+//! a crash is answered by Stripe with the first result instead of being applied twice. The
+//! outcome is written back only while the lease is still the worker's own (the attempt count
+//! matches), in one transaction with what it changes in Tollgate (the Stripe customer id, an
+//! invoice paid, a failed payment's dunning step).
+//!
+//! Network errors, timeouts, 409 (a concurrent request with the same key), 429 and 5xx are
+//! retried with exponential backoff and jitter; after `max_attempts` the row is parked as
+//! `failed` with its last error. Other 4xx are parked at once: sending them again cannot help.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use stripe::{
+    ApiErrorsCode, ApiErrorsType, Client, ClientBuilder, IdempotencyKey, RequestStrategy,
+    StripeError, StripeRequest,
+};
+use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
+use stripe_billing::invoice::{CreateInvoice, FinalizeInvoiceInvoice, PayInvoice};
+use stripe_billing::invoice_item::{CreateInvoiceItem, Period};
+use stripe_billing::InvoiceCollectionMethod;
+use stripe_core::customer::CreateCustomer;
+use stripe_types::Currency;
+
+use crate::billing::{dunning, invoices};
+use crate::db::plans::PlanCache;
+use crate::error::ApiResult;
+
+/// Stripe's API, unless the tenant sets `stripe.api_base`.
+pub const DEFAULT_API_BASE: &str = "https://api.stripe.com/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Create the Stripe customer of a Tollgate customer.
+    Customer,
+    /// Send a finalized invoice (its lines), finalize it in Stripe and collect it.
+    Invoice,
+    /// Collect an invoice (a dunning retry), or record a payment made out of band.
+    InvoicePayment,
+    /// One Billing Meter event for one usage event.
+    MeterEvent,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Customer => "customer",
+            Kind::Invoice => "invoice",
+            Kind::InvoicePayment => "invoice_payment",
+            Kind::MeterEvent => "meter_event",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "customer" => Kind::Customer,
+            "invoice" => Kind::Invoice,
+            "invoice_payment" => Kind::InvoicePayment,
+            "meter_event" => Kind::MeterEvent,
+            _ => return None,
+        })
+    }
+}
+
+/// Writes an outbox row in the caller's transaction, if the tenant is connected to Stripe.
+/// Returns whether a row was written.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    kind: Kind,
+    resource_id: &str,
+    payload: Option<serde_json::Value>,
+) -> ApiResult<bool> {
+    let done = sqlx::query!(
+        "INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
+         SELECT tenant_id, $2, $3, COALESCE($4, '{}'::jsonb) FROM tenants
+         WHERE tenant_id = $1 AND stripe_secret_key IS NOT NULL",
+        tenant_id,
+        kind.as_str(),
+        resource_id,
+        payload
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// How the worker sends.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Per Stripe request.
+    pub timeout: Duration,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Attempts before a row is parked as `failed`.
+    pub max_attempts: i32,
+    /// Rows claimed at once by one worker pass.
+    pub batch: i64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            timeout: Duration::from_secs(20),
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(3600),
+            max_attempts: 12,
+            batch: 32,
+        }
+    }
+}
+
+struct Claimed {
+    tenant_id: String,
+    outbox_id: i64,
+    kind: String,
+    resource_id: String,
+    payload: serde_json::Value,
+    attempts: i32,
+    result: Option<serde_json::Value>,
+    secret_key: Option<String>,
+    api_base: Option<String>,
+}
+
+/// What one send came to.
+enum Outcome {
+    /// Done; `apply` runs in the transaction that marks the row sent.
+    Sent(Apply),
+    /// Not yet possible (waits for another row, e.g. the Stripe customer): try again soon
+    /// without counting an attempt.
+    Deferred(&'static str),
+    /// Worth retrying (network, timeout, 409, 429, 5xx).
+    Retry(String),
+    /// Will never work: parked at once.
+    Permanent(String),
+}
+
+/// The Tollgate side of a sent row.
+enum Apply {
+    Nothing,
+    CustomerCreated(String),
+    MeterEventReported,
+    InvoicePaid,
+    PaymentFailed { attempt: i32, error: String },
+}
+
+/// Sends up to `cfg.batch` due rows (concurrently); returns how many were claimed.
+pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> ApiResult<usize> {
+    let lease = cfg.timeout.as_secs_f64() * 4.0 + 60.0;
+    let claimed = sqlx::query_as!(
+        Claimed,
+        r#"WITH due AS (
+               SELECT tenant_id, outbox_id FROM stripe_outbox
+               WHERE status = 'pending' AND next_attempt_at <= now()
+               ORDER BY next_attempt_at, outbox_id LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+           UPDATE stripe_outbox o
+              SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+           FROM due, tenants t
+           WHERE o.tenant_id = due.tenant_id AND o.outbox_id = due.outbox_id
+             AND t.tenant_id = o.tenant_id
+           RETURNING o.tenant_id, o.outbox_id, o.kind, o.resource_id, o.payload, o.attempts,
+                     o.result, t.stripe_secret_key AS secret_key, t.stripe_api_base AS api_base"#,
+        cfg.batch,
+        lease
+    )
+    .fetch_all(db)
+    .await?;
+    let n = claimed.len();
+    let work = claimed.into_iter().map(|row| async move {
+        let outcome = match client_for(&row, cfg) {
+            Ok(client) => send(db, &client, &row).await,
+            Err(o) => o,
+        };
+        if let Err(e) = record(db, plans, cfg, &row, outcome).await {
+            tracing::warn!(outbox = row.outbox_id, error = %e.message, "could not record a Stripe send; it will be retried");
+        }
+    });
+    futures::future::join_all(work).await;
+    Ok(n)
+}
+
+fn client_for(row: &Claimed, cfg: &SyncConfig) -> Result<Client, Outcome> {
+    let Some(key) = &row.secret_key else {
+        return Err(Outcome::Permanent(
+            "The tenant is no longer connected to Stripe.".into(),
+        ));
+    };
+    let mut base = row
+        .api_base
+        .clone()
+        .unwrap_or_else(|| DEFAULT_API_BASE.to_string());
+    // async-stripe appends `v1/...` to the base as it is.
+    if !base.ends_with('/') {
+        base.push('/');
+    }
+    ClientBuilder::new(key.as_str())
+        .url(base)
+        .request_strategy(RequestStrategy::Once)
+        .timeout(cfg.timeout)
+        .build()
+        .map_err(|e| Outcome::Permanent(format!("Stripe client: {e}")))
+}
+
+/// The idempotency key of one request of a row.
+fn key(row: &Claimed, step: &str) -> RequestStrategy {
+    let k = format!("tollgate-{}-{}{}", row.tenant_id, row.outbox_id, step);
+    match IdempotencyKey::new(&k) {
+        Ok(k) => RequestStrategy::Idempotent(k),
+        // Tenant ids are short; a key is never over 255 bytes. Even so, never send unkeyed.
+        Err(_) => RequestStrategy::Idempotent(
+            IdempotencyKey::new(format!("tollgate-{}{}", row.outbox_id, step))
+                .unwrap_or_else(|_| IdempotencyKey::new("tollgate").expect("non-empty key")),
+        ),
+    }
+}
+
+/// How a Stripe error is handled.
+fn classify(e: StripeError) -> Outcome {
+    match e {
+        StripeError::Timeout => Outcome::Retry("timed out".into()),
+        StripeError::ClientError(m) => Outcome::Retry(format!("network: {m}")),
+        // A non-2xx whose body is not Stripe's error JSON (a proxy's page) loses its status in
+        // async-stripe: treat it as transient.
+        StripeError::JSONDeserialize(m) => Outcome::Retry(format!("unreadable response: {m}")),
+        StripeError::ConfigError(m) => Outcome::Permanent(format!("configuration: {m}")),
+        StripeError::Stripe(api, status) => {
+            let msg = format!(
+                "HTTP {status} {}: {}",
+                api.type_.as_str(),
+                api.message.as_deref().unwrap_or("")
+            );
+            if status == 409 || status == 429 || status >= 500 {
+                Outcome::Retry(msg)
+            } else {
+                Outcome::Permanent(msg)
+            }
+        }
+    }
+}
+
+fn is_card_error(e: &StripeError) -> Option<String> {
+    match e {
+        StripeError::Stripe(api, status)
+            if *status == 402
+                || matches!(api.type_, ApiErrorsType::CardError)
+                || api.code == Some(ApiErrorsCode::CardDeclined) =>
+        {
+            Some(
+                api.message
+                    .clone()
+                    .unwrap_or_else(|| "The card was declined.".into()),
+            )
+        }
+        _ => None,
+    }
+}
+
+async fn send(db: &PgPool, client: &Client, row: &Claimed) -> Outcome {
+    let result = match Kind::parse(&row.kind) {
+        Some(Kind::Customer) => send_customer(db, client, row).await,
+        Some(Kind::MeterEvent) => send_meter_event(db, client, row).await,
+        Some(Kind::Invoice) => send_invoice(db, client, row).await,
+        Some(Kind::InvoicePayment) => send_payment(db, client, row).await,
+        None => Ok(Outcome::Permanent(format!("unknown kind {}", row.kind))),
+    };
+    result.unwrap_or_else(|e| Outcome::Retry(format!("database: {}", e.message)))
+}
+
+async fn send_customer(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+    let Some(c) = sqlx::query!(
+        "SELECT email, name, stripe_customer_id FROM customers
+         WHERE tenant_id = $1 AND customer_id = $2",
+        row.tenant_id,
+        row.resource_id
+    )
+    .fetch_optional(db)
+    .await?
+    else {
+        return Ok(Outcome::Permanent("The customer no longer exists.".into()));
+    };
+    if c.stripe_customer_id.is_some() {
+        return Ok(Outcome::Sent(Apply::Nothing));
+    }
+    let mut metadata = HashMap::new();
+    metadata.insert("tollgate_customer_id".to_string(), row.resource_id.clone());
+    metadata.insert("tollgate_tenant_id".to_string(), row.tenant_id.clone());
+    let mut req = CreateCustomer::new().metadata(metadata);
+    if let Some(email) = &c.email {
+        req = req.email(email.as_str());
+    }
+    if let Some(name) = &c.name {
+        req = req.name(name.as_str());
+    }
+    Ok(
+        match req
+            .customize()
+            .request_strategy(key(row, ""))
+            .send(client)
+            .await
+        {
+            Ok(customer) => Outcome::Sent(Apply::CustomerCreated(customer.id.as_str().to_string())),
+            Err(e) => classify(e),
+        },
+    )
+}
+
+/// The customer's Stripe id; when it has none yet, makes sure a customer row is queued.
+async fn stripe_customer(
+    db: &PgPool,
+    tenant_id: &str,
+    customer_id: &str,
+) -> ApiResult<Option<String>> {
+    let id = sqlx::query_scalar!(
+        "SELECT stripe_customer_id FROM customers WHERE tenant_id = $1 AND customer_id = $2",
+        tenant_id,
+        customer_id
+    )
+    .fetch_optional(db)
+    .await?
+    .flatten();
+    if id.is_none() {
+        // A customer created before the tenant was connected to Stripe has no row yet.
+        sqlx::query!(
+            "INSERT INTO stripe_outbox (tenant_id, kind, resource_id)
+             SELECT $1, 'customer', $2
+             WHERE NOT EXISTS (SELECT 1 FROM stripe_outbox WHERE tenant_id = $1
+                               AND kind = 'customer' AND resource_id = $2 AND status <> 'failed')",
+            tenant_id,
+            customer_id
+        )
+        .execute(db)
+        .await?;
+    }
+    Ok(id)
+}
+
+async fn send_meter_event(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+    let p = &row.payload;
+    let (Some(event_name), Some(customer), Some(timestamp)) = (
+        p["event_name"].as_str(),
+        p["customer"].as_str(),
+        p["timestamp"].as_i64(),
+    ) else {
+        return Ok(Outcome::Permanent("malformed meter event row".into()));
+    };
+    let Some(stripe_customer) = stripe_customer(db, &row.tenant_id, customer).await? else {
+        return Ok(Outcome::Deferred("waiting for the Stripe customer"));
+    };
+    let value = match &p["value"] {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        _ => return Ok(Outcome::Permanent("malformed meter event value".into())),
+    };
+    let mut payload = HashMap::new();
+    payload.insert("stripe_customer_id".to_string(), stripe_customer);
+    payload.insert("value".to_string(), value);
+    let sent = CreateBillingMeterEvent::new(event_name, payload)
+        .identifier(row.resource_id.as_str())
+        .timestamp(timestamp)
+        .customize()
+        .request_strategy(key(row, ""))
+        .send(client)
+        .await;
+    Ok(match sent {
+        Ok(_) => Outcome::Sent(Apply::MeterEventReported),
+        // Stripe keeps identifiers unique: one it already has was reported by an earlier
+        // attempt whose answer was lost (after the idempotency key expired).
+        Err(StripeError::Stripe(api, 400))
+            if api
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("identifier") && m.contains("already")) =>
+        {
+            Outcome::Sent(Apply::MeterEventReported)
+        }
+        Err(e) => classify(e),
+    })
+}
+
+/// Stripe amounts are integers in the currency's minor unit.
+fn minor_units(amount: Decimal, currency: &str) -> Option<i64> {
+    let scaled =
+        amount * Decimal::from(10i64.pow(crate::domain::money::minor_unit_scale(currency)));
+    if scaled.fract() != Decimal::ZERO {
+        return None;
+    }
+    i64::try_from(scaled).ok()
+}
+
+/// Saves how far a multi-step row got (so a retry a day later, after Stripe's idempotency keys
+/// expired, does not repeat finished steps).
+async fn save_progress(db: &PgPool, row: &Claimed, progress: &serde_json::Value) -> ApiResult<()> {
+    sqlx::query!(
+        "UPDATE stripe_outbox SET result = $3
+         WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $4 AND status = 'pending'",
+        row.tenant_id,
+        row.outbox_id,
+        progress,
+        row.attempts
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+    let mut conn = db.acquire().await?;
+    let inv = invoices::get(&mut conn, &row.tenant_id, &row.resource_id, false).await?;
+    drop(conn);
+    if inv.status == "void" {
+        return Ok(Outcome::Sent(Apply::Nothing));
+    }
+    let Some(customer) = stripe_customer(db, &row.tenant_id, &inv.customer_id).await? else {
+        return Ok(Outcome::Deferred("waiting for the Stripe customer"));
+    };
+    let mut progress = row.result.clone().unwrap_or_else(|| json!({}));
+    let currency: Currency = inv.currency.parse().unwrap_or(Currency::USD);
+
+    // 1. The invoice itself.
+    let stripe_id = match progress["stripe_invoice_id"].as_str() {
+        Some(id) => id.to_string(),
+        None => {
+            let mut metadata = HashMap::new();
+            metadata.insert("tollgate_invoice_id".to_string(), inv.invoice_id.clone());
+            metadata.insert("tollgate_tenant_id".to_string(), row.tenant_id.clone());
+            let mut req = CreateInvoice::new()
+                .customer(customer.as_str())
+                .currency(currency.clone())
+                .auto_advance(false)
+                .metadata(metadata)
+                .description(crate::http::invoices::number(inv.number));
+            req = if inv.net_days > 0 {
+                req.collection_method(InvoiceCollectionMethod::SendInvoice)
+                    .days_until_due(inv.net_days as u32)
+            } else {
+                req.collection_method(InvoiceCollectionMethod::ChargeAutomatically)
+            };
+            match req
+                .customize()
+                .request_strategy(key(row, "-create"))
+                .send(client)
+                .await
+            {
+                Ok(created) => {
+                    let Some(id) = created.id else {
+                        return Ok(Outcome::Retry(
+                            "Stripe returned an invoice without id".into(),
+                        ));
+                    };
+                    let id = id.as_str().to_string();
+                    sqlx::query!(
+                        "UPDATE invoices SET stripe_invoice_id = $3 WHERE tenant_id = $1 AND invoice_id = $2",
+                        row.tenant_id,
+                        inv.invoice_id,
+                        id
+                    )
+                    .execute(db)
+                    .await?;
+                    progress["stripe_invoice_id"] = json!(id);
+                    save_progress(db, row, &progress).await?;
+                    id
+                }
+                Err(e) => return Ok(classify(e)),
+            }
+        }
+    };
+
+    // 2. Its lines, one invoice item each.
+    let mut conn = db.acquire().await?;
+    let lines = invoices::lines(
+        &mut conn,
+        &row.tenant_id,
+        std::slice::from_ref(&inv.invoice_id),
+    )
+    .await?;
+    drop(conn);
+    let done = progress["lines_sent"].as_i64().unwrap_or(0);
+    for (_, line) in lines.iter().filter(|(_, l)| i64::from(l.line_no) > done) {
+        let Some(amount) = minor_units(line.amount, &inv.currency) else {
+            return Ok(Outcome::Permanent(format!(
+                "line {} amount {} is not a whole number of minor units",
+                line.line_no, line.amount
+            )));
+        };
+        let sent = CreateInvoiceItem::new()
+            .customer(customer.as_str())
+            .invoice(stripe_id.as_str())
+            .amount(amount)
+            .currency(currency.clone())
+            .description(line.description.as_str())
+            .period(Period::new(
+                line.period_end.timestamp(),
+                line.period_start.timestamp(),
+            ))
+            .customize()
+            .request_strategy(key(row, &format!("-line-{}", line.line_no)))
+            .send(client)
+            .await;
+        if let Err(e) = sent {
+            return Ok(classify(e));
+        }
+        progress["lines_sent"] = json!(line.line_no);
+        save_progress(db, row, &progress).await?;
+    }
+
+    // 3. Finalized in Stripe too.
+    if progress["finalized"].as_bool() != Some(true) {
+        let finalized = FinalizeInvoiceInvoice::new(stripe_id.as_str())
+            .auto_advance(false)
+            .customize()
+            .request_strategy(key(row, "-finalize"))
+            .send(client)
+            .await;
+        if let Err(e) = finalized {
+            return Ok(classify(e));
+        }
+        progress["finalized"] = json!(true);
+        save_progress(db, row, &progress).await?;
+    }
+
+    // 4. Collected at once when it is charged automatically (net 0) and still open here.
+    if inv.net_days > 0 || inv.status != "open" {
+        return Ok(Outcome::Sent(Apply::Nothing));
+    }
+    Ok(pay(client, row, &stripe_id, "-pay", 1, false).await)
+}
+
+async fn pay(
+    client: &Client,
+    row: &Claimed,
+    stripe_id: &str,
+    step: &str,
+    attempt: i32,
+    out_of_band: bool,
+) -> Outcome {
+    let mut req = PayInvoice::new(stripe_id);
+    if out_of_band {
+        req = req.paid_out_of_band(true);
+    }
+    match req
+        .customize()
+        .request_strategy(key(row, step))
+        .send(client)
+        .await
+    {
+        Ok(paid) if out_of_band => {
+            let _ = paid;
+            Outcome::Sent(Apply::Nothing)
+        }
+        Ok(paid) => match paid.status.as_ref().map(|s| s.as_str()) {
+            Some("paid") => Outcome::Sent(Apply::InvoicePaid),
+            other => Outcome::Sent(Apply::PaymentFailed {
+                attempt,
+                error: format!("Stripe left the invoice {}", other.unwrap_or("unpaid")),
+            }),
+        },
+        Err(e) => match is_card_error(&e) {
+            Some(error) => Outcome::Sent(Apply::PaymentFailed { attempt, error }),
+            None => classify(e),
+        },
+    }
+}
+
+async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+    let found = sqlx::query!(
+        "SELECT i.status, i.stripe_invoice_id, i.payment_attempts,
+                EXISTS (SELECT 1 FROM stripe_outbox o WHERE o.tenant_id = i.tenant_id
+                        AND o.kind = 'invoice' AND o.resource_id = i.invoice_id
+                        AND o.status = 'pending') AS \"invoice_pending!\"
+         FROM invoices i WHERE i.tenant_id = $1 AND i.invoice_id = $2",
+        row.tenant_id,
+        row.resource_id
+    )
+    .fetch_optional(db)
+    .await?;
+    let Some(found) = found else {
+        return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
+    };
+    let out_of_band = row.payload["paid_out_of_band"].as_bool() == Some(true);
+    let Some(stripe_id) = found.stripe_invoice_id else {
+        if found.invoice_pending {
+            return Ok(Outcome::Deferred("waiting for the invoice to reach Stripe"));
+        }
+        return Ok(if out_of_band {
+            // Never sent to Stripe: nothing there to mark paid.
+            Outcome::Sent(Apply::Nothing)
+        } else {
+            Outcome::Permanent("The invoice is not in Stripe.".into())
+        });
+    };
+    if out_of_band {
+        return Ok(pay(client, row, &stripe_id, "", 0, true).await);
+    }
+    let attempt = row.payload["attempt"]
+        .as_i64()
+        .and_then(|a| i32::try_from(a).ok())
+        .unwrap_or(found.payment_attempts + 1);
+    if found.status != "open" || attempt <= found.payment_attempts {
+        // Paid meanwhile, or this attempt's failure was already reported by a webhook.
+        return Ok(Outcome::Sent(Apply::Nothing));
+    }
+    Ok(pay(client, row, &stripe_id, "", attempt, false).await)
+}
+
+/// Writes a send's outcome, with its Tollgate side, if the lease is still this worker's.
+async fn record(
+    db: &PgPool,
+    plans: &PlanCache,
+    cfg: &SyncConfig,
+    row: &Claimed,
+    outcome: Outcome,
+) -> ApiResult<()> {
+    let mut tx = db.begin().await?;
+    let (status, error, wait, attempts_back) = match &outcome {
+        Outcome::Sent(_) => ("sent", None, Duration::ZERO, 0),
+        Outcome::Deferred(why) => ("pending", Some(why.to_string()), cfg.base_delay, 1),
+        Outcome::Retry(e) if row.attempts >= cfg.max_attempts => {
+            ("failed", Some(e.clone()), Duration::ZERO, 0)
+        }
+        Outcome::Retry(e) => (
+            "pending",
+            Some(e.clone()),
+            crate::retry::backoff(row.attempts, cfg.base_delay, cfg.max_delay),
+            0,
+        ),
+        Outcome::Permanent(e) => ("failed", Some(e.clone()), Duration::ZERO, 0),
+    };
+    let updated = sqlx::query!(
+        "UPDATE stripe_outbox
+         SET status = $4, last_error = COALESCE($5, last_error),
+             next_attempt_at = now() + make_interval(secs => $6),
+             attempts = attempts - $7,
+             sent_at = CASE WHEN $4 = 'sent' THEN now() END
+         WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $3 AND status = 'pending'",
+        row.tenant_id,
+        row.outbox_id,
+        row.attempts,
+        status,
+        error,
+        wait.as_secs_f64(),
+        attempts_back
+    )
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        // The lease ran out and another worker owns the row now.
+        return Ok(());
+    }
+    match &outcome {
+        Outcome::Sent(apply) => {
+            apply_sent(&mut tx, plans, row, apply).await?;
+            tracing::debug!(outbox = row.outbox_id, kind = %row.kind, "sent to Stripe");
+        }
+        Outcome::Retry(e) | Outcome::Permanent(e) => {
+            tracing::info!(outbox = row.outbox_id, kind = %row.kind, attempts = row.attempts, status, error = %e, "Stripe send failed");
+        }
+        Outcome::Deferred(_) => {}
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply_sent(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    row: &Claimed,
+    apply: &Apply,
+) -> ApiResult<()> {
+    let now = tenant_now(conn, &row.tenant_id).await?;
+    match apply {
+        Apply::Nothing => {}
+        Apply::CustomerCreated(id) => {
+            sqlx::query!(
+                "UPDATE customers SET stripe_customer_id = $3
+                 WHERE tenant_id = $1 AND customer_id = $2 AND stripe_customer_id IS NULL",
+                row.tenant_id,
+                row.resource_id,
+                id
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        Apply::MeterEventReported => {
+            sqlx::query!(
+                "UPDATE usage_events SET stripe_reported_at = now()
+                 WHERE tenant_id = $1 AND event_id = $2 AND stripe_reported_at IS NULL",
+                row.tenant_id,
+                row.resource_id
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        Apply::InvoicePaid => {
+            let inv = invoices::get(conn, &row.tenant_id, &row.resource_id, true).await?;
+            if invoices::payable(&inv).is_ok() {
+                invoices::mark_paid(conn, &row.tenant_id, &row.resource_id, now, false).await?;
+            }
+        }
+        Apply::PaymentFailed { attempt, error } => {
+            dunning::payment_failed(
+                conn,
+                plans,
+                &row.tenant_id,
+                &row.resource_id,
+                Some(*attempt),
+                error,
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn tenant_now(conn: &mut PgConnection, tenant_id: &str) -> ApiResult<DateTime<Utc>> {
+    let frozen = sqlx::query_scalar!(
+        "SELECT test_clock_now FROM tenants WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(crate::clock::Clock.tenant_now(frozen))
+}
+
+/// Sends until nothing is due (tests and `tollgate` one-shot runs).
+pub async fn drain(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> ApiResult<usize> {
+    let mut total = 0;
+    loop {
+        let n = send_due(db, plans, cfg).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minor_units_are_exact() {
+        assert_eq!(minor_units(Decimal::new(4950, 2), "usd"), Some(4950));
+        assert_eq!(minor_units(Decimal::new(-1500, 2), "eur"), Some(-1500));
+        assert_eq!(minor_units(Decimal::new(500, 0), "jpy"), Some(500));
+        assert_eq!(minor_units(Decimal::new(1, 3), "usd"), None);
+    }
+}
