@@ -34,6 +34,8 @@ pub struct Tenant {
     pub default_plan: Option<String>,
     pub warning_thresholds: WarningThresholds,
     pub invoice_grace_minutes: i32,
+    /// Dunning: payment retries, in days after the first failed payment.
+    pub dunning_retry_days: Vec<i32>,
     pub stripe: StripeSettings,
     pub created_at: DateTime<Utc>,
 }
@@ -55,6 +57,9 @@ pub struct TenantPatch {
     pub default_plan: Option<Option<String>>,
     pub warning_thresholds: Option<WarningThresholds>,
     pub invoice_grace_minutes: Option<i32>,
+    /// Payment retries after a failed payment, in days after the first failure: increasing,
+    /// 1 to 60, at most 10 (default `[1, 3, 5]`; `[]`: no retries).
+    pub dunning_retry_days: Option<Vec<i32>>,
     pub stripe: Option<StripePatch>,
 }
 
@@ -70,7 +75,7 @@ where
 async fn load(state: &AppState, tenant_id: &str) -> ApiResult<Tenant> {
     let r = sqlx::query!(
         "SELECT tenant_id, name, mode, default_plan, warning_threshold, critical_threshold,
-                invoice_grace_minutes, stripe_secret_key IS NOT NULL AS \"sk!\",
+                invoice_grace_minutes, dunning_retry_days, stripe_secret_key IS NOT NULL AS \"sk!\",
                 stripe_webhook_secret IS NOT NULL AS \"whs!\", stripe_api_base, created_at
          FROM tenants WHERE tenant_id = $1",
         tenant_id
@@ -88,6 +93,7 @@ async fn load(state: &AppState, tenant_id: &str) -> ApiResult<Tenant> {
             critical: Qty(r.critical_threshold.normalize()),
         },
         invoice_grace_minutes: r.invoice_grace_minutes,
+        dunning_retry_days: r.dunning_retry_days,
         stripe: StripeSettings {
             secret_key_set: r.sk,
             webhook_secret_set: r.whs,
@@ -170,6 +176,23 @@ pub async fn patch_tenant(
             "UPDATE tenants SET invoice_grace_minutes = $2, updated_at = now() WHERE tenant_id = $1",
             ctx.tenant_id,
             minutes
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(days) = &patch.dunning_retry_days {
+        let increasing = days.windows(2).all(|w| w[0] < w[1]);
+        if days.len() > 10 || !increasing || days.iter().any(|d| !(1..=60).contains(d)) {
+            return Err(ApiError::invalid_param(
+                "invalid_dunning_schedule",
+                "dunning_retry_days",
+                "dunning_retry_days must be at most 10 increasing whole days between 1 and 60.",
+            ));
+        }
+        sqlx::query!(
+            "UPDATE tenants SET dunning_retry_days = $2, updated_at = now() WHERE tenant_id = $1",
+            ctx.tenant_id,
+            days
         )
         .execute(&mut *tx)
         .await?;

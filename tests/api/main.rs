@@ -3,10 +3,13 @@
 
 mod cli;
 mod conventions;
+mod fakes;
 mod helpers;
 mod isolation;
 mod lifecycle;
 mod plans;
 mod seed_lifecycle;
 mod seeds;
+mod stripe;
 mod usage;
+mod webhooks;
