@@ -783,3 +783,79 @@ async fn the_dunning_schedule_is_the_tenants_and_is_validated() {
         s.body
     );
 }
+
+/// Seed 004: starter's 25 suggestions, then 5 over at $0.35. Every suggestion is reported to
+/// the Stripe meter once, and Tollgate's renewal invoice leaves the overage to Stripe.
+#[tokio::test]
+async fn seed_004_meters_each_suggestion_once_and_never_bills_its_overage_twice() {
+    let (app, t) = crate::seeds::seeded("004_slack_assistant.toml").await;
+    let fake = FakeStripe::start().await;
+    connect(&app, &t, Some(&fake)).await;
+    app.set_clock(&t, "2026-05-01T00:00:00Z").await;
+    app.customer(&t, "U123@acme").await;
+    let live = app
+        .get("/v1/customers/U123@acme/subscription", &t.key)
+        .await;
+    let change = app
+        .post(
+            &format!(
+                "/v1/subscriptions/{}/change",
+                live.body["id"].as_str().unwrap()
+            ),
+            &t.key,
+            json!({"plan": "starter"}),
+        )
+        .await;
+    assert_eq!(change.status, StatusCode::OK, "{:?}", change.body);
+    fake.lock().fail_percent = 20;
+    for i in 0..30 {
+        let r = app
+            .post(
+                "/v1/usage",
+                &t.key,
+                json!({"customer": "U123@acme", "feature": "suggestions", "id": format!("s-{i}")}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{i}: {:?}", r.body);
+    }
+    let check = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "U123@acme", "feature": "suggestions"}),
+        )
+        .await;
+    assert_eq!(
+        check.body["overage"]["billed_so_far"], "1.75",
+        "5 over at $0.35"
+    );
+    advance(&app, &t, "2026-06-01T02:00:00Z").await;
+    drain_stripe(&app, 2).await;
+
+    {
+        let st = fake.lock();
+        assert_eq!(st.meter_events.len(), 30);
+        assert!((0..30).all(|i| st.meter_events.contains_key(&format!("s-{i}"))));
+        assert_eq!(st.duplicate_identifiers, 0);
+    }
+    let invoices = app.get("/v1/customers/U123@acme/invoices", &t.key).await;
+    let renewal = invoices.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["billing_reason"] == "subscription_cycle")
+        .cloned()
+        .unwrap();
+    let kinds: Vec<&str> = renewal["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["subscription"],
+        "no overage line: Stripe bills metered usage"
+    );
+    assert_eq!(renewal["total"], "9.00");
+}
