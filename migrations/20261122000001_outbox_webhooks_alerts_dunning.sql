@@ -44,6 +44,8 @@ CREATE TABLE stripe_outbox (
 );
 CREATE INDEX stripe_outbox_due ON stripe_outbox (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX stripe_outbox_status ON stripe_outbox (tenant_id, status, outbox_id);
+-- Retention: sent rows are deleted after 30 days (worker::cleanup).
+CREATE INDEX stripe_outbox_sent ON stripe_outbox (sent_at) WHERE status = 'sent';
 
 -- Stripe events received: each id is applied once.
 CREATE TABLE stripe_events (
@@ -56,6 +58,8 @@ CREATE TABLE stripe_events (
     received_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, event_id)
 );
+-- Kept 30 days (Stripe redelivers for 3), then deleted by worker::cleanup.
+CREATE INDEX stripe_events_received ON stripe_events (received_at);
 
 -- Outbound webhooks (Standard Webhooks).
 CREATE TABLE webhook_endpoints (
@@ -100,6 +104,8 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_log ON webhook_deliveries (tenant_id, endpoint_id, event_id DESC);
+-- Retention: events and their finished deliveries are deleted after 30 days.
+CREATE INDEX webhook_events_created ON webhook_events (created_at);
 
 -- A time-sortable id made in SQL: the prefix, 14 hex digits of microseconds since the epoch
 -- and 18 random hex digits (so ids sort by creation, like the application's UUIDv7 ids).

@@ -554,24 +554,20 @@ pub async fn mark_paid(
     .fetch_one(&mut *conn)
     .await?;
     if let Some(sub) = &row.subscription_id {
-        let past_due = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM subscriptions WHERE tenant_id = $1
-                   AND subscription_id = $2 AND status = 'past_due') AS "e!""#,
-            tenant_id,
-            sub
-        )
-        .fetch_one(&mut *conn)
-        .await?;
         // Active again once nothing else of it is in dunning.
-        let other_unpaid = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM invoices WHERE tenant_id = $1
-                   AND subscription_id = $2 AND status = 'open' AND payment_attempts > 0) AS "e!""#,
+        let reactivate = sqlx::query_scalar!(
+            r#"SELECT s.status = 'past_due' AND NOT EXISTS (
+                   SELECT 1 FROM invoices i WHERE i.tenant_id = s.tenant_id
+                      AND i.subscription_id = s.subscription_id AND i.status = 'open'
+                      AND i.payment_attempts > 0) AS "reactivate!"
+               FROM subscriptions s WHERE s.tenant_id = $1 AND s.subscription_id = $2"#,
             tenant_id,
             sub
         )
-        .fetch_one(&mut *conn)
-        .await?;
-        if past_due && !other_unpaid {
+        .fetch_optional(&mut *conn)
+        .await?
+        .unwrap_or(false);
+        if reactivate {
             crate::db::subscriptions::set_status(conn, tenant_id, sub, "active").await?;
         }
     }

@@ -237,3 +237,49 @@ async fn alerts_fire_once_per_level_under_a_concurrent_burst() {
     let missing = app.get("/v1/customers/nobody/alerts", &t.key).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn delivered_events_and_sent_rows_are_kept_thirty_days() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start().await;
+    let t = app.tenant("test").await;
+    endpoint(&app, &t.key, &receiver, json!(["customer.created"])).await;
+    for c in ["old", "pending"] {
+        let r = app
+            .put(&format!("/v1/customers/{c}"), &t.key, json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    // One delivered long ago, one still pending (its receiver down) for as long.
+    sqlx::query(
+        "UPDATE webhook_deliveries d SET status = 'delivered' FROM webhook_events e
+         WHERE e.tenant_id = d.tenant_id AND e.event_id = d.event_id AND e.payload->'data'->>'id' = 'old'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE webhook_events SET created_at = now() - interval '40 days'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    tollgate::worker::cleanup(&app.db).await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->'data'->>'id' FROM webhook_events WHERE tenant_id = $1",
+    )
+    .bind(&t.id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        ["pending"],
+        "a delivery still being retried keeps its event"
+    );
+    let deliveries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE tenant_id = $1")
+            .bind(&t.id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(deliveries, 1);
+}
