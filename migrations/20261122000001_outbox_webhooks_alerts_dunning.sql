@@ -30,7 +30,7 @@ ALTER TABLE subscriptions ADD COLUMN stripe_event_created timestamptz;
 CREATE TABLE stripe_outbox (
     tenant_id       text        NOT NULL REFERENCES tenants (tenant_id),
     outbox_id       bigint      GENERATED ALWAYS AS IDENTITY,
-    kind            text        NOT NULL CHECK (kind IN ('customer', 'invoice', 'invoice_payment', 'meter_event')),
+    kind            text        NOT NULL CHECK (kind IN ('customer', 'invoice', 'invoice_payment', 'invoice_void', 'meter_event')),
     resource_id     text        NOT NULL,
     payload         jsonb       NOT NULL DEFAULT '{}'::jsonb,
     status          text        NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),

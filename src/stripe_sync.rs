@@ -26,7 +26,9 @@ use stripe::{
     StripeError, StripeRequest,
 };
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
-use stripe_billing::invoice::{CreateInvoice, FinalizeInvoiceInvoice, PayInvoice};
+use stripe_billing::invoice::{
+    CreateInvoice, FinalizeInvoiceInvoice, PayInvoice, VoidInvoiceInvoice,
+};
 use stripe_billing::invoice_item::{CreateInvoiceItem, Period};
 use stripe_billing::InvoiceCollectionMethod;
 use stripe_core::customer::CreateCustomer;
@@ -47,6 +49,8 @@ pub enum Kind {
     Invoice,
     /// Collect an invoice (a dunning retry), or record a payment made out of band.
     InvoicePayment,
+    /// Void an invoice voided in Tollgate.
+    InvoiceVoid,
     /// One Billing Meter event for one usage event.
     MeterEvent,
 }
@@ -57,6 +61,7 @@ impl Kind {
             Kind::Customer => "customer",
             Kind::Invoice => "invoice",
             Kind::InvoicePayment => "invoice_payment",
+            Kind::InvoiceVoid => "invoice_void",
             Kind::MeterEvent => "meter_event",
         }
     }
@@ -66,6 +71,7 @@ impl Kind {
             "customer" => Kind::Customer,
             "invoice" => Kind::Invoice,
             "invoice_payment" => Kind::InvoicePayment,
+            "invoice_void" => Kind::InvoiceVoid,
             "meter_event" => Kind::MeterEvent,
             _ => return None,
         })
@@ -272,6 +278,7 @@ async fn send(db: &PgPool, client: &Client, row: &Claimed) -> Outcome {
         Some(Kind::MeterEvent) => send_meter_event(db, client, row).await,
         Some(Kind::Invoice) => send_invoice(db, client, row).await,
         Some(Kind::InvoicePayment) => send_payment(db, client, row).await,
+        Some(Kind::InvoiceVoid) => send_void(db, client, row).await,
         None => Ok(Outcome::Permanent(format!("unknown kind {}", row.kind))),
     };
     result.unwrap_or_else(|e| Outcome::Retry(format!("database: {}", e.message)))
@@ -611,6 +618,41 @@ async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<
         return Ok(Outcome::Sent(Apply::Nothing));
     }
     Ok(pay(client, row, &stripe_id, "", attempt, false).await)
+}
+
+async fn send_void(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+    let found = sqlx::query!(
+        "SELECT i.stripe_invoice_id,
+                EXISTS (SELECT 1 FROM stripe_outbox o WHERE o.tenant_id = i.tenant_id
+                        AND o.kind = 'invoice' AND o.resource_id = i.invoice_id
+                        AND o.status = 'pending') AS \"invoice_pending!\"
+         FROM invoices i WHERE i.tenant_id = $1 AND i.invoice_id = $2",
+        row.tenant_id,
+        row.resource_id
+    )
+    .fetch_optional(db)
+    .await?;
+    let Some(found) = found else {
+        return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
+    };
+    let Some(stripe_id) = found.stripe_invoice_id else {
+        if found.invoice_pending {
+            return Ok(Outcome::Deferred("waiting for the invoice to reach Stripe"));
+        }
+        // Never sent to Stripe: nothing there to void.
+        return Ok(Outcome::Sent(Apply::Nothing));
+    };
+    Ok(
+        match VoidInvoiceInvoice::new(stripe_id.as_str())
+            .customize()
+            .request_strategy(key(row, ""))
+            .send(client)
+            .await
+        {
+            Ok(_) => Outcome::Sent(Apply::Nothing),
+            Err(e) => classify(e),
+        },
+    )
 }
 
 /// Writes a send's outcome, with its Tollgate side, if the lease is still this worker's.

@@ -586,7 +586,8 @@ pub async fn mark_paid(
     Ok(row)
 }
 
-/// Voids a draft or open invoice. Its number stays used (numbers are never reused).
+/// Voids a draft or open invoice (and, when it is in Stripe, the Stripe invoice). Its number
+/// stays used (numbers are never reused).
 pub async fn void(
     conn: &mut PgConnection,
     tenant_id: &str,
@@ -609,6 +610,14 @@ pub async fn void(
     .bind(invoice_id)
     .bind(now)
     .fetch_one(&mut *conn)
+    .await?;
+    crate::stripe_sync::enqueue(
+        conn,
+        tenant_id,
+        crate::stripe_sync::Kind::InvoiceVoid,
+        invoice_id,
+        None,
+    )
     .await?;
     Ok(row)
 }

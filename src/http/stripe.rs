@@ -277,7 +277,7 @@ pub struct SyncCounts {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FailedRow {
     pub id: i64,
-    /// `customer`, `invoice`, `invoice_payment` or `meter_event`.
+    /// `customer`, `invoice`, `invoice_payment`, `invoice_void` or `meter_event`.
     pub kind: String,
     /// The Tollgate id it is about (customer, invoice or usage event).
     pub resource_id: String,

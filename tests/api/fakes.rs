@@ -203,6 +203,24 @@ fn carry_out(
                 "No such invoice.",
             ),
         },
+        ("POST", ["invoices", id, "void"]) => match st.invoices.get_mut(*id) {
+            Some(inv) if inv.status == "open" => {
+                inv.status = "void".into();
+                (200, invoice_json(id, inv))
+            }
+            Some(_) => stripe_error(
+                400,
+                "invalid_request_error",
+                "invoice_not_open",
+                "Only open invoices can be voided.",
+            ),
+            None => stripe_error(
+                404,
+                "invalid_request_error",
+                "resource_missing",
+                "No such invoice.",
+            ),
+        },
         ("POST", ["invoices", id, "pay"]) => {
             let decline = st.decline;
             match st.invoices.get_mut(*id) {

@@ -859,3 +859,38 @@ async fn seed_004_meters_each_suggestion_once_and_never_bills_its_overage_twice(
     );
     assert_eq!(renewal["total"], "9.00");
 }
+
+#[tokio::test]
+async fn voiding_an_invoice_voids_it_in_stripe_and_stops_dunning() {
+    let app = spawn_app().await;
+    let fake = FakeStripe::start().await;
+    let t = billing_tenant(&app, "2026-03-01T00:00:00Z").await;
+    connect(&app, &t, Some(&fake)).await;
+    fake.lock().decline = true;
+    subscribe_pro(&app, &t, "acme").await;
+    drain_stripe(&app, 1).await;
+    assert_eq!(
+        dunning_state(&app, &t).await.1,
+        1,
+        "the first charge failed"
+    );
+    let inv = only_invoice(&app, &t, "acme").await;
+    let r = app
+        .post(
+            &format!("/v1/invoices/{}/void", inv["id"].as_str().unwrap()),
+            &t.key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    drain_stripe(&app, 1).await;
+    {
+        let st = fake.lock();
+        assert_eq!(st.invoices[&st.invoice_order[0]].status, "void");
+    }
+    let done = advance(&app, &t, "2026-03-10T00:00:00Z").await;
+    assert_eq!(
+        done["processed"]["payment_retries"], 0,
+        "no retries for a void invoice"
+    );
+}
