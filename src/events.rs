@@ -50,6 +50,20 @@ pub async fn emit(
     Ok(())
 }
 
+/// Whether any endpoint of the tenant wants `event_type` (so callers can skip building a
+/// payload that costs queries).
+pub async fn wanted(conn: &mut PgConnection, tenant_id: &str, event_type: &str) -> ApiResult<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+                          WHERE tenant_id = $1 AND deleted_at IS NULL
+                            AND ('*' = ANY (events) OR $2 = ANY (events))) AS "e!""#,
+        tenant_id,
+        event_type
+    )
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// Emits the event for a subscription row as the API shows it.
 pub async fn subscription(
     conn: &mut PgConnection,

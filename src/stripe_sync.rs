@@ -579,8 +579,18 @@ async fn pay(
     }
 }
 
-async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
-    let found = sqlx::query!(
+/// A row's invoice as far as Stripe is concerned.
+struct InvoiceInStripe {
+    status: String,
+    stripe_invoice_id: Option<String>,
+    payment_attempts: i32,
+    /// Its `invoice` row has not been sent yet.
+    invoice_pending: bool,
+}
+
+async fn invoice_in_stripe(db: &PgPool, row: &Claimed) -> ApiResult<Option<InvoiceInStripe>> {
+    Ok(sqlx::query_as!(
+        InvoiceInStripe,
         "SELECT i.status, i.stripe_invoice_id, i.payment_attempts,
                 EXISTS (SELECT 1 FROM stripe_outbox o WHERE o.tenant_id = i.tenant_id
                         AND o.kind = 'invoice' AND o.resource_id = i.invoice_id
@@ -590,7 +600,11 @@ async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<
         row.resource_id
     )
     .fetch_optional(db)
-    .await?;
+    .await?)
+}
+
+async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+    let found = invoice_in_stripe(db, row).await?;
     let Some(found) = found else {
         return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
     };
@@ -621,17 +635,7 @@ async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<
 }
 
 async fn send_void(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
-    let found = sqlx::query!(
-        "SELECT i.stripe_invoice_id,
-                EXISTS (SELECT 1 FROM stripe_outbox o WHERE o.tenant_id = i.tenant_id
-                        AND o.kind = 'invoice' AND o.resource_id = i.invoice_id
-                        AND o.status = 'pending') AS \"invoice_pending!\"
-         FROM invoices i WHERE i.tenant_id = $1 AND i.invoice_id = $2",
-        row.tenant_id,
-        row.resource_id
-    )
-    .fetch_optional(db)
-    .await?;
+    let found = invoice_in_stripe(db, row).await?;
     let Some(found) = found else {
         return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
     };

@@ -435,6 +435,10 @@ pub async fn emit(
     event_type: &str,
     invoice_id: &str,
 ) -> ApiResult<()> {
+    // The invoice with its lines is two queries: only when an endpoint will get it.
+    if !crate::events::wanted(conn, tenant_id, event_type).await? {
+        return Ok(());
+    }
     let invoice = crate::http::invoices::load_in(conn, tenant_id, invoice_id).await?;
     crate::events::emit(conn, tenant_id, event_type, &invoice).await
 }

@@ -7,7 +7,6 @@ use serde::Serialize;
 use super::auth::TenantCtx;
 use super::extract::{List, PageParams, Path, Query};
 use super::types::Qty;
-use crate::db::subscriptions::customer_not_found;
 use crate::error::ApiResult;
 use crate::AppState;
 
@@ -38,17 +37,7 @@ pub async fn customer_alerts(
 ) -> ApiResult<axum::Json<List<Alert>>> {
     let limit = page.limit()?;
     let mut conn = state.db.acquire().await?;
-    let exists = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM customers WHERE tenant_id = $1 AND customer_id = $2
-                          AND deleted_at IS NULL) AS "e!""#,
-        ctx.tenant_id,
-        customer
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if !exists {
-        return Err(customer_not_found());
-    }
+    super::invoices::customer_exists(&mut conn, &ctx.tenant_id, &customer).await?;
     let rows = sqlx::query!(
         "SELECT alert_id, customer_id, feature_key, level, period_start, used, limit_value,
                 created_at

@@ -198,7 +198,8 @@ pub async fn customer_invoices(
     }))
 }
 
-async fn customer_exists(
+/// `404 customer_not_found` unless the customer exists (and is not deleted).
+pub async fn customer_exists(
     conn: &mut sqlx::PgConnection,
     tenant_id: &str,
     customer: &str,
