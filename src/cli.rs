@@ -27,7 +27,14 @@ enum Command {
     /// Serve the HTTP API and run the background worker (the default).
     Serve(ServeArgs),
     /// Run only the background worker.
-    Worker,
+    Worker(WorkerArgs),
+    /// Exit 0 if a running Tollgate answers `GET /readyz` with 200 (for container
+    /// healthchecks: the slim image has no curl).
+    Healthcheck {
+        /// The server to ask (default: `http://<listen address>`, with 0.0.0.0 as 127.0.0.1).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the OpenAPI document and exit.
@@ -50,6 +57,14 @@ struct ServeArgs {
     #[arg(long)]
     no_worker: bool,
     /// Do not apply pending migrations at start.
+    #[arg(long)]
+    no_migrate: bool,
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct WorkerArgs {
+    /// Do not apply migrations: wait until the database has this build's migrations (applied
+    /// by `tollgate serve` or `tollgate migrate`) before working.
     #[arg(long)]
     no_migrate: bool,
 }
@@ -219,16 +234,20 @@ async fn shutdown_signal(token: CancellationToken) {
 
 async fn run(cli: Cli, config: Config) -> Result<()> {
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
-    if let Command::Openapi = command {
-        println!("{}", serde_json::to_string_pretty(&crate::http::openapi())?);
-        return Ok(());
+    match &command {
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&crate::http::openapi())?);
+            return Ok(());
+        }
+        Command::Healthcheck { url } => return healthcheck(&config, url.as_deref()).await,
+        _ => {}
     }
     let db = database(&config).await?;
     // Half the connection budget for the general pool; the hot path's pool gets as many
     // (AppState sizes it from this pool), so a process holds at most db_max_connections.
     let pool = crate::connect(&db.url, (config.db_max_connections / 2).max(2)).await?;
     match command {
-        Command::Openapi => {}
+        Command::Openapi | Command::Healthcheck { .. } => {}
         Command::Migrate => {
             crate::MIGRATOR.run(&pool).await?;
             println!("migrations applied");
@@ -265,12 +284,19 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             }
             pool.close().await;
         }
-        Command::Worker => {
-            crate::MIGRATOR
-                .run(&pool)
-                .await
-                .context("applying migrations")?;
+        Command::Worker(args) => {
             let token = CancellationToken::new();
+            if args.no_migrate {
+                tokio::select! {
+                    ready = wait_for_migrations(&pool) => ready?,
+                    _ = shutdown_signal(token.clone()) => return Ok(()),
+                }
+            } else {
+                crate::MIGRATOR
+                    .run(&pool)
+                    .await
+                    .context("applying migrations")?;
+            }
             let worker = tokio::spawn(crate::worker::run(
                 pool.clone(),
                 token.clone(),
@@ -284,9 +310,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             command: TenantCommand::Create { name, mode },
         } => {
             crate::MIGRATOR.run(&pool).await?;
-            let t = crate::http::admin::create_tenant_in(&pool, &name, &mode)
-                .await
-                .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))?;
+            let t = crate::tenancy::create_tenant(&pool, &name, &mode).await?;
             println!("{}", serde_json::to_string_pretty(&t)?);
         }
         Command::Plans {
@@ -295,8 +319,8 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             crate::MIGRATOR.run(&pool).await?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let parsed = crate::plans_toml::parse(&text)?;
-            let summary = crate::plans_toml::apply(&pool, &tenant, parsed).await?;
+            let parsed = crate::catalog::toml::parse(&text)?;
+            let summary = crate::catalog::toml::apply(&pool, &tenant, parsed).await?;
             println!("features created: {}", summary.features_created);
             for (k, v) in &summary.plans_written {
                 println!("plan {k}: version {v} written");
@@ -307,6 +331,51 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
         }
     }
     drop(db);
+    Ok(())
+}
+
+/// Waits until every migration of this build is applied (by another process).
+async fn wait_for_migrations(pool: &sqlx::PgPool) -> Result<()> {
+    let wanted: Vec<i64> = crate::MIGRATOR.iter().map(|m| m.version).collect();
+    let mut logged = false;
+    loop {
+        match crate::db::schema::applied_versions(pool).await {
+            Ok(applied) if wanted.iter().all(|v| applied.contains(v)) => return Ok(()),
+            Ok(_) | Err(_) if !logged => {
+                tracing::info!("waiting for the database migrations to be applied");
+                logged = true;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// `tollgate healthcheck`: asks a running server's `/readyz`.
+async fn healthcheck(config: &Config, url: Option<&str>) -> Result<()> {
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let mut addr = config.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("http://{addr}")
+        }
+    };
+    let resp = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .with_context(|| format!("asking {base}/readyz"))?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "{base}/readyz answered {}",
+        resp.status()
+    );
+    println!("ready");
     Ok(())
 }
 

@@ -13,6 +13,11 @@ impl Clock {
         Utc::now().trunc_subsecs(6)
     }
 
+    /// Real time, as a plain function (for code that takes `fn() -> DateTime<Utc>`).
+    pub fn real_time() -> DateTime<Utc> {
+        Clock.real_now()
+    }
+
     /// A tenant's "now": its test clock once it has been advanced, real time otherwise.
     pub fn tenant_now(&self, test_clock: Option<DateTime<Utc>>) -> DateTime<Utc> {
         test_clock.unwrap_or_else(|| self.real_now())

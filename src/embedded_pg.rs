@@ -123,6 +123,21 @@ impl EmbeddedPg {
             return Ok(pg);
         }
         pg.port = free_port()?;
+        pg.launch()?;
+        pg.owned = true;
+        Ok(pg)
+    }
+
+    /// Starts the server again after [`EmbeddedPg::stop`], on the same port (so clients
+    /// reconnect by themselves).
+    pub fn restart(&mut self) -> Result<()> {
+        self.launch()?;
+        self.owned = true;
+        Ok(())
+    }
+
+    fn launch(&self) -> Result<()> {
+        let pg = self;
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200",
             pg.port
@@ -148,8 +163,7 @@ impl EmbeddedPg {
                 pg.log_file.display()
             );
         }
-        pg.owned = true;
-        Ok(pg)
+        Ok(())
     }
 
     fn command(&self, tool: &str) -> Command {

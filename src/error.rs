@@ -1,62 +1,62 @@
-//! The one error type of the API. Its JSON shape is the contract of SPEC §2:
-//! `{"error": {"type", "code", "message", "param"?}}`. Internal causes are logged, never sent.
+//! The error of the layers below HTTP (services, the worker, the CLI): what went wrong, by
+//! kind, with no HTTP in it. `http::error::Error` turns it into the API's error shape at
+//! the edge; the worker and the CLI log it with its cause.
+//!
+//! A refusal the caller can act on is [`Error::Rejected`] with a stable snake_case `code`
+//! (`customer_not_found`, `limit_exceeded`, …) and the `param` it is about. The database
+//! going away is [`Error::Unavailable`], told apart from other database failures by
+//! [`is_unavailable`], so clients get a 503 to retry rather than a 500.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorType {
-    InvalidRequest,
-    Authentication,
-    Permission,
+/// The class of a refusal; each maps to one HTTP status at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request is malformed or names something impossible (400).
+    Invalid,
+    /// No valid credentials (401).
+    Unauthenticated,
+    /// Valid credentials that may not do this (403).
+    Forbidden,
     NotFound,
+    /// The state of a resource forbids it now (409).
     Conflict,
-    LimitExceeded,
-    RateLimited,
-    Unavailable,
-    Internal,
+    /// A limit, spend cap or plan refuses it (402).
+    Refused,
 }
 
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub kind: ErrorType,
-    pub code: Cow<'static, str>,
-    pub message: Cow<'static, str>,
-    pub param: Option<String>,
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Refused for the caller's reasons; nothing was written.
+    #[error("{code}: {message}")]
+    Rejected {
+        kind: Kind,
+        code: Cow<'static, str>,
+        message: Cow<'static, str>,
+        param: Option<String>,
+    },
+    /// The database is unreachable, shutting down or restarting: retry shortly.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] Arc<sqlx::Error>),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(#[source] Arc<sqlx::Error>),
+    /// A broken invariant or a failure of something else (a payload that cannot be encoded,
+    /// a plan version that should exist); the cause says which.
+    #[error("{0:#}")]
+    Internal(Arc<anyhow::Error>),
 }
 
-/// The body of every error response.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    #[serde(rename = "type")]
-    pub kind: ErrorType,
-    pub code: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub param: Option<String>,
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
-
-impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        kind: ErrorType,
+impl Error {
+    pub fn rejected(
+        kind: Kind,
         code: impl Into<Cow<'static, str>>,
         message: impl Into<Cow<'static, str>>,
     ) -> Self {
-        ApiError {
-            status,
+        Error::Rejected {
             kind,
             code: code.into(),
             message: message.into(),
@@ -64,18 +64,16 @@ impl ApiError {
         }
     }
 
-    pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+    /// Names the field or header the refusal is about.
+    pub fn with_param(mut self, name: impl Into<String>) -> Self {
+        if let Error::Rejected { param, .. } = &mut self {
+            *param = Some(name.into());
+        }
         self
     }
 
     pub fn invalid(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorType::InvalidRequest,
-            code,
-            message,
-        )
+        Self::rejected(Kind::Invalid, code, message)
     }
 
     pub fn invalid_param(
@@ -87,95 +85,110 @@ impl ApiError {
     }
 
     pub fn unauthenticated(message: &'static str) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            ErrorType::Authentication,
-            "unauthenticated",
-            message,
-        )
+        Self::rejected(Kind::Unauthenticated, "unauthenticated", message)
     }
 
     pub fn forbidden(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, ErrorType::Permission, code, message)
+        Self::rejected(Kind::Forbidden, code, message)
     }
 
     pub fn not_found(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorType::NotFound, code, message)
+        Self::rejected(Kind::NotFound, code, message)
     }
 
     pub fn conflict(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::CONFLICT, ErrorType::Conflict, code, message)
+        Self::rejected(Kind::Conflict, code, message)
     }
 
+    /// Refused by a limit, a spend cap or the plan (`limit_exceeded`, `not_in_plan`, …).
     pub fn limit(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(
-            StatusCode::PAYMENT_REQUIRED,
-            ErrorType::LimitExceeded,
-            code,
-            message,
-        )
+        Self::rejected(Kind::Refused, code, message)
     }
 
-    pub fn unavailable(message: &'static str) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::Unavailable,
-            "unavailable",
-            message,
-        )
+    /// A broken invariant, with its cause.
+    pub fn internal(cause: impl Into<Cow<'static, str>>) -> Self {
+        Error::Internal(Arc::new(anyhow::anyhow!(cause.into())))
     }
 
-    pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::Internal,
-            "internal_error",
-            "An internal error occurred.",
-        )
+    /// A quantity refused by [`crate::domain::qty::validate_quantity`], naming its field.
+    pub fn invalid_quantity(err: crate::domain::qty::InvalidQuantity, param: &str) -> Self {
+        Self::invalid_param("invalid_quantity", param, err.to_string())
     }
 
-    /// An internal error whose cause is logged (never shown to the client).
-    pub fn internal_msg(cause: &str) -> Self {
-        tracing::error!(cause, "internal error");
-        Self::internal()
+    /// The service is stopping and takes no more work.
+    pub fn shutting_down() -> Self {
+        Error::Unavailable(Arc::new(sqlx::Error::PoolClosed))
     }
 
-    pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: ErrorDetail {
-                kind: self.kind,
-                code: self.code.to_string(),
-                message: self.message.to_string(),
-                param: self.param.clone(),
-            },
+    /// The refusal's kind, or `None` for a failure of Tollgate or its database.
+    pub fn kind(&self) -> Option<Kind> {
+        match self {
+            Error::Rejected { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+    /// The refusal's code, if it is one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Rejected { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the work ran into a failure of the database (its connection should not be
+    /// reused) rather than a refusal.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, Error::Rejected { .. })
     }
 }
 
-impl From<sqlx::Error> for ApiError {
+impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::error!(error = %err, "database unavailable");
-                ApiError::unavailable("The database is unavailable; retry shortly.")
-            }
-            _ => {
-                tracing::error!(error = %err, "database error");
-                ApiError::internal()
-            }
+        if is_unavailable(&err) {
+            Error::Unavailable(Arc::new(err))
+        } else {
+            Error::Database(Arc::new(err))
         }
     }
 }
 
-impl From<anyhow::Error> for ApiError {
+/// A failure shared by several operations (a batch's statement).
+impl From<Arc<sqlx::Error>> for Error {
+    fn from(err: Arc<sqlx::Error>) -> Self {
+        if is_unavailable(&err) {
+            Error::Unavailable(err)
+        } else {
+            Error::Database(err)
+        }
+    }
+}
+
+impl From<anyhow::Error> for Error {
     fn from(err: anyhow::Error) -> Self {
-        tracing::error!(error = format!("{err:#}"), "internal error");
-        ApiError::internal()
+        Error::Internal(Arc::new(err))
+    }
+}
+
+/// Whether a database error means "the database is not there right now" (unreachable,
+/// shutting down, restarting, out of connections) rather than a fault of the statement.
+///
+/// SQLSTATE classes: `08` connection exceptions; `57P01` admin shutdown, `57P02` crash
+/// shutdown, `57P03` cannot connect now (starting up or in recovery), `57P05` idle session
+/// timeout; `53300` too many connections; `53` insufficient resources in general.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "57P05")
+        }),
+        _ => false,
     }
 }

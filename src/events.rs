@@ -6,7 +6,7 @@
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use crate::error::ApiResult;
+use crate::error::Result;
 
 pub const CUSTOMER_CREATED: &str = "customer.created";
 pub const SUBSCRIPTION_CREATED: &str = "subscription.created";
@@ -36,9 +36,9 @@ pub async fn emit(
     tenant_id: &str,
     event_type: &str,
     data: &impl Serialize,
-) -> ApiResult<()> {
+) -> Result<()> {
     let data = serde_json::to_value(data)
-        .map_err(|e| crate::error::ApiError::internal_msg(&format!("event payload: {e}")))?;
+        .map_err(|e| crate::error::Error::internal(format!("event payload: {e}")))?;
     sqlx::query_scalar!(
         "SELECT tollgate_emit_event($1, $2, $3, NULL)",
         tenant_id,
@@ -52,7 +52,7 @@ pub async fn emit(
 
 /// Whether any endpoint of the tenant wants `event_type` (so callers can skip building a
 /// payload that costs queries).
-pub async fn wanted(conn: &mut PgConnection, tenant_id: &str, event_type: &str) -> ApiResult<bool> {
+pub async fn wanted(conn: &mut PgConnection, tenant_id: &str, event_type: &str) -> Result<bool> {
     Ok(sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM webhook_endpoints
                           WHERE tenant_id = $1 AND deleted_at IS NULL
@@ -70,7 +70,7 @@ pub async fn subscription(
     tenant_id: &str,
     event_type: &str,
     row: &crate::db::subscriptions::SubscriptionRow,
-) -> ApiResult<()> {
-    let data = crate::http::subscriptions::Subscription::from(row.clone());
+) -> Result<()> {
+    let data = crate::billing::views::Subscription::from(row.clone());
     emit(conn, tenant_id, event_type, &data).await
 }

@@ -4,19 +4,23 @@
 //! listener until a shutdown signal, so tests bind port 0 and start the real app in-process.
 
 pub mod billing;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod customers;
 pub mod db;
 pub mod domain;
 pub mod embedded_pg;
+pub mod entitlements;
 pub mod error;
 pub mod events;
 pub mod http;
 pub mod ids;
-pub mod plans_toml;
 pub mod retry;
 pub mod stripe_sync;
+pub mod tenancy;
+pub mod testing;
 pub mod webhooks;
 pub mod worker;
 
@@ -40,12 +44,10 @@ pub struct AppStateInner {
     pub db: PgPool,
     pub clock: clock::Clock,
     pub admin_token: Option<config::Secret>,
-    pub plans: db::plans::PlanCache,
+    pub plans: Arc<db::plans::PlanCache>,
     pub request_timeout: std::time::Duration,
-    /// Connections for the hot path (no ping on return; see `db::hot_pool`).
-    pub hot: Arc<db::hot_pool::HotPool>,
-    /// Resolves concurrent `/v1/check`s together (see `db::check_batch`).
-    pub checks: db::check_batch::CheckBatcher,
+    /// The hot path's service: its own pool, the check batcher, the plan cache.
+    pub entitlements: entitlements::Entitlements,
 }
 
 impl std::ops::Deref for AppState {
@@ -75,24 +77,20 @@ impl AppState {
         request_timeout: std::time::Duration,
         check_workers: Option<usize>,
     ) -> Self {
-        let max = db.options().get_max_connections() as usize;
-        let hot = Arc::new(db::hot_pool::HotPool::new(
-            (*db.connect_options()).clone(),
-            max,
-        ));
         // Check statements in flight at once: by default half the cores (at least one), so
         // concurrent checks share statements; measured on 2 cores, one in flight gave the
         // most checks per second (bench/README.md).
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let workers = check_workers.unwrap_or(cores / 2).clamp(1, max.max(1));
-        let checks = db::check_batch::CheckBatcher::new(hot.clone(), workers);
+        let workers = check_workers.unwrap_or(cores / 2);
+        let plans = Arc::new(db::plans::PlanCache::default());
+        let entitlements =
+            entitlements::Entitlements::new(db.clone(), plans.clone(), clock::Clock, workers);
         AppState(Arc::new(AppStateInner {
-            hot,
-            checks,
+            entitlements,
             db,
             clock: clock::Clock,
             admin_token,
-            plans: db::plans::PlanCache::default(),
+            plans,
             request_timeout,
         }))
     }

@@ -34,9 +34,11 @@ use stripe_billing::InvoiceCollectionMethod;
 use stripe_core::customer::CreateCustomer;
 use stripe_types::Currency;
 
+use crate::domain::status::InvoiceStatus;
+
 use crate::billing::{dunning, invoices};
 use crate::db::plans::PlanCache;
-use crate::error::ApiResult;
+use crate::error::Result;
 
 /// Stripe's API, unless the tenant sets `stripe.api_base`.
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com/";
@@ -86,7 +88,7 @@ pub async fn enqueue(
     kind: Kind,
     resource_id: &str,
     payload: Option<serde_json::Value>,
-) -> ApiResult<bool> {
+) -> Result<bool> {
     let done = sqlx::query!(
         "INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
          SELECT tenant_id, $2, $3, COALESCE($4, '{}'::jsonb) FROM tenants
@@ -161,7 +163,7 @@ enum Apply {
 }
 
 /// Sends up to `cfg.batch` due rows (concurrently); returns how many were claimed.
-pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> ApiResult<usize> {
+pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> Result<usize> {
     let lease = cfg.timeout.as_secs_f64() * 4.0 + 60.0;
     let claimed = sqlx::query_as!(
         Claimed,
@@ -189,7 +191,7 @@ pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> ApiRe
             Err(o) => o,
         };
         if let Err(e) = record(db, plans, cfg, &row, outcome).await {
-            tracing::warn!(outbox = row.outbox_id, error = %e.message, "could not record a Stripe send; it will be retried");
+            tracing::warn!(outbox = row.outbox_id, tenant = row.tenant_id, kind = row.kind, error = %e, "could not record a Stripe send; it will be retried");
         }
     });
     futures::future::join_all(work).await;
@@ -281,10 +283,10 @@ async fn send(db: &PgPool, client: &Client, row: &Claimed) -> Outcome {
         Some(Kind::InvoiceVoid) => send_void(db, client, row).await,
         None => Ok(Outcome::Permanent(format!("unknown kind {}", row.kind))),
     };
-    result.unwrap_or_else(|e| Outcome::Retry(format!("database: {}", e.message)))
+    result.unwrap_or_else(|e| Outcome::Retry(e.to_string()))
 }
 
-async fn send_customer(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+async fn send_customer(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
     let Some(c) = sqlx::query!(
         "SELECT email, name, stripe_customer_id FROM customers
          WHERE tenant_id = $1 AND customer_id = $2",
@@ -327,7 +329,7 @@ async fn stripe_customer(
     db: &PgPool,
     tenant_id: &str,
     customer_id: &str,
-) -> ApiResult<Option<String>> {
+) -> Result<Option<String>> {
     let id = sqlx::query_scalar!(
         "SELECT stripe_customer_id FROM customers WHERE tenant_id = $1 AND customer_id = $2",
         tenant_id,
@@ -352,7 +354,7 @@ async fn stripe_customer(
     Ok(id)
 }
 
-async fn send_meter_event(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+async fn send_meter_event(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
     let p = &row.payload;
     let (Some(event_name), Some(customer), Some(timestamp)) = (
         p["event_name"].as_str(),
@@ -407,7 +409,7 @@ fn minor_units(amount: Decimal, currency: &str) -> Option<i64> {
 
 /// Saves how far a multi-step row got (so a retry a day later, after Stripe's idempotency keys
 /// expired, does not repeat finished steps).
-async fn save_progress(db: &PgPool, row: &Claimed, progress: &serde_json::Value) -> ApiResult<()> {
+async fn save_progress(db: &PgPool, row: &Claimed, progress: &serde_json::Value) -> Result<()> {
     sqlx::query!(
         "UPDATE stripe_outbox SET result = $3
          WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $4 AND status = 'pending'",
@@ -421,18 +423,28 @@ async fn save_progress(db: &PgPool, row: &Claimed, progress: &serde_json::Value)
     Ok(())
 }
 
-async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
     let mut conn = db.acquire().await?;
     let inv = invoices::get(&mut conn, &row.tenant_id, &row.resource_id, false).await?;
     drop(conn);
-    if inv.status == "void" {
+    if inv.status == InvoiceStatus::Void {
         return Ok(Outcome::Sent(Apply::Nothing));
     }
     let Some(customer) = stripe_customer(db, &row.tenant_id, &inv.customer_id).await? else {
         return Ok(Outcome::Deferred("waiting for the Stripe customer"));
     };
     let mut progress = row.result.clone().unwrap_or_else(|| json!({}));
-    let currency: Currency = inv.currency.parse().unwrap_or(Currency::USD);
+    // An unknown currency is a fault of the stored invoice, not something to guess at.
+    let Ok(currency) = inv.currency.parse::<Currency>();
+    let currency = match currency {
+        Currency::Unknown(code) => {
+            return Ok(Outcome::Permanent(format!(
+                "invoice {} has a currency Stripe does not know: {code:?}",
+                inv.invoice_id
+            )));
+        }
+        known => known,
+    };
 
     // 1. The invoice itself.
     let stripe_id = match progress["stripe_invoice_id"].as_str() {
@@ -446,7 +458,7 @@ async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<
                 .currency(currency.clone())
                 .auto_advance(false)
                 .metadata(metadata)
-                .description(crate::http::invoices::number(inv.number));
+                .description(crate::domain::invoice::number(inv.number));
             req = if inv.net_days > 0 {
                 req.collection_method(InvoiceCollectionMethod::SendInvoice)
                     .days_until_due(inv.net_days as u32)
@@ -537,7 +549,7 @@ async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<
     }
 
     // 4. Collected at once when it is charged automatically (net 0) and still open here.
-    if inv.net_days > 0 || inv.status != "open" {
+    if inv.net_days > 0 || inv.status != InvoiceStatus::Open {
         return Ok(Outcome::Sent(Apply::Nothing));
     }
     Ok(pay(client, row, &stripe_id, "-pay", 1, false).await)
@@ -588,7 +600,7 @@ struct InvoiceInStripe {
     invoice_pending: bool,
 }
 
-async fn invoice_in_stripe(db: &PgPool, row: &Claimed) -> ApiResult<Option<InvoiceInStripe>> {
+async fn invoice_in_stripe(db: &PgPool, row: &Claimed) -> Result<Option<InvoiceInStripe>> {
     Ok(sqlx::query_as!(
         InvoiceInStripe,
         "SELECT i.status, i.stripe_invoice_id, i.payment_attempts,
@@ -603,7 +615,7 @@ async fn invoice_in_stripe(db: &PgPool, row: &Claimed) -> ApiResult<Option<Invoi
     .await?)
 }
 
-async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
     let found = invoice_in_stripe(db, row).await?;
     let Some(found) = found else {
         return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
@@ -627,14 +639,14 @@ async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<
         .as_i64()
         .and_then(|a| i32::try_from(a).ok())
         .unwrap_or(found.payment_attempts + 1);
-    if found.status != "open" || attempt <= found.payment_attempts {
+    if found.status != InvoiceStatus::Open.as_str() || attempt <= found.payment_attempts {
         // Paid meanwhile, or this attempt's failure was already reported by a webhook.
         return Ok(Outcome::Sent(Apply::Nothing));
     }
     Ok(pay(client, row, &stripe_id, "", attempt, false).await)
 }
 
-async fn send_void(db: &PgPool, client: &Client, row: &Claimed) -> ApiResult<Outcome> {
+async fn send_void(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
     let found = invoice_in_stripe(db, row).await?;
     let Some(found) = found else {
         return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
@@ -666,7 +678,7 @@ async fn record(
     cfg: &SyncConfig,
     row: &Claimed,
     outcome: Outcome,
-) -> ApiResult<()> {
+) -> Result<()> {
     let mut tx = db.begin().await?;
     let (status, error, wait, attempts_back) = match &outcome {
         Outcome::Sent(_) => ("sent", None, Duration::ZERO, 0),
@@ -722,7 +734,7 @@ async fn apply_sent(
     plans: &PlanCache,
     row: &Claimed,
     apply: &Apply,
-) -> ApiResult<()> {
+) -> Result<()> {
     let now = tenant_now(conn, &row.tenant_id).await?;
     match apply {
         Apply::Nothing => {}
@@ -769,7 +781,7 @@ async fn apply_sent(
     Ok(())
 }
 
-async fn tenant_now(conn: &mut PgConnection, tenant_id: &str) -> ApiResult<DateTime<Utc>> {
+async fn tenant_now(conn: &mut PgConnection, tenant_id: &str) -> Result<DateTime<Utc>> {
     let frozen = sqlx::query_scalar!(
         "SELECT test_clock_now FROM tenants WHERE tenant_id = $1",
         tenant_id
@@ -780,7 +792,7 @@ async fn tenant_now(conn: &mut PgConnection, tenant_id: &str) -> ApiResult<DateT
 }
 
 /// Sends until nothing is due (tests and `tollgate` one-shot runs).
-pub async fn drain(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> ApiResult<usize> {
+pub async fn drain(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> Result<usize> {
     let mut total = 0;
     loop {
         let n = send_due(db, plans, cfg).await?;

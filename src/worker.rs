@@ -74,7 +74,7 @@ pub async fn cleanup(db: &PgPool) -> Result<u64, sqlx::Error> {
 }
 
 /// Runs all billing work due by real time, for tenants whose clock follows real time.
-pub async fn run_due(db: &PgPool, plans: &PlanCache) -> crate::error::ApiResult<Processed> {
+pub async fn run_due(db: &PgPool, plans: &PlanCache) -> crate::error::Result<Processed> {
     let mut total = Processed::default();
     loop {
         let now = crate::clock::Clock.real_now();
@@ -120,7 +120,7 @@ pub async fn run(db: PgPool, token: CancellationToken, cfg: WorkerConfig) {
             poll(token, "webhook deliveries", || async {
                 webhooks::deliver_due(&db, &http, &cfg, 32)
                     .await
-                    .map_err(crate::error::ApiError::from)
+                    .map_err(crate::error::Error::from)
             })
             .await
         }
@@ -135,7 +135,7 @@ async fn due_loop(db: PgPool, plans: Arc<PlanCache>, token: CancellationToken) {
         match run_due(&db, &plans).await {
             Ok(done) if done.total() > 0 => tracing::info!(?done, "due billing work done"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e.message, "due billing work failed; retrying later"),
+            Err(e) => tracing::warn!(error = %e, "due billing work failed; retrying later"),
         }
         if pass % CLEANUP_EVERY == 0 {
             if let Err(e) = cleanup(&db).await {
@@ -154,13 +154,13 @@ async fn due_loop(db: PgPool, plans: Arc<PlanCache>, token: CancellationToken) {
 async fn poll<F, Fut>(token: CancellationToken, what: &str, mut pass: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::error::ApiResult<usize>>,
+    Fut: std::future::Future<Output = crate::error::Result<usize>>,
 {
     loop {
         let idle = match pass().await {
             Ok(n) => n == 0,
             Err(e) => {
-                tracing::warn!(error = %e.message, "{what} failed; retrying later");
+                tracing::warn!(error = %e, "{what} failed; retrying later");
                 true
             }
         };

@@ -14,7 +14,7 @@ use super::invoices;
 use super::lifecycle::{self, PeriodEndKind};
 use crate::db::plans::PlanCache;
 use crate::db::subscriptions::{SubscriptionRow, COLUMNS as SUB_COLUMNS};
-use crate::error::ApiResult;
+use crate::error::Result;
 
 /// Which tenants a run covers.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +78,7 @@ pub async fn run(
     scope: Scope<'_>,
     until: DateTime<Utc>,
     max_items: u32,
-) -> ApiResult<Processed> {
+) -> Result<Processed> {
     let mut done = Processed::default();
     while done.total() < max_items {
         match next(db, plans, scope, until).await? {
@@ -102,7 +102,7 @@ async fn next(
     plans: &PlanCache,
     scope: Scope<'_>,
     until: DateTime<Utc>,
-) -> ApiResult<Option<Step>> {
+) -> Result<Option<Step>> {
     let tenant = match scope {
         Scope::Tenant(t) => Some(t),
         Scope::RealTime => None,

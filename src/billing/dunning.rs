@@ -13,9 +13,10 @@ use sqlx::PgConnection;
 
 use super::invoices;
 use super::lifecycle;
+use crate::billing::subscriptions as subs;
 use crate::db::plans::PlanCache;
-use crate::db::subscriptions as subs;
-use crate::error::ApiResult;
+use crate::domain::status::{InvoiceStatus, SubscriptionStatus};
+use crate::error::Result;
 
 /// What applying a failure did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +39,7 @@ pub async fn payment_failed(
     attempt: Option<i32>,
     error: &str,
     now: DateTime<Utc>,
-) -> ApiResult<Failure> {
+) -> Result<Failure> {
     let inv = invoices::get(conn, tenant_id, invoice_id, true).await?;
     let state = sqlx::query!(
         "SELECT payment_attempts, payment_failed_at FROM invoices
@@ -49,7 +50,7 @@ pub async fn payment_failed(
     .fetch_one(&mut *conn)
     .await?;
     let attempt = attempt.unwrap_or(state.payment_attempts + 1);
-    if inv.status != "open" || attempt <= state.payment_attempts {
+    if inv.status != InvoiceStatus::Open || attempt <= state.payment_attempts {
         return Ok(Failure::Ignored);
     }
     let tenant = sqlx::query!(
@@ -95,7 +96,7 @@ pub async fn payment_failed(
 
     if let Some(sub_id) = &inv.subscription_id {
         let sub = subs::get(conn, tenant_id, sub_id, true).await?;
-        let live = matches!(sub.status.as_str(), "active" | "past_due" | "trialing");
+        let live = sub.status.is_live();
         match outcome {
             Failure::Exhausted if live => {
                 lifecycle::end_now(
@@ -109,8 +110,8 @@ pub async fn payment_failed(
                 )
                 .await?;
             }
-            Failure::RetryAt(_) if sub.status == "active" => {
-                subs::set_status(conn, tenant_id, sub_id, "past_due").await?;
+            Failure::RetryAt(_) if sub.status == SubscriptionStatus::Active => {
+                subs::set_status(conn, tenant_id, sub_id, SubscriptionStatus::PastDue).await?;
             }
             _ => {}
         }
@@ -131,7 +132,7 @@ pub async fn claim_due_retry(
     conn: &mut PgConnection,
     tenant: Option<&str>,
     until: DateTime<Utc>,
-) -> ApiResult<Option<DueRetry>> {
+) -> Result<Option<DueRetry>> {
     Ok(sqlx::query_as!(
         DueRetry,
         r#"SELECT i.tenant_id, i.invoice_id, i.payment_attempts,
@@ -151,11 +152,7 @@ pub async fn claim_due_retry(
 
 /// Starts a claimed retry: an `invoice_payment` outbox row, or — when the tenant is not
 /// connected to Stripe — a failed attempt at once.
-pub async fn start_retry(
-    conn: &mut PgConnection,
-    plans: &PlanCache,
-    due: &DueRetry,
-) -> ApiResult<()> {
+pub async fn start_retry(conn: &mut PgConnection, plans: &PlanCache, due: &DueRetry) -> Result<()> {
     sqlx::query!(
         "UPDATE invoices SET next_payment_attempt = NULL, updated_at = now()
          WHERE tenant_id = $1 AND invoice_id = $2",

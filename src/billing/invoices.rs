@@ -8,7 +8,8 @@ use sqlx::PgConnection;
 use crate::db::plans::PlanCache;
 use crate::domain::invoice::{Line, LineType};
 use crate::domain::money;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::status::{InvoiceStatus, SubscriptionStatus};
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InvoiceRow {
@@ -17,7 +18,8 @@ pub struct InvoiceRow {
     pub customer_id: String,
     pub subscription_id: Option<String>,
     pub billing_reason: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: InvoiceStatus,
     pub currency: String,
     pub subtotal: Decimal,
     pub total: Decimal,
@@ -77,7 +79,7 @@ pub async fn create(
     conn: &mut PgConnection,
     plans: &PlanCache,
     new: NewInvoice<'_>,
-) -> ApiResult<InvoiceRow> {
+) -> Result<InvoiceRow> {
     let number = sqlx::query_scalar!(
         "INSERT INTO invoice_numbers (tenant_id, last_number) VALUES ($1, 1)
          ON CONFLICT (tenant_id) DO UPDATE SET last_number = invoice_numbers.last_number + 1
@@ -138,7 +140,7 @@ async fn insert_lines(
     tenant_id: &str,
     invoice_id: &str,
     lines: &[Line],
-) -> ApiResult<()> {
+) -> Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
@@ -183,7 +185,7 @@ async fn refresh_totals(
     conn: &mut PgConnection,
     tenant_id: &str,
     invoice_id: &str,
-) -> ApiResult<InvoiceRow> {
+) -> Result<InvoiceRow> {
     let row = sqlx::query_as::<_, InvoiceRow>(&format!(
         "UPDATE invoices i SET subtotal = t.sum, total = t.sum, amount_due = GREATEST(t.sum, 0),
              updated_at = now()
@@ -210,7 +212,7 @@ pub async fn overage_lines(
     customer_id: &str,
     window: &UsageWindow,
     currency: &str,
-) -> ApiResult<Vec<Line>> {
+) -> Result<Vec<Line>> {
     let Some(plan) = plans
         .get(conn, tenant_id, &window.plan_key, window.plan_version)
         .await?
@@ -330,7 +332,7 @@ pub async fn finalize(
     tenant_id: &str,
     invoice_id: &str,
     now: DateTime<Utc>,
-) -> ApiResult<InvoiceRow> {
+) -> Result<InvoiceRow> {
     let inv = sqlx::query_as::<_, InvoiceRow>(&format!(
         "SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"
     ))
@@ -339,8 +341,8 @@ pub async fn finalize(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(invoice_not_found)?;
-    if inv.status != "draft" {
-        return Err(ApiError::conflict(
+    if inv.status != InvoiceStatus::Draft {
+        return Err(Error::conflict(
             "invoice_not_draft",
             "Only a draft invoice can be finalized.",
         ));
@@ -413,7 +415,7 @@ pub async fn finalize(
         invoice_id,
     )
     .await?;
-    if row.status == "paid" {
+    if row.status == InvoiceStatus::Paid {
         emit(conn, tenant_id, crate::events::INVOICE_PAID, invoice_id).await?;
     } else {
         crate::stripe_sync::enqueue(
@@ -434,18 +436,18 @@ pub async fn emit(
     tenant_id: &str,
     event_type: &str,
     invoice_id: &str,
-) -> ApiResult<()> {
+) -> Result<()> {
     // The invoice with its lines is two queries: only when an endpoint will get it.
     if !crate::events::wanted(conn, tenant_id, event_type).await? {
         return Ok(());
     }
-    let invoice = crate::http::invoices::load_in(conn, tenant_id, invoice_id).await?;
+    let invoice = super::views::load_invoice(conn, tenant_id, invoice_id).await?;
     crate::events::emit(conn, tenant_id, event_type, &invoice).await
 }
 
 pub struct LineRow {
     pub line_no: i32,
-    pub kind: String,
+    pub kind: LineType,
     pub description: String,
     pub feature_key: Option<String>,
     pub quantity: Decimal,
@@ -459,7 +461,7 @@ pub async fn lines(
     conn: &mut PgConnection,
     tenant_id: &str,
     invoice_ids: &[String],
-) -> ApiResult<Vec<(String, LineRow)>> {
+) -> Result<Vec<(String, LineRow)>> {
     let rows = sqlx::query!(
         "SELECT invoice_id, line_no, type, description, feature_key, quantity, unit_amount,
                 amount, period_start, period_end
@@ -470,14 +472,13 @@ pub async fn lines(
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|r| {
-            (
+            Ok((
                 r.invoice_id,
                 LineRow {
                     line_no: r.line_no,
-                    kind: r.r#type,
+                    kind: crate::db::decode("invoice_lines.type", &r.r#type, LineType::parse)?,
                     description: r.description,
                     feature_key: r.feature_key,
                     quantity: r.quantity,
@@ -486,9 +487,9 @@ pub async fn lines(
                     period_start: r.period_start,
                     period_end: r.period_end,
                 },
-            )
+            ))
         })
-        .collect())
+        .collect()
 }
 
 pub async fn get(
@@ -496,7 +497,7 @@ pub async fn get(
     tenant_id: &str,
     invoice_id: &str,
     for_update: bool,
-) -> ApiResult<InvoiceRow> {
+) -> Result<InvoiceRow> {
     let lock = if for_update { " FOR UPDATE" } else { "" };
     sqlx::query_as::<_, InvoiceRow>(&format!(
         "SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 AND invoice_id = $2{lock}"
@@ -509,23 +510,23 @@ pub async fn get(
 }
 
 /// Checks that a (locked) invoice can be paid: open, or uncollectible.
-pub fn payable(inv: &InvoiceRow) -> ApiResult<()> {
-    match inv.status.as_str() {
-        "open" | "uncollectible" => {}
-        "paid" => {
-            return Err(ApiError::conflict(
+pub fn payable(inv: &InvoiceRow) -> Result<()> {
+    match inv.status {
+        InvoiceStatus::Open | InvoiceStatus::Uncollectible => {}
+        InvoiceStatus::Paid => {
+            return Err(Error::conflict(
                 "invoice_already_paid",
                 "The invoice is already paid.",
             ))
         }
-        "draft" => {
-            return Err(ApiError::conflict(
+        InvoiceStatus::Draft => {
+            return Err(Error::conflict(
                 "invoice_not_open",
                 "A draft invoice cannot be paid until it is finalized.",
             ))
         }
-        _ => {
-            return Err(ApiError::conflict(
+        InvoiceStatus::Void => {
+            return Err(Error::conflict(
                 "invoice_void",
                 "A void invoice cannot be paid.",
             ))
@@ -543,7 +544,7 @@ pub async fn mark_paid(
     invoice_id: &str,
     now: DateTime<Utc>,
     out_of_band: bool,
-) -> ApiResult<InvoiceRow> {
+) -> Result<InvoiceRow> {
     let inv = get(conn, tenant_id, invoice_id, true).await?;
     payable(&inv)?;
     let row = sqlx::query_as::<_, InvoiceRow>(&format!(
@@ -572,7 +573,8 @@ pub async fn mark_paid(
         .await?
         .unwrap_or(false);
         if reactivate {
-            crate::db::subscriptions::set_status(conn, tenant_id, sub, "active").await?;
+            super::subscriptions::set_status(conn, tenant_id, sub, SubscriptionStatus::Active)
+                .await?;
         }
     }
     if out_of_band {
@@ -597,10 +599,13 @@ pub async fn void(
     tenant_id: &str,
     invoice_id: &str,
     now: DateTime<Utc>,
-) -> ApiResult<InvoiceRow> {
+) -> Result<InvoiceRow> {
     let inv = get(conn, tenant_id, invoice_id, true).await?;
-    if !matches!(inv.status.as_str(), "draft" | "open" | "uncollectible") {
-        return Err(ApiError::conflict(
+    if !matches!(
+        inv.status,
+        InvoiceStatus::Draft | InvoiceStatus::Open | InvoiceStatus::Uncollectible
+    ) {
+        return Err(Error::conflict(
             "invoice_not_voidable",
             format!("A {} invoice cannot be voided.", inv.status),
         ));
@@ -626,11 +631,66 @@ pub async fn void(
     Ok(row)
 }
 
-pub fn invoice_not_found() -> ApiError {
-    ApiError::not_found("invoice_not_found", "No such invoice.")
+pub fn invoice_not_found() -> Error {
+    Error::not_found("invoice_not_found", "No such invoice.")
 }
 
 /// `at + minutes`.
 pub fn after_minutes(at: DateTime<Utc>, minutes: i32) -> DateTime<Utc> {
     at + Duration::minutes(minutes as i64)
+}
+
+/// A page of a customer's invoices, newest first.
+pub async fn for_customer(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer: &str,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<InvoiceRow>> {
+    Ok(sqlx::query_as::<_, InvoiceRow>(&format!(
+        "SELECT {COLUMNS} FROM invoices
+         WHERE tenant_id = $1 AND customer_id = $2 AND ($3::text IS NULL OR invoice_id < $3)
+         ORDER BY invoice_id DESC LIMIT $4"
+    ))
+    .bind(tenant_id)
+    .bind(customer)
+    .bind(starting_after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+pub async fn payment_attempts(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    invoice_id: &str,
+) -> Result<i32> {
+    Ok(sqlx::query_scalar!(
+        "SELECT payment_attempts FROM invoices WHERE tenant_id = $1 AND invoice_id = $2",
+        tenant_id,
+        invoice_id
+    )
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Who an invoice is from and to.
+pub struct Parties {
+    pub tenant_name: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+pub async fn parties(conn: &mut PgConnection, tenant_id: &str, customer: &str) -> Result<Parties> {
+    Ok(sqlx::query_as!(
+        Parties,
+        "SELECT t.name AS tenant_name, c.name, c.email FROM tenants t
+         JOIN customers c ON c.tenant_id = t.tenant_id AND c.customer_id = $2
+         WHERE t.tenant_id = $1",
+        tenant_id,
+        customer
+    )
+    .fetch_one(&mut *conn)
+    .await?)
 }

@@ -8,11 +8,13 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::invoices::{self, NewInvoice, UsageWindow};
+use crate::billing::subscriptions as subs;
 use crate::db::plans::{PlanCache, PlanVersion};
-use crate::db::subscriptions::{self as subs, SubscriptionRow};
+use crate::db::subscriptions::SubscriptionRow;
 use crate::domain::invoice::{proration_lines, Line, LineType};
-use crate::domain::period::{add_months_clamped, Interval};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::period::{add_months_clamped, next_period, Interval};
+use crate::domain::status::SubscriptionStatus;
+use crate::error::{Error, Result};
 
 /// The price of a plan at an interval (zero for a free plan).
 pub fn price_of(plan: &PlanVersion, interval: Interval) -> Decimal {
@@ -25,7 +27,7 @@ fn monthly(plan: &PlanVersion, interval: Interval) -> Decimal {
 }
 
 fn interval_of(row: &SubscriptionRow) -> Interval {
-    Interval::parse(&row.interval).unwrap_or(Interval::Month)
+    row.interval
 }
 
 /// The base-fee line of a plan for one period.
@@ -77,7 +79,7 @@ pub async fn start(
     trial_days: i32,
     now: DateTime<Utc>,
     replaces: Option<&str>,
-) -> ApiResult<SubscriptionRow> {
+) -> Result<SubscriptionRow> {
     let row = subs::create(
         conn,
         tenant_id,
@@ -89,7 +91,7 @@ pub async fn start(
         replaces,
     )
     .await?;
-    if row.status == "active" && price_of(plan, interval) > Decimal::ZERO {
+    if row.status == SubscriptionStatus::Active && price_of(plan, interval) > Decimal::ZERO {
         invoices::create(
             conn,
             plans,
@@ -126,7 +128,7 @@ pub async fn fall_back(
     customer_id: &str,
     at: DateTime<Utc>,
     replaces: &str,
-) -> ApiResult<Option<SubscriptionRow>> {
+) -> Result<Option<SubscriptionRow>> {
     let default = sqlx::query!(
         r#"SELECT p.plan_key, p.latest_version
            FROM tenants t JOIN plans p ON p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan
@@ -178,14 +180,14 @@ pub async fn period_end(
     tenant_id: &str,
     sub: SubscriptionRow,
     grace_minutes: i32,
-) -> ApiResult<PeriodEndKind> {
+) -> Result<PeriodEndKind> {
     let at = sub.current_period_end;
     let old_plan = plans
         .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
         .await?
-        .ok_or_else(|| ApiError::internal_msg("subscription plan version missing"))?;
+        .ok_or_else(|| Error::internal("subscription plan version missing"))?;
     let old_interval = interval_of(&sub);
-    let trial = sub.status == "trialing";
+    let trial = sub.status == SubscriptionStatus::Trialing;
     let window = (!trial).then(|| UsageWindow {
         start: sub.current_period_start,
         end: at,
@@ -229,12 +231,8 @@ pub async fn period_end(
             let plan = plans
                 .get(conn, tenant_id, key, version)
                 .await?
-                .ok_or_else(|| ApiError::internal_msg("pending plan version missing"))?;
-            let interval = sub
-                .pending_interval
-                .as_deref()
-                .and_then(Interval::parse)
-                .unwrap_or(old_interval);
+                .ok_or_else(|| Error::internal("pending plan version missing"))?;
+            let interval = sub.pending_interval.unwrap_or(old_interval);
             (plan, interval, PeriodEndKind::ScheduledChange)
         }
         _ => (
@@ -247,13 +245,7 @@ pub async fn period_end(
             },
         ),
     };
-    // A trial's end, or an interval change, starts a new anniversary.
-    let anchor = if trial || interval != old_interval {
-        at
-    } else {
-        sub.billing_anchor
-    };
-    let next_end = next_period_end(anchor, interval, at);
+    let (anchor, next_end) = next_period(sub.billing_anchor, at, old_interval, interval, trial);
     subs::roll(
         conn,
         tenant_id,
@@ -317,17 +309,6 @@ pub async fn period_end(
     Ok(kind)
 }
 
-/// The end of the billing period that starts at `start` (an anniversary of `anchor`).
-fn next_period_end(
-    anchor: DateTime<Utc>,
-    interval: Interval,
-    start: DateTime<Utc>,
-) -> DateTime<Utc> {
-    crate::domain::period::billing_period_containing(anchor, interval, start)
-        .end
-        .unwrap_or_else(|| add_months_clamped(start, interval.months() as i64))
-}
-
 /// When a change takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -351,24 +332,24 @@ pub async fn change(
     sub: SubscriptionRow,
     req: ChangeRequest<'_>,
     now: DateTime<Utc>,
-) -> ApiResult<SubscriptionRow> {
+) -> Result<SubscriptionRow> {
     let old_plan = plans
         .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
         .await?
-        .ok_or_else(|| ApiError::internal_msg("subscription plan version missing"))?;
+        .ok_or_else(|| Error::internal("subscription plan version missing"))?;
     let old_interval = interval_of(&sub);
     let new_plan = req.plan;
     if new_plan.key == sub.plan_key
         && new_plan.version == sub.plan_version
         && req.interval == old_interval
     {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "same_plan",
             "The subscription is already on this plan, version and interval.",
         ));
     }
     if !new_plan.prices.is_empty() && new_plan.price(req.interval).is_none() {
-        return Err(ApiError::invalid_param(
+        return Err(Error::invalid_param(
             "price_not_found",
             "interval",
             format!(
@@ -393,7 +374,7 @@ pub async fn change(
     }
 
     // Now. During a trial nothing is charged: the trial goes on, on the new plan.
-    if sub.status == "trialing" {
+    if sub.status == SubscriptionStatus::Trialing {
         return subs::switch_plan(
             conn,
             tenant_id,
@@ -505,7 +486,7 @@ pub async fn cancel(
     at_period_end: bool,
     grace_minutes: i32,
     now: DateTime<Utc>,
-) -> ApiResult<SubscriptionRow> {
+) -> Result<SubscriptionRow> {
     if at_period_end {
         return subs::set_cancel_at_period_end(conn, tenant_id, &sub.subscription_id, true, now)
             .await;
@@ -523,9 +504,9 @@ pub async fn end_now(
     grace_minutes: i32,
     now: DateTime<Utc>,
     reason: &str,
-) -> ApiResult<SubscriptionRow> {
+) -> Result<SubscriptionRow> {
     let row = subs::end(conn, tenant_id, &sub.subscription_id, now, reason).await?;
-    if sub.status != "trialing" {
+    if sub.status != SubscriptionStatus::Trialing {
         let window = UsageWindow {
             start: sub.current_period_start,
             end: now,
@@ -535,7 +516,7 @@ pub async fn end_now(
         let old_plan = plans
             .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
             .await?
-            .ok_or_else(|| ApiError::internal_msg("subscription plan version missing"))?;
+            .ok_or_else(|| Error::internal("subscription plan version missing"))?;
         // Usage counted in billing-period counters ends with the subscription.
         sqlx::query!(
             "UPDATE usage_counters SET period_end = $4
@@ -584,7 +565,7 @@ async fn final_overage_invoice(
     window: UsageWindow,
     grace_minutes: i32,
     now: DateTime<Utc>,
-) -> ApiResult<()> {
+) -> Result<()> {
     let lines = invoices::overage_lines(
         conn,
         plans,
@@ -624,15 +605,15 @@ pub async fn reactivate(
     tenant_id: &str,
     sub: SubscriptionRow,
     now: DateTime<Utc>,
-) -> ApiResult<SubscriptionRow> {
-    if sub.status == "canceled" || now >= sub.current_period_end {
-        return Err(ApiError::conflict(
+) -> Result<SubscriptionRow> {
+    if sub.status == SubscriptionStatus::Canceled || now >= sub.current_period_end {
+        return Err(Error::conflict(
             "subscription_ended",
             "The subscription has already ended; start a new one instead.",
         ));
     }
     if !sub.cancel_at_period_end {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "not_canceled",
             "The subscription is not scheduled to cancel.",
         ));

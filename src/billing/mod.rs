@@ -1,7 +1,11 @@
-//! Billing: the subscription lifecycle, invoices, the due-work runner and invoice PDFs.
+//! Billing: the subscription lifecycle, invoices, the due-work runner, dunning, invoice PDFs
+//! and the read models (`views`) the API and webhook payloads share.
 
 pub mod due;
 pub mod dunning;
 pub mod invoices;
+pub mod invoicing;
 pub mod lifecycle;
 pub mod pdf;
+pub mod subscriptions;
+pub mod views;

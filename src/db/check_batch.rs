@@ -13,25 +13,21 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use chrono::{DateTime, Utc};
+
 use super::hot_pool::HotPool;
-use super::subscriptions::{fetch_batch, ResolveRow};
-use crate::error::{ApiError, ApiResult};
+pub use super::resolve::Lookup;
+use super::resolve::{fetch_batch, ResolveRow};
 
 /// The most checks one statement resolves.
 pub const MAX_BATCH: usize = 64;
 /// Checks waiting beyond this make senders wait (backpressure).
 const QUEUE: usize = 4096;
 
-/// One check's lookup.
-pub struct Lookup {
-    pub tenant_id: String,
-    /// Empty when the caller is already authenticated.
-    pub key_hash: Vec<u8>,
-    pub customer: String,
-    pub feature: String,
-}
+/// A batch's failure is every one of its lookups' failure, so it is shared.
+pub type SharedError = Arc<sqlx::Error>;
 
-type Reply = oneshot::Sender<ApiResult<Option<ResolveRow>>>;
+type Reply = oneshot::Sender<Result<Option<ResolveRow>, SharedError>>;
 
 pub struct CheckBatcher {
     pool: Arc<HotPool>,
@@ -40,6 +36,8 @@ pub struct CheckBatcher {
     /// (with the app state).
     tx: OnceLock<mpsc::Sender<(Lookup, Reply)>>,
     stats: Arc<Stats>,
+    /// Real time, for the counter lookup (test clocks are read from the tenant row).
+    now: fn() -> DateTime<Utc>,
 }
 
 /// Statements run and lookups answered, since start.
@@ -50,12 +48,13 @@ pub struct Stats {
 }
 
 impl CheckBatcher {
-    pub fn new(pool: Arc<HotPool>, workers: usize) -> Self {
+    pub fn new(pool: Arc<HotPool>, workers: usize, now: fn() -> DateTime<Utc>) -> Self {
         CheckBatcher {
             pool,
             workers: workers.max(1),
             tx: OnceLock::new(),
             stats: Arc::default(),
+            now,
         }
     }
 
@@ -75,21 +74,24 @@ impl CheckBatcher {
     }
 
     /// The resolve row for `lookup` (`None`: no such tenant).
-    pub async fn lookup(&self, lookup: Lookup) -> ApiResult<Option<ResolveRow>> {
+    pub async fn lookup(&self, lookup: Lookup) -> Result<Option<ResolveRow>, SharedError> {
         let tx = self.tx.get_or_init(|| self.start());
         let (reply, rx) = oneshot::channel();
-        tx.send((lookup, reply))
-            .await
-            .map_err(|_| ApiError::unavailable("The service is shutting down."))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("The service is shutting down."))?
+        let closed = || Arc::new(sqlx::Error::PoolClosed);
+        tx.send((lookup, reply)).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     fn start(&self) -> mpsc::Sender<(Lookup, Reply)> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..self.workers {
-            tokio::spawn(worker(self.pool.clone(), rx.clone(), self.stats.clone()));
+            tokio::spawn(worker(
+                self.pool.clone(),
+                rx.clone(),
+                self.stats.clone(),
+                self.now,
+            ));
         }
         tx
     }
@@ -99,6 +101,7 @@ async fn worker(
     pool: Arc<HotPool>,
     rx: Arc<Mutex<mpsc::Receiver<(Lookup, Reply)>>>,
     stats: Arc<Stats>,
+    now: fn() -> DateTime<Utc>,
 ) {
     let mut batch: Vec<(Lookup, Reply)> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -130,7 +133,7 @@ async fn worker(
         let mut conn = match conn {
             Ok(conn) => conn,
             Err(err) => {
-                let err = ApiError::from(err);
+                let err = Arc::new(err);
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(err.clone()));
                 }
@@ -144,7 +147,7 @@ async fn worker(
             .fetch_add(lookups.len() as u64, Ordering::Relaxed);
         metrics::counter!("tollgate_check_statements_total").increment(1);
         metrics::counter!("tollgate_check_lookups_total").increment(lookups.len() as u64);
-        match fetch_batch(&mut conn, &lookups).await {
+        match fetch_batch(&mut conn, &lookups, now()).await {
             Ok(mut rows) => {
                 conn.done();
                 for (i, (_, reply)) in batch.drain(..).enumerate() {
@@ -153,7 +156,7 @@ async fn worker(
             }
             Err(err) => {
                 drop(conn);
-                let err = ApiError::from(err);
+                let err = Arc::new(err);
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(err.clone()));
                 }

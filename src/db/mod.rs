@@ -1,9 +1,17 @@
-//! Queries grouped by aggregate.
+//! All SQL: one module per table group, functions taking a connection or transaction and
+//! returning `sqlx::Error`. Nothing here knows HTTP or the services above.
 
+pub mod api_keys;
 pub mod check_batch;
+pub mod customers;
+pub mod features;
 pub mod hot_pool;
+pub mod idempotency;
 pub mod plans;
+pub mod resolve;
+pub mod schema;
 pub mod subscriptions;
+pub mod tenants;
 pub mod usage;
 
 /// Is this error a unique violation of the named constraint/index?
@@ -14,4 +22,25 @@ pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
         }
         _ => false,
     }
+}
+
+/// One round trip to the database (readiness).
+pub async fn ping(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar!("SELECT 1 AS \"one!\"")
+        .fetch_one(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Reads a stored text value into its type. A value that names nothing known is a decode
+/// error naming the column and the value, never a guess.
+pub fn decode<T>(
+    column: &'static str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, sqlx::Error> {
+    parse(value).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: Box::new(crate::domain::UnknownValue::new(column, value)),
+    })
 }

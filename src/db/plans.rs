@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 
 use crate::domain::entitlement::{Aggregation, Entitlement, FeatureType, Overage};
 use crate::domain::period::{Interval, Reset};
-use crate::error::ApiResult;
+use crate::error::Result;
 
 #[derive(Debug, Clone)]
 pub struct Price {
@@ -107,7 +107,7 @@ impl PlanCache {
         tenant_id: &str,
         plan_key: &str,
         version: i32,
-    ) -> ApiResult<Option<Arc<PlanVersion>>> {
+    ) -> Result<Option<Arc<PlanVersion>>> {
         let key = (tenant_id.to_string(), plan_key.to_string(), version);
         if let Ok(map) = self.versions.read() {
             if let Some(v) = map.get(&key) {
@@ -129,7 +129,7 @@ pub async fn latest_version(
     conn: &mut PgConnection,
     tenant_id: &str,
     plan_key: &str,
-) -> ApiResult<Option<i32>> {
+) -> Result<Option<i32>> {
     Ok(sqlx::query_scalar!(
         "SELECT latest_version FROM plans WHERE tenant_id = $1 AND plan_key = $2",
         tenant_id,
@@ -144,7 +144,7 @@ pub async fn load_version(
     tenant_id: &str,
     plan_key: &str,
     version: i32,
-) -> ApiResult<Option<PlanVersion>> {
+) -> Result<Option<PlanVersion>> {
     let Some(v) = sqlx::query!(
         "SELECT name, trial_days, retention_days, definition, created_at FROM plan_versions
          WHERE tenant_id = $1 AND plan_key = $2 AND version = $3",
@@ -218,4 +218,214 @@ pub async fn load_version(
         definition: v.definition,
         created_at: v.created_at,
     }))
+}
+
+pub async fn exists(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    plan_key: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM plans WHERE tenant_id = $1 AND plan_key = $2) AS \"e!\"",
+        tenant_id,
+        plan_key
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Creates a plan at version 1; `None` when the key exists.
+pub async fn insert_plan(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key: &str,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "INSERT INTO plans (tenant_id, plan_key, latest_version) VALUES ($1, $2, 1)
+         ON CONFLICT (tenant_id, plan_key) DO NOTHING RETURNING latest_version",
+        tenant_id,
+        key
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// The newest version, locked so that concurrent writers make consecutive versions.
+pub async fn lock_latest_version(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key: &str,
+) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT latest_version FROM plans WHERE tenant_id = $1 AND plan_key = $2 FOR UPDATE",
+        tenant_id,
+        key
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// A version's stored definition (JSON).
+pub async fn definition(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key: &str,
+    version: i32,
+) -> Result<serde_json::Value, sqlx::Error> {
+    sqlx::query_scalar!(
+                "SELECT definition FROM plan_versions WHERE tenant_id = $1 AND plan_key = $2 AND version = $3",
+        tenant_id,
+        key,
+        version
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+pub async fn set_latest_version(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key: &str,
+    version: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+                "UPDATE plans SET latest_version = $3, updated_at = now() WHERE tenant_id = $1 AND plan_key = $2",
+        tenant_id,
+        key,
+        version
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// Writes a version: its row, its prices and its entitlements.
+pub async fn insert_version(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key: &str,
+    version: i32,
+    def: &crate::domain::plan::Definition,
+    def_json: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO plan_versions (tenant_id, plan_key, version, name, trial_days, retention_days, definition)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        tenant_id,
+        key,
+        version,
+        def.name,
+        def.trial_days,
+        def.retention_days,
+        def_json
+    )
+    .execute(&mut *conn)
+    .await?;
+    for p in &def.prices {
+        sqlx::query!(
+            "INSERT INTO plan_prices (tenant_id, plan_key, version, interval, amount, currency, per_seat, stripe_price_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            tenant_id,
+            key,
+            version,
+            p.interval.as_str(),
+            p.amount,
+            p.currency,
+            p.per_seat,
+            p.stripe_price_id
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    for e in &def.entitlements {
+        let o = e.overage.as_ref();
+        sqlx::query!(
+            "INSERT INTO plan_entitlements (tenant_id, plan_key, version, feature_key, enabled, limit_value,
+                 reset, overage_unit_amount, overage_per_units, overage_cap_amount)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            tenant_id,
+            key,
+            version,
+            e.feature,
+            e.enabled,
+            e.limit,
+            e.reset.as_str(),
+            o.map(|o| o.unit_amount),
+            o.map(|o| o.per_units),
+            o.and_then(|o| o.cap_amount)
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Makes `key` the tenant's default plan.
+pub async fn make_default(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET default_plan = $2, updated_at = now() WHERE tenant_id = $1",
+        tenant_id,
+        key
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// Removes `key` as the tenant's default plan, if it is.
+pub async fn unset_default(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET default_plan = NULL, updated_at = now()
+                 WHERE tenant_id = $1 AND default_plan = $2",
+        tenant_id,
+        key
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+pub async fn default_plan(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT default_plan FROM tenants WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+pub struct PlanKeyRow {
+    pub plan_key: String,
+    pub latest_version: i32,
+}
+
+/// A page of plan keys with their newest versions, by key.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<PlanKeyRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PlanKeyRow,
+        "SELECT plan_key, latest_version FROM plans
+         WHERE tenant_id = $1 AND ($2::text IS NULL OR plan_key > $2)
+         ORDER BY plan_key LIMIT $3",
+        tenant_id,
+        starting_after,
+        limit
+    )
+    .fetch_all(&mut *conn)
+    .await
 }

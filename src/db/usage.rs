@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 
 use crate::domain::entitlement::{Aggregation, Thresholds};
 use crate::domain::period::Period;
-use crate::error::ApiResult;
+use crate::error::Result;
 
 pub struct NewEvent<'a> {
     pub tenant_id: &'a str,
@@ -57,7 +57,7 @@ pub enum Outcome {
 /// Records one event in one round trip (`tollgate_record_usage`, migration 4): the event
 /// insert, the conditional counter upsert, the alerts it crosses into (with their webhook
 /// events) and its Stripe meter outbox row commit or abort together.
-pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> ApiResult<Outcome> {
+pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> Result<Outcome> {
     let row = sqlx::query!(
         r#"SELECT outcome AS "outcome!", used AS "used!", customer_id AS "customer_id!",
                   feature_key AS "feature_key!", quantity AS "quantity!",
@@ -120,7 +120,7 @@ pub async fn stored_event(
     conn: &mut PgConnection,
     tenant_id: &str,
     event_id: &str,
-) -> ApiResult<Option<(StoredEvent, Decimal)>> {
+) -> Result<Option<(StoredEvent, Decimal)>> {
     let row = sqlx::query!(
         r#"SELECT e.event_id, e.customer_id, e.feature_key, e.quantity, e.occurred_at,
                   COALESCE(c.used, 0) AS "used!"
@@ -155,7 +155,7 @@ pub async fn counter(
     customer_id: &str,
     feature_key: &str,
     period_start: DateTime<Utc>,
-) -> ApiResult<Decimal> {
+) -> Result<Decimal> {
     Ok(sqlx::query_scalar!(
         "SELECT used FROM usage_counters
          WHERE tenant_id = $1 AND customer_id = $2 AND feature_key = $3 AND period_start = $4",
@@ -175,7 +175,7 @@ pub async fn counters(
     tenant_id: &str,
     customer_id: &str,
     keys: &[(String, DateTime<Utc>)],
-) -> ApiResult<Vec<Decimal>> {
+) -> Result<Vec<Decimal>> {
     let features: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
     let starts: Vec<DateTime<Utc>> = keys.iter().map(|k| k.1).collect();
     let rows = sqlx::query!(
@@ -205,7 +205,7 @@ pub async fn active_leases(
     customer_id: &str,
     feature_key: &str,
     now: DateTime<Utc>,
-) -> ApiResult<Decimal> {
+) -> Result<Decimal> {
     let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM leases
            WHERE tenant_id = $1 AND customer_id = $2 AND feature_key = $3 AND expires_at > $4"#,

@@ -114,6 +114,11 @@ pub fn proration_lines(
     ]
 }
 
+/// An invoice's number as shown: `INV-000001` (per tenant, gapless).
+pub fn number(n: i64) -> String {
+    format!("INV-{n:06}")
+}
+
 /// The sum of the (already rounded) line amounts.
 pub fn total(lines: &[Line]) -> Decimal {
     lines

@@ -4,3 +4,23 @@ pub mod entitlement;
 pub mod invoice;
 pub mod money;
 pub mod period;
+pub mod plan;
+pub mod qty;
+pub mod status;
+
+/// A stored or given text value that names nothing known (a status, a feature type…).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+}
+
+impl UnknownValue {
+    pub fn new(what: &'static str, value: &str) -> Self {
+        UnknownValue {
+            what,
+            value: value.to_string(),
+        }
+    }
+}

@@ -184,9 +184,49 @@ pub fn counter_period(reset: Reset, t: DateTime<Utc>, billing: Option<&BillingCy
     }
 }
 
+/// The billing period that follows one ending at `at`: its anchor and its end. A trial's end,
+/// or a change of interval, starts a new anniversary at `at`; otherwise the period rolls on
+/// the old anchor. Renewals and the upcoming-invoice preview both use this.
+pub fn next_period(
+    anchor: DateTime<Utc>,
+    at: DateTime<Utc>,
+    old_interval: Interval,
+    new_interval: Interval,
+    trial: bool,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let anchor = if trial || new_interval != old_interval {
+        at
+    } else {
+        anchor
+    };
+    let end = billing_period_containing(anchor, new_interval, at)
+        .end
+        .unwrap_or_else(|| add_months_clamped(at, new_interval.months() as i64));
+    (anchor, end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_period_keeps_the_anniversary_unless_a_trial_or_interval_change_restarts_it() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let anchor = t("2027-01-31T10:00:00Z");
+        let at = t("2027-02-28T10:00:00Z");
+        assert_eq!(
+            next_period(anchor, at, Interval::Month, Interval::Month, false),
+            (anchor, t("2027-03-31T10:00:00Z"))
+        );
+        assert_eq!(
+            next_period(anchor, at, Interval::Month, Interval::Month, true),
+            (at, t("2027-03-28T10:00:00Z"))
+        );
+        assert_eq!(
+            next_period(anchor, at, Interval::Month, Interval::Year, false),
+            (at, t("2028-02-28T10:00:00Z"))
+        );
+    }
     use proptest::prelude::*;
 
     fn at(s: &str) -> DateTime<Utc> {

@@ -4,10 +4,10 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::auth::TenantCtx;
 use super::extract::{List, PageParams, Path, Query};
-use super::types::Qty;
-use crate::error::ApiResult;
+use crate::domain::qty::Qty;
+use crate::http::error::ApiResult;
+use crate::tenancy::TenantCtx;
 use crate::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -28,7 +28,7 @@ pub struct Alert {
 #[utoipa::path(get, path = "/v1/customers/{id}/alerts", tag = "usage",
     params(("id" = String, Path, description = "Customer id"), PageParams),
     responses((status = 200, description = "The customer's alerts, newest first", body = List<Alert>),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn customer_alerts(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -37,7 +37,7 @@ pub async fn customer_alerts(
 ) -> ApiResult<axum::Json<List<Alert>>> {
     let limit = page.limit()?;
     let mut conn = state.db.acquire().await?;
-    super::invoices::customer_exists(&mut conn, &ctx.tenant_id, &customer).await?;
+    crate::customers::must_exist(&mut conn, &ctx.tenant_id, &customer).await?;
     let rows = sqlx::query!(
         "SELECT alert_id, customer_id, feature_key, level, period_start, used, limit_value,
                 created_at

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, ErrorType};
+use crate::http::error::{ApiError, ErrorType};
 
 /// The most a request body may be.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

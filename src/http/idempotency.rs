@@ -3,8 +3,8 @@
 //!
 //! A key is claimed with `INSERT … ON CONFLICT DO NOTHING` before the handler runs, so two
 //! concurrent requests with one key never both do the work. Server errors release the claim so
-//! the client can retry. `POST /v1/usage` is exempt: there the key is the usage event's id,
-//! deduplicated for as long as the event is kept (SPEC §7).
+//! the client can retry. `POST /v1/usage` is mounted without this step (`auth::defer_tenant`):
+//! there the key is the usage event's id, deduplicated for as long as the event is kept.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -13,9 +13,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use super::auth::TenantCtx;
+use super::error::ApiError;
 use super::extract::{too_large, MAX_BODY_BYTES};
-use crate::error::ApiError;
+use crate::db::idempotency as db;
+use crate::tenancy::TenantCtx;
 use crate::AppState;
 
 pub const HEADER: &str = "idempotency-key";
@@ -29,7 +30,7 @@ pub async fn idempotency(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if req.method() != Method::POST || req.uri().path() == "/v1/usage" {
+    if req.method() != Method::POST {
         return Ok(next.run(req).await);
     }
     let Some(key) = req.headers().get(HEADER) else {
@@ -68,32 +69,10 @@ pub async fn idempotency(
     hasher.update(&bytes);
     let request_hash = hasher.finalize().to_vec();
 
-    // Claim the key; an expired record (older than 24 hours) is taken over.
-    let claimed = sqlx::query_scalar!(
-        r#"INSERT INTO idempotency_keys (tenant_id, idempotency_key, request_hash)
-           VALUES ($1, $2, $3)
-           ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
-               SET request_hash = EXCLUDED.request_hash, response_status = NULL,
-                   response_body = NULL, created_at = now()
-               WHERE idempotency_keys.created_at < now() - interval '24 hours'
-           RETURNING true AS "claimed!""#,
-        scope,
-        key,
-        request_hash
-    )
-    .fetch_optional(&state.db)
-    .await?
-    .is_some();
+    let claimed = db::claim(&state.db, &scope, &key, &request_hash).await?;
 
     if !claimed {
-        let prior = sqlx::query!(
-            "SELECT request_hash, response_status, response_body FROM idempotency_keys
-             WHERE tenant_id = $1 AND idempotency_key = $2",
-            scope,
-            key
-        )
-        .fetch_optional(&state.db)
-        .await?;
+        let prior = db::prior(&state.db, &scope, &key).await?;
         let Some(prior) = prior else {
             return Err(ApiError::conflict(
                 "idempotency_key_in_use",
@@ -141,15 +120,13 @@ pub async fn idempotency(
     if resp_parts.status.is_server_error() {
         release(&state, &scope, &key).await;
     } else {
-        let saved = sqlx::query!(
-            "UPDATE idempotency_keys SET response_status = $3, response_body = $4
-             WHERE tenant_id = $1 AND idempotency_key = $2",
-            scope,
-            key,
+        let saved = db::save_response(
+            &state.db,
+            &scope,
+            &key,
             resp_parts.status.as_u16() as i16,
-            resp_bytes.as_ref()
+            resp_bytes.as_ref(),
         )
-        .execute(&state.db)
         .await;
         if let Err(err) = saved {
             tracing::error!(error = %err, "saving an idempotent response");
@@ -158,12 +135,8 @@ pub async fn idempotency(
     Ok(Response::from_parts(resp_parts, Body::from(resp_bytes)))
 }
 
-async fn release(state: &AppState, tenant_id: &str, key: &str) {
-    let _ = sqlx::query!(
-        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND idempotency_key = $2",
-        tenant_id,
-        key
-    )
-    .execute(&state.db)
-    .await;
+async fn release(state: &AppState, scope: &str, key: &str) {
+    if let Err(err) = db::release(&state.db, scope, key).await {
+        tracing::warn!(error = %err, "releasing an idempotency key");
+    }
 }

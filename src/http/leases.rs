@@ -7,11 +7,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::auth::TenantCtx;
 use super::extract::{Json, Path};
-use crate::db::subscriptions::resolve;
 use crate::domain::entitlement::FeatureType;
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
+use crate::tenancy::TenantCtx;
 use crate::AppState;
 
 const DEFAULT_TTL_SECONDS: i64 = 300;
@@ -36,9 +35,9 @@ pub struct Lease {
 }
 
 #[utoipa::path(post, path = "/v1/leases", tag = "usage", request_body = CreateLease,
-    responses((status = 201, body = Lease), (status = 400, body = crate::error::ErrorBody),
-              (status = 402, description = "limit_exceeded (all slots taken), not_in_plan or subscription_inactive", body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Lease), (status = 400, body = crate::http::error::ErrorBody),
+              (status = 402, description = "limit_exceeded (all slots taken), not_in_plan or subscription_inactive", body = crate::http::error::ErrorBody),
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn create_lease(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -53,9 +52,12 @@ pub async fn create_lease(
         ));
     }
     let mut tx = state.db.begin().await?;
-    let resolved = resolve(&state, &mut tx, &ctx, &body.customer).await?;
+    let resolved = state
+        .entitlements
+        .resolve(&mut tx, &ctx, &body.customer)
+        .await?;
     let Some(plan) = resolved.plan else {
-        crate::http::features::fetch_feature(&mut tx, &ctx.tenant_id, &body.feature)
+        crate::catalog::features::find(&mut tx, &ctx.tenant_id, &body.feature)
             .await?
             .ok_or_else(feature_not_found)?;
         return Err(ApiError::limit(
@@ -65,7 +67,7 @@ pub async fn create_lease(
         .with_param("customer"));
     };
     let Some(ent) = plan.entitlement(&body.feature).filter(|e| e.enabled) else {
-        crate::http::features::fetch_feature(&mut tx, &ctx.tenant_id, &body.feature)
+        crate::catalog::features::find(&mut tx, &ctx.tenant_id, &body.feature)
             .await?
             .ok_or_else(feature_not_found)?;
         return Err(
@@ -80,7 +82,7 @@ pub async fn create_lease(
             "Leases are for concurrency features.",
         ));
     }
-    let now = ctx.now(&state);
+    let now = ctx.now(&state.clock);
     let expires_at = now + Duration::seconds(ttl);
     let id = crate::ids::new_id("lease");
     // One slot-taker at a time per customer and feature; released at commit.
@@ -138,7 +140,7 @@ fn feature_not_found() -> ApiError {
 
 #[utoipa::path(delete, path = "/v1/leases/{id}", tag = "usage",
     params(("id" = String, Path, description = "Lease id")),
-    responses((status = 200, description = "Released", body = Lease), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "Released", body = Lease), (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn release_lease(
     State(state): State<AppState>,
     ctx: TenantCtx,

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod alerts;
 pub mod auth;
 pub mod customers;
+pub mod error;
 pub mod extract;
 pub mod features;
 pub mod idempotency;
@@ -15,7 +16,6 @@ pub mod stripe;
 pub mod subscriptions;
 pub mod tenant;
 pub mod test_clock;
-pub mod types;
 pub mod usage;
 pub mod webhook_endpoints;
 
@@ -32,7 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::error::ApiError;
+use self::error::ApiError;
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -86,9 +86,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invoices::upcoming_invoice))
         .routes(routes!(test_clock::get_clock))
         .routes(routes!(test_clock::advance))
-        .routes(routes!(usage::check))
         .routes(routes!(usage::entitlements))
-        .routes(routes!(usage::record_usage))
         .routes(routes!(usage::record_usage_batch))
         .routes(routes!(usage::current_usage))
         .routes(routes!(usage::usage_history))
@@ -103,6 +101,17 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhook_endpoints::delete_endpoint))
         .routes(routes!(webhook_endpoints::list_deliveries))
         .routes(routes!(stripe::sync_status))
+}
+
+/// `POST /v1/check`: the key is checked inside the check's own statement (unless the request
+/// carries an Idempotency-Key; see `auth::defer_tenant_unless_idempotent`).
+fn check_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(usage::check))
+}
+
+/// `POST /v1/usage`: the key is checked inside the recording's own statement.
+fn usage_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(usage::record_usage))
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {
@@ -124,6 +133,8 @@ fn ops_routes() -> OpenApiRouter<AppState> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, api) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .merge(v1_routes())
+        .merge(check_routes())
+        .merge(usage_routes())
         .merge(admin_routes())
         .merge(ops_routes())
         .split_for_parts();
@@ -133,17 +144,25 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Builds the whole application router.
 pub fn build_app(state: AppState) -> Router {
     ops::prometheus();
+    // How a route authenticates is a property of the route: the layer it is mounted with.
     // Authentication, then Idempotency-Key handling, in one layer.
     let v1 = v1_routes().layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_tenant,
     ));
+    let check = check_routes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::defer_tenant_unless_idempotent,
+    ));
+    let usage = usage_routes().layer(axum::middleware::from_fn(auth::defer_tenant));
     let admin = admin_routes().layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_admin,
     ));
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)
+        .merge(check)
+        .merge(usage)
         .merge(admin)
         .merge(ops_routes())
         .split_for_parts();
@@ -195,7 +214,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        crate::error::ErrorType::InvalidRequest,
+        self::error::ErrorType::InvalidRequest,
         "method_not_allowed",
         "This endpoint does not accept that method.",
     )

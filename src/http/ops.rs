@@ -9,8 +9,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::error::ApiError;
+use super::error::ApiError;
+use super::extract::{too_large, MAX_BODY_BYTES};
 use crate::AppState;
+
+/// How long `/readyz` waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -41,11 +45,11 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().as_str().to_owned();
-    let resp = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+    let resp = match tokio::time::timeout(state.request_timeout, limit_body(req, next)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            crate::error::ErrorType::Unavailable,
+            crate::http::error::ErrorType::Unavailable,
             "request_timeout",
             "The request took too long; it may or may not have taken effect. Retry with the same Idempotency-Key.",
         )
@@ -59,6 +63,33 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     resp
 }
 
+/// Holds every path to the 1 MiB body limit, including paths whose handler never reads the
+/// body (axum's `DefaultBodyLimit` binds only the extractors that read it): a declared
+/// `Content-Length` over the limit is refused at once; a body of unknown length is read up
+/// to the limit first.
+async fn limit_body(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > MAX_BODY_BYTES as u64 => too_large().into_response(),
+        Some(_) => next.run(req).await,
+        None if req.headers().contains_key(header::TRANSFER_ENCODING) => {
+            let (parts, body) = req.into_parts();
+            match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+                Ok(bytes) => {
+                    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                        .await
+                }
+                Err(_) => too_large().into_response(),
+            }
+        }
+        None => next.run(req).await,
+    }
+}
+
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process is up")))]
 pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
@@ -66,13 +97,22 @@ pub async fn healthz() -> impl IntoResponse {
 
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses(
     (status = 200, description = "The database is reachable"),
-    (status = 503, description = "The database is not reachable", body = crate::error::ErrorBody)))]
+    (status = 503, description = "The database is not reachable", body = crate::http::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    sqlx::query_scalar!("SELECT 1 AS \"one!\"")
-        .fetch_one(&state.db)
-        .await
-        .map_err(|_| ApiError::unavailable("The database is not reachable."))?;
-    Ok(axum::Json(serde_json::json!({"status": "ready"})))
+    // Answer within a second whatever the database does: a probe must not hang while the
+    // pool waits out its acquire timeout or a restarting server.
+    let ping = crate::db::ping(&state.db);
+    match tokio::time::timeout(READY_TIMEOUT, ping).await {
+        Ok(Ok(())) => Ok(axum::Json(serde_json::json!({"status": "ready"}))),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: database not reachable");
+            Err(ApiError::unavailable("The database is not reachable."))
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database did not answer within 1 s");
+            Err(ApiError::unavailable("The database is not reachable."))
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]

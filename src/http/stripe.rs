@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use stripe_webhook::{Webhook, WebhookError};
 
-use super::auth::TenantCtx;
 use super::extract::{Path, Query};
+use crate::billing::subscriptions as subs;
 use crate::billing::{dunning, invoices, lifecycle};
-use crate::db::subscriptions as subs;
-use crate::error::{ApiError, ApiResult};
+use crate::domain::status::SubscriptionStatus;
+use crate::http::error::{ApiError, ApiResult};
+use crate::tenancy::TenantCtx;
 use crate::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -65,8 +66,8 @@ fn bad_signature(message: &'static str) -> ApiError {
            ("Stripe-Signature" = String, Header, description = "Stripe's signature of the body")),
     request_body(content = Object, description = "A Stripe event, as Stripe sends it"),
     responses((status = 200, body = WebhookReceived),
-              (status = 400, description = "Missing or bad signature, expired timestamp, or not JSON; nothing applied", body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 400, description = "Missing or bad signature, expired timestamp, or not JSON; nothing applied", body = crate::http::error::ErrorBody),
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn stripe_webhook(
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
@@ -217,7 +218,7 @@ async fn apply(
             let ended = event.event_type == "customer.subscription.deleted"
                 || matches!(status, "canceled" | "incomplete_expired");
             if ended {
-                if sub.status != "canceled" {
+                if sub.status != SubscriptionStatus::Canceled {
                     let grace = sqlx::query_scalar!(
                         "SELECT invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
                         tenant_id
@@ -230,9 +231,9 @@ async fn apply(
                 return Ok("applied");
             }
             let mirrored = match status {
-                "active" => "active",
-                "trialing" => "trialing",
-                "past_due" | "unpaid" => "past_due",
+                "active" => SubscriptionStatus::Active,
+                "trialing" => SubscriptionStatus::Trialing,
+                "past_due" | "unpaid" => SubscriptionStatus::PastDue,
                 _ => return Ok("ignored"),
             };
             subs::set_status(conn, tenant_id, &sub.subscription_id, mirrored).await?;

@@ -6,10 +6,10 @@ use axum::extract::State;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::auth::TenantCtx;
 use super::extract::Json;
 use crate::billing::due::{self, Processed, Scope};
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
+use crate::tenancy::TenantCtx;
 use crate::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -47,14 +47,14 @@ fn test_mode_only(ctx: &TenantCtx) -> ApiResult<()> {
 }
 
 #[utoipa::path(get, path = "/v1/test_clock", tag = "test_clock",
-    responses((status = 200, body = TestClock), (status = 403, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = TestClock), (status = 403, body = crate::http::error::ErrorBody)))]
 pub async fn get_clock(
     State(state): State<AppState>,
     ctx: TenantCtx,
 ) -> ApiResult<axum::Json<TestClock>> {
     test_mode_only(&ctx)?;
     Ok(axum::Json(TestClock {
-        now: ctx.now(&state),
+        now: ctx.now(&state.clock),
         frozen: ctx.test_clock_now.is_some(),
     }))
 }
@@ -62,8 +62,8 @@ pub async fn get_clock(
 #[utoipa::path(post, path = "/v1/test_clock/advance", tag = "test_clock",
     request_body = AdvanceInput,
     responses((status = 200, description = "The clock stands at `to`; everything due up to it is done", body = Advanced),
-              (status = 400, description = "clock_backwards or advance_too_far", body = crate::error::ErrorBody),
-              (status = 403, body = crate::error::ErrorBody)))]
+              (status = 400, description = "clock_backwards or advance_too_far", body = crate::http::error::ErrorBody),
+              (status = 403, body = crate::http::error::ErrorBody)))]
 pub async fn advance(
     State(state): State<AppState>,
     ctx: TenantCtx,

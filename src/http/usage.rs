@@ -7,17 +7,17 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-use super::auth::{Caller, TenantCtx};
 use super::extract::{from_value, Json, Path, Query};
-use super::types::{validate_quantity, Qty};
 use crate::db::hot_pool::LazyConn;
 use crate::db::plans::PlanVersion;
-use crate::db::subscriptions::{resolve, resolve_batched, resolve_for, Resolved};
 use crate::db::usage::{self, NewEvent, Outcome};
 use crate::domain::entitlement::{Denial, Entitlement, FeatureType, WarningLevel};
 use crate::domain::money;
 use crate::domain::period::{counter_period, Period, Reset};
-use crate::error::{ApiError, ApiResult, ErrorDetail};
+use crate::domain::qty::{validate_quantity, Qty};
+use crate::entitlements::resolve::Resolved;
+use crate::http::error::{ApiError, ApiResult, ErrorDetail};
+use crate::tenancy::{Caller, TenantCtx};
 use crate::AppState;
 
 /// How far in the future a usage timestamp may be.
@@ -141,7 +141,7 @@ async fn feature_type_or_404(
     tenant_id: &str,
     feature: &str,
 ) -> ApiResult<FeatureType> {
-    super::features::fetch_feature(conn, tenant_id, feature)
+    crate::catalog::features::find(conn, tenant_id, feature)
         .await?
         .map(|f| f.feature_type)
         .ok_or_else(|| {
@@ -182,18 +182,16 @@ async fn current_usage_of(
 }
 
 #[utoipa::path(post, path = "/v1/check", tag = "usage", request_body = CheckInput,
-    responses((status = 200, body = CheckResult), (status = 400, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = CheckResult), (status = 400, body = crate::http::error::ErrorBody),
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn check(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<CheckInput>,
 ) -> ApiResult<axum::Json<CheckResult>> {
-    let requested = validate_quantity(
-        body.quantity.map(|q| q.0).unwrap_or(Decimal::ONE),
-        "quantity",
-    )?;
-    let mut conn = LazyConn::new(&state.hot);
+    let requested = validate_quantity(body.quantity.map(|q| q.0).unwrap_or(Decimal::ONE))
+        .map_err(|e| crate::error::Error::invalid_quantity(e, "quantity"))?;
+    let mut conn = LazyConn::new(&state.entitlements.hot);
     let result = check_on(&state, &mut conn, &caller, &body, requested).await;
     conn.finish(completed(&result));
     result.map(axum::Json)
@@ -216,8 +214,11 @@ async fn check_on(
     body: &CheckInput,
     requested: Decimal,
 ) -> ApiResult<CheckResult> {
-    let (ctx, resolved) = resolve_batched(state, caller, &body.customer, &body.feature).await?;
-    let now = ctx.now(state);
+    let (ctx, resolved) = state
+        .entitlements
+        .resolve_batched(caller, &body.customer, &body.feature)
+        .await?;
+    let now = ctx.now(&state.clock);
     let Some(plan) = resolved.plan.clone() else {
         let ftype = feature_type_or_404(conn.get().await?, &ctx.tenant_id, &body.feature).await?;
         return Ok(denied(
@@ -267,15 +268,18 @@ pub struct EntitlementList {
 #[utoipa::path(get, path = "/v1/customers/{id}/entitlements", tag = "usage",
     params(("id" = String, Path, description = "Customer id")),
     responses((status = 200, description = "Every feature of the customer's plan, as a check for one more unit", body = EntitlementList),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn entitlements(
     State(state): State<AppState>,
     ctx: TenantCtx,
     Path(customer): Path<String>,
 ) -> ApiResult<axum::Json<EntitlementList>> {
-    let now = ctx.now(&state);
+    let now = ctx.now(&state.clock);
     let mut conn = state.db.acquire().await?;
-    let resolved = resolve(&state, &mut conn, &ctx, &customer).await?;
+    let resolved = state
+        .entitlements
+        .resolve(&mut conn, &ctx, &customer)
+        .await?;
     let Some(plan) = resolved.plan.clone() else {
         return Ok(axum::Json(EntitlementList { data: vec![] }));
     };
@@ -396,7 +400,7 @@ async fn record_one(
     input: UsageInput,
     header_id: Option<&str>,
 ) -> ApiResult<UsageResult> {
-    let mut conn = state.hot.acquire().await?;
+    let mut conn = state.entitlements.hot.acquire().await?;
     let result = record_on(state, &mut conn, caller, input, header_id).await;
     conn.finish(completed(&result));
     result
@@ -409,10 +413,8 @@ async fn record_on(
     input: UsageInput,
     header_id: Option<&str>,
 ) -> ApiResult<UsageResult> {
-    let quantity = validate_quantity(
-        input.quantity.map(|q| q.0).unwrap_or(Decimal::ONE),
-        "quantity",
-    )?;
+    let quantity = validate_quantity(input.quantity.map(|q| q.0).unwrap_or(Decimal::ONE))
+        .map_err(|e| crate::error::Error::invalid_quantity(e, "quantity"))?;
     let event_id = match input.id.as_deref().or(header_id) {
         Some(id) if crate::ids::is_valid_external_id(id) => id.to_string(),
         Some(_) => {
@@ -446,9 +448,12 @@ async fn record_on(
     let enforce = input.enforce.unwrap_or(true);
 
     // Key (on the hot path), tenant, customer and plan in one round trip.
-    let (ctx, resolved) = resolve_for(state, conn, caller, &input.customer, None).await?;
+    let (ctx, resolved) = state
+        .entitlements
+        .resolve_on(conn, caller, &input.customer, None)
+        .await?;
     let ctx = &ctx;
-    let now = ctx.now(state);
+    let now = ctx.now(&state.clock);
     let timestamp = input
         .timestamp
         .map(|t| chrono::SubsecRound::trunc_subsecs(t, 6))
@@ -569,10 +574,10 @@ pub fn period_closed() -> ApiError {
 
 #[utoipa::path(post, path = "/v1/usage", tag = "usage", request_body = UsageInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Used as the event id when the body has none")),
-    responses((status = 200, body = UsageResult), (status = 400, body = crate::error::ErrorBody),
-              (status = 402, description = "limit_exceeded, spend_cap_reached, not_in_plan or subscription_inactive; nothing recorded", body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody),
-              (status = 409, description = "period_closed: the timestamp's period is invoiced", body = crate::error::ErrorBody)))]
+    responses((status = 200, body = UsageResult), (status = 400, body = crate::http::error::ErrorBody),
+              (status = 402, description = "limit_exceeded, spend_cap_reached, not_in_plan or subscription_inactive; nothing recorded", body = crate::http::error::ErrorBody),
+              (status = 404, body = crate::http::error::ErrorBody),
+              (status = 409, description = "period_closed: the timestamp's period is invoiced", body = crate::http::error::ErrorBody)))]
 pub async fn record_usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -618,7 +623,7 @@ pub struct BatchResult {
 }
 
 #[utoipa::path(post, path = "/v1/usage/batch", tag = "usage", request_body = BatchInput,
-    responses((status = 200, body = BatchResult), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = BatchResult), (status = 400, body = crate::http::error::ErrorBody)))]
 pub async fn record_usage_batch(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -697,7 +702,7 @@ pub struct CurrentUsage {
 #[utoipa::path(get, path = "/v1/customers/{id}/usage", tag = "usage",
     params(("id" = String, Path, description = "Customer id"), PeriodParam),
     responses((status = 200, description = "Per-feature totals for the current period", body = CurrentUsage),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn current_usage(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -711,9 +716,12 @@ pub async fn current_usage(
             "period must be `current`.",
         ));
     }
-    let now = ctx.now(&state);
+    let now = ctx.now(&state.clock);
     let mut conn = state.db.acquire().await?;
-    let resolved = resolve(&state, &mut conn, &ctx, &customer).await?;
+    let resolved = state
+        .entitlements
+        .resolve(&mut conn, &ctx, &customer)
+        .await?;
     let Some(plan) = resolved.plan.clone() else {
         return Ok(axum::Json(CurrentUsage {
             customer,
@@ -783,7 +791,7 @@ pub struct UsageHistory {
 #[utoipa::path(get, path = "/v1/customers/{id}/usage/history", tag = "usage",
     params(("id" = String, Path, description = "Customer id"), HistoryParam),
     responses((status = 200, description = "Per-period totals, newest first", body = UsageHistory),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn usage_history(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -798,13 +806,16 @@ pub async fn usage_history(
             "months must be between 1 and 36.",
         ));
     }
-    let now = ctx.now(&state);
+    let now = ctx.now(&state.clock);
     let since = crate::domain::period::add_months_clamped(
         crate::domain::period::month_containing(now).start,
         -(months - 1),
     );
     let mut conn = state.db.acquire().await?;
-    resolve(&state, &mut conn, &ctx, &customer).await?;
+    state
+        .entitlements
+        .resolve(&mut conn, &ctx, &customer)
+        .await?;
     let rows = sqlx::query!(
         "SELECT feature_key, period_start, period_end, used, event_count FROM usage_counters
          WHERE tenant_id = $1 AND customer_id = $2 AND (period_start >= $3 OR period_end IS NULL)
@@ -856,15 +867,18 @@ pub struct MembersSummary {
 #[utoipa::path(get, path = "/v1/customers/{id}/usage/members", tag = "usage",
     params(("id" = String, Path, description = "Customer (organisation) id")),
     responses((status = 200, description = "Current-period usage per member of an organisation, per metered feature", body = MembersSummary),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn member_usage(
     State(state): State<AppState>,
     ctx: TenantCtx,
     Path(customer): Path<String>,
 ) -> ApiResult<axum::Json<MembersSummary>> {
-    let now = ctx.now(&state);
+    let now = ctx.now(&state.clock);
     let mut conn = state.db.acquire().await?;
-    let resolved = resolve(&state, &mut conn, &ctx, &customer).await?;
+    let resolved = state
+        .entitlements
+        .resolve(&mut conn, &ctx, &customer)
+        .await?;
     let Some(plan) = resolved.plan.clone() else {
         return Ok(axum::Json(MembersSummary {
             customer,

@@ -5,9 +5,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::auth::TenantCtx;
 use super::extract::{Json, List, PageParams, Path, Query};
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
+use crate::tenancy::TenantCtx;
 use crate::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -95,7 +95,7 @@ fn validate(body: &CreateEndpoint) -> ApiResult<()> {
 
 #[utoipa::path(post, path = "/v1/webhook_endpoints", tag = "webhooks", request_body = CreateEndpoint,
     responses((status = 201, description = "Created; the secret is shown only here", body = Endpoint),
-              (status = 400, body = crate::error::ErrorBody)))]
+              (status = 400, body = crate::http::error::ErrorBody)))]
 pub async fn create_endpoint(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -164,7 +164,7 @@ pub async fn list_endpoints(
 #[utoipa::path(delete, path = "/v1/webhook_endpoints/{id}", tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 204, description = "Deleted; pending deliveries to it are given up"),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn delete_endpoint(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -187,7 +187,7 @@ pub async fn delete_endpoint(
 #[utoipa::path(get, path = "/v1/webhook_endpoints/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id"), PageParams),
     responses((status = 200, description = "Deliveries to the endpoint, newest first", body = List<Delivery>),
-              (status = 404, body = crate::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
     ctx: TenantCtx,

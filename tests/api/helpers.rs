@@ -270,10 +270,14 @@ impl TestApp {
     }
 
     /// Applies a TOML plan file to a tenant, as `tollgate plans apply` does.
-    pub async fn apply_toml(&self, t: &Tenant, path: &str) -> tollgate::plans_toml::ApplySummary {
+    pub async fn apply_toml(
+        &self,
+        t: &Tenant,
+        path: &str,
+    ) -> tollgate::catalog::toml::ApplySummary {
         let text = std::fs::read_to_string(path).unwrap();
-        let file = tollgate::plans_toml::parse(&text).unwrap();
-        tollgate::plans_toml::apply(&self.db, &t.id, file)
+        let file = tollgate::catalog::toml::parse(&text).unwrap();
+        tollgate::catalog::toml::apply(&self.db, &t.id, file)
             .await
             .unwrap()
     }

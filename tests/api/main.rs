@@ -8,6 +8,7 @@ mod helpers;
 mod isolation;
 mod lifecycle;
 mod plans;
+mod schema;
 mod seed_lifecycle;
 mod seeds;
 mod stripe;

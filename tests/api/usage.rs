@@ -922,11 +922,15 @@ async fn checks_waiting_together_are_resolved_in_one_statement() {
             .await;
         assert_eq!(r.status, StatusCode::OK);
     }
-    let (statements_before, lookups_before) = app.state.checks.stats();
+    let (statements_before, lookups_before) = tollgate::testing::check_batch_stats(&app.state);
     // Hold every hot connection, so the checks queue up behind the first.
     let mut held = Vec::new();
     for _ in 0..20 {
-        held.push(app.state.hot.acquire().await.unwrap());
+        held.push(
+            tollgate::testing::hold_hot_connection(&app.state)
+                .await
+                .unwrap(),
+        );
     }
     let mut handles = Vec::new();
     for i in 0..8 {
@@ -943,7 +947,7 @@ async fn checks_waiting_together_are_resolved_in_one_statement() {
     }
     // Wait (bounded) until all 8 are queued: one taken by a worker, 7 in the channel.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.state.checks.queued() < 7 {
+    while tollgate::testing::queued_checks(&app.state) < 7 {
         assert!(std::time::Instant::now() < deadline, "checks never queued");
         tokio::task::yield_now().await;
     }
@@ -956,7 +960,7 @@ async fn checks_waiting_together_are_resolved_in_one_statement() {
         assert_eq!(num(&r.body["used"]), i.to_string());
         assert_eq!(num(&r.body["remaining"]), (100 - i).to_string());
     }
-    let (statements, lookups) = app.state.checks.stats();
+    let (statements, lookups) = tollgate::testing::check_batch_stats(&app.state);
     assert_eq!(lookups - lookups_before, 8);
     assert_eq!(
         statements - statements_before,

@@ -5,10 +5,12 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use super::features::{self, CreateFeature};
+use super::plans::{self, WriteMode};
+use crate::db;
 use crate::domain::entitlement::{Aggregation, FeatureType};
-use crate::error::ApiError;
-use crate::http::features::{fetch_feature, insert_feature, CreateFeature};
-use crate::http::plans::{write_plan, PlanInput, WriteMode};
+use crate::domain::plan::PlanInput;
+use crate::error::Error;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,14 +41,42 @@ pub struct ApplySummary {
 pub enum ApplyError {
     #[error("{0}")]
     Parse(String),
-    #[error("{what}: {} ({}){}", .err.message, .err.code, .err.param.as_ref().map(|p| format!(" at `{p}`")).unwrap_or_default())]
-    Invalid { what: String, err: ApiError },
+    #[error("{what}: {}", describe(.err))]
+    Invalid { what: String, err: Error },
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Failed(#[from] Error),
 }
 
-fn to_json(v: toml::Value) -> Result<serde_json::Value, ApplyError> {
-    serde_json::to_value(v).map_err(|e| ApplyError::Parse(e.to_string()))
+impl From<sqlx::Error> for ApplyError {
+    fn from(err: sqlx::Error) -> Self {
+        ApplyError::Failed(err.into())
+    }
+}
+
+/// A refusal as one line: its message, code and the field it is about.
+fn describe(err: &Error) -> String {
+    match err {
+        Error::Rejected {
+            code,
+            message,
+            param,
+            ..
+        } => {
+            let at = param
+                .as_ref()
+                .map(|p| format!(" at `{p}`"))
+                .unwrap_or_default();
+            format!("{message} ({code}){at}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One TOML table read as `T` (as if it were the API's JSON body), naming the failing field.
+fn read<T: serde::de::DeserializeOwned>(what: &str, v: toml::Value) -> Result<T, ApplyError> {
+    let json = serde_json::to_value(v).map_err(|e| ApplyError::Parse(e.to_string()))?;
+    serde_path_to_error::deserialize(json)
+        .map_err(|e| ApplyError::Parse(format!("{what}: `{}`: {}", e.path(), e.inner())))
 }
 
 pub fn parse(text: &str) -> Result<PlanFile, ApplyError> {
@@ -60,37 +90,23 @@ pub async fn apply(
 ) -> Result<ApplySummary, ApplyError> {
     let mut summary = ApplySummary::default();
     let mut tx = db.begin().await?;
-    let exists = sqlx::query_scalar!(
-        "SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1) AS \"e!\"",
-        tenant_id
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if !exists {
+    if db::tenants::mode(&mut tx, tenant_id).await?.is_none() {
         return Err(ApplyError::Parse(format!("no tenant with id {tenant_id}")));
     }
     if let Some(t) = &file.tenant {
-        sqlx::query!(
-            "UPDATE tenants SET warning_threshold = COALESCE($2, warning_threshold),
-                 critical_threshold = COALESCE($3, critical_threshold),
-                 invoice_grace_minutes = COALESCE($4, invoice_grace_minutes), updated_at = now()
-             WHERE tenant_id = $1",
+        db::tenants::apply_settings(
+            &mut tx,
             tenant_id,
             t.warning_threshold,
             t.critical_threshold,
-            t.invoice_grace_minutes
+            t.invoice_grace_minutes,
         )
-        .execute(&mut *tx)
         .await?;
     }
     for (i, raw) in file.features.into_iter().enumerate() {
         let what = format!("features[{i}]");
-        let f: CreateFeature =
-            crate::http::extract::from_value(to_json(raw)?).map_err(|err| ApplyError::Invalid {
-                what: what.clone(),
-                err,
-            })?;
-        match fetch_feature(&mut tx, tenant_id, &f.key)
+        let f: CreateFeature = read(&what, raw)?;
+        match features::find(&mut tx, tenant_id, &f.key)
             .await
             .map_err(|err| ApplyError::Invalid {
                 what: what.clone(),
@@ -108,7 +124,7 @@ pub async fn apply(
                 }
             }
             None => {
-                insert_feature(&mut tx, tenant_id, &f)
+                features::insert(&mut tx, tenant_id, &f)
                     .await
                     .map_err(|err| ApplyError::Invalid { what, err })?;
                 summary.features_created += 1;
@@ -117,16 +133,12 @@ pub async fn apply(
     }
     for (i, raw) in file.plans.into_iter().enumerate() {
         let what = format!("plans[{i}]");
-        let p: PlanInput =
-            crate::http::extract::from_value(to_json(raw)?).map_err(|err| ApplyError::Invalid {
-                what: what.clone(),
-                err,
-            })?;
+        let p: PlanInput = read(&what, raw)?;
         let key = p
             .key
             .clone()
             .ok_or_else(|| ApplyError::Parse(format!("{what}: missing `key`")))?;
-        let (version, written) = write_plan(&mut tx, tenant_id, &key, &p, WriteMode::Upsert)
+        let (version, written) = plans::write(&mut tx, tenant_id, &key, &p, WriteMode::Upsert)
             .await
             .map_err(|err| ApplyError::Invalid {
                 what: format!("{what} ({key})"),

@@ -1,4 +1,4 @@
-//! JSON value types shared by the resources.
+//! Quantities: exact decimals, JSON numbers on the wire.
 
 use std::str::FromStr;
 
@@ -59,28 +59,49 @@ pub fn max_quantity() -> Decimal {
     Decimal::from(1_000_000_000_000_000i64)
 }
 
-/// Rejects a quantity that is negative, or too precise to store sensibly.
-pub fn validate_quantity(q: Decimal, param: &str) -> Result<Decimal, crate::error::ApiError> {
+/// Why a quantity is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidQuantity {
+    #[error("Quantities must not be negative.")]
+    Negative,
+    #[error("Quantities may be at most 1000000000000000 (10^15).")]
+    TooLarge,
+    #[error("Quantities may have at most 12 decimal places.")]
+    TooPrecise,
+}
+
+/// Rejects a quantity that is negative, or too large or too precise to store sensibly;
+/// returns it normalized.
+pub fn validate_quantity(q: Decimal) -> Result<Decimal, InvalidQuantity> {
     if q.is_sign_negative() && !q.is_zero() {
-        return Err(crate::error::ApiError::invalid_param(
-            "invalid_quantity",
-            param,
-            "Quantities must not be negative.",
-        ));
+        return Err(InvalidQuantity::Negative);
     }
     if q > max_quantity() {
-        return Err(crate::error::ApiError::invalid_param(
-            "invalid_quantity",
-            param,
-            "Quantities may be at most 1000000000000000 (10^15).",
-        ));
+        return Err(InvalidQuantity::TooLarge);
     }
     if q.normalize().scale() > 12 {
-        return Err(crate::error::ApiError::invalid_param(
-            "invalid_quantity",
-            param,
-            "Quantities may have at most 12 decimal places.",
-        ));
+        return Err(InvalidQuantity::TooPrecise);
     }
     Ok(q.normalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_are_checked_and_normalized() {
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        assert_eq!(validate_quantity(d("2.50")), Ok(d("2.5")));
+        assert_eq!(validate_quantity(d("-0")), Ok(Decimal::ZERO));
+        assert_eq!(validate_quantity(d("-1")), Err(InvalidQuantity::Negative));
+        assert_eq!(
+            validate_quantity(d("1000000000000001")),
+            Err(InvalidQuantity::TooLarge)
+        );
+        assert_eq!(
+            validate_quantity(d("0.0000000000001")),
+            Err(InvalidQuantity::TooPrecise)
+        );
+    }
 }

@@ -1,0 +1,208 @@
+//! Read models: subscriptions and invoices as the API shows them and as webhook payloads
+//! carry them. One place, so an event's `data` and a `GET` of the same resource agree.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::billing::invoices::{self as inv, InvoiceRow, LineRow};
+use crate::db::subscriptions::SubscriptionRow;
+use crate::domain::invoice::{self, Line, LineType};
+use crate::domain::money;
+use crate::domain::period::Interval;
+use crate::domain::qty::Qty;
+use crate::domain::status::{InvoiceStatus, SubscriptionStatus};
+use crate::error::Result;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PendingChange {
+    pub plan: String,
+    pub interval: Option<Interval>,
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Subscription {
+    pub id: String,
+    pub customer: String,
+    pub plan: String,
+    pub plan_version: i32,
+    pub interval: Interval,
+    pub status: SubscriptionStatus,
+    pub current_period_start: DateTime<Utc>,
+    pub current_period_end: DateTime<Utc>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub pending_change: Option<PendingChange>,
+    /// When cancellation was asked for.
+    pub canceled_at: Option<DateTime<Utc>>,
+    /// When it ended (status `canceled`).
+    pub ended_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<SubscriptionRow> for Subscription {
+    fn from(r: SubscriptionRow) -> Self {
+        Subscription {
+            pending_change: r.pending_plan_key.map(|plan| PendingChange {
+                plan,
+                interval: r.pending_interval,
+                at: r.pending_at,
+            }),
+            id: r.subscription_id,
+            customer: r.customer_id,
+            plan: r.plan_key,
+            plan_version: r.plan_version,
+            interval: r.interval,
+            status: r.status,
+            current_period_start: r.current_period_start,
+            current_period_end: r.current_period_end,
+            trial_end: r.trial_end,
+            cancel_at_period_end: r.cancel_at_period_end,
+            canceled_at: r.canceled_at,
+            ended_at: r.ended_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InvoiceLine {
+    #[serde(rename = "type")]
+    pub kind: LineType,
+    pub description: String,
+    pub feature: Option<String>,
+    pub quantity: Qty,
+    pub unit_amount: String,
+    pub amount: String,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Invoice {
+    pub id: String,
+    /// `INV-000001`: per tenant, gapless.
+    pub number: String,
+    pub customer: String,
+    pub subscription: Option<String>,
+    pub status: InvoiceStatus,
+    /// `subscription_create`, `subscription_cycle`, `subscription_update` or
+    /// `subscription_cancel`.
+    pub billing_reason: String,
+    pub currency: String,
+    pub lines: Vec<InvoiceLine>,
+    pub subtotal: String,
+    pub total: String,
+    pub amount_due: String,
+    pub due_date: Option<DateTime<Utc>>,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    /// When a draft is due to be finalized.
+    pub finalizes_at: Option<DateTime<Utc>>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub paid_out_of_band: bool,
+    pub voided_at: Option<DateTime<Utc>>,
+}
+
+pub fn line_out(l: &Line, currency: &str) -> InvoiceLine {
+    InvoiceLine {
+        kind: l.kind,
+        description: l.description.clone(),
+        feature: l.feature.clone(),
+        quantity: Qty(l.quantity),
+        unit_amount: money::format_unit(l.unit_amount, currency),
+        amount: money::format(l.amount, currency),
+        period_start: l.period_start,
+        period_end: l.period_end,
+    }
+}
+
+fn stored_line(l: LineRow, currency: &str) -> InvoiceLine {
+    let line = Line {
+        kind: l.kind,
+        description: l.description,
+        feature: l.feature_key,
+        quantity: l.quantity,
+        unit_amount: l.unit_amount,
+        amount: l.amount,
+        period_start: l.period_start,
+        period_end: l.period_end,
+    };
+    line_out(&line, currency)
+}
+
+pub fn invoice_out(r: InvoiceRow, lines: Vec<LineRow>) -> Invoice {
+    let c = r.currency.clone();
+    Invoice {
+        number: invoice::number(r.number),
+        lines: lines.into_iter().map(|l| stored_line(l, &c)).collect(),
+        subtotal: money::format(r.subtotal, &c),
+        total: money::format(r.total, &c),
+        amount_due: money::format(r.amount_due, &c),
+        id: r.invoice_id,
+        customer: r.customer_id,
+        subscription: r.subscription_id,
+        status: r.status,
+        billing_reason: r.billing_reason,
+        currency: r.currency,
+        due_date: r.due_date,
+        period_start: r.period_start,
+        period_end: r.period_end,
+        created_at: r.created_at,
+        finalized_at: r.finalized_at,
+        finalizes_at: r.finalize_at,
+        paid_at: r.paid_at,
+        paid_out_of_band: r.paid_out_of_band,
+        voided_at: r.voided_at,
+    }
+}
+
+/// Invoices with their lines (one query for all the lines).
+pub async fn with_lines(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    rows: Vec<InvoiceRow>,
+) -> Result<Vec<Invoice>> {
+    let ids: Vec<String> = rows.iter().map(|r| r.invoice_id.clone()).collect();
+    let mut by_invoice: std::collections::HashMap<String, Vec<LineRow>> =
+        std::collections::HashMap::new();
+    for (id, line) in inv::lines(conn, tenant_id, &ids).await? {
+        by_invoice.entry(id).or_default().push(line);
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let l = by_invoice.remove(&r.invoice_id).unwrap_or_default();
+        out.push(invoice_out(r, l));
+    }
+    Ok(out)
+}
+
+/// An invoice with its lines, as the API shows it.
+pub async fn load_invoice(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &str,
+    id: &str,
+) -> Result<Invoice> {
+    let row = inv::get(conn, tenant_id, id, false).await?;
+    let mut v = with_lines(conn, tenant_id, vec![row]).await?;
+    v.pop().ok_or_else(inv::invoice_not_found)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UpcomingInvoice {
+    pub customer: String,
+    pub subscription: String,
+    pub currency: String,
+    /// The next period's base fee (in advance) and the current period's overage so far.
+    pub lines: Vec<InvoiceLine>,
+    pub subtotal: String,
+    pub total: String,
+    pub amount_due: String,
+    /// The current period, whose overage is previewed.
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    /// When the invoice will be created (the end of the current period).
+    pub next_invoice_at: DateTime<Utc>,
+}

@@ -1,0 +1,186 @@
+//! Customers: the tenant's own users or organisations, keyed by the tenant's ids. A new
+//! customer is created in Stripe (through the outbox) and subscribed to the tenant's default
+//! plan, in the transaction that creates it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::db;
+use crate::db::customers::{CustomerFields, CustomerRow};
+use crate::db::plans::PlanCache;
+use crate::entitlements::resolve::customer_not_found;
+use crate::error::{Error, Result};
+use crate::tenancy::TenantCtx;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerInput {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// A JSON object of the tenant's own data.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// Payment terms in days (default 0).
+    pub net_days: Option<i32>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Customer {
+    pub id: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    pub net_days: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+fn validate(id: &str, c: &CustomerInput) -> Result<()> {
+    if !crate::ids::is_valid_external_id(id) {
+        return Err(Error::invalid_param(
+            "invalid_id",
+            "id",
+            "Customer ids are 1 to 255 visible ASCII characters without `/ ? # %`.",
+        ));
+    }
+    if let Some(email) = &c.email {
+        if email.len() > 320 || !email.contains('@') {
+            return Err(Error::invalid_param(
+                "invalid_email",
+                "email",
+                "email is not an email address.",
+            ));
+        }
+    }
+    if c.name.as_ref().is_some_and(|n| n.len() > 500) {
+        return Err(Error::invalid_param(
+            "invalid_name",
+            "name",
+            "name is longer than 500 characters.",
+        ));
+    }
+    if let Some(m) = &c.metadata {
+        if !m.is_object() {
+            return Err(Error::invalid_param(
+                "invalid_metadata",
+                "metadata",
+                "metadata must be a JSON object.",
+            ));
+        }
+    }
+    if c.net_days.is_some_and(|d| !(0..=365).contains(&d)) {
+        return Err(Error::invalid_param(
+            "invalid_net_days",
+            "net_days",
+            "net_days must be between 0 and 365.",
+        ));
+    }
+    Ok(())
+}
+
+impl From<CustomerRow> for Customer {
+    fn from(r: CustomerRow) -> Self {
+        Customer {
+            id: r.id,
+            email: r.email,
+            name: r.name,
+            metadata: r.metadata,
+            net_days: r.net_days,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// Creates or updates a customer; `(customer, created)`.
+pub async fn put(
+    db: &PgPool,
+    plans: &PlanCache,
+    ctx: &TenantCtx,
+    id: &str,
+    body: &CustomerInput,
+    now: DateTime<Utc>,
+) -> Result<(Customer, bool)> {
+    validate(id, body)?;
+    let tenant_id = ctx.tenant_id.as_str();
+    let mut tx = db.begin().await?;
+    let fields = CustomerFields {
+        email: body.email.as_deref(),
+        name: body.name.as_deref(),
+        metadata: body.metadata.as_ref(),
+        net_days: body.net_days,
+    };
+    let (row, inserted) = db::customers::upsert(&mut tx, tenant_id, id, &fields, now)
+        .await?
+        .ok_or_else(customer_not_found)?;
+    let customer = Customer::from(row);
+    if inserted {
+        crate::events::emit(
+            &mut tx,
+            tenant_id,
+            crate::events::CUSTOMER_CREATED,
+            &customer,
+        )
+        .await?;
+        crate::stripe_sync::enqueue(
+            &mut tx,
+            tenant_id,
+            crate::stripe_sync::Kind::Customer,
+            id,
+            None,
+        )
+        .await?;
+        if let Some(default_plan) = &ctx.default_plan {
+            if let Some(version) =
+                db::plans::latest_version(&mut tx, tenant_id, default_plan).await?
+            {
+                if let Some(plan) = plans.get(&mut tx, tenant_id, default_plan, version).await? {
+                    let interval = plan.default_interval();
+                    crate::billing::lifecycle::start(
+                        &mut tx,
+                        plans,
+                        tenant_id,
+                        id,
+                        &plan,
+                        interval,
+                        plan.trial_days,
+                        now,
+                        None,
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok((customer, inserted))
+}
+
+pub async fn get(db: &PgPool, tenant_id: &str, id: &str) -> Result<Customer> {
+    let mut conn = db.acquire().await?;
+    db::customers::get(&mut conn, tenant_id, id)
+        .await?
+        .map(Customer::from)
+        .ok_or_else(customer_not_found)
+}
+
+/// Up to `limit` customers after `starting_after`, plus one more if there is one.
+pub async fn list(
+    db: &PgPool,
+    tenant_id: &str,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Customer>> {
+    let mut conn = db.acquire().await?;
+    let rows = db::customers::list(&mut conn, tenant_id, starting_after, limit + 1).await?;
+    Ok(rows.into_iter().map(Customer::from).collect())
+}
+
+/// `customer_not_found` unless the customer exists (and is not deleted).
+pub async fn must_exist(conn: &mut sqlx::PgConnection, tenant_id: &str, id: &str) -> Result<()> {
+    if db::customers::exists(conn, tenant_id, id).await? {
+        Ok(())
+    } else {
+        Err(customer_not_found())
+    }
+}

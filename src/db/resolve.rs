@@ -1,0 +1,240 @@
+//! The resolve query: in one statement, a caller's key (when the hot path defers it here),
+//! the tenant, the customer, its live subscription, the tenant's default plan and, for a
+//! check, the feature's newest counter. One form for one lookup, one for a batch of them
+//! (`check_batch`).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+/// One lookup of a batch.
+pub struct Lookup {
+    pub tenant_id: String,
+    /// Empty when the caller is already authenticated.
+    pub key_hash: Vec<u8>,
+    pub customer: String,
+    pub feature: String,
+}
+
+/// One row of the resolve query.
+pub struct ResolveRow {
+    pub tenant_id: String,
+    pub mode: String,
+    pub default_plan: Option<String>,
+    pub warning_threshold: Decimal,
+    pub critical_threshold: Decimal,
+    pub test_clock_now: Option<DateTime<Utc>>,
+    pub key_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub plan_key: Option<String>,
+    pub plan_version: Option<i32>,
+    pub interval: Option<String>,
+    pub billing_anchor: Option<DateTime<Utc>>,
+    pub current_period_start: Option<DateTime<Utc>>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub default_version: Option<i32>,
+    pub counter_start: Option<DateTime<Utc>>,
+    pub counter_used: Option<Decimal>,
+}
+
+/// The batched form of the resolve query (every column nullable: the tenant is outer-joined).
+struct BatchRow {
+    ord: i64,
+    tenant_id: Option<String>,
+    mode: Option<String>,
+    default_plan: Option<String>,
+    warning_threshold: Option<Decimal>,
+    critical_threshold: Option<Decimal>,
+    test_clock_now: Option<DateTime<Utc>>,
+    key_id: Option<String>,
+    customer_id: Option<String>,
+    plan_key: Option<String>,
+    plan_version: Option<i32>,
+    interval: Option<String>,
+    billing_anchor: Option<DateTime<Utc>>,
+    current_period_start: Option<DateTime<Utc>>,
+    current_period_end: Option<DateTime<Utc>>,
+    default_version: Option<i32>,
+    counter_start: Option<DateTime<Utc>>,
+    counter_used: Option<Decimal>,
+}
+
+/// The resolve query with a counter, for many lookups in one statement (see `check_batch`).
+/// Returns one entry per lookup, in order; `None` where the tenant does not exist.
+pub async fn fetch_batch(
+    conn: &mut PgConnection,
+    lookups: &[&Lookup],
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<ResolveRow>>, sqlx::Error> {
+    let tenants: Vec<&str> = lookups.iter().map(|l| l.tenant_id.as_str()).collect();
+    let hashes: Vec<&[u8]> = lookups.iter().map(|l| l.key_hash.as_slice()).collect();
+    let customers: Vec<&str> = lookups.iter().map(|l| l.customer.as_str()).collect();
+    let features: Vec<&str> = lookups.iter().map(|l| l.feature.as_str()).collect();
+    let rows = sqlx::query_as!(
+        BatchRow,
+        // Every lookup is its own LATERAL subquery (OFFSET 0 keeps the planner from
+        // flattening it into a hash join), so each is an index probe per row whatever the
+        // table statistics say.
+        r#"SELECT r.ord AS "ord!", t.tenant_id AS "tenant_id?", t.mode AS "mode?",
+              t.default_plan, t.warning_threshold AS "warning_threshold?",
+              t.critical_threshold AS "critical_threshold?", t.test_clock_now,
+              k.key_id AS "key_id?",
+              c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
+              s.plan_version AS "plan_version?", s.interval AS "interval?",
+              s.billing_anchor AS "billing_anchor?",
+              s.current_period_start AS "current_period_start?",
+              s.current_period_end AS "current_period_end?",
+              t.default_version AS "default_version?",
+              u.period_start AS "counter_start?", u.used AS "counter_used?"
+       FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
+              WITH ORDINALITY AS r(tenant_id, key_hash, customer_id, feature_key, ord)
+       LEFT JOIN LATERAL (
+           SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                  t.critical_threshold, t.test_clock_now,
+                  (SELECT p.latest_version FROM plans p
+                    WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version
+           FROM tenants t WHERE t.tenant_id = r.tenant_id OFFSET 0) t ON true
+       LEFT JOIN LATERAL (
+           SELECT k.key_id FROM api_keys k
+           WHERE k.tenant_id = r.tenant_id AND k.key_hash = r.key_hash
+             AND k.revoked_at IS NULL OFFSET 0) k ON true
+       LEFT JOIN LATERAL (
+           SELECT c.customer_id FROM customers c
+           WHERE c.tenant_id = r.tenant_id AND c.customer_id = r.customer_id
+             AND c.deleted_at IS NULL OFFSET 0) c ON true
+       LEFT JOIN LATERAL (
+           SELECT s.plan_key, s.plan_version, s.interval, s.billing_anchor,
+                  s.current_period_start, s.current_period_end
+           FROM subscriptions s
+           WHERE s.tenant_id = r.tenant_id AND s.customer_id = c.customer_id
+             AND s.status IN ('trialing', 'active', 'past_due') OFFSET 0) s ON true
+       LEFT JOIN LATERAL (
+           SELECT x.period_start, x.used FROM usage_counters x
+           WHERE x.tenant_id = r.tenant_id AND x.customer_id = c.customer_id
+             AND x.feature_key = r.feature_key
+             AND x.period_start <= COALESCE(t.test_clock_now, $5)
+           ORDER BY x.period_start DESC LIMIT 1) u ON true"#,
+        &tenants as &[&str],
+        &hashes as &[&[u8]],
+        &customers as &[&str],
+        &features as &[&str],
+        now
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: Vec<Option<ResolveRow>> = Vec::with_capacity(lookups.len());
+    out.resize_with(lookups.len(), || None);
+    for r in rows {
+        let Some(slot) = usize::try_from(r.ord - 1).ok().and_then(|i| out.get_mut(i)) else {
+            continue;
+        };
+        let (Some(tenant_id), Some(mode), Some(warning), Some(critical)) = (
+            r.tenant_id,
+            r.mode,
+            r.warning_threshold,
+            r.critical_threshold,
+        ) else {
+            continue;
+        };
+        *slot = Some(ResolveRow {
+            tenant_id,
+            mode,
+            default_plan: r.default_plan,
+            warning_threshold: warning,
+            critical_threshold: critical,
+            test_clock_now: r.test_clock_now,
+            key_id: r.key_id,
+            customer_id: r.customer_id,
+            plan_key: r.plan_key,
+            plan_version: r.plan_version,
+            interval: r.interval,
+            billing_anchor: r.billing_anchor,
+            current_period_start: r.current_period_start,
+            current_period_end: r.current_period_end,
+            default_version: r.default_version,
+            counter_start: r.counter_start,
+            counter_used: r.counter_used,
+        });
+    }
+    Ok(out)
+}
+
+/// The resolve query for one lookup; `feature` adds its newest counter that starts no later
+/// than `now` (checks), which writers do not need (under concurrent writes the counter lookup
+/// costs more). `None`: no such tenant.
+pub async fn fetch(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    key_hash: &[u8],
+    customer_id: &str,
+    feature: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<ResolveRow>, sqlx::Error> {
+    match feature {
+        Some(feature) => {
+            sqlx::query_as!(
+                ResolveRow,
+                r#"SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                      t.critical_threshold, t.test_clock_now, k.key_id AS "key_id?",
+                      c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
+                      s.plan_version AS "plan_version?", s.interval AS "interval?",
+                      s.billing_anchor AS "billing_anchor?",
+                      s.current_period_start AS "current_period_start?",
+                      s.current_period_end AS "current_period_end?",
+                      (SELECT p.latest_version FROM plans p
+                        WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
+                      u.period_start AS "counter_start?", u.used AS "counter_used?"
+               FROM tenants t
+               LEFT JOIN api_keys k
+                 ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL
+               LEFT JOIN customers c
+                 ON c.tenant_id = t.tenant_id AND c.customer_id = $3 AND c.deleted_at IS NULL
+               LEFT JOIN subscriptions s
+                 ON s.tenant_id = c.tenant_id AND s.customer_id = c.customer_id
+                AND s.status IN ('trialing', 'active', 'past_due')
+               LEFT JOIN LATERAL (
+                   SELECT x.period_start, x.used FROM usage_counters x
+                   WHERE x.tenant_id = t.tenant_id AND x.customer_id = c.customer_id
+                     AND x.feature_key = $4 AND x.period_start <= COALESCE(t.test_clock_now, $5)
+                   ORDER BY x.period_start DESC LIMIT 1) u ON true
+               WHERE t.tenant_id = $1"#,
+                tenant_id,
+                key_hash,
+                customer_id,
+                feature,
+                now
+            )
+            .fetch_optional(&mut *conn)
+            .await
+        }
+        None => {
+            sqlx::query_as!(
+                ResolveRow,
+                r#"SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                      t.critical_threshold, t.test_clock_now, k.key_id AS "key_id?",
+                      c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
+                      s.plan_version AS "plan_version?", s.interval AS "interval?",
+                      s.billing_anchor AS "billing_anchor?",
+                      s.current_period_start AS "current_period_start?",
+                      s.current_period_end AS "current_period_end?",
+                      (SELECT p.latest_version FROM plans p
+                        WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
+                      NULL::timestamptz AS "counter_start?", NULL::numeric AS "counter_used?"
+               FROM tenants t
+               LEFT JOIN api_keys k
+                 ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL
+               LEFT JOIN customers c
+                 ON c.tenant_id = t.tenant_id AND c.customer_id = $3 AND c.deleted_at IS NULL
+               LEFT JOIN subscriptions s
+                 ON s.tenant_id = c.tenant_id AND s.customer_id = c.customer_id
+                AND s.status IN ('trialing', 'active', 'past_due')
+               WHERE t.tenant_id = $1"#,
+                tenant_id,
+                key_hash,
+                customer_id
+            )
+            .fetch_optional(&mut *conn)
+            .await
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `tenants`: the tenant row, its settings and its test clock.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+/// A tenant with the key that authenticated it.
+pub struct TenantKeyRow {
+    pub tenant_id: String,
+    pub mode: String,
+    pub key_id: String,
+    pub default_plan: Option<String>,
+    pub warning_threshold: Decimal,
+    pub critical_threshold: Decimal,
+    pub test_clock_now: Option<DateTime<Utc>>,
+}
+
+/// The tenant a live (unrevoked) key belongs to.
+pub async fn by_key(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    hash: &[u8],
+) -> Result<Option<TenantKeyRow>, sqlx::Error> {
+    sqlx::query_as!(
+        TenantKeyRow,
+        r#"SELECT t.tenant_id, t.mode, k.key_id, t.default_plan, t.warning_threshold,
+                  t.critical_threshold, t.test_clock_now
+           FROM api_keys k JOIN tenants t ON t.tenant_id = k.tenant_id
+           WHERE k.tenant_id = $1 AND k.key_hash = $2 AND k.revoked_at IS NULL"#,
+        tenant_id,
+        hash
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    name: &str,
+    mode: &str,
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "INSERT INTO tenants (tenant_id, name, mode) VALUES ($1, $2, $3) RETURNING created_at",
+        tenant_id,
+        name,
+        mode
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+pub async fn mode(conn: &mut PgConnection, tenant_id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT mode FROM tenants WHERE tenant_id = $1", tenant_id)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// The tenant's settings as `GET /v1/tenant` shows them (secrets only as "set or not").
+pub struct SettingsRow {
+    pub tenant_id: String,
+    pub name: String,
+    pub mode: String,
+    pub default_plan: Option<String>,
+    pub warning_threshold: Decimal,
+    pub critical_threshold: Decimal,
+    pub invoice_grace_minutes: i32,
+    pub dunning_retry_days: Vec<i32>,
+    pub sk: bool,
+    pub whs: bool,
+    pub stripe_api_base: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn settings(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+) -> Result<Option<SettingsRow>, sqlx::Error> {
+    sqlx::query_as!(
+        SettingsRow,
+        "SELECT tenant_id, name, mode, default_plan, warning_threshold, critical_threshold,
+                invoice_grace_minutes, dunning_retry_days, stripe_secret_key IS NOT NULL AS \"sk!\",
+                stripe_webhook_secret IS NOT NULL AS \"whs!\", stripe_api_base, created_at
+         FROM tenants WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+pub async fn set_default_plan(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    default_plan: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET default_plan = $2, updated_at = now() WHERE tenant_id = $1",
+        tenant_id,
+        default_plan
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+pub async fn set_thresholds(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    warning: Decimal,
+    critical: Decimal,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET warning_threshold = $2, critical_threshold = $3, updated_at = now()
+             WHERE tenant_id = $1",
+        tenant_id,
+        warning,
+        critical
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+pub async fn set_invoice_grace(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    minutes: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET invoice_grace_minutes = $2, updated_at = now() WHERE tenant_id = $1",
+        tenant_id,
+        minutes
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+pub async fn set_dunning_retry_days(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    days: &[i32],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET dunning_retry_days = $2, updated_at = now() WHERE tenant_id = $1",
+        tenant_id,
+        days
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// Sets the Stripe connection; `None` keeps a value as it is.
+pub async fn set_stripe(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    secret_key: Option<&str>,
+    webhook_secret: Option<&str>,
+    api_base: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET
+                 stripe_secret_key = COALESCE($2, stripe_secret_key),
+                 stripe_webhook_secret = COALESCE($3, stripe_webhook_secret),
+                 stripe_api_base = COALESCE($4, stripe_api_base),
+                 updated_at = now()
+             WHERE tenant_id = $1",
+        tenant_id,
+        secret_key,
+        webhook_secret,
+        api_base
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// The settings a plan file may carry; `None` keeps a value as it is.
+pub async fn apply_settings(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    warning: Option<Decimal>,
+    critical: Option<Decimal>,
+    invoice_grace_minutes: Option<i32>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET warning_threshold = COALESCE($2, warning_threshold),
+                 critical_threshold = COALESCE($3, critical_threshold),
+                 invoice_grace_minutes = COALESCE($4, invoice_grace_minutes), updated_at = now()
+             WHERE tenant_id = $1",
+        tenant_id,
+        warning,
+        critical,
+        invoice_grace_minutes
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// How long a renewal invoice stays a draft before it is finalized.
+pub async fn invoice_grace_minutes(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+}

@@ -1,0 +1,364 @@
+//! Plans as tenants write them: the input, its validation and the normalized definition
+//! stored with each version (and compared, so that applying the same plan twice writes
+//! nothing).
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::entitlement::FeatureType;
+use super::money;
+use super::period::{Interval, Reset};
+use super::qty::{max_quantity, validate_quantity, Qty};
+
+/// Why a plan is refused: a stable code, the field it is about and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{param}: {message}")]
+pub struct PlanError {
+    pub code: &'static str,
+    pub param: String,
+    pub message: String,
+}
+
+fn bad(code: &'static str, param: String, message: String) -> PlanError {
+    PlanError {
+        code,
+        param,
+        message,
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceInput {
+    pub interval: Interval,
+    #[schema(value_type = String, example = "29.00")]
+    pub amount: Decimal,
+    pub currency: String,
+    pub per_seat: Option<bool>,
+    pub stripe_price_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverageInput {
+    #[schema(value_type = String, example = "0.10")]
+    pub unit_amount: Decimal,
+    pub per_units: Option<Qty>,
+    #[schema(value_type = Option<String>, example = "20.00")]
+    pub cap_amount: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntitlementInput {
+    pub feature: String,
+    pub enabled: Option<bool>,
+    /// `null` or `-1` = unlimited.
+    pub limit: Option<Qty>,
+    pub reset: Option<Reset>,
+    pub overage: Option<OverageInput>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanInput {
+    /// Required on `POST`; on `PUT` it may be omitted but must match the path.
+    pub key: Option<String>,
+    pub name: String,
+    /// Makes this plan the tenant's default (new customers are subscribed to it).
+    pub default: Option<bool>,
+    #[serde(default)]
+    pub prices: Vec<PriceInput>,
+    pub trial_days: Option<i32>,
+    pub retention_days: Option<i32>,
+    #[serde(default)]
+    pub entitlements: Vec<EntitlementInput>,
+}
+
+/// The normalized definition stored with each version and compared for idempotent applies.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Definition {
+    pub name: String,
+    pub trial_days: i32,
+    pub retention_days: Option<i32>,
+    pub prices: Vec<PriceDef>,
+    pub entitlements: Vec<EntitlementDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PriceDef {
+    pub interval: Interval,
+    pub amount: Decimal,
+    pub currency: String,
+    pub per_seat: bool,
+    pub stripe_price_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EntitlementDef {
+    pub feature: String,
+    pub enabled: bool,
+    pub limit: Option<Decimal>,
+    pub reset: Reset,
+    pub overage: Option<OverageDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OverageDef {
+    pub unit_amount: Decimal,
+    pub per_units: Decimal,
+    pub cap_amount: Option<Decimal>,
+}
+
+/// Validates a plan and normalizes it into the definition stored with its version.
+/// `feature_type` gives the type of each of the tenant's features (`None`: no such feature).
+pub fn normalize(
+    input: &PlanInput,
+    feature_type: impl Fn(&str) -> Option<FeatureType>,
+) -> Result<Definition, PlanError> {
+    let name = input.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(bad(
+            "invalid_name",
+            "name".into(),
+            "name must be 1 to 200 characters.".into(),
+        ));
+    }
+    let trial_days = input.trial_days.unwrap_or(0);
+    if !(0..=730).contains(&trial_days) {
+        return Err(bad(
+            "invalid_trial_days",
+            "trial_days".into(),
+            "trial_days must be between 0 and 730.".into(),
+        ));
+    }
+    if let Some(r) = input.retention_days {
+        if r < 1 {
+            return Err(bad(
+                "invalid_retention",
+                "retention_days".into(),
+                "retention_days must be at least 1 (null keeps events forever).".into(),
+            ));
+        }
+    }
+    let mut prices = Vec::new();
+    for (i, p) in input.prices.iter().enumerate() {
+        let currency = p.currency.to_ascii_lowercase();
+        if !money::is_valid_currency(&currency) {
+            return Err(bad(
+                "invalid_currency",
+                format!("prices[{i}].currency"),
+                "currency must be a three-letter ISO code.".into(),
+            ));
+        }
+        if p.amount.is_sign_negative()
+            || p.amount > max_quantity()
+            || p.amount.normalize().scale() > money::minor_unit_scale(&currency)
+        {
+            return Err(bad(
+                "invalid_amount",
+                format!("prices[{i}].amount"),
+                "amount must be non-negative with at most the currency's minor-unit precision."
+                    .into(),
+            ));
+        }
+        if prices.iter().any(|q: &PriceDef| q.interval == p.interval) {
+            return Err(bad(
+                "duplicate_price",
+                format!("prices[{i}].interval"),
+                "A plan has at most one price per interval.".into(),
+            ));
+        }
+        prices.push(PriceDef {
+            interval: p.interval,
+            amount: money::round_to_minor(p.amount, &currency),
+            currency,
+            per_seat: p.per_seat.unwrap_or(false),
+            stripe_price_id: p.stripe_price_id.clone(),
+        });
+    }
+    prices.sort_by_key(|p| p.interval.as_str());
+    let mut entitlements: Vec<EntitlementDef> = Vec::new();
+    for (i, e) in input.entitlements.iter().enumerate() {
+        let at = |field: &str| format!("entitlements[{i}].{field}");
+        let ftype = feature_type(&e.feature).ok_or_else(|| {
+            bad(
+                "feature_not_found",
+                at("feature"),
+                format!("No feature with key `{}`; create it first.", e.feature),
+            )
+        })?;
+        if entitlements.iter().any(|x| x.feature == e.feature) {
+            return Err(bad(
+                "duplicate_entitlement",
+                at("feature"),
+                format!("Feature `{}` is listed twice.", e.feature),
+            ));
+        }
+        let limit = match e.limit {
+            None => None,
+            Some(Qty(l)) if l == Decimal::NEGATIVE_ONE => None,
+            Some(Qty(l)) if l.is_sign_negative() => {
+                return Err(bad(
+                    "invalid_limit",
+                    at("limit"),
+                    "limit must be non-negative, or -1/null for unlimited.".into(),
+                ));
+            }
+            Some(Qty(l)) => Some(
+                validate_quantity(l)
+                    .map_err(|err| bad("invalid_quantity", at("limit"), err.to_string()))?,
+            ),
+        };
+        if ftype == FeatureType::Boolean && e.limit.is_some() {
+            return Err(bad(
+                "invalid_entitlement",
+                at("limit"),
+                "Boolean features have no limit.".into(),
+            ));
+        }
+        if ftype != FeatureType::Metered && e.reset.is_some() {
+            return Err(bad(
+                "invalid_entitlement",
+                at("reset"),
+                "Only metered features reset.".into(),
+            ));
+        }
+        let overage = match &e.overage {
+            None => None,
+            Some(o) => {
+                if ftype != FeatureType::Metered {
+                    return Err(bad(
+                        "invalid_entitlement",
+                        at("overage"),
+                        "Only metered features have overage.".into(),
+                    ));
+                }
+                if limit.is_none() {
+                    return Err(bad(
+                        "invalid_entitlement",
+                        at("overage"),
+                        "Overage needs a limit to go over.".into(),
+                    ));
+                }
+                let per_units = o.per_units.map(|q| q.0).unwrap_or(Decimal::ONE);
+                let too_big = |d: Decimal| d > max_quantity();
+                if too_big(per_units) || too_big(o.unit_amount) || o.cap_amount.is_some_and(too_big)
+                {
+                    return Err(bad(
+                        "invalid_overage",
+                        at("overage"),
+                        "Overage amounts and per_units may be at most 10^15.".into(),
+                    ));
+                }
+                if o.unit_amount.is_sign_negative()
+                    || per_units <= Decimal::ZERO
+                    || o.cap_amount.is_some_and(|c| c.is_sign_negative())
+                {
+                    return Err(bad(
+                        "invalid_overage",
+                        at("overage"),
+                        "unit_amount and cap_amount must be non-negative and per_units positive."
+                            .into(),
+                    ));
+                }
+                Some(OverageDef {
+                    unit_amount: o.unit_amount.normalize(),
+                    per_units: per_units.normalize(),
+                    cap_amount: o.cap_amount.map(|c| c.normalize()),
+                })
+            }
+        };
+        entitlements.push(EntitlementDef {
+            feature: e.feature.clone(),
+            enabled: e.enabled.unwrap_or(true),
+            limit,
+            reset: e.reset.unwrap_or(Reset::BillingPeriod),
+            overage,
+        });
+    }
+    entitlements.sort_by(|a, b| a.feature.cmp(&b.feature));
+    Ok(Definition {
+        name: name.to_string(),
+        trial_days,
+        retention_days: input.retention_days,
+        prices,
+        entitlements,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(json: serde_json::Value) -> PlanInput {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn metered(key: &str) -> Option<FeatureType> {
+        (key != "missing").then_some(FeatureType::Metered)
+    }
+
+    #[test]
+    fn a_plan_is_normalized() {
+        let def = normalize(
+            &plan(serde_json::json!({
+                "name": " Pro ",
+                "prices": [{"interval": "year", "amount": 290, "currency": "USD"},
+                           {"interval": "month", "amount": 29.5, "currency": "usd"}],
+                "entitlements": [{"feature": "b", "limit": -1},
+                                 {"feature": "a", "limit": 10, "overage": {"unit_amount": 0.10}}]
+            })),
+            metered,
+        )
+        .unwrap();
+        assert_eq!(def.name, "Pro");
+        let intervals: Vec<_> = def.prices.iter().map(|p| p.interval).collect();
+        assert_eq!(intervals, [Interval::Month, Interval::Year]);
+        assert_eq!(def.prices[1].currency, "usd");
+        let features: Vec<_> = def
+            .entitlements
+            .iter()
+            .map(|e| e.feature.as_str())
+            .collect();
+        assert_eq!(features, ["a", "b"]);
+        assert_eq!(def.entitlements[1].limit, None);
+        assert_eq!(def.entitlements[0].reset, Reset::BillingPeriod);
+        assert_eq!(
+            def.entitlements[0].overage.as_ref().map(|o| o.per_units),
+            Some(Decimal::ONE)
+        );
+    }
+
+    #[test]
+    fn bad_plans_name_the_field() {
+        let err = |json| normalize(&plan(json), metered).unwrap_err();
+        let e = err(serde_json::json!({"name": "P", "entitlements": [{"feature": "missing"}]}));
+        assert_eq!(
+            (e.code, e.param.as_str()),
+            ("feature_not_found", "entitlements[0].feature")
+        );
+        let e = err(
+            serde_json::json!({"name": "P", "entitlements": [{"feature": "a", "overage": {"unit_amount": 1}}]}),
+        );
+        assert_eq!(
+            (e.code, e.param.as_str()),
+            ("invalid_entitlement", "entitlements[0].overage")
+        );
+        let e = err(
+            serde_json::json!({"name": "P", "prices": [{"interval": "month", "amount": 1.001, "currency": "usd"}]}),
+        );
+        assert_eq!(
+            (e.code, e.param.as_str()),
+            ("invalid_amount", "prices[0].amount")
+        );
+        let e =
+            err(serde_json::json!({"name": "P", "entitlements": [{"feature": "a", "limit": -2}]}));
+        assert_eq!(
+            (e.code, e.param.as_str()),
+            ("invalid_limit", "entitlements[0].limit")
+        );
+        let e = err(serde_json::json!({"name": ""}));
+        assert_eq!((e.code, e.param.as_str()), ("invalid_name", "name"));
+    }
+}

@@ -1,0 +1,208 @@
+//! Resolving which plan (and billing cycle) a customer is on right now, and who is calling,
+//! in one statement (`db::resolve`).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+use super::Entitlements;
+use crate::db::plans::PlanVersion;
+use crate::db::resolve::{self, Lookup, ResolveRow};
+use crate::domain::period::{BillingCycle, Interval, Period};
+use crate::error::{Error, Result};
+use crate::tenancy::{invalid_key, Caller, TenantCtx};
+
+/// What a customer is entitled to right now.
+pub struct Resolved {
+    /// `None`: no live subscription and no default plan.
+    pub plan: Option<Arc<PlanVersion>>,
+    pub billing: Option<BillingCycle>,
+    /// The newest counter of the asked-for feature that starts no later than now.
+    pub latest_counter: Option<(DateTime<Utc>, Decimal)>,
+    /// Whether a feature was asked for (and so `latest_counter` is meaningful).
+    pub counter_read: bool,
+}
+
+impl Resolved {
+    /// The counter for the period starting at `start`, if the resolve query already read it
+    /// (`None`: it must be read separately).
+    pub fn counter_at(&self, start: DateTime<Utc>) -> Option<Decimal> {
+        if !self.counter_read {
+            return None;
+        }
+        match self.latest_counter {
+            None => Some(Decimal::ZERO),
+            Some((s, used)) if s == start => Some(used),
+            // The newest counter is older than this period: nothing counted in it yet.
+            Some((s, _)) if s < start => Some(Decimal::ZERO),
+            Some(_) => None,
+        }
+    }
+}
+
+pub fn customer_not_found() -> Error {
+    Error::not_found("customer_not_found", "No such customer.").with_param("customer")
+}
+
+impl Entitlements {
+    /// Resolves, in one query on `conn`: the caller's key (when deferred to here), the
+    /// tenant, the customer, its plan (the live subscription's version, else the tenant's
+    /// default plan's newest) and, if `feature` is given, that feature's newest counter.
+    /// Unknown or deleted customers are `customer_not_found`.
+    pub async fn resolve_on(
+        &self,
+        conn: &mut PgConnection,
+        caller: &Caller,
+        customer_id: &str,
+        feature: Option<&str>,
+    ) -> Result<(TenantCtx, Resolved)> {
+        let row = resolve::fetch(
+            conn,
+            caller.tenant_id(),
+            caller.key_hash(),
+            customer_id,
+            feature,
+            self.clock.real_now(),
+        )
+        .await?;
+        self.finish(Some(conn), caller, row, feature.is_some())
+            .await
+    }
+
+    /// [`Self::resolve_on`] for a check, through the check batcher: the same answer,
+    /// resolved in one statement together with other concurrent checks.
+    pub async fn resolve_batched(
+        &self,
+        caller: &Caller,
+        customer_id: &str,
+        feature: &str,
+    ) -> Result<(TenantCtx, Resolved)> {
+        // PostgreSQL text cannot hold NUL; such ids match nothing anyway.
+        let clean = |s: &str| {
+            if s.contains('\0') {
+                String::new()
+            } else {
+                s.to_string()
+            }
+        };
+        let row = self
+            .checks
+            .lookup(Lookup {
+                tenant_id: caller.tenant_id().to_string(),
+                key_hash: caller.key_hash().to_vec(),
+                customer: clean(customer_id),
+                feature: clean(feature),
+            })
+            .await?;
+        self.finish(None, caller, row, true).await
+    }
+
+    /// [`Self::resolve_on`] for an authenticated tenant, without a counter.
+    pub async fn resolve(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &TenantCtx,
+        customer_id: &str,
+    ) -> Result<Resolved> {
+        let caller = Caller::Ready(ctx.clone());
+        self.resolve_on(conn, &caller, customer_id, None)
+            .await
+            .map(|(_, r)| r)
+    }
+
+    /// Turns a resolve row into the caller's tenant and the customer's plan. `conn` is used
+    /// to load a plan version missing from the cache (the general pool when `None`).
+    async fn finish(
+        &self,
+        conn: Option<&mut PgConnection>,
+        caller: &Caller,
+        row: Option<ResolveRow>,
+        counter_read: bool,
+    ) -> Result<(TenantCtx, Resolved)> {
+        let row = match (caller, row) {
+            (_, None) => return Err(invalid_key()),
+            (Caller::Deferred(_), Some(r)) if r.key_id.is_none() => return Err(invalid_key()),
+            (_, Some(r)) => r,
+        };
+        let ctx = match caller {
+            Caller::Ready(ctx) => ctx.clone(),
+            Caller::Deferred(_) => TenantCtx {
+                tenant_id: row.tenant_id.clone(),
+                mode: row.mode.clone(),
+                key_id: row.key_id.clone().unwrap_or_default(),
+                default_plan: row.default_plan.clone(),
+                warning_threshold: row.warning_threshold,
+                critical_threshold: row.critical_threshold,
+                test_clock_now: row.test_clock_now,
+            },
+        };
+        if row.customer_id.is_none() {
+            return Err(customer_not_found());
+        }
+        let latest_counter = row.counter_start.zip(row.counter_used);
+        if let (Some(key), Some(version), Some(interval), Some(anchor), Some(start), Some(end)) = (
+            row.plan_key,
+            row.plan_version,
+            row.interval,
+            row.billing_anchor,
+            row.current_period_start,
+            row.current_period_end,
+        ) {
+            let plan = self.load_plan(conn, &ctx.tenant_id, &key, version).await?;
+            let interval = crate::db::decode("subscriptions.interval", &interval, Interval::parse)?;
+            let billing = Some(BillingCycle {
+                anchor,
+                interval,
+                current: Period {
+                    start,
+                    end: Some(end),
+                },
+            });
+            return Ok((
+                ctx,
+                Resolved {
+                    plan,
+                    billing,
+                    latest_counter,
+                    counter_read,
+                },
+            ));
+        }
+        let plan = match (&row.default_plan, row.default_version) {
+            (Some(key), Some(version)) => {
+                self.load_plan(conn, &ctx.tenant_id, key, version).await?
+            }
+            _ => None,
+        };
+        Ok((
+            ctx,
+            Resolved {
+                plan,
+                billing: None,
+                latest_counter,
+                counter_read,
+            },
+        ))
+    }
+
+    async fn load_plan(
+        &self,
+        conn: Option<&mut PgConnection>,
+        tenant_id: &str,
+        key: &str,
+        version: i32,
+    ) -> Result<Option<Arc<PlanVersion>>> {
+        if let Some(plan) = self.plans.cached(tenant_id, key, version) {
+            return Ok(Some(plan));
+        }
+        match conn {
+            Some(conn) => Ok(self.plans.get(conn, tenant_id, key, version).await?),
+            None => {
+                let mut conn = self.db.acquire().await?;
+                Ok(self.plans.get(&mut conn, tenant_id, key, version).await?)
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Tenants and their API keys: who is calling, and creating tenants and keys.
+//!
+//! A key is `tg_<mode>_<tenant>_<secret>`: the tenant part lets the lookup use the
+//! tenant-leading unique index, and only the SHA-256 of the whole key is stored.
+
+pub mod settings;
+
+use chrono::{DateTime, Utc};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+use crate::clock::Clock;
+use crate::db;
+use crate::domain::entitlement::Thresholds;
+use crate::error::{Error, Result};
+
+/// An authenticated tenant, loaded with its key in one query.
+#[derive(Debug, Clone)]
+pub struct TenantCtx {
+    pub tenant_id: String,
+    pub mode: String,
+    pub key_id: String,
+    pub default_plan: Option<String>,
+    pub warning_threshold: Decimal,
+    pub critical_threshold: Decimal,
+    pub test_clock_now: Option<DateTime<Utc>>,
+}
+
+impl TenantCtx {
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            warning: self.warning_threshold,
+            critical: self.critical_threshold,
+        }
+    }
+
+    /// The tenant's "now" (its test clock if frozen).
+    pub fn now(&self, clock: &Clock) -> DateTime<Utc> {
+        clock.tenant_now(self.test_clock_now)
+    }
+}
+
+impl From<db::tenants::TenantKeyRow> for TenantCtx {
+    fn from(r: db::tenants::TenantKeyRow) -> Self {
+        TenantCtx {
+            tenant_id: r.tenant_id,
+            mode: r.mode,
+            key_id: r.key_id,
+            default_plan: r.default_plan,
+            warning_threshold: r.warning_threshold,
+            critical_threshold: r.critical_threshold,
+            test_clock_now: r.test_clock_now,
+        }
+    }
+}
+
+/// A key whose check is left to the operation's own query, so the hot path (`/v1/check`,
+/// `/v1/usage`) authenticates, resolves the plan and reads the counter in one round trip.
+#[derive(Debug, Clone)]
+pub struct DeferredKey {
+    pub tenant_id: String,
+    pub key_hash: Vec<u8>,
+}
+
+/// Who is calling: already authenticated, or to be authenticated by the operation's query.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Ready(TenantCtx),
+    Deferred(DeferredKey),
+}
+
+impl Caller {
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            Caller::Ready(ctx) => &ctx.tenant_id,
+            Caller::Deferred(k) => &k.tenant_id,
+        }
+    }
+
+    /// The hash to check inside the operation's query (empty when already authenticated).
+    pub fn key_hash(&self) -> &[u8] {
+        match self {
+            Caller::Ready(_) => &[],
+            Caller::Deferred(k) => &k.key_hash,
+        }
+    }
+}
+
+pub fn invalid_key() -> Error {
+    Error::unauthenticated("Invalid API key.")
+}
+
+pub fn hash_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+/// The key a bearer token names, if it is shaped like a key (the database is not asked).
+pub fn parse_key(token: &str) -> Option<DeferredKey> {
+    Some(DeferredKey {
+        tenant_id: tenant_of_key(token)?,
+        key_hash: hash_key(token),
+    })
+}
+
+/// The tenant id a key names, if it is shaped like a key.
+fn tenant_of_key(key: &str) -> Option<String> {
+    let rest = key
+        .strip_prefix("tg_test_")
+        .or_else(|| key.strip_prefix("tg_live_"))?;
+    let (tenant, secret) = rest.split_once('_')?;
+    if tenant.len() != 32 || !tenant.bytes().all(|b| b.is_ascii_hexdigit()) || secret.len() < 20 {
+        return None;
+    }
+    Some(format!("ten_{tenant}"))
+}
+
+/// Checks a key against the database: the tenant it belongs to, or 401.
+pub async fn authenticate(db: &PgPool, key: &DeferredKey) -> Result<TenantCtx> {
+    let mut conn = db.acquire().await?;
+    db::tenants::by_key(&mut conn, &key.tenant_id, &key.key_hash)
+        .await?
+        .map(TenantCtx::from)
+        .ok_or_else(invalid_key)
+}
+
+pub struct NewKey {
+    pub key_id: String,
+    pub secret: String,
+    pub hash: Vec<u8>,
+    pub hint: String,
+}
+
+/// Mints a key for a tenant; the secret is returned once and only its hash is kept.
+pub fn mint_key(tenant_id: &str, mode: &str) -> NewKey {
+    let tenant_part = tenant_id.strip_prefix("ten_").unwrap_or(tenant_id);
+    let random: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    let secret = format!("tg_{mode}_{tenant_part}_{random}");
+    let hint = secret[secret.len() - 4..].to_string();
+    NewKey {
+        key_id: crate::ids::new_id("key"),
+        hash: hash_key(&secret),
+        secret,
+        hint,
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedTenant {
+    pub id: String,
+    pub name: String,
+    pub mode: String,
+    /// Shown only here; store it now.
+    pub api_key: String,
+    pub api_key_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    pub id: String,
+    pub tenant: String,
+    /// Shown only here; store it now.
+    pub api_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Creates a tenant and its first API key in one transaction (the admin API and
+/// `tollgate tenant create`).
+pub async fn create_tenant(db: &PgPool, name: &str, mode: &str) -> Result<CreatedTenant> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(Error::invalid_param(
+            "invalid_name",
+            "name",
+            "name must be 1 to 200 characters.",
+        ));
+    }
+    if mode != "test" && mode != "live" {
+        return Err(Error::invalid_param(
+            "invalid_mode",
+            "mode",
+            "mode must be \"test\" or \"live\".",
+        ));
+    }
+    let tenant_id = crate::ids::new_id("ten");
+    let key = mint_key(&tenant_id, mode);
+    let mut tx = db.begin().await?;
+    let created_at = db::tenants::insert(&mut tx, &tenant_id, name, mode).await?;
+    db::api_keys::insert(&mut tx, &tenant_id, &key.key_id, &key.hash, &key.hint).await?;
+    tx.commit().await?;
+    Ok(CreatedTenant {
+        id: tenant_id,
+        name: name.to_string(),
+        mode: mode.to_string(),
+        api_key: key.secret,
+        api_key_id: key.key_id,
+        created_at,
+    })
+}
+
+/// Mints another key for a tenant.
+pub async fn create_api_key(db: &PgPool, tenant_id: &str) -> Result<CreatedKey> {
+    let mut conn = db.acquire().await?;
+    let mode = db::tenants::mode(&mut conn, tenant_id)
+        .await?
+        .ok_or_else(|| Error::not_found("tenant_not_found", "No such tenant."))?;
+    let key = mint_key(tenant_id, &mode);
+    let created_at =
+        db::api_keys::insert(&mut conn, tenant_id, &key.key_id, &key.hash, &key.hint).await?;
+    Ok(CreatedKey {
+        id: key.key_id,
+        tenant: tenant_id.to_string(),
+        api_key: key.secret,
+        created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_keys_name_their_tenant() {
+        let tenant = crate::ids::new_id("ten");
+        let key = mint_key(&tenant, "test");
+        assert!(key.secret.starts_with("tg_test_"));
+        assert_eq!(tenant_of_key(&key.secret).as_deref(), Some(tenant.as_str()));
+        assert_eq!(key.hash, hash_key(&key.secret));
+        assert_eq!(tenant_of_key("tg_test_nothex_abc"), None);
+        assert_eq!(tenant_of_key("sk_live_whatever"), None);
+    }
+}

@@ -1,0 +1,201 @@
+//! The tenant's own settings (`GET`/`PATCH /v1/tenant`) and its API keys.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::db;
+use crate::domain::qty::Qty;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarningThresholds {
+    pub warning: Qty,
+    pub critical: Qty,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StripeSettings {
+    /// Whether a secret key is set (the key itself is write-only).
+    pub secret_key_set: bool,
+    pub webhook_secret_set: bool,
+    pub api_base: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub mode: String,
+    pub default_plan: Option<String>,
+    pub warning_thresholds: WarningThresholds,
+    pub invoice_grace_minutes: i32,
+    /// Dunning: payment retries, in days after the first failed payment.
+    pub dunning_retry_days: Vec<i32>,
+    pub stripe: StripeSettings,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StripePatch {
+    pub secret_key: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub api_base: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    /// A plan key, or null to remove the default.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub default_plan: Option<Option<String>>,
+    pub warning_thresholds: Option<WarningThresholds>,
+    pub invoice_grace_minutes: Option<i32>,
+    /// Payment retries after a failed payment, in days after the first failure: increasing,
+    /// 1 to 60, at most 10 (default `[1, 3, 5]`; `[]`: no retries).
+    pub dunning_retry_days: Option<Vec<i32>>,
+    pub stripe: Option<StripePatch>,
+}
+
+/// Tells an explicit `null` (Some(None)) from an absent field (None).
+pub fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+pub async fn get(db: &PgPool, tenant_id: &str) -> Result<Tenant> {
+    let mut conn = db.acquire().await?;
+    let r = db::tenants::settings(&mut conn, tenant_id)
+        .await?
+        .ok_or_else(|| Error::not_found("tenant_not_found", "No such tenant."))?;
+    Ok(Tenant {
+        id: r.tenant_id,
+        name: r.name,
+        mode: r.mode,
+        default_plan: r.default_plan,
+        warning_thresholds: WarningThresholds {
+            warning: Qty(r.warning_threshold.normalize()),
+            critical: Qty(r.critical_threshold.normalize()),
+        },
+        invoice_grace_minutes: r.invoice_grace_minutes,
+        dunning_retry_days: r.dunning_retry_days,
+        stripe: StripeSettings {
+            secret_key_set: r.sk,
+            webhook_secret_set: r.whs,
+            api_base: r.stripe_api_base,
+        },
+        created_at: r.created_at,
+    })
+}
+
+/// Applies a patch in one transaction: all of it, or (on any invalid part) none of it.
+pub async fn patch(db: &PgPool, tenant_id: &str, patch: &TenantPatch) -> Result<Tenant> {
+    let mut tx = db.begin().await?;
+    if let Some(default_plan) = &patch.default_plan {
+        if let Some(key) = default_plan {
+            if !db::plans::exists(&mut tx, tenant_id, key).await? {
+                return Err(Error::invalid_param(
+                    "plan_not_found",
+                    "default_plan",
+                    format!("No plan with key `{key}`."),
+                ));
+            }
+        }
+        db::tenants::set_default_plan(&mut tx, tenant_id, default_plan.as_deref()).await?;
+    }
+    if let Some(t) = &patch.warning_thresholds {
+        let (warning, critical) = (t.warning.0, t.critical.0);
+        let ok = warning > Decimal::ZERO && warning <= critical && critical <= Decimal::ONE;
+        if !ok {
+            return Err(Error::invalid_param(
+                "invalid_thresholds",
+                "warning_thresholds",
+                "Thresholds must satisfy 0 < warning <= critical <= 1.",
+            ));
+        }
+        db::tenants::set_thresholds(&mut tx, tenant_id, warning, critical).await?;
+    }
+    if let Some(minutes) = patch.invoice_grace_minutes {
+        if !(0..=60 * 24 * 30).contains(&minutes) {
+            return Err(Error::invalid_param(
+                "invalid_grace",
+                "invoice_grace_minutes",
+                "invoice_grace_minutes must be between 0 and 43200.",
+            ));
+        }
+        db::tenants::set_invoice_grace(&mut tx, tenant_id, minutes).await?;
+    }
+    if let Some(days) = &patch.dunning_retry_days {
+        let increasing = days.windows(2).all(|w| w[0] < w[1]);
+        if days.len() > 10 || !increasing || days.iter().any(|d| !(1..=60).contains(d)) {
+            return Err(Error::invalid_param(
+                "invalid_dunning_schedule",
+                "dunning_retry_days",
+                "dunning_retry_days must be at most 10 increasing whole days between 1 and 60.",
+            ));
+        }
+        db::tenants::set_dunning_retry_days(&mut tx, tenant_id, days).await?;
+    }
+    if let Some(stripe) = &patch.stripe {
+        if let Some(base) = &stripe.api_base {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(Error::invalid_param(
+                    "invalid_url",
+                    "stripe.api_base",
+                    "stripe.api_base must be an http(s) URL.",
+                ));
+            }
+        }
+        db::tenants::set_stripe(
+            &mut tx,
+            tenant_id,
+            stripe.secret_key.as_deref(),
+            stripe.webhook_secret.as_deref(),
+            stripe.api_base.as_deref(),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    get(db, tenant_id).await
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    /// The last four characters of the key.
+    pub hint: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<db::api_keys::KeyRow> for ApiKey {
+    fn from(r: db::api_keys::KeyRow) -> Self {
+        ApiKey {
+            id: r.id,
+            hint: r.hint,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+pub async fn list_keys(db: &PgPool, tenant_id: &str) -> Result<Vec<ApiKey>> {
+    let mut conn = db.acquire().await?;
+    let rows = db::api_keys::list(&mut conn, tenant_id).await?;
+    Ok(rows.into_iter().map(ApiKey::from).collect())
+}
+
+pub async fn revoke_key(db: &PgPool, tenant_id: &str, key_id: &str) -> Result<ApiKey> {
+    let mut conn = db.acquire().await?;
+    db::api_keys::revoke(&mut conn, tenant_id, key_id)
+        .await?
+        .map(ApiKey::from)
+        .ok_or_else(|| Error::not_found("api_key_not_found", "No such API key."))
+}
