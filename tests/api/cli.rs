@@ -193,3 +193,83 @@ async fn tenant_create_and_plans_apply_commands() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_asks_readyz_and_fails_when_nothing_answers() {
+    let app = crate::helpers::spawn_app().await;
+    let ok = Command::new(BIN)
+        .args(["healthcheck", "--url", &app.base])
+        .env("TOLLGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "ready");
+
+    // Nothing listens on a port just freed: the check fails (a container is then unhealthy).
+    let port = free_port();
+    let down = Command::new(BIN)
+        .args(["healthcheck", "--url", &format!("http://127.0.0.1:{port}")])
+        .env("TOLLGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!down.status.success());
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("/readyz"),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_without_migrate_waits_for_the_schema_instead_of_applying_it() {
+    use sqlx::Connection;
+    let url = crate::helpers::empty_database().await;
+    let mut child = Command::new(BIN)
+        .args(["worker", "--no-migrate"])
+        .env("DATABASE_URL", &url)
+        .env("TOLLGATE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the worker's log on a thread; lines arrive on a channel.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    };
+    wait_for("waiting for the database migrations");
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let migrated: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        migrated, None,
+        "the worker did not migrate the database itself"
+    );
+    // Another process (here, the test) applies them: the worker goes to work.
+    tollgate::MIGRATOR.run(&mut conn).await.unwrap();
+    wait_for("worker started");
+    assert!(sigterm_and_wait(child).success());
+}

@@ -467,3 +467,104 @@ async fn openapi_health_and_metrics() {
         .unwrap();
     assert!(m.contains("tollgate_http_requests_total"), "{m}");
 }
+
+/// Sends `body` to `path` over a raw connection with `Transfer-Encoding: chunked` (no
+/// Content-Length), in 64 KiB chunks; returns the status and the response body.
+async fn post_chunked(base: &str, path: &str, auth: &str, body: &[u8]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {auth}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.chunks(64 * 1024) {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+        // The server may answer (and close) before reading everything: stop writing then.
+        if s.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    // The body may itself be chunked: take the JSON object inside it.
+    let json = body
+        .find('{')
+        .zip(body.rfind('}'))
+        .and_then(|(a, b)| serde_json::from_str(&body[a..=b]).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_path_refuses_bodies_over_one_mib_and_does_nothing() {
+    let app = spawn_app().await;
+    let t = app.tenant("test").await;
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    // Paths whose handlers never read a body, an admin path, and the Stripe webhook path.
+    let paths = [
+        (
+            format!("/admin/v1/tenants/{}/api_keys", t.id),
+            ADMIN_TOKEN.to_string(),
+        ),
+        ("/v1/invoices/in_nope/void".to_string(), t.key.clone()),
+        (
+            "/v1/subscriptions/sub_nope/reactivate".to_string(),
+            t.key.clone(),
+        ),
+        (format!("/v1/stripe/webhooks/{}", t.id), t.key.clone()),
+        ("/v1/usage".to_string(), t.key.clone()),
+        ("/v1/check".to_string(), t.key.clone()),
+    ];
+    for (path, auth) in &paths {
+        let r = app
+            .client
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(auth)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["type"], "invalid_request", "{path}: {b}");
+        assert_eq!(b["error"]["code"], "body_too_large", "{path}: {b}");
+
+        // The same without a Content-Length (chunked): read up to the limit, then refused.
+        let (status, b) = post_chunked(&app.base, path, auth, &big).await;
+        assert_eq!(status, 413, "{path} chunked");
+        assert_eq!(b["error"]["code"], "body_too_large", "{path} chunked: {b}");
+    }
+    // No key was minted: the tenant still has its one key.
+    let keys = app.get("/v1/api_keys", &t.key).await;
+    assert_eq!(
+        keys.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{:?}",
+        keys.body
+    );
+
+    // A chunked body under the limit still reaches its handler.
+    let small = json!({"name": "Chunked"}).to_string();
+    let (status, b) = post_chunked(
+        &app.base,
+        "/admin/v1/tenants",
+        ADMIN_TOKEN,
+        small.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(b["name"], "Chunked");
+}

@@ -103,6 +103,20 @@ pub async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
+/// A fresh database with nothing in it (not migrated).
+pub async fn empty_database() -> String {
+    let (base, maint) = server();
+    let name = format!("tg_empty_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&format!("{base}/{maint}"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    format!("{base}/{name}")
+}
+
 pub struct TestApp {
     pub state: AppState,
     pub base: String,

@@ -7,6 +7,7 @@ mod fakes;
 mod helpers;
 mod isolation;
 mod lifecycle;
+mod outage;
 mod plans;
 mod schema;
 mod seed_lifecycle;
