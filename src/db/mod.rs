@@ -7,6 +7,7 @@ pub mod customers;
 pub mod features;
 pub mod hot_pool;
 pub mod idempotency;
+pub mod leases;
 pub mod plans;
 pub mod resolve;
 pub mod schema;

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
@@ -12,74 +11,7 @@ use crate::domain::entitlement::{Aggregation, Entitlement, FeatureType, Overage}
 use crate::domain::period::{Interval, Reset};
 use crate::error::Result;
 
-#[derive(Debug, Clone)]
-pub struct Price {
-    pub interval: Interval,
-    pub amount: Decimal,
-    pub currency: String,
-    pub per_seat: bool,
-    pub stripe_price_id: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PlanFeature {
-    pub feature: String,
-    pub entitlement: Entitlement,
-    /// The Stripe Billing Meter its usage is reported to (features are immutable).
-    pub stripe_meter_event_name: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PlanVersion {
-    pub key: String,
-    pub version: i32,
-    pub name: String,
-    pub trial_days: i32,
-    pub retention_days: Option<i32>,
-    pub prices: Vec<Price>,
-    /// Sorted by feature key.
-    pub features: Vec<PlanFeature>,
-    pub definition: serde_json::Value,
-    pub created_at: DateTime<Utc>,
-}
-
-impl PlanVersion {
-    pub fn entitlement(&self, feature: &str) -> Option<&Entitlement> {
-        self.features
-            .binary_search_by(|f| f.feature.as_str().cmp(feature))
-            .ok()
-            .map(|i| &self.features[i].entitlement)
-    }
-
-    /// The Stripe meter event name of a feature of the plan, if it is reported to Stripe.
-    pub fn meter_event(&self, feature: &str) -> Option<&str> {
-        self.features
-            .binary_search_by(|f| f.feature.as_str().cmp(feature))
-            .ok()
-            .and_then(|i| self.features[i].stripe_meter_event_name.as_deref())
-    }
-
-    pub fn price(&self, interval: Interval) -> Option<&Price> {
-        self.prices.iter().find(|p| p.interval == interval)
-    }
-
-    /// The currency of the plan's prices (usd for a plan without prices).
-    pub fn currency(&self) -> &str {
-        self.prices
-            .first()
-            .map(|p| p.currency.as_str())
-            .unwrap_or("usd")
-    }
-
-    /// The interval a new subscription gets when none is asked for.
-    pub fn default_interval(&self) -> Interval {
-        if self.prices.is_empty() || self.price(Interval::Month).is_some() {
-            Interval::Month
-        } else {
-            Interval::Year
-        }
-    }
-}
+pub use crate::domain::plan::{PlanFeature, PlanVersion, Price};
 
 type Key = (String, String, i32);
 

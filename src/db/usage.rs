@@ -8,7 +8,6 @@ use sqlx::PgConnection;
 
 use crate::domain::entitlement::{Aggregation, Thresholds};
 use crate::domain::period::Period;
-use crate::error::Result;
 
 pub struct NewEvent<'a> {
     pub tenant_id: &'a str,
@@ -57,7 +56,7 @@ pub enum Outcome {
 /// Records one event in one round trip (`tollgate_record_usage`, migration 4): the event
 /// insert, the conditional counter upsert, the alerts it crosses into (with their webhook
 /// events) and its Stripe meter outbox row commit or abort together.
-pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> Result<Outcome> {
+pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> Result<Outcome, sqlx::Error> {
     let row = sqlx::query!(
         r#"SELECT outcome AS "outcome!", used AS "used!", customer_id AS "customer_id!",
                   feature_key AS "feature_key!", quantity AS "quantity!",
@@ -93,7 +92,7 @@ pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> Result<Outcom
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(CLOSED) => {
             return Ok(Outcome::PeriodClosed)
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     if row.outcome == "duplicate" {
         return Ok(Outcome::Duplicate {
@@ -120,7 +119,7 @@ pub async fn stored_event(
     conn: &mut PgConnection,
     tenant_id: &str,
     event_id: &str,
-) -> Result<Option<(StoredEvent, Decimal)>> {
+) -> Result<Option<(StoredEvent, Decimal)>, sqlx::Error> {
     let row = sqlx::query!(
         r#"SELECT e.event_id, e.customer_id, e.feature_key, e.quantity, e.occurred_at,
                   COALESCE(c.used, 0) AS "used!"
@@ -155,7 +154,7 @@ pub async fn counter(
     customer_id: &str,
     feature_key: &str,
     period_start: DateTime<Utc>,
-) -> Result<Decimal> {
+) -> Result<Decimal, sqlx::Error> {
     Ok(sqlx::query_scalar!(
         "SELECT used FROM usage_counters
          WHERE tenant_id = $1 AND customer_id = $2 AND feature_key = $3 AND period_start = $4",
@@ -175,7 +174,7 @@ pub async fn counters(
     tenant_id: &str,
     customer_id: &str,
     keys: &[(String, DateTime<Utc>)],
-) -> Result<Vec<Decimal>> {
+) -> Result<Vec<Decimal>, sqlx::Error> {
     let features: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
     let starts: Vec<DateTime<Utc>> = keys.iter().map(|k| k.1).collect();
     let rows = sqlx::query!(
@@ -205,7 +204,7 @@ pub async fn active_leases(
     customer_id: &str,
     feature_key: &str,
     now: DateTime<Utc>,
-) -> Result<Decimal> {
+) -> Result<Decimal, sqlx::Error> {
     let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM leases
            WHERE tenant_id = $1 AND customer_id = $2 AND feature_key = $3 AND expires_at > $4"#,
@@ -217,4 +216,66 @@ pub async fn active_leases(
     .fetch_one(&mut *conn)
     .await?;
     Ok(Decimal::from(n))
+}
+
+/// One customer's counter of one period.
+pub struct PeriodRow {
+    pub feature_key: String,
+    pub period_start: DateTime<Utc>,
+    pub period_end: Option<DateTime<Utc>>,
+    pub used: Decimal,
+    pub event_count: i64,
+}
+
+/// A customer's counters of periods starting at `since` or later (and the never-resetting
+/// ones), newest first.
+pub async fn history(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<PeriodRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PeriodRow,
+        "SELECT feature_key, period_start, period_end, used, event_count FROM usage_counters
+         WHERE tenant_id = $1 AND customer_id = $2 AND (period_start >= $3 OR period_end IS NULL)
+         ORDER BY period_start DESC, feature_key",
+        tenant_id,
+        customer_id,
+        since
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// A member's usage, with the number of members and their total.
+pub struct MemberRow {
+    pub member_id: String,
+    pub used: Decimal,
+    pub members: i64,
+    pub total: Decimal,
+}
+
+/// The ten members with the most usage of a feature in a period, most first.
+pub async fn top_members(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+    feature_key: &str,
+    period_start: DateTime<Utc>,
+) -> Result<Vec<MemberRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MemberRow,
+        r#"SELECT member_id, used, count(*) OVER () AS "members!", sum(used) OVER () AS "total!"
+               FROM usage_member_counters
+               WHERE tenant_id = $1 AND customer_id = $2 AND feature_key = $3 AND period_start = $4
+               ORDER BY used DESC, member_id
+               LIMIT 10"#,
+        tenant_id,
+        customer_id,
+        feature_key,
+        period_start
+    )
+    .fetch_all(&mut *conn)
+    .await
 }

@@ -2,10 +2,11 @@
 //! stored with each version (and compared, so that applying the same plan twice writes
 //! nothing).
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::entitlement::FeatureType;
+use super::entitlement::{Denial, Entitlement, FeatureType};
 use super::money;
 use super::period::{Interval, Reset};
 use super::qty::{max_quantity, validate_quantity, Qty};
@@ -287,6 +288,100 @@ pub fn normalize(
     })
 }
 
+/// A plan version as stored: immutable once written.
+#[derive(Debug, Clone)]
+pub struct Price {
+    pub interval: Interval,
+    pub amount: Decimal,
+    pub currency: String,
+    pub per_seat: bool,
+    pub stripe_price_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanFeature {
+    pub feature: String,
+    pub entitlement: Entitlement,
+    /// The Stripe Billing Meter its usage is reported to (features are immutable).
+    pub stripe_meter_event_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanVersion {
+    pub key: String,
+    pub version: i32,
+    pub name: String,
+    pub trial_days: i32,
+    pub retention_days: Option<i32>,
+    pub prices: Vec<Price>,
+    /// Sorted by feature key.
+    pub features: Vec<PlanFeature>,
+    pub definition: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl PlanVersion {
+    pub fn entitlement(&self, feature: &str) -> Option<&Entitlement> {
+        self.features
+            .binary_search_by(|f| f.feature.as_str().cmp(feature))
+            .ok()
+            .map(|i| &self.features[i].entitlement)
+    }
+
+    /// The Stripe meter event name of a feature of the plan, if it is reported to Stripe.
+    pub fn meter_event(&self, feature: &str) -> Option<&str> {
+        self.features
+            .binary_search_by(|f| f.feature.as_str().cmp(feature))
+            .ok()
+            .and_then(|i| self.features[i].stripe_meter_event_name.as_deref())
+    }
+
+    pub fn price(&self, interval: Interval) -> Option<&Price> {
+        self.prices.iter().find(|p| p.interval == interval)
+    }
+
+    /// The currency of the plan's prices (usd for a plan without prices).
+    pub fn currency(&self) -> &str {
+        self.prices
+            .first()
+            .map(|p| p.currency.as_str())
+            .unwrap_or("usd")
+    }
+
+    /// The interval a new subscription gets when none is asked for.
+    pub fn default_interval(&self) -> Interval {
+        if self.prices.is_empty() || self.price(Interval::Month).is_some() {
+            Interval::Month
+        } else {
+            Interval::Year
+        }
+    }
+}
+
+/// The gate every use of a feature passes before any quantity is weighed: a customer with no
+/// plan (no live subscription and no default plan) is `subscription_inactive`; a feature the
+/// plan does not list is `not_in_plan`. Checks, usage and leases all ask this.
+pub fn gate<'a>(plan: Option<&'a PlanVersion>, feature: &str) -> Result<&'a Entitlement, Denial> {
+    plan.ok_or(Denial::SubscriptionInactive)?
+        .entitlement(feature)
+        .ok_or(Denial::NotInPlan)
+}
+
+/// [`gate`] for using a feature (recording usage, taking a slot): a feature listed but
+/// disabled is `not_in_plan` too. (A check still answers a disabled feature's figures.)
+pub fn gate_use<'a>(
+    plan: Option<&'a PlanVersion>,
+    feature: &str,
+) -> Result<&'a Entitlement, Denial> {
+    gate(plan, feature).and_then(|e| {
+        if e.enabled {
+            Ok(e)
+        } else {
+            Err(Denial::NotInPlan)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +422,51 @@ mod tests {
         assert_eq!(
             def.entitlements[0].overage.as_ref().map(|o| o.per_units),
             Some(Decimal::ONE)
+        );
+    }
+
+    fn version(features: Vec<(&str, bool)>) -> PlanVersion {
+        PlanVersion {
+            key: "p".into(),
+            version: 1,
+            name: "P".into(),
+            trial_days: 0,
+            retention_days: None,
+            prices: vec![],
+            features: features
+                .into_iter()
+                .map(|(f, enabled)| PlanFeature {
+                    feature: f.into(),
+                    stripe_meter_event_name: None,
+                    entitlement: Entitlement {
+                        feature_type: FeatureType::Metered,
+                        aggregation: super::super::entitlement::Aggregation::Sum,
+                        enabled,
+                        limit: Some(Decimal::TEN),
+                        reset: Reset::Month,
+                        overage: None,
+                    },
+                })
+                .collect(),
+            definition: serde_json::Value::Null,
+            created_at: DateTime::<Utc>::MIN_UTC,
+        }
+    }
+
+    #[test]
+    fn the_gate_tells_no_plan_from_not_in_plan_from_disabled() {
+        let plan = version(vec![("a", true), ("b", false)]);
+        assert_eq!(gate(None, "a"), Err(Denial::SubscriptionInactive));
+        assert_eq!(gate(Some(&plan), "z"), Err(Denial::NotInPlan));
+        assert!(gate(Some(&plan), "a").is_ok());
+        assert!(
+            gate(Some(&plan), "b").is_ok(),
+            "a check still sees a disabled feature"
+        );
+        assert_eq!(gate_use(Some(&plan), "b"), Err(Denial::NotInPlan));
+        assert_eq!(
+            gate_use(Some(&plan), "a").map(|e| e.limit),
+            Ok(Some(Decimal::TEN))
         );
     }
 

@@ -1,6 +1,10 @@
 //! Entitlements: may this customer use this feature, how much have they used, and recording
 //! what they used — the hot path (`POST /v1/check`, `POST /v1/usage`) and its read-outs.
 
+pub mod check;
+pub mod leases;
+pub mod readouts;
+pub mod record;
 pub mod resolve;
 
 use std::sync::Arc;

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::http::error::{ApiError, ErrorType};
+use super::error::{ApiError, ErrorType};
+use crate::error::Error;
 
 /// The most a request body may be.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -86,7 +87,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     result.map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        json_error(&path, &inner)
+        ApiError::from(json_error(&path, &inner))
     })
 }
 
@@ -127,7 +128,7 @@ fn uri_has_nul(parts: &Parts) -> bool {
 }
 
 /// Deserializes an already-parsed value (batch events), with the same errors.
-pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
     let result: Result<T, _> = serde_path_to_error::deserialize(value);
     result.map_err(|err| {
         let path = err.path().to_string();
@@ -136,11 +137,11 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
     })
 }
 
-fn json_error(path: &str, inner: &serde_json::Error) -> ApiError {
+fn json_error(path: &str, inner: &serde_json::Error) -> Error {
     use serde_json::error::Category;
     let msg = inner.to_string();
     match inner.classify() {
-        Category::Syntax | Category::Eof | Category::Io => ApiError::invalid(
+        Category::Syntax | Category::Eof | Category::Io => Error::invalid(
             "invalid_json",
             format!("The request body is not valid JSON: {msg}"),
         ),
@@ -148,7 +149,7 @@ fn json_error(path: &str, inner: &serde_json::Error) -> ApiError {
             if let Some(rest) = msg.strip_prefix("unknown field `") {
                 let field = rest.split('`').next().unwrap_or_default();
                 let param = join_path(path, field);
-                return ApiError::invalid_param(
+                return Error::invalid_param(
                     "unknown_field",
                     &param,
                     format!("Unknown field `{param}`."),
@@ -157,7 +158,7 @@ fn json_error(path: &str, inner: &serde_json::Error) -> ApiError {
             if let Some(rest) = msg.strip_prefix("missing field `") {
                 let field = rest.split('`').next().unwrap_or_default();
                 let param = join_path(path, field);
-                return ApiError::invalid_param(
+                return Error::invalid_param(
                     "missing_field",
                     &param,
                     format!("Missing required field `{param}`."),
@@ -168,15 +169,17 @@ fn json_error(path: &str, inner: &serde_json::Error) -> ApiError {
             } else {
                 Some(path.to_string())
             };
-            let mut err = ApiError::invalid(
+            let err = Error::invalid(
                 "invalid_field",
                 match &param {
                     Some(p) => format!("Invalid value for `{p}`: {msg}"),
                     None => format!("Invalid request body: {msg}"),
                 },
             );
-            err.param = param;
-            err
+            match param {
+                Some(p) => err.with_param(p),
+                None => err,
+            }
         }
     }
 }

@@ -86,11 +86,11 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invoices::upcoming_invoice))
         .routes(routes!(test_clock::get_clock))
         .routes(routes!(test_clock::advance))
-        .routes(routes!(usage::entitlements))
-        .routes(routes!(usage::record_usage_batch))
-        .routes(routes!(usage::current_usage))
-        .routes(routes!(usage::usage_history))
-        .routes(routes!(usage::member_usage))
+        .routes(routes!(usage::check::entitlements))
+        .routes(routes!(usage::record::record_usage_batch))
+        .routes(routes!(usage::readouts::current_usage))
+        .routes(routes!(usage::readouts::usage_history))
+        .routes(routes!(usage::readouts::member_usage))
         .routes(routes!(leases::create_lease))
         .routes(routes!(leases::release_lease))
         .routes(routes!(alerts::customer_alerts))
@@ -106,12 +106,12 @@ fn v1_routes() -> OpenApiRouter<AppState> {
 /// `POST /v1/check`: the key is checked inside the check's own statement (unless the request
 /// carries an Idempotency-Key; see `auth::defer_tenant_unless_idempotent`).
 fn check_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(usage::check))
+    OpenApiRouter::new().routes(routes!(usage::check::check))
 }
 
 /// `POST /v1/usage`: the key is checked inside the recording's own statement.
 fn usage_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(usage::record_usage))
+    OpenApiRouter::new().routes(routes!(usage::record::record_usage))
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {

@@ -1,0 +1,85 @@
+//! `leases`: concurrency slots held until released or expired.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+/// Serializes slot-taking for one customer and feature until the transaction ends (a
+/// transaction-scoped advisory lock), so the limit holds across any number of processes.
+pub async fn lock_slots(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+    feature_key: &str,
+) -> Result<(), sqlx::Error> {
+    let lock_key = format!("lease\x1f{tenant_id}\x1f{customer_id}\x1f{feature_key}");
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        lock_key
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+pub struct NewLease<'a> {
+    pub tenant_id: &'a str,
+    pub lease_id: &'a str,
+    pub customer_id: &'a str,
+    pub feature_key: &'a str,
+    pub expires_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    /// The slots there are (`None`: unlimited).
+    pub limit: Option<Decimal>,
+}
+
+/// Takes a slot if fewer than `limit` unexpired leases are held; `None` when all are taken.
+/// Returns the creation time.
+pub async fn take(
+    conn: &mut PgConnection,
+    l: &NewLease<'_>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"INSERT INTO leases (tenant_id, lease_id, customer_id, feature_key, expires_at, created_at)
+           SELECT $1, $2, $3, $4, $5, $6
+           WHERE $7::numeric IS NULL
+              OR (SELECT count(*) FROM leases
+                   WHERE tenant_id = $1 AND customer_id = $3 AND feature_key = $4
+                     AND expires_at > $6) < $7
+           RETURNING created_at"#,
+        l.tenant_id,
+        l.lease_id,
+        l.customer_id,
+        l.feature_key,
+        l.expires_at,
+        l.now,
+        l.limit
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+pub struct LeaseRow {
+    pub lease_id: String,
+    pub customer_id: String,
+    pub feature_key: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Releases a lease; `None` if there is none (released already).
+pub async fn release(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    lease_id: &str,
+) -> Result<Option<LeaseRow>, sqlx::Error> {
+    sqlx::query_as!(
+        LeaseRow,
+        "DELETE FROM leases WHERE tenant_id = $1 AND lease_id = $2
+         RETURNING lease_id, customer_id, feature_key, expires_at, created_at",
+        tenant_id,
+        lease_id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
