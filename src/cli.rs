@@ -381,7 +381,7 @@ async fn healthcheck(config: &Config, url: Option<&str>) -> Result<()> {
 
 fn worker_config(config: &Config) -> crate::worker::WorkerConfig {
     crate::worker::WorkerConfig {
-        stripe: crate::stripe_sync::SyncConfig {
+        stripe: crate::stripe::sync::SyncConfig {
             max_attempts: config.stripe_max_attempts,
             ..Default::default()
         },

@@ -115,17 +115,17 @@ pub async fn put(
         .ok_or_else(customer_not_found)?;
     let customer = Customer::from(row);
     if inserted {
-        crate::events::emit(
+        crate::webhooks::events::emit(
             &mut tx,
             tenant_id,
-            crate::events::CUSTOMER_CREATED,
+            crate::webhooks::events::CUSTOMER_CREATED,
             &customer,
         )
         .await?;
-        crate::stripe_sync::enqueue(
+        crate::stripe::sync::enqueue(
             &mut tx,
             tenant_id,
-            crate::stripe_sync::Kind::Customer,
+            crate::stripe::sync::Kind::Customer,
             id,
             None,
         )

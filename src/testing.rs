@@ -11,7 +11,7 @@ pub use crate::billing::due::Processed;
 use crate::db::hot_pool::HotConn;
 use crate::db::plans::PlanCache;
 use crate::error::Result;
-pub use crate::stripe_sync::SyncConfig;
+pub use crate::stripe::sync::SyncConfig;
 pub use crate::webhooks::DeliveryConfig;
 use crate::AppState;
 
@@ -38,7 +38,7 @@ pub fn fast_webhook_delivery() -> DeliveryConfig {
 
 /// One pass of the Stripe outbox worker: sends what is due; returns how many rows it took.
 pub async fn send_stripe_outbox(state: &AppState, cfg: &SyncConfig) -> Result<usize> {
-    crate::stripe_sync::drain(&state.db, &state.plans, cfg).await
+    crate::stripe::sync::drain(&state.db, &state.plans, cfg).await
 }
 
 /// One pass of the webhook worker: delivers up to `max` due deliveries.

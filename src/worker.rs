@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::billing::due::{self, Processed, Scope};
 use crate::db::plans::PlanCache;
-use crate::stripe_sync::{self, SyncConfig};
+use crate::stripe::sync::{self as stripe_sync, SyncConfig};
 use crate::webhooks::{self, DeliveryConfig};
 
 /// How often the outbox and webhook deliveries are looked at when idle.

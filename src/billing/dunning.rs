@@ -89,7 +89,7 @@ pub async fn payment_failed(
     invoices::emit(
         conn,
         tenant_id,
-        crate::events::INVOICE_PAYMENT_FAILED,
+        crate::webhooks::events::INVOICE_PAYMENT_FAILED,
         invoice_id,
     )
     .await?;
@@ -162,10 +162,10 @@ pub async fn start_retry(conn: &mut PgConnection, plans: &PlanCache, due: &DueRe
     .execute(&mut *conn)
     .await?;
     let attempt = due.payment_attempts + 1;
-    let queued = crate::stripe_sync::enqueue(
+    let queued = crate::stripe::sync::enqueue(
         conn,
         &due.tenant_id,
-        crate::stripe_sync::Kind::InvoicePayment,
+        crate::stripe::sync::Kind::InvoicePayment,
         &due.invoice_id,
         Some(serde_json::json!({ "attempt": attempt })),
     )

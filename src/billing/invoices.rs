@@ -411,17 +411,23 @@ pub async fn finalize(
     emit(
         conn,
         tenant_id,
-        crate::events::INVOICE_FINALIZED,
+        crate::webhooks::events::INVOICE_FINALIZED,
         invoice_id,
     )
     .await?;
     if row.status == InvoiceStatus::Paid {
-        emit(conn, tenant_id, crate::events::INVOICE_PAID, invoice_id).await?;
-    } else {
-        crate::stripe_sync::enqueue(
+        emit(
             conn,
             tenant_id,
-            crate::stripe_sync::Kind::Invoice,
+            crate::webhooks::events::INVOICE_PAID,
+            invoice_id,
+        )
+        .await?;
+    } else {
+        crate::stripe::sync::enqueue(
+            conn,
+            tenant_id,
+            crate::stripe::sync::Kind::Invoice,
             invoice_id,
             None,
         )
@@ -438,11 +444,11 @@ pub async fn emit(
     invoice_id: &str,
 ) -> Result<()> {
     // The invoice with its lines is two queries: only when an endpoint will get it.
-    if !crate::events::wanted(conn, tenant_id, event_type).await? {
+    if !crate::webhooks::events::wanted(conn, tenant_id, event_type).await? {
         return Ok(());
     }
     let invoice = super::views::load_invoice(conn, tenant_id, invoice_id).await?;
-    crate::events::emit(conn, tenant_id, event_type, &invoice).await
+    crate::webhooks::events::emit(conn, tenant_id, event_type, &invoice).await
 }
 
 pub struct LineRow {
@@ -579,16 +585,22 @@ pub async fn mark_paid(
     }
     if out_of_band {
         let payload = serde_json::json!({"paid_out_of_band": true});
-        crate::stripe_sync::enqueue(
+        crate::stripe::sync::enqueue(
             conn,
             tenant_id,
-            crate::stripe_sync::Kind::InvoicePayment,
+            crate::stripe::sync::Kind::InvoicePayment,
             invoice_id,
             Some(payload),
         )
         .await?;
     }
-    emit(conn, tenant_id, crate::events::INVOICE_PAID, invoice_id).await?;
+    emit(
+        conn,
+        tenant_id,
+        crate::webhooks::events::INVOICE_PAID,
+        invoice_id,
+    )
+    .await?;
     Ok(row)
 }
 
@@ -620,10 +632,10 @@ pub async fn void(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    crate::stripe_sync::enqueue(
+    crate::stripe::sync::enqueue(
         conn,
         tenant_id,
-        crate::stripe_sync::Kind::InvoiceVoid,
+        crate::stripe::sync::Kind::InvoiceVoid,
         invoice_id,
         None,
     )

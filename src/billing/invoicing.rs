@@ -70,10 +70,10 @@ pub async fn pay(
             let row = inv::get(&mut tx, tenant_id, invoice_id, true).await?;
             inv::payable(&row)?;
             let attempts = inv::payment_attempts(&mut tx, tenant_id, invoice_id).await?;
-            let queued = crate::stripe_sync::enqueue(
+            let queued = crate::stripe::sync::enqueue(
                 &mut tx,
                 tenant_id,
-                crate::stripe_sync::Kind::InvoicePayment,
+                crate::stripe::sync::Kind::InvoicePayment,
                 invoice_id,
                 Some(serde_json::json!({ "attempt": attempts + 1 })),
             )

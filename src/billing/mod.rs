@@ -8,4 +8,5 @@ pub mod invoicing;
 pub mod lifecycle;
 pub mod pdf;
 pub mod subscriptions;
+pub mod test_clock;
 pub mod views;

@@ -15,7 +15,7 @@ use crate::domain::period::Interval;
 use crate::domain::status::SubscriptionStatus;
 use crate::entitlements::resolve::customer_not_found;
 use crate::error::{Error, Result};
-use crate::events;
+use crate::webhooks::events;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

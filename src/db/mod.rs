@@ -1,6 +1,7 @@
 //! All SQL: one module per table group, functions taking a connection or transaction and
 //! returning `sqlx::Error`. Nothing here knows HTTP or the services above.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod check_batch;
 pub mod customers;
@@ -8,12 +9,15 @@ pub mod features;
 pub mod hot_pool;
 pub mod idempotency;
 pub mod leases;
+pub mod outbox;
 pub mod plans;
 pub mod resolve;
 pub mod schema;
+pub mod stripe_events;
 pub mod subscriptions;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 
 /// Is this error a unique violation of the named constraint/index?
 pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {

@@ -211,3 +211,77 @@ pub async fn invoice_grace_minutes(
     .fetch_one(&mut *conn)
     .await
 }
+
+/// What a Stripe webhook needs of its tenant: the signing secret and the clock.
+pub struct StripeWebhookRow {
+    pub stripe_webhook_secret: Option<String>,
+    pub test_clock_now: Option<DateTime<Utc>>,
+}
+
+pub async fn stripe_webhook(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+) -> Result<Option<StripeWebhookRow>, sqlx::Error> {
+    sqlx::query_as!(
+        StripeWebhookRow,
+        "SELECT stripe_webhook_secret, test_clock_now FROM tenants WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// Holds the tenant's test-clock lock until the transaction ends (one advance at a time).
+pub async fn lock_test_clock(conn: &mut PgConnection, tenant_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('tollgate.test_clock.' || $1, 0))",
+        tenant_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// The tenant's test clock (`None`: it follows real time).
+pub async fn test_clock(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT test_clock_now FROM tenants WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Freezes a real-time tenant's clock at `now` (no-op when already frozen).
+pub async fn freeze_test_clock(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET test_clock_now = $2 WHERE tenant_id = $1 AND test_clock_now IS NULL",
+        tenant_id,
+        now
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+pub async fn set_test_clock(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    to: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET test_clock_now = $2, updated_at = now() WHERE tenant_id = $1",
+        tenant_id,
+        to
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}

@@ -1,6 +1,7 @@
 //! Entitlements: may this customer use this feature, how much have they used, and recording
 //! what they used — the hot path (`POST /v1/check`, `POST /v1/usage`) and its read-outs.
 
+pub mod alerts;
 pub mod check;
 pub mod leases;
 pub mod readouts;

@@ -631,16 +631,9 @@ async fn two_concurrent_due_runners_create_each_invoice_once() {
         .unwrap()
         .with_timezone(&chrono::Utc);
     let run = |db: sqlx::PgPool, tenant: String| async move {
-        let plans = tollgate::db::plans::PlanCache::default();
-        tollgate::billing::due::run(
-            &db,
-            &plans,
-            tollgate::billing::due::Scope::Tenant(&tenant),
-            until,
-            u32::MAX,
-        )
-        .await
-        .unwrap()
+        tollgate::testing::run_due_for_tenant(&db, &tenant, until)
+            .await
+            .unwrap()
     };
     let (a, b) = tokio::join!(
         tokio::spawn(run(app.db.clone(), t.id.clone())),
@@ -717,11 +710,10 @@ async fn the_worker_renews_on_real_time_and_leaves_frozen_test_clocks_alone() {
     .execute(&app.db)
     .await
     .unwrap();
-    let plans = tollgate::db::plans::PlanCache::default();
-    let done = tollgate::worker::run_due(&app.db, &plans).await.unwrap();
+    let done = tollgate::testing::run_due(&app.db).await.unwrap();
     assert_eq!(done.renewals, 1, "{done:?}");
     assert_eq!(done.invoices_finalized, 1, "its grace period is over too");
-    let again = tollgate::worker::run_due(&app.db, &plans).await.unwrap();
+    let again = tollgate::testing::run_due(&app.db).await.unwrap();
     assert_eq!(again.total(), 0);
     let s = app
         .get(

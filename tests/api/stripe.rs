@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tollgate::stripe_sync::{self, SyncConfig};
-use tollgate::webhooks::{self, DeliveryConfig};
+use tollgate::testing::{self, DeliveryConfig, SyncConfig};
 
 use crate::fakes::{FakeStripe, Receiver};
 use crate::helpers::{spawn_app, Tenant, TestApp};
@@ -28,7 +27,7 @@ fn sync_cfg() -> SyncConfig {
 pub async fn drain_stripe(app: &TestApp, workers: usize) {
     let cfg = sync_cfg();
     for _ in 0..10_000 {
-        let runs = (0..workers).map(|_| stripe_sync::drain(&app.db, &app.state.plans, &cfg));
+        let runs = (0..workers).map(|_| testing::send_stripe_outbox(&app.state, &cfg));
         for r in futures::future::join_all(runs).await {
             r.unwrap();
         }
@@ -55,7 +54,7 @@ pub async fn drain_webhooks(app: &TestApp) {
     };
     let http = reqwest::Client::new();
     for _ in 0..10_000 {
-        webhooks::deliver_due(&app.db, &http, &cfg, 32)
+        testing::deliver_webhooks(&app.db, &http, &cfg, 32)
             .await
             .unwrap();
         let pending: i64 =
@@ -708,9 +707,7 @@ async fn rows_that_keep_failing_are_parked_with_their_last_error() {
         ..sync_cfg()
     };
     for _ in 0..1000 {
-        stripe_sync::drain(&app.db, &app.state.plans, &cfg)
-            .await
-            .unwrap();
+        testing::send_stripe_outbox(&app.state, &cfg).await.unwrap();
         let sync = app.get("/v1/stripe/sync", &t.key).await;
         if sync.body["counts"]["pending"] == 0 {
             break;

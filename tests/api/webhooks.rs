@@ -262,7 +262,7 @@ async fn delivered_events_and_sent_rows_are_kept_thirty_days() {
         .execute(&app.db)
         .await
         .unwrap();
-    tollgate::worker::cleanup(&app.db).await.unwrap();
+    tollgate::testing::cleanup(&app.db).await.unwrap();
     let left: Vec<String> = sqlx::query_scalar(
         "SELECT payload->'data'->>'id' FROM webhook_events WHERE tenant_id = $1",
     )

@@ -39,29 +39,13 @@ pub async fn emit(
 ) -> Result<()> {
     let data = serde_json::to_value(data)
         .map_err(|e| crate::error::Error::internal(format!("event payload: {e}")))?;
-    sqlx::query_scalar!(
-        "SELECT tollgate_emit_event($1, $2, $3, NULL)",
-        tenant_id,
-        event_type,
-        data
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(())
+    Ok(crate::db::webhooks::emit(conn, tenant_id, event_type, &data).await?)
 }
 
 /// Whether any endpoint of the tenant wants `event_type` (so callers can skip building a
 /// payload that costs queries).
 pub async fn wanted(conn: &mut PgConnection, tenant_id: &str, event_type: &str) -> Result<bool> {
-    Ok(sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM webhook_endpoints
-                          WHERE tenant_id = $1 AND deleted_at IS NULL
-                            AND ('*' = ANY (events) OR $2 = ANY (events))) AS "e!""#,
-        tenant_id,
-        event_type
-    )
-    .fetch_one(&mut *conn)
-    .await?)
+    Ok(crate::db::webhooks::wanted(conn, tenant_id, event_type).await?)
 }
 
 /// Emits the event for a subscription row as the API shows it.

@@ -12,11 +12,16 @@
 use std::time::Duration;
 
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::PgPool;
 
+pub mod endpoints;
+pub mod events;
+
+use crate::db;
+use crate::db::webhooks::Claimed;
 use crate::retry::backoff;
 
 /// How deliveries are attempted.
@@ -68,18 +73,6 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> Option<S
     ))
 }
 
-struct Claimed {
-    tenant_id: String,
-    endpoint_id: String,
-    event_id: String,
-    attempts: i32,
-    created_at: DateTime<Utc>,
-    url: String,
-    secret: String,
-    endpoint_deleted: bool,
-    payload: serde_json::Value,
-}
-
 enum Sent {
     Delivered(u16),
     Failed { status: Option<u16>, error: String },
@@ -93,29 +86,7 @@ pub async fn deliver_due(
     max: i64,
 ) -> Result<usize, sqlx::Error> {
     let lease = cfg.timeout.as_secs_f64() + 30.0;
-    let claimed = sqlx::query_as!(
-        Claimed,
-        r#"WITH due AS (
-               SELECT tenant_id, endpoint_id, event_id FROM webhook_deliveries
-               WHERE status = 'pending' AND next_attempt_at <= now()
-               ORDER BY next_attempt_at LIMIT $1
-               FOR UPDATE SKIP LOCKED)
-           UPDATE webhook_deliveries d
-              SET attempts = d.attempts + 1, last_attempt_at = now(),
-                  next_attempt_at = now() + make_interval(secs => $2)
-           FROM due, webhook_endpoints w, webhook_events e
-           WHERE d.tenant_id = due.tenant_id AND d.endpoint_id = due.endpoint_id
-             AND d.event_id = due.event_id
-             AND w.tenant_id = d.tenant_id AND w.endpoint_id = d.endpoint_id
-             AND e.tenant_id = d.tenant_id AND e.event_id = d.event_id
-           RETURNING d.tenant_id, d.endpoint_id, d.event_id, d.attempts, d.created_at,
-                     w.url, w.secret, (w.deleted_at IS NOT NULL) AS "endpoint_deleted!",
-                     e.payload"#,
-        max,
-        lease
-    )
-    .fetch_all(db)
-    .await?;
+    let claimed = db::webhooks::claim_due(db, max, lease).await?;
     let n = claimed.len();
     let sends = claimed.into_iter().map(|c| async move {
         let result = if c.endpoint_deleted {
@@ -187,42 +158,21 @@ async fn record(
 ) -> Result<(), sqlx::Error> {
     match result {
         Sent::Delivered(status) => {
-            sqlx::query!(
-                "UPDATE webhook_deliveries
-                 SET status = 'delivered', delivered_at = now(), last_status = $5, last_error = NULL
-                 WHERE tenant_id = $1 AND endpoint_id = $2 AND event_id = $3 AND attempts = $4
-                   AND status = 'pending'",
-                c.tenant_id,
-                c.endpoint_id,
-                c.event_id,
-                c.attempts,
-                status as i32
-            )
-            .execute(db)
-            .await?;
+            db::webhooks::mark_delivered(db, c, i32::from(status)).await?;
         }
         Sent::Failed { status, error } => {
             let age = (Utc::now() - c.created_at).to_std().unwrap_or_default();
             let give_up = c.endpoint_deleted || age >= cfg.give_up_after;
             let wait = backoff(c.attempts, cfg.base_delay, cfg.max_delay);
             tracing::info!(event = %c.event_id, endpoint = %c.endpoint_id, attempts = c.attempts, give_up, %error, "webhook delivery failed");
-            sqlx::query!(
-                "UPDATE webhook_deliveries
-                 SET status = CASE WHEN $5 THEN 'failed' ELSE 'pending' END,
-                     next_attempt_at = now() + make_interval(secs => $6),
-                     last_status = $7, last_error = $8
-                 WHERE tenant_id = $1 AND endpoint_id = $2 AND event_id = $3 AND attempts = $4
-                   AND status = 'pending'",
-                c.tenant_id,
-                c.endpoint_id,
-                c.event_id,
-                c.attempts,
+            db::webhooks::mark_failed(
+                db,
+                c,
                 give_up,
                 wait.as_secs_f64(),
                 status.map(i32::from),
-                error
+                &error,
             )
-            .execute(db)
             .await?;
         }
     }

@@ -1,0 +1,258 @@
+//! Outbound webhooks: `webhook_endpoints`, `webhook_events` and `webhook_deliveries`.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+/// Records an event with a pending delivery per subscribed endpoint, in the caller's
+/// transaction (`tollgate_emit_event`, migration 4; nothing when no endpoint wants it).
+pub async fn emit(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    event_type: &str,
+    data: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT tollgate_emit_event($1, $2, $3, NULL)",
+        tenant_id,
+        event_type,
+        data
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// Whether any endpoint of the tenant wants `event_type`.
+pub async fn wanted(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    event_type: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+                          WHERE tenant_id = $1 AND deleted_at IS NULL
+                            AND ('*' = ANY (events) OR $2 = ANY (events))) AS "e!""#,
+        tenant_id,
+        event_type
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+pub struct NewEndpoint<'a> {
+    pub endpoint_id: &'a str,
+    pub url: &'a str,
+    pub events: &'a [String],
+    pub secret: &'a str,
+    pub description: Option<&'a str>,
+}
+
+/// Inserts an endpoint; returns its creation time.
+pub async fn insert_endpoint(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    e: &NewEndpoint<'_>,
+) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "INSERT INTO webhook_endpoints (tenant_id, endpoint_id, url, events, secret, description)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
+        tenant_id,
+        e.endpoint_id,
+        e.url,
+        e.events,
+        e.secret,
+        e.description
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+pub struct EndpointRow {
+    pub endpoint_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The tenant's live endpoints.
+pub async fn endpoints(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+) -> Result<Vec<EndpointRow>, sqlx::Error> {
+    sqlx::query_as!(
+        EndpointRow,
+        "SELECT endpoint_id, url, events, description, created_at FROM webhook_endpoints
+         WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY endpoint_id",
+        tenant_id
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Deletes an endpoint (softly: its delivery log stays); `false` if there was none.
+pub async fn delete_endpoint(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "UPDATE webhook_endpoints SET deleted_at = now()
+         WHERE tenant_id = $1 AND endpoint_id = $2 AND deleted_at IS NULL",
+        tenant_id,
+        endpoint_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Whether the endpoint exists (deleted ones too: their log can still be read).
+pub async fn endpoint_exists(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+                          WHERE tenant_id = $1 AND endpoint_id = $2) AS "e!""#,
+        tenant_id,
+        endpoint_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+pub struct DeliveryRow {
+    pub event_id: String,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub payload: serde_json::Value,
+}
+
+/// A page of an endpoint's deliveries, newest first.
+pub async fn deliveries(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    endpoint_id: &str,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as!(
+        DeliveryRow,
+        r#"SELECT d.event_id, e.type AS event_type, d.status, d.attempts, d.last_status,
+                  d.last_error, d.created_at, d.last_attempt_at, d.next_attempt_at,
+                  d.delivered_at, e.payload
+           FROM webhook_deliveries d
+           JOIN webhook_events e ON e.tenant_id = d.tenant_id AND e.event_id = d.event_id
+           WHERE d.tenant_id = $1 AND d.endpoint_id = $2
+             AND ($3::text IS NULL OR d.event_id < $3)
+           ORDER BY d.event_id DESC LIMIT $4"#,
+        tenant_id,
+        endpoint_id,
+        starting_after,
+        limit
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// A delivery taken by a worker: its lease is the attempt count it was claimed with.
+pub struct Claimed {
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub url: String,
+    pub secret: String,
+    pub endpoint_deleted: bool,
+    pub payload: serde_json::Value,
+}
+
+/// Claims up to `max` due deliveries (`FOR UPDATE SKIP LOCKED`), leasing each for
+/// `lease_secs` and counting the attempt, in one statement.
+pub async fn claim_due(
+    db: &PgPool,
+    max: i64,
+    lease_secs: f64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as!(
+        Claimed,
+        r#"WITH due AS (
+               SELECT tenant_id, endpoint_id, event_id FROM webhook_deliveries
+               WHERE status = 'pending' AND next_attempt_at <= now()
+               ORDER BY next_attempt_at LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+           UPDATE webhook_deliveries d
+              SET attempts = d.attempts + 1, last_attempt_at = now(),
+                  next_attempt_at = now() + make_interval(secs => $2)
+           FROM due, webhook_endpoints w, webhook_events e
+           WHERE d.tenant_id = due.tenant_id AND d.endpoint_id = due.endpoint_id
+             AND d.event_id = due.event_id
+             AND w.tenant_id = d.tenant_id AND w.endpoint_id = d.endpoint_id
+             AND e.tenant_id = d.tenant_id AND e.event_id = d.event_id
+           RETURNING d.tenant_id, d.endpoint_id, d.event_id, d.attempts, d.created_at,
+                     w.url, w.secret, (w.deleted_at IS NOT NULL) AS "endpoint_deleted!",
+                     e.payload"#,
+        max,
+        lease_secs
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Marks a claimed delivery delivered, if its lease is still this attempt's.
+pub async fn mark_delivered(db: &PgPool, c: &Claimed, status: i32) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE webhook_deliveries
+                 SET status = 'delivered', delivered_at = now(), last_status = $5, last_error = NULL
+                 WHERE tenant_id = $1 AND endpoint_id = $2 AND event_id = $3 AND attempts = $4
+                   AND status = 'pending'",
+        c.tenant_id,
+        c.endpoint_id,
+        c.event_id,
+        c.attempts,
+        status
+    )
+    .execute(db)
+    .await
+    .map(drop)
+}
+
+/// Records a failed attempt: retried after `wait_secs`, or given up (`failed`).
+pub async fn mark_failed(
+    db: &PgPool,
+    c: &Claimed,
+    give_up: bool,
+    wait_secs: f64,
+    status: Option<i32>,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE webhook_deliveries
+                 SET status = CASE WHEN $5 THEN 'failed' ELSE 'pending' END,
+                     next_attempt_at = now() + make_interval(secs => $6),
+                     last_status = $7, last_error = $8
+                 WHERE tenant_id = $1 AND endpoint_id = $2 AND event_id = $3 AND attempts = $4
+                   AND status = 'pending'",
+        c.tenant_id,
+        c.endpoint_id,
+        c.event_id,
+        c.attempts,
+        give_up,
+        wait_secs,
+        status,
+        error
+    )
+    .execute(db)
+    .await
+    .map(drop)
+}

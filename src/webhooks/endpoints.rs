@@ -1,0 +1,193 @@
+//! Webhook endpoints: where a tenant's events are delivered, and each one's delivery log.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::db;
+use crate::db::webhooks::{DeliveryRow, EndpointRow, NewEndpoint};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    /// Where deliveries are POSTed (http or https).
+    pub url: String,
+    /// `["*"]` for every event, or event types (`customer.created`, `subscription.created`,
+    /// `subscription.updated`, `subscription.canceled`, `usage.threshold_reached`,
+    /// `invoice.finalized`, `invoice.paid`, `invoice.payment_failed`).
+    pub events: Vec<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    /// The signing secret (`whsec_<base64>`): shown only when the endpoint is created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    /// The event id, also sent as `webhook-id`.
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed` (retries given up).
+    pub status: String,
+    pub attempts: i32,
+    /// The HTTP status of the last attempt, if it got a response.
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+fn validate(body: &CreateEndpoint) -> Result<()> {
+    let url_ok = (body.url.starts_with("http://") || body.url.starts_with("https://"))
+        && body.url.len() <= 2048
+        && reqwest::Url::parse(&body.url).is_ok();
+    if !url_ok {
+        return Err(Error::invalid_param(
+            "invalid_url",
+            "url",
+            "url must be an http(s) URL of at most 2048 characters.",
+        ));
+    }
+    if body.events.is_empty() {
+        return Err(Error::invalid_param(
+            "invalid_events",
+            "events",
+            "events must name at least one event type, or be [\"*\"].",
+        ));
+    }
+    if let Some(bad) = body
+        .events
+        .iter()
+        .find(|e| e.as_str() != "*" && !super::events::TYPES.contains(&e.as_str()))
+    {
+        return Err(Error::invalid_param(
+            "invalid_events",
+            "events",
+            format!("Unknown event type `{bad}`."),
+        ));
+    }
+    if body.description.as_ref().is_some_and(|d| d.len() > 500) {
+        return Err(Error::invalid_param(
+            "invalid_description",
+            "description",
+            "description is longer than 500 characters.",
+        ));
+    }
+    Ok(())
+}
+
+fn endpoint_not_found() -> Error {
+    Error::not_found("webhook_endpoint_not_found", "No such webhook endpoint.")
+}
+
+impl From<EndpointRow> for Endpoint {
+    fn from(r: EndpointRow) -> Self {
+        Endpoint {
+            id: r.endpoint_id,
+            url: r.url,
+            events: r.events,
+            description: r.description,
+            secret: None,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl From<DeliveryRow> for Delivery {
+    fn from(r: DeliveryRow) -> Self {
+        Delivery {
+            next_attempt_at: (r.status == "pending").then_some(r.next_attempt_at),
+            event_id: r.event_id,
+            event_type: r.event_type,
+            status: r.status,
+            attempts: r.attempts,
+            last_status: r.last_status,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            last_attempt_at: r.last_attempt_at,
+            delivered_at: r.delivered_at,
+            payload: r.payload,
+        }
+    }
+}
+
+/// Creates an endpoint with a new signing secret (shown only in this answer).
+pub async fn create(db: &PgPool, tenant_id: &str, body: &CreateEndpoint) -> Result<Endpoint> {
+    validate(body)?;
+    let mut events = body.events.clone();
+    events.sort();
+    events.dedup();
+    let id = crate::ids::new_id("we");
+    let secret = super::new_secret();
+    let mut conn = db.acquire().await?;
+    let created_at = db::webhooks::insert_endpoint(
+        &mut conn,
+        tenant_id,
+        &NewEndpoint {
+            endpoint_id: &id,
+            url: &body.url,
+            events: &events,
+            secret: &secret,
+            description: body.description.as_deref(),
+        },
+    )
+    .await?;
+    Ok(Endpoint {
+        id,
+        url: body.url.clone(),
+        events,
+        description: body.description.clone(),
+        secret: Some(secret),
+        created_at,
+    })
+}
+
+pub async fn list(db: &PgPool, tenant_id: &str) -> Result<Vec<Endpoint>> {
+    let mut conn = db.acquire().await?;
+    let rows = db::webhooks::endpoints(&mut conn, tenant_id).await?;
+    Ok(rows.into_iter().map(Endpoint::from).collect())
+}
+
+/// Deletes an endpoint; its pending deliveries are given up.
+pub async fn delete(db: &PgPool, tenant_id: &str, endpoint_id: &str) -> Result<()> {
+    let mut conn = db.acquire().await?;
+    if db::webhooks::delete_endpoint(&mut conn, tenant_id, endpoint_id).await? {
+        Ok(())
+    } else {
+        Err(endpoint_not_found())
+    }
+}
+
+/// Up to `limit` deliveries to an endpoint after `starting_after`, newest first, plus one
+/// more if there is one.
+pub async fn deliveries(
+    db: &PgPool,
+    tenant_id: &str,
+    endpoint_id: &str,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Delivery>> {
+    let mut conn = db.acquire().await?;
+    if !db::webhooks::endpoint_exists(&mut conn, tenant_id, endpoint_id).await? {
+        return Err(endpoint_not_found());
+    }
+    let rows =
+        db::webhooks::deliveries(&mut conn, tenant_id, endpoint_id, starting_after, limit + 1)
+            .await?;
+    Ok(rows.into_iter().map(Delivery::from).collect())
+}
