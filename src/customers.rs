@@ -122,10 +122,10 @@ pub async fn put(
             &customer,
         )
         .await?;
-        crate::stripe::sync::enqueue(
+        crate::db::outbox::enqueue(
             &mut tx,
             tenant_id,
-            crate::stripe::sync::Kind::Customer,
+            crate::domain::outbox::OutboxKind::Customer,
             id,
             None,
         )

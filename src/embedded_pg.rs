@@ -266,15 +266,6 @@ pub async fn ensure_database(server_url: &str, database: &str) -> Result<()> {
     let mut conn = sqlx::PgConnection::connect(server_url)
         .await
         .context("connecting to the embedded PostgreSQL")?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(database)
-            .fetch_one(&mut conn)
-            .await?;
-    if !exists {
-        sqlx::query(&format!("CREATE DATABASE \"{database}\""))
-            .execute(&mut conn)
-            .await?;
-    }
+    crate::db::schema::ensure_database(&mut conn, database).await?;
     Ok(())
 }

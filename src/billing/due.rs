@@ -12,8 +12,8 @@ use sqlx::PgPool;
 use super::dunning;
 use super::invoices;
 use super::lifecycle::{self, PeriodEndKind};
+use crate::db;
 use crate::db::plans::PlanCache;
-use crate::db::subscriptions::{SubscriptionRow, COLUMNS as SUB_COLUMNS};
 use crate::error::Result;
 
 /// Which tenants a run covers.
@@ -55,13 +55,6 @@ impl Processed {
         self.invoices_finalized += other.invoices_finalized;
         self.payment_retries += other.payment_retries;
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct DueSubscription {
-    tenant_id: String,
-    #[sqlx(flatten)]
-    sub: SubscriptionRow,
 }
 
 enum Step {
@@ -111,49 +104,20 @@ async fn next(
     // The earliest due period end and the earliest due finalization, each claimed (locked)
     // unless another runner holds it; the earlier of the two is processed, and the other's
     // lock is released at commit.
-    let sub = sqlx::query_as::<_, DueSubscription>(&format!(
-        "SELECT s.tenant_id, {SUB_COLUMNS} FROM subscriptions s
-         WHERE s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= $2
-           AND (s.tenant_id = $1 OR ($1 IS NULL AND EXISTS (
-                SELECT 1 FROM tenants t WHERE t.tenant_id = s.tenant_id AND t.test_clock_now IS NULL)))
-         ORDER BY s.current_period_end, s.subscription_id
-         LIMIT 1 FOR UPDATE OF s SKIP LOCKED"
-    ))
-    .bind(tenant)
-    .bind(until)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let draft = sqlx::query!(
-        r#"SELECT i.tenant_id, i.invoice_id, i.finalize_at AS "finalize_at!"
-           FROM invoices i
-           WHERE i.status = 'draft' AND i.finalize_at <= $2
-             AND (i.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
-                  SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
-           ORDER BY i.finalize_at, i.invoice_id
-           LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
-        tenant,
-        until
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-
-    let retry = dunning::claim_due_retry(&mut tx, tenant, until).await?;
+    let sub = db::due::claim_period_end(&mut tx, tenant, until).await?;
+    let draft = db::due::claim_finalization(&mut tx, tenant, until).await?;
+    let retry = db::due::claim_payment_retry(&mut tx, tenant, until).await?;
 
     // The earliest item goes first; on a tie, period ends, then finalizations (a renewal's
     // draft may then be finalized in the same run), then payment retries.
     let retry_at = retry.as_ref().map(|r| r.at);
-    let sub = sub.filter(|s| {
-        let t = s.sub.current_period_end;
+    let sub = sub.filter(|(_, s)| {
+        let t = s.current_period_end;
         draft.as_ref().is_none_or(|d| t <= d.finalize_at) && retry_at.is_none_or(|r| t <= r)
     });
     let draft = draft.filter(|d| retry_at.is_none_or(|r| d.finalize_at <= r));
-    let step = if let Some(DueSubscription { tenant_id, sub }) = sub {
-        let grace = sqlx::query_scalar!(
-            "SELECT invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
-            tenant_id
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+    let step = if let Some((tenant_id, sub)) = sub {
+        let grace = db::tenants::invoice_grace_minutes(&mut tx, &tenant_id).await?;
         let kind = lifecycle::period_end(&mut tx, plans, &tenant_id, sub, grace).await?;
         Step::PeriodEnd(kind)
     } else if let Some(d) = draft {

@@ -14,6 +14,8 @@ use sqlx::PgConnection;
 use super::invoices;
 use super::lifecycle;
 use crate::billing::subscriptions as subs;
+use crate::db;
+use crate::db::due::DueRetry;
 use crate::db::plans::PlanCache;
 use crate::domain::status::{InvoiceStatus, SubscriptionStatus};
 use crate::error::Result;
@@ -41,24 +43,12 @@ pub async fn payment_failed(
     now: DateTime<Utc>,
 ) -> Result<Failure> {
     let inv = invoices::get(conn, tenant_id, invoice_id, true).await?;
-    let state = sqlx::query!(
-        "SELECT payment_attempts, payment_failed_at FROM invoices
-         WHERE tenant_id = $1 AND invoice_id = $2",
-        tenant_id,
-        invoice_id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let state = db::invoices::payment_state(conn, tenant_id, invoice_id).await?;
     let attempt = attempt.unwrap_or(state.payment_attempts + 1);
     if inv.status != InvoiceStatus::Open || attempt <= state.payment_attempts {
         return Ok(Failure::Ignored);
     }
-    let tenant = sqlx::query!(
-        "SELECT dunning_retry_days, invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
-        tenant_id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let tenant = db::tenants::dunning_settings(conn, tenant_id).await?;
     let first_failed = state.payment_failed_at.unwrap_or(now);
     // Attempt n (n >= 1) failed: retry n is next, if the schedule has one.
     let retry_at = tenant
@@ -69,22 +59,18 @@ pub async fn payment_failed(
         Some(at) => Failure::RetryAt(at),
         None => Failure::Exhausted,
     };
-    sqlx::query!(
-        "UPDATE invoices SET payment_attempts = $3, payment_failed_at = $4,
-             next_payment_attempt = $5, last_payment_error = $6,
-             status = CASE WHEN $5::timestamptz IS NULL THEN 'uncollectible' ELSE status END,
-             uncollectible_at = CASE WHEN $5::timestamptz IS NULL THEN $7::timestamptz END,
-             updated_at = now()
-         WHERE tenant_id = $1 AND invoice_id = $2",
+    db::invoices::record_payment_failure(
+        conn,
         tenant_id,
         invoice_id,
-        attempt,
-        first_failed,
-        retry_at,
-        error,
-        now
+        &db::invoices::PaymentFailure {
+            attempt,
+            first_failed,
+            retry_at,
+            error,
+            now,
+        },
     )
-    .execute(&mut *conn)
     .await?;
     invoices::emit(
         conn,
@@ -119,53 +105,15 @@ pub async fn payment_failed(
     Ok(outcome)
 }
 
-/// A payment retry that has fallen due, claimed (locked) by the caller's transaction.
-pub struct DueRetry {
-    pub tenant_id: String,
-    pub invoice_id: String,
-    pub payment_attempts: i32,
-    pub at: DateTime<Utc>,
-}
-
-/// Claims the earliest payment retry due by `until` (`FOR UPDATE SKIP LOCKED`).
-pub async fn claim_due_retry(
-    conn: &mut PgConnection,
-    tenant: Option<&str>,
-    until: DateTime<Utc>,
-) -> Result<Option<DueRetry>> {
-    Ok(sqlx::query_as!(
-        DueRetry,
-        r#"SELECT i.tenant_id, i.invoice_id, i.payment_attempts,
-                  i.next_payment_attempt AS "at!"
-           FROM invoices i
-           WHERE i.status = 'open' AND i.next_payment_attempt <= $2
-             AND (i.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
-                  SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
-           ORDER BY i.next_payment_attempt, i.invoice_id
-           LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
-        tenant,
-        until
-    )
-    .fetch_optional(&mut *conn)
-    .await?)
-}
-
 /// Starts a claimed retry: an `invoice_payment` outbox row, or — when the tenant is not
 /// connected to Stripe — a failed attempt at once.
 pub async fn start_retry(conn: &mut PgConnection, plans: &PlanCache, due: &DueRetry) -> Result<()> {
-    sqlx::query!(
-        "UPDATE invoices SET next_payment_attempt = NULL, updated_at = now()
-         WHERE tenant_id = $1 AND invoice_id = $2",
-        due.tenant_id,
-        due.invoice_id
-    )
-    .execute(&mut *conn)
-    .await?;
+    db::invoices::clear_next_attempt(conn, &due.tenant_id, &due.invoice_id).await?;
     let attempt = due.payment_attempts + 1;
-    let queued = crate::stripe::sync::enqueue(
+    let queued = crate::db::outbox::enqueue(
         conn,
         &due.tenant_id,
-        crate::stripe::sync::Kind::InvoicePayment,
+        crate::domain::outbox::OutboxKind::InvoicePayment,
         &due.invoice_id,
         Some(serde_json::json!({ "attempt": attempt })),
     )

@@ -5,46 +5,14 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
+use super::views::invoice_not_found;
+use crate::db;
+pub use crate::db::invoices::{InvoiceRow, LineRow};
 use crate::db::plans::PlanCache;
 use crate::domain::invoice::{Line, LineType};
 use crate::domain::money;
 use crate::domain::status::{InvoiceStatus, SubscriptionStatus};
 use crate::error::{Error, Result};
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct InvoiceRow {
-    pub invoice_id: String,
-    pub number: i64,
-    pub customer_id: String,
-    pub subscription_id: Option<String>,
-    pub billing_reason: String,
-    #[sqlx(try_from = "String")]
-    pub status: InvoiceStatus,
-    pub currency: String,
-    pub subtotal: Decimal,
-    pub total: Decimal,
-    pub amount_due: Decimal,
-    pub period_start: DateTime<Utc>,
-    pub period_end: DateTime<Utc>,
-    pub usage_period_start: Option<DateTime<Utc>>,
-    pub usage_period_end: Option<DateTime<Utc>>,
-    pub usage_plan_key: Option<String>,
-    pub usage_plan_version: Option<i32>,
-    pub net_days: i32,
-    pub due_date: Option<DateTime<Utc>>,
-    pub finalize_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub finalized_at: Option<DateTime<Utc>>,
-    pub paid_at: Option<DateTime<Utc>>,
-    pub paid_out_of_band: bool,
-    pub voided_at: Option<DateTime<Utc>>,
-}
-
-/// The columns of [`InvoiceRow`], for `SELECT`/`RETURNING`.
-pub const COLUMNS: &str = "invoice_id, number, customer_id, subscription_id, billing_reason,
-    status, currency, subtotal, total, amount_due, period_start, period_end, usage_period_start,
-    usage_period_end, usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
-    created_at, finalized_at, paid_at, paid_out_of_band, voided_at";
 
 /// The ended period whose usage an invoice bills in arrears, at a plan version's prices.
 #[derive(Debug, Clone)]
@@ -80,42 +48,30 @@ pub async fn create(
     plans: &PlanCache,
     new: NewInvoice<'_>,
 ) -> Result<InvoiceRow> {
-    let number = sqlx::query_scalar!(
-        "INSERT INTO invoice_numbers (tenant_id, last_number) VALUES ($1, 1)
-         ON CONFLICT (tenant_id) DO UPDATE SET last_number = invoice_numbers.last_number + 1
-         RETURNING last_number",
-        new.tenant_id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let number = db::invoices::next_number(conn, new.tenant_id).await?;
     let invoice_id = crate::ids::new_id("in");
-    sqlx::query!(
-        "INSERT INTO invoices (tenant_id, invoice_id, number, customer_id, subscription_id,
-             billing_reason, status, currency, subtotal, total, amount_due, period_start,
-             period_end, usage_period_start, usage_period_end, usage_plan_key,
-             usage_plan_version, net_days, finalize_at, created_at, updated_at)
-         SELECT $1, $2, $3, $4, $5, $6, 'draft', $7, 0, 0, 0, $8, $9, $10, $11, $12, $13,
-                c.net_days, $14, $15, $15
-         FROM customers c WHERE c.tenant_id = $1 AND c.customer_id = $4",
-        new.tenant_id,
-        invoice_id,
-        number,
-        new.customer_id,
-        new.subscription_id,
-        new.billing_reason,
-        new.currency,
-        new.period_start,
-        new.period_end,
-        new.usage.as_ref().map(|u| u.start),
-        new.usage.as_ref().map(|u| u.end),
-        new.usage.as_ref().map(|u| u.plan_key.as_str()),
-        new.usage.as_ref().map(|u| u.plan_version),
-        new.finalize_at,
-        new.now
+    db::invoices::insert(
+        conn,
+        &db::invoices::NewInvoiceRow {
+            tenant_id: new.tenant_id,
+            invoice_id: &invoice_id,
+            number,
+            customer_id: new.customer_id,
+            subscription_id: new.subscription_id,
+            billing_reason: new.billing_reason,
+            currency: new.currency,
+            period_start: new.period_start,
+            period_end: new.period_end,
+            usage: new
+                .usage
+                .as_ref()
+                .map(|u| (u.start, u.end, u.plan_key.as_str(), u.plan_version)),
+            finalize_at: new.finalize_at,
+            now: new.now,
+        },
     )
-    .execute(&mut *conn)
     .await?;
-    insert_lines(conn, new.tenant_id, &invoice_id, &new.lines).await?;
+    db::invoices::insert_lines(conn, new.tenant_id, &invoice_id, &new.lines).await?;
     if let Some(window) = &new.usage {
         let lines = overage_lines(
             conn,
@@ -126,79 +82,12 @@ pub async fn create(
             new.currency,
         )
         .await?;
-        insert_lines(conn, new.tenant_id, &invoice_id, &lines).await?;
+        db::invoices::insert_lines(conn, new.tenant_id, &invoice_id, &lines).await?;
     }
     if new.finalize_at <= new.now {
         return finalize(conn, plans, new.tenant_id, &invoice_id, new.now).await;
     }
-    refresh_totals(conn, new.tenant_id, &invoice_id).await
-}
-
-/// Appends lines after the invoice's last one.
-async fn insert_lines(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
-    lines: &[Line],
-) -> Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let kinds: Vec<&str> = lines.iter().map(|l| l.kind.as_str()).collect();
-    let descriptions: Vec<&str> = lines.iter().map(|l| l.description.as_str()).collect();
-    let features: Vec<Option<&str>> = lines.iter().map(|l| l.feature.as_deref()).collect();
-    let quantities: Vec<Decimal> = lines.iter().map(|l| l.quantity).collect();
-    let units: Vec<Decimal> = lines.iter().map(|l| l.unit_amount).collect();
-    let amounts: Vec<Decimal> = lines.iter().map(|l| l.amount).collect();
-    let starts: Vec<DateTime<Utc>> = lines.iter().map(|l| l.period_start).collect();
-    let ends: Vec<DateTime<Utc>> = lines.iter().map(|l| l.period_end).collect();
-    sqlx::query!(
-        "INSERT INTO invoice_lines (tenant_id, invoice_id, line_no, type, description,
-             feature_key, quantity, unit_amount, amount, period_start, period_end)
-         SELECT $1, $2,
-                (SELECT COALESCE(max(line_no), 0) FROM invoice_lines
-                  WHERE tenant_id = $1 AND invoice_id = $2) + l.ord,
-                l.type, l.description, l.feature, l.quantity, l.unit_amount, l.amount,
-                l.period_start, l.period_end
-         FROM unnest($3::text[], $4::text[], $5::text[], $6::numeric[], $7::numeric[],
-                     $8::numeric[], $9::timestamptz[], $10::timestamptz[])
-              WITH ORDINALITY AS l(type, description, feature, quantity, unit_amount, amount,
-                                   period_start, period_end, ord)",
-        tenant_id,
-        invoice_id,
-        &kinds as &[&str],
-        &descriptions as &[&str],
-        &features as &[Option<&str>],
-        &quantities,
-        &units,
-        &amounts,
-        &starts,
-        &ends
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Sets subtotal, total and amount due from the lines (sums of rounded amounts).
-async fn refresh_totals(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
-) -> Result<InvoiceRow> {
-    let row = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "UPDATE invoices i SET subtotal = t.sum, total = t.sum, amount_due = GREATEST(t.sum, 0),
-             updated_at = now()
-         FROM (SELECT COALESCE(sum(amount), 0) AS sum FROM invoice_lines
-               WHERE tenant_id = $1 AND invoice_id = $2) t
-         WHERE i.tenant_id = $1 AND i.invoice_id = $2
-         RETURNING {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(row)
+    Ok(db::invoices::refresh_totals(conn, new.tenant_id, &invoice_id).await?)
 }
 
 /// One `overage` line per feature for the usage of `window`, at the window's plan version's
@@ -226,21 +115,9 @@ pub async fn overage_lines(
     {
         return Ok(Vec::new());
     }
-    let counters = sqlx::query!(
-        r#"SELECT c.feature_key, c.used, f.name, f.unit
-           FROM usage_counters c
-           JOIN features f ON f.tenant_id = c.tenant_id AND f.feature_key = c.feature_key
-           WHERE c.tenant_id = $1 AND c.customer_id = $2
-             AND c.period_end > $3 AND c.period_end <= $4
-             AND f.stripe_meter_event_name IS NULL
-           ORDER BY c.feature_key, c.period_start"#,
-        tenant_id,
-        customer_id,
-        window.start,
-        window.end
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let counters =
+        db::invoices::ended_counters(conn, tenant_id, customer_id, window.start, window.end)
+            .await?;
     // Per feature: units over the limit, packages and the (capped) charge, summed over its
     // counter periods (several for daily or monthly resets).
     struct Acc {
@@ -333,14 +210,7 @@ pub async fn finalize(
     invoice_id: &str,
     now: DateTime<Utc>,
 ) -> Result<InvoiceRow> {
-    let inv = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(invoice_not_found)?;
+    let inv = get(conn, tenant_id, invoice_id, true).await?;
     if inv.status != InvoiceStatus::Draft {
         return Err(Error::conflict(
             "invoice_not_draft",
@@ -353,29 +223,8 @@ pub async fn finalize(
         inv.usage_plan_key.clone(),
         inv.usage_plan_version,
     ) {
-        sqlx::query!(
-            "SELECT customer_id FROM customers WHERE tenant_id = $1 AND customer_id = $2 FOR UPDATE",
-            tenant_id,
-            inv.customer_id
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        sqlx::query!(
-            "UPDATE customers SET usage_closed_before = GREATEST(usage_closed_before, $3)
-             WHERE tenant_id = $1 AND customer_id = $2",
-            tenant_id,
-            inv.customer_id,
-            end
-        )
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query!(
-            "DELETE FROM invoice_lines WHERE tenant_id = $1 AND invoice_id = $2 AND type = 'overage'",
-            tenant_id,
-            invoice_id
-        )
-        .execute(&mut *conn)
-        .await?;
+        db::invoices::close_usage_before(conn, tenant_id, &inv.customer_id, end).await?;
+        db::invoices::delete_overage_lines(conn, tenant_id, invoice_id).await?;
         let window = UsageWindow {
             start,
             end,
@@ -391,23 +240,10 @@ pub async fn finalize(
             &inv.currency,
         )
         .await?;
-        insert_lines(conn, tenant_id, invoice_id, &lines).await?;
+        db::invoices::insert_lines(conn, tenant_id, invoice_id, &lines).await?;
     }
-    refresh_totals(conn, tenant_id, invoice_id).await?;
-    let row = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "UPDATE invoices SET
-             status = CASE WHEN amount_due = 0 THEN 'paid' ELSE 'open' END,
-             paid_at = CASE WHEN amount_due = 0 THEN $3 END,
-             finalized_at = $3, due_date = $3 + make_interval(days => net_days),
-             finalize_at = NULL, updated_at = now()
-         WHERE tenant_id = $1 AND invoice_id = $2
-         RETURNING {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
+    db::invoices::refresh_totals(conn, tenant_id, invoice_id).await?;
+    let row = db::invoices::mark_finalized(conn, tenant_id, invoice_id, now).await?;
     emit(
         conn,
         tenant_id,
@@ -424,10 +260,10 @@ pub async fn finalize(
         )
         .await?;
     } else {
-        crate::stripe::sync::enqueue(
+        crate::db::outbox::enqueue(
             conn,
             tenant_id,
-            crate::stripe::sync::Kind::Invoice,
+            crate::domain::outbox::OutboxKind::Invoice,
             invoice_id,
             None,
         )
@@ -451,68 +287,25 @@ pub async fn emit(
     crate::webhooks::events::emit(conn, tenant_id, event_type, &invoice).await
 }
 
-pub struct LineRow {
-    pub line_no: i32,
-    pub kind: LineType,
-    pub description: String,
-    pub feature_key: Option<String>,
-    pub quantity: Decimal,
-    pub unit_amount: Decimal,
-    pub amount: Decimal,
-    pub period_start: DateTime<Utc>,
-    pub period_end: DateTime<Utc>,
-}
-
+/// The lines of several invoices, as `(invoice_id, line)`.
 pub async fn lines(
     conn: &mut PgConnection,
     tenant_id: &str,
     invoice_ids: &[String],
 ) -> Result<Vec<(String, LineRow)>> {
-    let rows = sqlx::query!(
-        "SELECT invoice_id, line_no, type, description, feature_key, quantity, unit_amount,
-                amount, period_start, period_end
-         FROM invoice_lines WHERE tenant_id = $1 AND invoice_id = ANY($2)
-         ORDER BY invoice_id, line_no",
-        tenant_id,
-        invoice_ids
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok((
-                r.invoice_id,
-                LineRow {
-                    line_no: r.line_no,
-                    kind: crate::db::decode("invoice_lines.type", &r.r#type, LineType::parse)?,
-                    description: r.description,
-                    feature_key: r.feature_key,
-                    quantity: r.quantity,
-                    unit_amount: r.unit_amount,
-                    amount: r.amount,
-                    period_start: r.period_start,
-                    period_end: r.period_end,
-                },
-            ))
-        })
-        .collect()
+    Ok(db::invoices::lines(conn, tenant_id, invoice_ids).await?)
 }
 
+/// An invoice, locked `FOR UPDATE` when asked; `invoice_not_found` if missing.
 pub async fn get(
     conn: &mut PgConnection,
     tenant_id: &str,
     invoice_id: &str,
     for_update: bool,
 ) -> Result<InvoiceRow> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
-    sqlx::query_as::<_, InvoiceRow>(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 AND invoice_id = $2{lock}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(invoice_not_found)
+    db::invoices::get(conn, tenant_id, invoice_id, for_update)
+        .await?
+        .ok_or_else(invoice_not_found)
 }
 
 /// Checks that a (locked) invoice can be paid: open, or uncollectible.
@@ -553,31 +346,10 @@ pub async fn mark_paid(
 ) -> Result<InvoiceRow> {
     let inv = get(conn, tenant_id, invoice_id, true).await?;
     payable(&inv)?;
-    let row = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "UPDATE invoices SET status = 'paid', paid_at = $3, paid_out_of_band = $4,
-             next_payment_attempt = NULL, uncollectible_at = NULL, updated_at = now()
-         WHERE tenant_id = $1 AND invoice_id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .bind(now)
-    .bind(out_of_band)
-    .fetch_one(&mut *conn)
-    .await?;
+    let row = db::invoices::mark_paid(conn, tenant_id, invoice_id, now, out_of_band).await?;
     if let Some(sub) = &row.subscription_id {
         // Active again once nothing else of it is in dunning.
-        let reactivate = sqlx::query_scalar!(
-            r#"SELECT s.status = 'past_due' AND NOT EXISTS (
-                   SELECT 1 FROM invoices i WHERE i.tenant_id = s.tenant_id
-                      AND i.subscription_id = s.subscription_id AND i.status = 'open'
-                      AND i.payment_attempts > 0) AS "reactivate!"
-               FROM subscriptions s WHERE s.tenant_id = $1 AND s.subscription_id = $2"#,
-            tenant_id,
-            sub
-        )
-        .fetch_optional(&mut *conn)
-        .await?
-        .unwrap_or(false);
+        let reactivate = db::invoices::dunning_over(conn, tenant_id, sub).await?;
         if reactivate {
             super::subscriptions::set_status(conn, tenant_id, sub, SubscriptionStatus::Active)
                 .await?;
@@ -585,10 +357,10 @@ pub async fn mark_paid(
     }
     if out_of_band {
         let payload = serde_json::json!({"paid_out_of_band": true});
-        crate::stripe::sync::enqueue(
+        crate::db::outbox::enqueue(
             conn,
             tenant_id,
-            crate::stripe::sync::Kind::InvoicePayment,
+            crate::domain::outbox::OutboxKind::InvoicePayment,
             invoice_id,
             Some(payload),
         )
@@ -622,20 +394,11 @@ pub async fn void(
             format!("A {} invoice cannot be voided.", inv.status),
         ));
     }
-    let row = sqlx::query_as::<_, InvoiceRow>(&format!(
-        "UPDATE invoices SET status = 'void', voided_at = $3, amount_due = 0,
-             finalize_at = NULL, updated_at = now()
-         WHERE tenant_id = $1 AND invoice_id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
-    crate::stripe::sync::enqueue(
+    let row = db::invoices::mark_void(conn, tenant_id, invoice_id, now).await?;
+    crate::db::outbox::enqueue(
         conn,
         tenant_id,
-        crate::stripe::sync::Kind::InvoiceVoid,
+        crate::domain::outbox::OutboxKind::InvoiceVoid,
         invoice_id,
         None,
     )
@@ -643,66 +406,7 @@ pub async fn void(
     Ok(row)
 }
 
-pub fn invoice_not_found() -> Error {
-    Error::not_found("invoice_not_found", "No such invoice.")
-}
-
 /// `at + minutes`.
 pub fn after_minutes(at: DateTime<Utc>, minutes: i32) -> DateTime<Utc> {
     at + Duration::minutes(minutes as i64)
-}
-
-/// A page of a customer's invoices, newest first.
-pub async fn for_customer(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    customer: &str,
-    starting_after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<InvoiceRow>> {
-    Ok(sqlx::query_as::<_, InvoiceRow>(&format!(
-        "SELECT {COLUMNS} FROM invoices
-         WHERE tenant_id = $1 AND customer_id = $2 AND ($3::text IS NULL OR invoice_id < $3)
-         ORDER BY invoice_id DESC LIMIT $4"
-    ))
-    .bind(tenant_id)
-    .bind(customer)
-    .bind(starting_after)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?)
-}
-
-pub async fn payment_attempts(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
-) -> Result<i32> {
-    Ok(sqlx::query_scalar!(
-        "SELECT payment_attempts FROM invoices WHERE tenant_id = $1 AND invoice_id = $2",
-        tenant_id,
-        invoice_id
-    )
-    .fetch_one(&mut *conn)
-    .await?)
-}
-
-/// Who an invoice is from and to.
-pub struct Parties {
-    pub tenant_name: String,
-    pub name: Option<String>,
-    pub email: Option<String>,
-}
-
-pub async fn parties(conn: &mut PgConnection, tenant_id: &str, customer: &str) -> Result<Parties> {
-    Ok(sqlx::query_as!(
-        Parties,
-        "SELECT t.name AS tenant_name, c.name, c.email FROM tenants t
-         JOIN customers c ON c.tenant_id = t.tenant_id AND c.customer_id = $2
-         WHERE t.tenant_id = $1",
-        tenant_id,
-        customer
-    )
-    .fetch_one(&mut *conn)
-    .await?)
 }

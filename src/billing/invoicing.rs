@@ -41,7 +41,9 @@ pub async fn for_customer(
 ) -> Result<Vec<Invoice>> {
     let mut conn = db.acquire().await?;
     customer_exists(&mut conn, tenant_id, customer).await?;
-    let rows = inv::for_customer(&mut conn, tenant_id, customer, starting_after, limit + 1).await?;
+    let rows =
+        db::invoices::for_customer(&mut conn, tenant_id, customer, starting_after, limit + 1)
+            .await?;
     views::with_lines(&mut conn, tenant_id, rows).await
 }
 
@@ -69,11 +71,11 @@ pub async fn pay(
         Payment::Stripe => {
             let row = inv::get(&mut tx, tenant_id, invoice_id, true).await?;
             inv::payable(&row)?;
-            let attempts = inv::payment_attempts(&mut tx, tenant_id, invoice_id).await?;
-            let queued = crate::stripe::sync::enqueue(
+            let attempts = db::invoices::payment_attempts(&mut tx, tenant_id, invoice_id).await?;
+            let queued = crate::db::outbox::enqueue(
                 &mut tx,
                 tenant_id,
-                crate::stripe::sync::Kind::InvoicePayment,
+                crate::domain::outbox::OutboxKind::InvoicePayment,
                 invoice_id,
                 Some(serde_json::json!({ "attempt": attempts + 1 })),
             )
@@ -107,7 +109,7 @@ pub async fn void(
 pub async fn pdf(db: &PgPool, tenant_id: &str, invoice_id: &str) -> Result<(String, Vec<u8>)> {
     let invoice = get(db, tenant_id, invoice_id).await?;
     let mut conn = db.acquire().await?;
-    let who = inv::parties(&mut conn, tenant_id, &invoice.customer).await?;
+    let who = db::invoices::parties(&mut conn, tenant_id, &invoice.customer).await?;
     let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
     let doc = super::pdf::PdfInvoice {
         number: invoice.number.clone(),

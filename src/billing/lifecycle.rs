@@ -9,6 +9,7 @@ use sqlx::PgConnection;
 
 use super::invoices::{self, NewInvoice, UsageWindow};
 use crate::billing::subscriptions as subs;
+use crate::db;
 use crate::db::plans::{PlanCache, PlanVersion};
 use crate::db::subscriptions::SubscriptionRow;
 use crate::domain::invoice::{proration_lines, Line, LineType};
@@ -129,16 +130,7 @@ pub async fn fall_back(
     at: DateTime<Utc>,
     replaces: &str,
 ) -> Result<Option<SubscriptionRow>> {
-    let default = sqlx::query!(
-        r#"SELECT p.plan_key, p.latest_version
-           FROM tenants t JOIN plans p ON p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan
-           JOIN customers c ON c.tenant_id = t.tenant_id AND c.customer_id = $2
-           WHERE t.tenant_id = $1 AND c.deleted_at IS NULL"#,
-        tenant_id,
-        customer_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    let default = db::plans::default_for_customer(conn, tenant_id, customer_id).await?;
     let Some(default) = default else {
         return Ok(None);
     };
@@ -518,16 +510,13 @@ pub async fn end_now(
             .await?
             .ok_or_else(|| Error::internal("subscription plan version missing"))?;
         // Usage counted in billing-period counters ends with the subscription.
-        sqlx::query!(
-            "UPDATE usage_counters SET period_end = $4
-             WHERE tenant_id = $1 AND customer_id = $2 AND period_start = $3
-               AND period_end > $4",
+        db::usage::end_billing_period_counters(
+            conn,
             tenant_id,
-            sub.customer_id,
+            &sub.customer_id,
             sub.current_period_start,
-            now
+            now,
         )
-        .execute(&mut *conn)
         .await?;
         final_overage_invoice(
             conn,

@@ -1,228 +1,26 @@
-//! Subscriptions: the operations of the API (create, read, change, cancel, reactivate), and
-//! the writes every service makes through this module — each one the database write and its
+//! Subscription writes as every service makes them: each one the database write and its
 //! webhook event (`subscription.created`, `.updated`, `.canceled`) in the caller's
 //! transaction, so no caller can forget the event.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
-use super::lifecycle::{self, ChangeRequest, When};
-use super::views::Subscription;
-use crate::db::plans::{PlanCache, PlanVersion};
+use crate::db::plans::PlanVersion;
 use crate::db::subscriptions::{self as db, SubscriptionRow};
 use crate::domain::period::Interval;
 use crate::domain::status::SubscriptionStatus;
-use crate::entitlements::resolve::customer_not_found;
 use crate::error::{Error, Result};
 use crate::webhooks::events;
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSubscription {
-    pub customer: String,
-    pub plan: String,
-    pub interval: Option<Interval>,
-    /// Overrides the plan's trial_days.
-    pub trial_days: Option<i32>,
-}
-
-/// A plan version to move to: `"latest"` or a version number.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum VersionSpec {
-    Number(i32),
-    Named(String),
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeSubscription {
-    pub plan: String,
-    /// Default: the current interval.
-    pub interval: Option<Interval>,
-    /// Default: upgrades now (with proration), downgrades at period end.
-    pub when: Option<When>,
-    /// `"latest"` (or a number). Default: for another plan its newest version; for the same
-    /// plan the version held (so only `interval` changes).
-    #[schema(value_type = Option<String>, example = "latest")]
-    pub version: Option<VersionSpec>,
-}
-
-fn plan_not_found() -> Error {
-    Error::not_found("plan_not_found", "No such plan.").with_param("plan")
-}
-
-/// Subscribes a customer to a plan's newest version and invoices the start, in one
-/// transaction.
-pub async fn subscribe(
-    db: &PgPool,
-    plans: &PlanCache,
+/// Emits a subscription event with the subscription as the API shows it.
+async fn emit(
+    conn: &mut PgConnection,
     tenant_id: &str,
-    body: &CreateSubscription,
-    now: DateTime<Utc>,
-) -> Result<Subscription> {
-    if body.trial_days.is_some_and(|d| !(0..=730).contains(&d)) {
-        return Err(Error::invalid_param(
-            "invalid_trial_days",
-            "trial_days",
-            "trial_days must be between 0 and 730.",
-        ));
-    }
-    let mut tx = db.begin().await?;
-    if !crate::db::customers::exists(&mut tx, tenant_id, &body.customer).await? {
-        return Err(customer_not_found());
-    }
-    let version = crate::db::plans::latest_version(&mut tx, tenant_id, &body.plan)
-        .await?
-        .ok_or_else(plan_not_found)?;
-    let plan = plans
-        .get(&mut tx, tenant_id, &body.plan, version)
-        .await?
-        .ok_or_else(plan_not_found)?;
-    let interval = body.interval.unwrap_or_else(|| plan.default_interval());
-    if !plan.prices.is_empty() && plan.price(interval).is_none() {
-        return Err(Error::invalid_param(
-            "price_not_found",
-            "interval",
-            format!("Plan `{}` has no {} price.", plan.key, interval.as_str()),
-        ));
-    }
-    let trial_days = body.trial_days.unwrap_or(plan.trial_days);
-    let row = lifecycle::start(
-        &mut tx,
-        plans,
-        tenant_id,
-        &body.customer,
-        &plan,
-        interval,
-        trial_days,
-        now,
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(row.into())
-}
-
-pub async fn find(db: &PgPool, tenant_id: &str, subscription_id: &str) -> Result<Subscription> {
-    let mut conn = db.acquire().await?;
-    Ok(get(&mut conn, tenant_id, subscription_id, false)
-        .await?
-        .into())
-}
-
-/// The customer's live subscription: `customer_not_found`, or `subscription_not_found` when
-/// it has none.
-pub async fn live_for_customer(
-    db: &PgPool,
-    tenant_id: &str,
-    customer_id: &str,
-) -> Result<Subscription> {
-    let mut conn = db.acquire().await?;
-    if let Some(r) = db::live_for_customer(&mut conn, tenant_id, customer_id).await? {
-        return Ok(r.into());
-    }
-    if !crate::db::customers::exists(&mut conn, tenant_id, customer_id).await? {
-        return Err(customer_not_found());
-    }
-    Err(Error::not_found(
-        "subscription_not_found",
-        "The customer has no live subscription.",
-    ))
-}
-
-fn live_or_409(row: &SubscriptionRow) -> Result<()> {
-    if row.status == SubscriptionStatus::Canceled {
-        return Err(Error::conflict(
-            "subscription_ended",
-            "The subscription has ended.",
-        ));
-    }
-    Ok(())
-}
-
-/// Changes plan or interval: upgrades now with proration, downgrades at period end (unless
-/// `when` says otherwise).
-pub async fn change(
-    db: &PgPool,
-    plans: &PlanCache,
-    tenant_id: &str,
-    subscription_id: &str,
-    body: &ChangeSubscription,
-    now: DateTime<Utc>,
-) -> Result<Subscription> {
-    let mut tx = db.begin().await?;
-    let sub = get(&mut tx, tenant_id, subscription_id, true).await?;
-    live_or_409(&sub)?;
-    let latest = crate::db::plans::latest_version(&mut tx, tenant_id, &body.plan)
-        .await?
-        .ok_or_else(plan_not_found)?;
-    let version = match &body.version {
-        Some(VersionSpec::Named(v)) if v == "latest" => latest,
-        Some(VersionSpec::Number(n)) if (1..=latest).contains(n) => *n,
-        Some(_) => {
-            return Err(Error::invalid_param(
-                "invalid_version",
-                "version",
-                format!("version must be \"latest\" or a version from 1 to {latest}."),
-            ))
-        }
-        None if body.plan == sub.plan_key => sub.plan_version,
-        None => latest,
-    };
-    let plan = plans
-        .get(&mut tx, tenant_id, &body.plan, version)
-        .await?
-        .ok_or_else(plan_not_found)?;
-    let interval = body.interval.unwrap_or(sub.interval);
-    let row = lifecycle::change(
-        &mut tx,
-        plans,
-        tenant_id,
-        sub,
-        ChangeRequest {
-            plan: &plan,
-            interval,
-            when: body.when,
-        },
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(row.into())
-}
-
-/// Cancels at period end, or now (with its final invoice).
-pub async fn cancel(
-    db: &PgPool,
-    plans: &PlanCache,
-    tenant_id: &str,
-    subscription_id: &str,
-    at_period_end: bool,
-    now: DateTime<Utc>,
-) -> Result<Subscription> {
-    let mut tx = db.begin().await?;
-    let sub = get(&mut tx, tenant_id, subscription_id, true).await?;
-    live_or_409(&sub)?;
-    let grace = crate::db::tenants::invoice_grace_minutes(&mut tx, tenant_id).await?;
-    let row = lifecycle::cancel(&mut tx, plans, tenant_id, sub, at_period_end, grace, now).await?;
-    tx.commit().await?;
-    Ok(row.into())
-}
-
-/// Undoes a cancellation at period end.
-pub async fn reactivate(
-    db: &PgPool,
-    tenant_id: &str,
-    subscription_id: &str,
-    now: DateTime<Utc>,
-) -> Result<Subscription> {
-    let mut tx = db.begin().await?;
-    let sub = get(&mut tx, tenant_id, subscription_id, true).await?;
-    let row = lifecycle::reactivate(&mut tx, tenant_id, sub, now).await?;
-    tx.commit().await?;
-    Ok(row.into())
+    event_type: &str,
+    row: &SubscriptionRow,
+) -> Result<()> {
+    let data = super::views::Subscription::from(row.clone());
+    events::emit(conn, tenant_id, event_type, &data).await
 }
 
 pub fn subscription_not_found() -> Error {
@@ -254,9 +52,11 @@ pub async fn create(
     now: DateTime<Utc>,
     replaces: Option<&str>,
 ) -> Result<SubscriptionRow> {
+    let id = crate::ids::new_id("sub");
     let row = db::create(
         conn,
         tenant_id,
+        &id,
         customer_id,
         plan,
         interval,
@@ -275,7 +75,7 @@ pub async fn create(
             e.into()
         }
     })?;
-    events::subscription(conn, tenant_id, events::SUBSCRIPTION_CREATED, &row).await?;
+    emit(conn, tenant_id, events::SUBSCRIPTION_CREATED, &row).await?;
     Ok(row)
 }
 
@@ -288,7 +88,7 @@ pub async fn end(
     reason: &str,
 ) -> Result<SubscriptionRow> {
     let row = db::end(conn, tenant_id, subscription_id, at, reason).await?;
-    events::subscription(conn, tenant_id, events::SUBSCRIPTION_CANCELED, &row).await?;
+    emit(conn, tenant_id, events::SUBSCRIPTION_CANCELED, &row).await?;
     Ok(row)
 }
 
@@ -315,7 +115,7 @@ pub async fn roll(
         end,
     )
     .await?;
-    events::subscription(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }
 
@@ -327,7 +127,7 @@ pub async fn schedule_change(
     change: Option<(&PlanVersion, Interval, DateTime<Utc>)>,
 ) -> Result<SubscriptionRow> {
     let row = db::schedule_change(conn, tenant_id, subscription_id, change).await?;
-    events::subscription(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }
 
@@ -341,7 +141,7 @@ pub async fn switch_plan(
     period: Option<(DateTime<Utc>, DateTime<Utc>)>,
 ) -> Result<SubscriptionRow> {
     let row = db::switch_plan(conn, tenant_id, subscription_id, plan, interval, period).await?;
-    events::subscription(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }
 
@@ -354,7 +154,7 @@ pub async fn set_status(
 ) -> Result<Option<SubscriptionRow>> {
     let row = db::set_status(conn, tenant_id, subscription_id, status).await?;
     if let Some(row) = &row {
-        events::subscription(conn, tenant_id, events::SUBSCRIPTION_UPDATED, row).await?;
+        emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, row).await?;
     }
     Ok(row)
 }
@@ -367,6 +167,6 @@ pub async fn set_cancel_at_period_end(
     now: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {
     let row = db::set_cancel_at_period_end(conn, tenant_id, subscription_id, cancel, now).await?;
-    events::subscription(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }

@@ -4,14 +4,14 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::billing::invoices::{self as inv, InvoiceRow, LineRow};
+use crate::db::invoices::{self as db, InvoiceRow, LineRow};
 use crate::db::subscriptions::SubscriptionRow;
 use crate::domain::invoice::{self, Line, LineType};
 use crate::domain::money;
 use crate::domain::period::Interval;
 use crate::domain::qty::Qty;
 use crate::domain::status::{InvoiceStatus, SubscriptionStatus};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PendingChange {
@@ -168,7 +168,7 @@ pub async fn with_lines(
     let ids: Vec<String> = rows.iter().map(|r| r.invoice_id.clone()).collect();
     let mut by_invoice: std::collections::HashMap<String, Vec<LineRow>> =
         std::collections::HashMap::new();
-    for (id, line) in inv::lines(conn, tenant_id, &ids).await? {
+    for (id, line) in db::lines(conn, tenant_id, &ids).await? {
         by_invoice.entry(id).or_default().push(line);
     }
     let mut out = Vec::with_capacity(rows.len());
@@ -185,9 +185,11 @@ pub async fn load_invoice(
     tenant_id: &str,
     id: &str,
 ) -> Result<Invoice> {
-    let row = inv::get(conn, tenant_id, id, false).await?;
+    let row = db::get(conn, tenant_id, id, false)
+        .await?
+        .ok_or_else(invoice_not_found)?;
     let mut v = with_lines(conn, tenant_id, vec![row]).await?;
-    v.pop().ok_or_else(inv::invoice_not_found)
+    v.pop().ok_or_else(invoice_not_found)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -205,4 +207,8 @@ pub struct UpcomingInvoice {
     pub period_end: DateTime<Utc>,
     /// When the invoice will be created (the end of the current period).
     pub next_invoice_at: DateTime<Utc>,
+}
+
+pub fn invoice_not_found() -> Error {
+    Error::not_found("invoice_not_found", "No such invoice.")
 }

@@ -5,13 +5,16 @@ pub mod alerts;
 pub mod api_keys;
 pub mod check_batch;
 pub mod customers;
+pub mod due;
 pub mod features;
 pub mod hot_pool;
 pub mod idempotency;
+pub mod invoices;
 pub mod leases;
 pub mod outbox;
 pub mod plans;
 pub mod resolve;
+pub mod retention;
 pub mod schema;
 pub mod stripe_events;
 pub mod subscriptions;
@@ -48,4 +51,17 @@ pub fn decode<T>(
         index: column.to_string(),
         source: Box::new(crate::domain::UnknownValue::new(column, value)),
     })
+}
+
+/// Connects a pool to `url`.
+pub async fn connect(url: &str, max_connections: u32) -> Result<sqlx::PgPool, sqlx::Error> {
+    let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        // No ping on every checkout: a broken connection fails its query and is replaced.
+        .test_before_acquire(false)
+        .connect_with(opts)
+        .await?;
+    Ok(pool)
 }

@@ -1,7 +1,9 @@
 //! `stripe_outbox`: what Stripe must learn, written in the transaction of each change.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::outbox::OutboxKind;
 
 /// Rows per state, the oldest pending one, and whether the tenant is connected.
 pub struct Counts {
@@ -52,4 +54,262 @@ pub async fn failed(
     )
     .fetch_all(&mut *conn)
     .await
+}
+
+/// Writes an outbox row in the caller's transaction, if the tenant is connected to Stripe.
+/// Returns whether a row was written.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    kind: OutboxKind,
+    resource_id: &str,
+    payload: Option<serde_json::Value>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
+         SELECT tenant_id, $2, $3, COALESCE($4, '{}'::jsonb) FROM tenants
+         WHERE tenant_id = $1 AND stripe_secret_key IS NOT NULL",
+        tenant_id,
+        kind.as_str(),
+        resource_id,
+        payload
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// A row taken by a worker: its lease is the attempt count it was claimed with. Carries the
+/// tenant's Stripe connection.
+pub struct Claimed {
+    pub tenant_id: String,
+    pub outbox_id: i64,
+    pub kind: String,
+    pub resource_id: String,
+    pub payload: serde_json::Value,
+    pub attempts: i32,
+    pub result: Option<serde_json::Value>,
+    pub secret_key: Option<String>,
+    pub api_base: Option<String>,
+}
+
+/// Claims up to `max` due rows (`FOR UPDATE SKIP LOCKED`), leasing each for `lease_secs` and
+/// counting the attempt, in one statement.
+pub async fn claim_due(
+    db: &PgPool,
+    max: i64,
+    lease_secs: f64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as!(
+        Claimed,
+        r#"WITH due AS (
+               SELECT tenant_id, outbox_id FROM stripe_outbox
+               WHERE status = 'pending' AND next_attempt_at <= now()
+               ORDER BY next_attempt_at, outbox_id LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+           UPDATE stripe_outbox o
+              SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+           FROM due, tenants t
+           WHERE o.tenant_id = due.tenant_id AND o.outbox_id = due.outbox_id
+             AND t.tenant_id = o.tenant_id
+           RETURNING o.tenant_id, o.outbox_id, o.kind, o.resource_id, o.payload, o.attempts,
+                     o.result, t.stripe_secret_key AS secret_key, t.stripe_api_base AS api_base"#,
+        max,
+        lease_secs
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// What Stripe is told of a customer.
+pub struct StripeCustomer {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub stripe_customer_id: Option<String>,
+}
+
+pub async fn customer(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+) -> Result<Option<StripeCustomer>, sqlx::Error> {
+    sqlx::query_as!(
+        StripeCustomer,
+        "SELECT email, name, stripe_customer_id FROM customers
+         WHERE tenant_id = $1 AND customer_id = $2",
+        tenant_id,
+        customer_id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// The customer's Stripe id, if it has one.
+pub async fn stripe_customer_id(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "SELECT stripe_customer_id FROM customers WHERE tenant_id = $1 AND customer_id = $2",
+        tenant_id,
+        customer_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten())
+}
+
+/// Queues the creation of a customer in Stripe unless a row for it is pending or sent.
+pub async fn queue_customer(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO stripe_outbox (tenant_id, kind, resource_id)
+             SELECT $1, 'customer', $2
+             WHERE NOT EXISTS (SELECT 1 FROM stripe_outbox WHERE tenant_id = $1
+                               AND kind = 'customer' AND resource_id = $2 AND status <> 'failed')",
+        tenant_id,
+        customer_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// Saves how far a multi-step row got, if its lease is still this attempt's.
+pub async fn save_progress(
+    conn: &mut PgConnection,
+    row: &Claimed,
+    progress: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE stripe_outbox SET result = $3
+         WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $4 AND status = 'pending'",
+        row.tenant_id,
+        row.outbox_id,
+        progress,
+        row.attempts
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+pub async fn set_stripe_invoice_id(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    invoice_id: &str,
+    stripe_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE invoices SET stripe_invoice_id = $3 WHERE tenant_id = $1 AND invoice_id = $2",
+        tenant_id,
+        invoice_id,
+        stripe_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// A row's invoice as far as Stripe is concerned.
+pub struct InvoiceInStripe {
+    pub status: String,
+    pub stripe_invoice_id: Option<String>,
+    pub payment_attempts: i32,
+    /// Its `invoice` row has not been sent yet.
+    pub invoice_pending: bool,
+}
+
+pub async fn invoice_in_stripe(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    invoice_id: &str,
+) -> Result<Option<InvoiceInStripe>, sqlx::Error> {
+    sqlx::query_as!(
+        InvoiceInStripe,
+        "SELECT i.status, i.stripe_invoice_id, i.payment_attempts,
+                EXISTS (SELECT 1 FROM stripe_outbox o WHERE o.tenant_id = i.tenant_id
+                        AND o.kind = 'invoice' AND o.resource_id = i.invoice_id
+                        AND o.status = 'pending') AS \"invoice_pending!\"
+         FROM invoices i WHERE i.tenant_id = $1 AND i.invoice_id = $2",
+        tenant_id,
+        invoice_id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// The outcome of an attempt, as written back.
+pub struct Outcome<'a> {
+    /// `sent`, `pending` (retry after `wait_secs`) or `failed` (parked).
+    pub status: &'a str,
+    pub error: Option<&'a str>,
+    pub wait_secs: f64,
+    /// 1 when the attempt is not to count (a deferral), else 0.
+    pub attempts_back: i32,
+}
+
+/// Writes an attempt's outcome; `false` when the lease ran out and another worker owns the
+/// row now (nothing written).
+pub async fn record_outcome(
+    conn: &mut PgConnection,
+    row: &Claimed,
+    o: &Outcome<'_>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        "UPDATE stripe_outbox
+         SET status = $4, last_error = COALESCE($5, last_error),
+             next_attempt_at = now() + make_interval(secs => $6),
+             attempts = attempts - $7,
+             sent_at = CASE WHEN $4 = 'sent' THEN now() END
+         WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $3 AND status = 'pending'",
+        row.tenant_id,
+        row.outbox_id,
+        row.attempts,
+        o.status,
+        o.error,
+        o.wait_secs,
+        o.attempts_back
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(updated.rows_affected() > 0)
+}
+
+pub async fn set_stripe_customer_id(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+    stripe_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE customers SET stripe_customer_id = $3
+                 WHERE tenant_id = $1 AND customer_id = $2 AND stripe_customer_id IS NULL",
+        tenant_id,
+        customer_id,
+        stripe_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+pub async fn mark_meter_reported(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE usage_events SET stripe_reported_at = now()
+                 WHERE tenant_id = $1 AND event_id = $2 AND stripe_reported_at IS NULL",
+        tenant_id,
+        event_id
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
 }

@@ -9,7 +9,6 @@ use sqlx::PgConnection;
 
 use crate::domain::entitlement::{Aggregation, Entitlement, FeatureType, Overage};
 use crate::domain::period::{Interval, Reset};
-use crate::error::Result;
 
 pub use crate::domain::plan::{PlanFeature, PlanVersion, Price};
 
@@ -39,7 +38,7 @@ impl PlanCache {
         tenant_id: &str,
         plan_key: &str,
         version: i32,
-    ) -> Result<Option<Arc<PlanVersion>>> {
+    ) -> Result<Option<Arc<PlanVersion>>, sqlx::Error> {
         let key = (tenant_id.to_string(), plan_key.to_string(), version);
         if let Ok(map) = self.versions.read() {
             if let Some(v) = map.get(&key) {
@@ -61,14 +60,14 @@ pub async fn latest_version(
     conn: &mut PgConnection,
     tenant_id: &str,
     plan_key: &str,
-) -> Result<Option<i32>> {
-    Ok(sqlx::query_scalar!(
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar!(
         "SELECT latest_version FROM plans WHERE tenant_id = $1 AND plan_key = $2",
         tenant_id,
         plan_key
     )
     .fetch_optional(&mut *conn)
-    .await?)
+    .await
 }
 
 pub async fn load_version(
@@ -76,7 +75,7 @@ pub async fn load_version(
     tenant_id: &str,
     plan_key: &str,
     version: i32,
-) -> Result<Option<PlanVersion>> {
+) -> Result<Option<PlanVersion>, sqlx::Error> {
     let Some(v) = sqlx::query!(
         "SELECT name, trial_days, retention_days, definition, created_at FROM plan_versions
          WHERE tenant_id = $1 AND plan_key = $2 AND version = $3",
@@ -99,14 +98,16 @@ pub async fn load_version(
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
-    .map(|p| Price {
-        interval: Interval::parse(&p.interval).unwrap_or(Interval::Month),
-        amount: p.amount,
-        currency: p.currency,
-        per_seat: p.per_seat,
-        stripe_price_id: p.stripe_price_id,
+    .map(|p| {
+        Ok(Price {
+            interval: super::decode("plan_prices.interval", &p.interval, Interval::parse)?,
+            amount: p.amount,
+            currency: p.currency,
+            per_seat: p.per_seat,
+            stripe_price_id: p.stripe_price_id,
+        })
     })
-    .collect();
+    .collect::<Result<_, sqlx::Error>>()?;
     let features = sqlx::query!(
         "SELECT e.feature_key, e.enabled, e.limit_value, e.reset, e.overage_unit_amount,
                 e.overage_per_units, e.overage_cap_amount, f.type, f.aggregation,
@@ -122,23 +123,30 @@ pub async fn load_version(
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
-    .map(|e| PlanFeature {
-        feature: e.feature_key,
-        stripe_meter_event_name: e.stripe_meter_event_name,
-        entitlement: Entitlement {
-            feature_type: FeatureType::parse(&e.r#type).unwrap_or(FeatureType::Boolean),
-            aggregation: Aggregation::parse(&e.aggregation).unwrap_or(Aggregation::Sum),
-            enabled: e.enabled,
-            limit: e.limit_value,
-            reset: Reset::parse(&e.reset).unwrap_or(Reset::BillingPeriod),
-            overage: e.overage_unit_amount.map(|unit_amount| Overage {
-                unit_amount,
-                per_units: e.overage_per_units.unwrap_or(Decimal::ONE),
-                cap_amount: e.overage_cap_amount,
-            }),
-        },
+    .map(|e| {
+        Ok(PlanFeature {
+            entitlement: Entitlement {
+                feature_type: super::decode("features.type", &e.r#type, FeatureType::parse)?,
+                aggregation: super::decode(
+                    "features.aggregation",
+                    &e.aggregation,
+                    Aggregation::parse,
+                )?,
+                enabled: e.enabled,
+                limit: e.limit_value,
+                reset: super::decode("plan_entitlements.reset", &e.reset, Reset::parse)?,
+                overage: e.overage_unit_amount.map(|unit_amount| Overage {
+                    unit_amount,
+                    // NULL (never written: plans store it) reads as the API default, 1.
+                    per_units: e.overage_per_units.unwrap_or(Decimal::ONE),
+                    cap_amount: e.overage_cap_amount,
+                }),
+            },
+            feature: e.feature_key,
+            stripe_meter_event_name: e.stripe_meter_event_name,
+        })
     })
-    .collect();
+    .collect::<Result<_, sqlx::Error>>()?;
     Ok(Some(PlanVersion {
         key: plan_key.to_string(),
         version,
@@ -359,5 +367,25 @@ pub async fn list(
         limit
     )
     .fetch_all(&mut *conn)
+    .await
+}
+
+/// The tenant's default plan and its newest version, if the customer exists (not deleted)
+/// and the tenant has a default.
+pub async fn default_for_customer(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+) -> Result<Option<PlanKeyRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PlanKeyRow,
+        r#"SELECT p.plan_key, p.latest_version
+           FROM tenants t JOIN plans p ON p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan
+           JOIN customers c ON c.tenant_id = t.tenant_id AND c.customer_id = $2
+           WHERE t.tenant_id = $1 AND c.deleted_at IS NULL"#,
+        tenant_id,
+        customer_id
+    )
+    .fetch_optional(&mut *conn)
     .await
 }

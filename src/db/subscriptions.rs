@@ -82,6 +82,7 @@ pub const ONE_LIVE_PER_CUSTOMER: &str = "subscriptions_one_live_per_customer";
 pub async fn create(
     conn: &mut PgConnection,
     tenant_id: &str,
+    id: &str,
     customer_id: &str,
     plan: &PlanVersion,
     interval: Interval,
@@ -89,7 +90,6 @@ pub async fn create(
     now: DateTime<Utc>,
     replaces: Option<&str>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
-    let id = crate::ids::new_id("sub");
     let (status, trial_end, period_end, anchor) = if trial_days > 0 {
         let end = now + Duration::days(trial_days as i64);
         (SubscriptionStatus::Trialing, Some(end), end, end)
@@ -109,7 +109,7 @@ pub async fn create(
          RETURNING {COLUMNS}"
     ))
     .bind(tenant_id)
-    .bind(&id)
+    .bind(id)
     .bind(customer_id)
     .bind(&plan.key)
     .bind(plan.version)

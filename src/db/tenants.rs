@@ -285,3 +285,22 @@ pub async fn set_test_clock(
     .await
     .map(drop)
 }
+
+/// The tenant's dunning schedule and invoice grace period.
+pub struct DunningSettings {
+    pub dunning_retry_days: Vec<i32>,
+    pub invoice_grace_minutes: i32,
+}
+
+pub async fn dunning_settings(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+) -> Result<DunningSettings, sqlx::Error> {
+    sqlx::query_as!(
+        DunningSettings,
+        "SELECT dunning_retry_days, invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+}

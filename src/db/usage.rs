@@ -279,3 +279,26 @@ pub async fn top_members(
     .fetch_all(&mut *conn)
     .await
 }
+
+/// Ends the customer's counters of the billing period starting at `period_start` at `at`
+/// (usage counted by billing period ends with the subscription).
+pub async fn end_billing_period_counters(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+    period_start: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE usage_counters SET period_end = $4
+             WHERE tenant_id = $1 AND customer_id = $2 AND period_start = $3
+               AND period_end > $4",
+        tenant_id,
+        customer_id,
+        period_start,
+        at
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}

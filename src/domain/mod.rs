@@ -3,6 +3,7 @@
 pub mod entitlement;
 pub mod invoice;
 pub mod money;
+pub mod outbox;
 pub mod period;
 pub mod plan;
 pub mod qty;

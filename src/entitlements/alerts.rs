@@ -35,7 +35,9 @@ impl Entitlements {
         limit: i64,
     ) -> Result<Vec<Alert>> {
         let mut conn = self.db.acquire().await?;
-        crate::customers::must_exist(&mut conn, tenant_id, customer).await?;
+        if !db::customers::exists(&mut conn, tenant_id, customer).await? {
+            return Err(super::resolve::customer_not_found());
+        }
         let rows =
             db::alerts::for_customer(&mut conn, tenant_id, customer, starting_after, limit + 1)
                 .await?;

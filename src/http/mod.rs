@@ -12,6 +12,7 @@ pub mod invoices;
 pub mod leases;
 pub mod ops;
 pub mod plans;
+pub mod state;
 pub mod stripe;
 pub mod subscriptions;
 pub mod tenant;
@@ -33,6 +34,10 @@ use utoipa_axum::routes;
 use utoipa_scalar::{Scalar, Servable};
 
 use self::error::ApiError;
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -223,4 +228,23 @@ async fn method_not_allowed() -> ApiError {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::internal().into_response()
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let app = build_app(state);
+    // Small request/response exchanges: send each response at once (no Nagle delay).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{Json, OptionalJson, Path};
-use crate::billing::subscriptions::{self as subs, ChangeSubscription, CreateSubscription};
+use crate::billing::subscribing::{self as subs, ChangeSubscription, CreateSubscription};
 use crate::billing::views::Subscription;
 use crate::tenancy::TenantCtx;
 use crate::AppState;

@@ -37,71 +37,15 @@ use stripe_types::Currency;
 use crate::domain::status::InvoiceStatus;
 
 use crate::billing::{dunning, invoices};
+use crate::db;
+use crate::db::outbox::{Claimed, InvoiceInStripe};
 use crate::db::plans::PlanCache;
 use crate::error::Result;
 
 /// Stripe's API, unless the tenant sets `stripe.api_base`.
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com/";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Create the Stripe customer of a Tollgate customer.
-    Customer,
-    /// Send a finalized invoice (its lines), finalize it in Stripe and collect it.
-    Invoice,
-    /// Collect an invoice (a dunning retry), or record a payment made out of band.
-    InvoicePayment,
-    /// Void an invoice voided in Tollgate.
-    InvoiceVoid,
-    /// One Billing Meter event for one usage event.
-    MeterEvent,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Customer => "customer",
-            Kind::Invoice => "invoice",
-            Kind::InvoicePayment => "invoice_payment",
-            Kind::InvoiceVoid => "invoice_void",
-            Kind::MeterEvent => "meter_event",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Kind> {
-        Some(match s {
-            "customer" => Kind::Customer,
-            "invoice" => Kind::Invoice,
-            "invoice_payment" => Kind::InvoicePayment,
-            "invoice_void" => Kind::InvoiceVoid,
-            "meter_event" => Kind::MeterEvent,
-            _ => return None,
-        })
-    }
-}
-
-/// Writes an outbox row in the caller's transaction, if the tenant is connected to Stripe.
-/// Returns whether a row was written.
-pub async fn enqueue(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    kind: Kind,
-    resource_id: &str,
-    payload: Option<serde_json::Value>,
-) -> Result<bool> {
-    let done = sqlx::query!(
-        "INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
-         SELECT tenant_id, $2, $3, COALESCE($4, '{}'::jsonb) FROM tenants
-         WHERE tenant_id = $1 AND stripe_secret_key IS NOT NULL",
-        tenant_id,
-        kind.as_str(),
-        resource_id,
-        payload
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
-}
+use crate::domain::outbox::OutboxKind as Kind;
 
 /// How the worker sends.
 #[derive(Debug, Clone)]
@@ -126,18 +70,6 @@ impl Default for SyncConfig {
             batch: 32,
         }
     }
-}
-
-struct Claimed {
-    tenant_id: String,
-    outbox_id: i64,
-    kind: String,
-    resource_id: String,
-    payload: serde_json::Value,
-    attempts: i32,
-    result: Option<serde_json::Value>,
-    secret_key: Option<String>,
-    api_base: Option<String>,
 }
 
 /// What one send came to.
@@ -165,25 +97,7 @@ enum Apply {
 /// Sends up to `cfg.batch` due rows (concurrently); returns how many were claimed.
 pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> Result<usize> {
     let lease = cfg.timeout.as_secs_f64() * 4.0 + 60.0;
-    let claimed = sqlx::query_as!(
-        Claimed,
-        r#"WITH due AS (
-               SELECT tenant_id, outbox_id FROM stripe_outbox
-               WHERE status = 'pending' AND next_attempt_at <= now()
-               ORDER BY next_attempt_at, outbox_id LIMIT $1
-               FOR UPDATE SKIP LOCKED)
-           UPDATE stripe_outbox o
-              SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
-           FROM due, tenants t
-           WHERE o.tenant_id = due.tenant_id AND o.outbox_id = due.outbox_id
-             AND t.tenant_id = o.tenant_id
-           RETURNING o.tenant_id, o.outbox_id, o.kind, o.resource_id, o.payload, o.attempts,
-                     o.result, t.stripe_secret_key AS secret_key, t.stripe_api_base AS api_base"#,
-        cfg.batch,
-        lease
-    )
-    .fetch_all(db)
-    .await?;
+    let claimed = db::outbox::claim_due(db, cfg.batch, lease).await?;
     let n = claimed.len();
     let work = claimed.into_iter().map(|row| async move {
         let outcome = match client_for(&row, cfg) {
@@ -287,15 +201,11 @@ async fn send(db: &PgPool, client: &Client, row: &Claimed) -> Outcome {
 }
 
 async fn send_customer(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
-    let Some(c) = sqlx::query!(
-        "SELECT email, name, stripe_customer_id FROM customers
-         WHERE tenant_id = $1 AND customer_id = $2",
-        row.tenant_id,
-        row.resource_id
-    )
-    .fetch_optional(db)
-    .await?
-    else {
+    // No connection is held across a call to Stripe.
+    let mut conn = db.acquire().await?;
+    let found = db::outbox::customer(&mut conn, &row.tenant_id, &row.resource_id).await?;
+    drop(conn);
+    let Some(c) = found else {
         return Ok(Outcome::Permanent("The customer no longer exists.".into()));
     };
     if c.stripe_customer_id.is_some() {
@@ -330,26 +240,11 @@ async fn stripe_customer(
     tenant_id: &str,
     customer_id: &str,
 ) -> Result<Option<String>> {
-    let id = sqlx::query_scalar!(
-        "SELECT stripe_customer_id FROM customers WHERE tenant_id = $1 AND customer_id = $2",
-        tenant_id,
-        customer_id
-    )
-    .fetch_optional(db)
-    .await?
-    .flatten();
+    let mut conn = db.acquire().await?;
+    let id = db::outbox::stripe_customer_id(&mut conn, tenant_id, customer_id).await?;
     if id.is_none() {
         // A customer created before the tenant was connected to Stripe has no row yet.
-        sqlx::query!(
-            "INSERT INTO stripe_outbox (tenant_id, kind, resource_id)
-             SELECT $1, 'customer', $2
-             WHERE NOT EXISTS (SELECT 1 FROM stripe_outbox WHERE tenant_id = $1
-                               AND kind = 'customer' AND resource_id = $2 AND status <> 'failed')",
-            tenant_id,
-            customer_id
-        )
-        .execute(db)
-        .await?;
+        db::outbox::queue_customer(&mut conn, tenant_id, customer_id).await?;
     }
     Ok(id)
 }
@@ -410,17 +305,8 @@ fn minor_units(amount: Decimal, currency: &str) -> Option<i64> {
 /// Saves how far a multi-step row got (so a retry a day later, after Stripe's idempotency keys
 /// expired, does not repeat finished steps).
 async fn save_progress(db: &PgPool, row: &Claimed, progress: &serde_json::Value) -> Result<()> {
-    sqlx::query!(
-        "UPDATE stripe_outbox SET result = $3
-         WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $4 AND status = 'pending'",
-        row.tenant_id,
-        row.outbox_id,
-        progress,
-        row.attempts
-    )
-    .execute(db)
-    .await?;
-    Ok(())
+    let mut conn = db.acquire().await?;
+    Ok(db::outbox::save_progress(&mut conn, row, progress).await?)
 }
 
 async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
@@ -478,14 +364,15 @@ async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> Result<Out
                         ));
                     };
                     let id = id.as_str().to_string();
-                    sqlx::query!(
-                        "UPDATE invoices SET stripe_invoice_id = $3 WHERE tenant_id = $1 AND invoice_id = $2",
-                        row.tenant_id,
-                        inv.invoice_id,
-                        id
+                    let mut conn = db.acquire().await?;
+                    db::outbox::set_stripe_invoice_id(
+                        &mut conn,
+                        &row.tenant_id,
+                        &inv.invoice_id,
+                        &id,
                     )
-                    .execute(db)
                     .await?;
+                    drop(conn);
                     progress["stripe_invoice_id"] = json!(id);
                     save_progress(db, row, &progress).await?;
                     id
@@ -591,28 +478,9 @@ async fn pay(
     }
 }
 
-/// A row's invoice as far as Stripe is concerned.
-struct InvoiceInStripe {
-    status: String,
-    stripe_invoice_id: Option<String>,
-    payment_attempts: i32,
-    /// Its `invoice` row has not been sent yet.
-    invoice_pending: bool,
-}
-
 async fn invoice_in_stripe(db: &PgPool, row: &Claimed) -> Result<Option<InvoiceInStripe>> {
-    Ok(sqlx::query_as!(
-        InvoiceInStripe,
-        "SELECT i.status, i.stripe_invoice_id, i.payment_attempts,
-                EXISTS (SELECT 1 FROM stripe_outbox o WHERE o.tenant_id = i.tenant_id
-                        AND o.kind = 'invoice' AND o.resource_id = i.invoice_id
-                        AND o.status = 'pending') AS \"invoice_pending!\"
-         FROM invoices i WHERE i.tenant_id = $1 AND i.invoice_id = $2",
-        row.tenant_id,
-        row.resource_id
-    )
-    .fetch_optional(db)
-    .await?)
+    let mut conn = db.acquire().await?;
+    Ok(db::outbox::invoice_in_stripe(&mut conn, &row.tenant_id, &row.resource_id).await?)
 }
 
 async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
@@ -694,24 +562,18 @@ async fn record(
         ),
         Outcome::Permanent(e) => ("failed", Some(e.clone()), Duration::ZERO, 0),
     };
-    let updated = sqlx::query!(
-        "UPDATE stripe_outbox
-         SET status = $4, last_error = COALESCE($5, last_error),
-             next_attempt_at = now() + make_interval(secs => $6),
-             attempts = attempts - $7,
-             sent_at = CASE WHEN $4 = 'sent' THEN now() END
-         WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $3 AND status = 'pending'",
-        row.tenant_id,
-        row.outbox_id,
-        row.attempts,
-        status,
-        error,
-        wait.as_secs_f64(),
-        attempts_back
+    let updated = db::outbox::record_outcome(
+        &mut tx,
+        row,
+        &db::outbox::Outcome {
+            status,
+            error: error.as_deref(),
+            wait_secs: wait.as_secs_f64(),
+            attempts_back,
+        },
     )
-    .execute(&mut *tx)
     .await?;
-    if updated.rows_affected() == 0 {
+    if !updated {
         // The lease ran out and another worker owns the row now.
         return Ok(());
     }
@@ -739,25 +601,10 @@ async fn apply_sent(
     match apply {
         Apply::Nothing => {}
         Apply::CustomerCreated(id) => {
-            sqlx::query!(
-                "UPDATE customers SET stripe_customer_id = $3
-                 WHERE tenant_id = $1 AND customer_id = $2 AND stripe_customer_id IS NULL",
-                row.tenant_id,
-                row.resource_id,
-                id
-            )
-            .execute(&mut *conn)
-            .await?;
+            db::outbox::set_stripe_customer_id(conn, &row.tenant_id, &row.resource_id, id).await?;
         }
         Apply::MeterEventReported => {
-            sqlx::query!(
-                "UPDATE usage_events SET stripe_reported_at = now()
-                 WHERE tenant_id = $1 AND event_id = $2 AND stripe_reported_at IS NULL",
-                row.tenant_id,
-                row.resource_id
-            )
-            .execute(&mut *conn)
-            .await?;
+            db::outbox::mark_meter_reported(conn, &row.tenant_id, &row.resource_id).await?;
         }
         Apply::InvoicePaid => {
             let inv = invoices::get(conn, &row.tenant_id, &row.resource_id, true).await?;
@@ -782,12 +629,7 @@ async fn apply_sent(
 }
 
 async fn tenant_now(conn: &mut PgConnection, tenant_id: &str) -> Result<DateTime<Utc>> {
-    let frozen = sqlx::query_scalar!(
-        "SELECT test_clock_now FROM tenants WHERE tenant_id = $1",
-        tenant_id
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let frozen = db::tenants::test_clock(conn, tenant_id).await?;
     Ok(crate::clock::Clock.tenant_now(frozen))
 }
 

@@ -47,14 +47,3 @@ pub async fn emit(
 pub async fn wanted(conn: &mut PgConnection, tenant_id: &str, event_type: &str) -> Result<bool> {
     Ok(crate::db::webhooks::wanted(conn, tenant_id, event_type).await?)
 }
-
-/// Emits the event for a subscription row as the API shows it.
-pub async fn subscription(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    event_type: &str,
-    row: &crate::db::subscriptions::SubscriptionRow,
-) -> Result<()> {
-    let data = crate::billing::views::Subscription::from(row.clone());
-    emit(conn, tenant_id, event_type, &data).await
-}

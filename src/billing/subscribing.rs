@@ -1,0 +1,226 @@
+//! Subscriptions as the API offers them: subscribe, read, change, cancel, reactivate. Each
+//! is one transaction over the lifecycle (`billing::lifecycle`).
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use super::lifecycle::{self, ChangeRequest, When};
+use super::subscriptions as subs;
+use super::views::Subscription;
+use crate::db;
+use crate::db::plans::PlanCache;
+use crate::db::subscriptions::SubscriptionRow;
+use crate::domain::period::Interval;
+use crate::domain::status::SubscriptionStatus;
+use crate::entitlements::resolve::customer_not_found;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscription {
+    pub customer: String,
+    pub plan: String,
+    pub interval: Option<Interval>,
+    /// Overrides the plan's trial_days.
+    pub trial_days: Option<i32>,
+}
+
+/// A plan version to move to: `"latest"` or a version number.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum VersionSpec {
+    Number(i32),
+    Named(String),
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSubscription {
+    pub plan: String,
+    /// Default: the current interval.
+    pub interval: Option<Interval>,
+    /// Default: upgrades now (with proration), downgrades at period end.
+    pub when: Option<When>,
+    /// `"latest"` (or a number). Default: for another plan its newest version; for the same
+    /// plan the version held (so only `interval` changes).
+    #[schema(value_type = Option<String>, example = "latest")]
+    pub version: Option<VersionSpec>,
+}
+
+fn plan_not_found() -> Error {
+    Error::not_found("plan_not_found", "No such plan.").with_param("plan")
+}
+
+/// Subscribes a customer to a plan's newest version and invoices the start, in one
+/// transaction.
+pub async fn subscribe(
+    db: &PgPool,
+    plans: &PlanCache,
+    tenant_id: &str,
+    body: &CreateSubscription,
+    now: DateTime<Utc>,
+) -> Result<Subscription> {
+    if body.trial_days.is_some_and(|d| !(0..=730).contains(&d)) {
+        return Err(Error::invalid_param(
+            "invalid_trial_days",
+            "trial_days",
+            "trial_days must be between 0 and 730.",
+        ));
+    }
+    let mut tx = db.begin().await?;
+    if !crate::db::customers::exists(&mut tx, tenant_id, &body.customer).await? {
+        return Err(customer_not_found());
+    }
+    let version = crate::db::plans::latest_version(&mut tx, tenant_id, &body.plan)
+        .await?
+        .ok_or_else(plan_not_found)?;
+    let plan = plans
+        .get(&mut tx, tenant_id, &body.plan, version)
+        .await?
+        .ok_or_else(plan_not_found)?;
+    let interval = body.interval.unwrap_or_else(|| plan.default_interval());
+    if !plan.prices.is_empty() && plan.price(interval).is_none() {
+        return Err(Error::invalid_param(
+            "price_not_found",
+            "interval",
+            format!("Plan `{}` has no {} price.", plan.key, interval.as_str()),
+        ));
+    }
+    let trial_days = body.trial_days.unwrap_or(plan.trial_days);
+    let row = lifecycle::start(
+        &mut tx,
+        plans,
+        tenant_id,
+        &body.customer,
+        &plan,
+        interval,
+        trial_days,
+        now,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+pub async fn find(db: &PgPool, tenant_id: &str, subscription_id: &str) -> Result<Subscription> {
+    let mut conn = db.acquire().await?;
+    Ok(subs::get(&mut conn, tenant_id, subscription_id, false)
+        .await?
+        .into())
+}
+
+/// The customer's live subscription: `customer_not_found`, or `subscription_not_found` when
+/// it has none.
+pub async fn live_for_customer(
+    db: &PgPool,
+    tenant_id: &str,
+    customer_id: &str,
+) -> Result<Subscription> {
+    let mut conn = db.acquire().await?;
+    if let Some(r) = db::subscriptions::live_for_customer(&mut conn, tenant_id, customer_id).await?
+    {
+        return Ok(r.into());
+    }
+    if !crate::db::customers::exists(&mut conn, tenant_id, customer_id).await? {
+        return Err(customer_not_found());
+    }
+    Err(Error::not_found(
+        "subscription_not_found",
+        "The customer has no live subscription.",
+    ))
+}
+
+fn live_or_409(row: &SubscriptionRow) -> Result<()> {
+    if row.status == SubscriptionStatus::Canceled {
+        return Err(Error::conflict(
+            "subscription_ended",
+            "The subscription has ended.",
+        ));
+    }
+    Ok(())
+}
+
+/// Changes plan or interval: upgrades now with proration, downgrades at period end (unless
+/// `when` says otherwise).
+pub async fn change(
+    db: &PgPool,
+    plans: &PlanCache,
+    tenant_id: &str,
+    subscription_id: &str,
+    body: &ChangeSubscription,
+    now: DateTime<Utc>,
+) -> Result<Subscription> {
+    let mut tx = db.begin().await?;
+    let sub = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
+    live_or_409(&sub)?;
+    let latest = crate::db::plans::latest_version(&mut tx, tenant_id, &body.plan)
+        .await?
+        .ok_or_else(plan_not_found)?;
+    let version = match &body.version {
+        Some(VersionSpec::Named(v)) if v == "latest" => latest,
+        Some(VersionSpec::Number(n)) if (1..=latest).contains(n) => *n,
+        Some(_) => {
+            return Err(Error::invalid_param(
+                "invalid_version",
+                "version",
+                format!("version must be \"latest\" or a version from 1 to {latest}."),
+            ))
+        }
+        None if body.plan == sub.plan_key => sub.plan_version,
+        None => latest,
+    };
+    let plan = plans
+        .get(&mut tx, tenant_id, &body.plan, version)
+        .await?
+        .ok_or_else(plan_not_found)?;
+    let interval = body.interval.unwrap_or(sub.interval);
+    let row = lifecycle::change(
+        &mut tx,
+        plans,
+        tenant_id,
+        sub,
+        ChangeRequest {
+            plan: &plan,
+            interval,
+            when: body.when,
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+/// Cancels at period end, or now (with its final invoice).
+pub async fn cancel(
+    db: &PgPool,
+    plans: &PlanCache,
+    tenant_id: &str,
+    subscription_id: &str,
+    at_period_end: bool,
+    now: DateTime<Utc>,
+) -> Result<Subscription> {
+    let mut tx = db.begin().await?;
+    let sub = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
+    live_or_409(&sub)?;
+    let grace = crate::db::tenants::invoice_grace_minutes(&mut tx, tenant_id).await?;
+    let row = lifecycle::cancel(&mut tx, plans, tenant_id, sub, at_period_end, grace, now).await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+/// Undoes a cancellation at period end.
+pub async fn reactivate(
+    db: &PgPool,
+    tenant_id: &str,
+    subscription_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Subscription> {
+    let mut tx = db.begin().await?;
+    let sub = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
+    let row = lifecycle::reactivate(&mut tx, tenant_id, sub, now).await?;
+    tx.commit().await?;
+    Ok(row.into())
+}

@@ -1,0 +1,96 @@
+//! Due billing work, claimed one item at a time with `FOR UPDATE SKIP LOCKED` (so any number
+//! of runners share it without doing anything twice): period ends, draft finalizations and
+//! payment retries. `tenant: None` is every tenant running on real time (never advanced).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::subscriptions::{SubscriptionRow, COLUMNS as SUB_COLUMNS};
+
+#[derive(sqlx::FromRow)]
+struct DueSubscription {
+    tenant_id: String,
+    #[sqlx(flatten)]
+    sub: SubscriptionRow,
+}
+
+/// The earliest live subscription whose period ended by `until`, locked, with its tenant.
+pub async fn claim_period_end(
+    conn: &mut PgConnection,
+    tenant: Option<&str>,
+    until: DateTime<Utc>,
+) -> Result<Option<(String, SubscriptionRow)>, sqlx::Error> {
+    let row = sqlx::query_as::<_, DueSubscription>(&format!(
+        "SELECT s.tenant_id, {SUB_COLUMNS} FROM subscriptions s
+         WHERE s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= $2
+           AND (s.tenant_id = $1 OR ($1 IS NULL AND EXISTS (
+                SELECT 1 FROM tenants t WHERE t.tenant_id = s.tenant_id AND t.test_clock_now IS NULL)))
+         ORDER BY s.current_period_end, s.subscription_id
+         LIMIT 1 FOR UPDATE OF s SKIP LOCKED"
+    ))
+    .bind(tenant)
+    .bind(until)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| (r.tenant_id, r.sub)))
+}
+
+/// A draft invoice due to be finalized.
+pub struct DueDraft {
+    pub tenant_id: String,
+    pub invoice_id: String,
+    pub finalize_at: DateTime<Utc>,
+}
+
+/// The earliest draft due to be finalized by `until`, locked.
+pub async fn claim_finalization(
+    conn: &mut PgConnection,
+    tenant: Option<&str>,
+    until: DateTime<Utc>,
+) -> Result<Option<DueDraft>, sqlx::Error> {
+    sqlx::query_as!(
+        DueDraft,
+        r#"SELECT i.tenant_id, i.invoice_id, i.finalize_at AS "finalize_at!"
+           FROM invoices i
+           WHERE i.status = 'draft' AND i.finalize_at <= $2
+             AND (i.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
+                  SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
+           ORDER BY i.finalize_at, i.invoice_id
+           LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
+        tenant,
+        until
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// A payment retry that has fallen due, claimed (locked) by the caller's transaction.
+pub struct DueRetry {
+    pub tenant_id: String,
+    pub invoice_id: String,
+    pub payment_attempts: i32,
+    pub at: DateTime<Utc>,
+}
+
+/// The earliest payment retry due by `until`, locked.
+pub async fn claim_payment_retry(
+    conn: &mut PgConnection,
+    tenant: Option<&str>,
+    until: DateTime<Utc>,
+) -> Result<Option<DueRetry>, sqlx::Error> {
+    sqlx::query_as!(
+        DueRetry,
+        r#"SELECT i.tenant_id, i.invoice_id, i.payment_attempts,
+                  i.next_payment_attempt AS "at!"
+           FROM invoices i
+           WHERE i.status = 'open' AND i.next_payment_attempt <= $2
+             AND (i.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
+                  SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
+           ORDER BY i.next_payment_attempt, i.invoice_id
+           LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
+        tenant,
+        until
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}

@@ -1,0 +1,70 @@
+//! The state every handler shares.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::clock::Clock;
+use crate::config::Secret;
+use crate::db::plans::PlanCache;
+use crate::entitlements::Entitlements;
+
+/// Everything a request handler needs. Cloned for every request and every middleware layer,
+/// so it is one `Arc`: a clone is one reference-count increment.
+#[derive(Clone)]
+pub struct AppState(Arc<AppStateInner>);
+
+pub struct AppStateInner {
+    pub db: PgPool,
+    pub clock: Clock,
+    pub admin_token: Option<Secret>,
+    pub plans: Arc<PlanCache>,
+    pub request_timeout: std::time::Duration,
+    /// The hot path's service: its own pool, the check batcher, the plan cache.
+    pub entitlements: Entitlements,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(db: PgPool, admin_token: Option<Secret>) -> Self {
+        Self::with_timeout(db, admin_token, std::time::Duration::from_secs(30))
+    }
+
+    pub fn with_timeout(
+        db: PgPool,
+        admin_token: Option<Secret>,
+        request_timeout: std::time::Duration,
+    ) -> Self {
+        Self::build(db, admin_token, request_timeout, None)
+    }
+
+    pub fn build(
+        db: PgPool,
+        admin_token: Option<Secret>,
+        request_timeout: std::time::Duration,
+        check_workers: Option<usize>,
+    ) -> Self {
+        // Check statements in flight at once: by default half the cores (at least one), so
+        // concurrent checks share statements; measured on 2 cores, one in flight gave the
+        // most checks per second (bench/README.md).
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = check_workers.unwrap_or(cores / 2);
+        let plans = Arc::new(PlanCache::default());
+        let entitlements = Entitlements::new(db.clone(), plans.clone(), Clock, workers);
+        AppState(Arc::new(AppStateInner {
+            entitlements,
+            db,
+            clock: Clock,
+            admin_token,
+            plans,
+            request_timeout,
+        }))
+    }
+}
