@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, LogFormat, Secret};
+use crate::config::{Config, ExposeSecret, LogFormat, Secret};
 use crate::embedded_pg::{EmbeddedPg, MissingBinaries};
 use crate::AppState;
 
@@ -152,7 +152,7 @@ impl Drop for Database {
 async fn database(config: &Config) -> Result<Database> {
     if let Some(url) = &config.database_url {
         return Ok(Database {
-            url: url.expose().to_string(),
+            url: url.expose_secret().to_string(),
             embedded: None,
         });
     }
@@ -180,7 +180,7 @@ fn admin_token(config: &Config, embedded: bool) -> Result<Option<Secret>> {
     let path = config.data_dir.join("admin_token");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         println!("Admin token: stored in {}", path.display());
-        return Ok(Some(Secret::new(existing.trim())));
+        return Ok(Some(Secret::from(existing.trim())));
     }
     use rand::distributions::Alphanumeric;
     use rand::Rng;
@@ -207,7 +207,7 @@ fn admin_token(config: &Config, embedded: bool) -> Result<Option<Secret>> {
         "Admin token (shown once, kept in {}): {token}",
         path.display()
     );
-    Ok(Some(Secret::new(token)))
+    Ok(Some(Secret::from(token)))
 }
 
 async fn shutdown_signal(token: CancellationToken) {

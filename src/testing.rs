@@ -41,6 +41,16 @@ pub async fn send_stripe_outbox(state: &AppState, cfg: &SyncConfig) -> Result<us
     crate::stripe::sync::drain(&state.db, &state.plans, cfg).await
 }
 
+/// Outbox rows not yet sent (nor parked).
+pub async fn pending_stripe_rows(db: &PgPool) -> Result<i64> {
+    Ok(crate::db::outbox::pending_count(db).await?)
+}
+
+/// Webhook deliveries not yet made (nor given up).
+pub async fn pending_deliveries(db: &PgPool) -> Result<i64> {
+    Ok(crate::db::webhooks::pending_count(db).await?)
+}
+
 /// One pass of the webhook worker: delivers up to `max` due deliveries.
 pub async fn deliver_webhooks(
     db: &PgPool,
@@ -75,6 +85,13 @@ pub async fn run_due_for_tenant(
 /// The worker's retention cleanup; returns the rows removed.
 pub async fn cleanup(db: &PgPool) -> Result<u64> {
     Ok(crate::worker::cleanup(db).await?)
+}
+
+/// Sets a tenant's test clock to `at` directly, even backwards (test setup starting at a fixed
+/// date; the API only moves a clock forward).
+pub async fn set_test_clock(db: &PgPool, tenant_id: &str, at: DateTime<Utc>) -> Result<()> {
+    let mut conn = db.acquire().await?;
+    Ok(crate::db::tenants::set_test_clock(&mut conn, tenant_id, at).await?)
 }
 
 /// `(statements, lookups)` the check batcher has run since start.

@@ -1,4 +1,4 @@
-//! Dunning (SPEC §8): a failed payment makes the subscription `past_due` and schedules
+//! Dunning: a failed payment makes the subscription `past_due` and schedules
 //! retries, by default 1, 3 and 5 days after the first failure (the tenant's
 //! `dunning_retry_days`). The due-work runner starts each retry (so test clocks move it);
 //! after the last retry fails the invoice becomes `uncollectible`, the subscription is

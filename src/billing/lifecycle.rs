@@ -1,4 +1,4 @@
-//! The subscription lifecycle (SPEC §6): start, period end (trial end, renewal, scheduled
+//! The subscription lifecycle: start, period end (trial end, renewal, scheduled
 //! change, cancellation), immediate and scheduled plan changes, cancel, reactivate, and the
 //! fallback to the tenant's default plan. Every function runs inside the caller's transaction
 //! and takes "now" as an argument (the tenant's clock, or a due time), never reading it.

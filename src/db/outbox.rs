@@ -313,3 +313,10 @@ pub async fn mark_meter_reported(
     .await
     .map(drop)
 }
+
+/// Rows still to send, over every tenant (test support and operations).
+pub async fn pending_count(db: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM stripe_outbox WHERE status = 'pending'"#)
+        .fetch_one(db)
+        .await
+}

@@ -256,3 +256,12 @@ pub async fn mark_failed(
     .await
     .map(drop)
 }
+
+/// Deliveries still to make, over every tenant (test support and operations).
+pub async fn pending_count(db: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM webhook_deliveries WHERE status = 'pending'"#
+    )
+    .fetch_one(db)
+    .await
+}

@@ -7,6 +7,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
+use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
@@ -117,7 +118,10 @@ pub async fn require_admin(
     let given = bearer(&parts).ok_or_else(|| {
         ApiError::unauthenticated("Missing admin token: send `Authorization: Bearer <token>`.")
     })?;
-    let ok: bool = given.as_bytes().ct_eq(expected.expose().as_bytes()).into();
+    let ok: bool = given
+        .as_bytes()
+        .ct_eq(expected.expose_secret().as_bytes())
+        .into();
     if !ok {
         return Err(ApiError::unauthenticated("Invalid admin token."));
     }

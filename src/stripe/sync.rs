@@ -1,4 +1,4 @@
-//! The Stripe outbox and its worker (SPEC §10).
+//! The Stripe outbox and its worker (README, "Stripe, webhooks and alerts").
 //!
 //! Everything Stripe must learn is an `stripe_outbox` row written in the transaction of the
 //! change (`enqueue`). Workers claim due rows with `FOR UPDATE SKIP LOCKED` and lease them (push

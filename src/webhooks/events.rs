@@ -1,4 +1,4 @@
-//! Outbound events (SPEC §11). An event is recorded, with a pending delivery per subscribed
+//! Outbound events. An event is recorded, with a pending delivery per subscribed
 //! endpoint, in the transaction of the change it reports (`tollgate_emit_event`, migration 4);
 //! the webhook worker (`webhooks::deliver`) sends it afterwards. Nothing is stored when no
 //! endpoint wants the event type.

@@ -1,4 +1,4 @@
-//! Outbound webhook deliveries (SPEC §11), following the Standard Webhooks specification:
+//! Outbound webhook deliveries, following the Standard Webhooks specification:
 //! `webhook-id` (the event id, the same on every retry), `webhook-timestamp` (seconds) and
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with the
 //! base64-decoded part of the endpoint's `whsec_` secret.

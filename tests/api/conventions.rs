@@ -1,4 +1,4 @@
-//! SPEC §2: errors, bad input, idempotency, pagination, OpenAPI, operational endpoints.
+//! API conventions (docs/API-DESIGN.md): errors, bad input, idempotency, pagination, OpenAPI, operational endpoints.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

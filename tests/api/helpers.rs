@@ -142,7 +142,7 @@ pub async fn spawn_app_on(db_url: &str) -> TestApp {
         .connect(db_url)
         .await
         .unwrap();
-    let state = AppState::new(db.clone(), Some(Secret::new(ADMIN_TOKEN)));
+    let state = AppState::new(db.clone(), Some(Secret::from(ADMIN_TOKEN)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(tollgate::serve(
@@ -296,13 +296,13 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Freezes a test tenant's clock (until the test-clock API lands, set it directly).
+    /// Freezes a test tenant's clock at `at`, which may lie in the past (the API only moves a
+    /// clock forward, so tests that start at a fixed date set it through the test support).
     pub async fn set_clock(&self, t: &Tenant, at: &str) {
-        let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
-        sqlx::query("UPDATE tenants SET test_clock_now = $2 WHERE tenant_id = $1")
-            .bind(&t.id)
-            .bind(at)
-            .execute(&self.db)
+        let at = chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        tollgate::testing::set_test_clock(&self.db, &t.id, at)
             .await
             .unwrap();
     }

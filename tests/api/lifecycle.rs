@@ -1,4 +1,4 @@
-//! SPEC §6, §8, §13: the subscription lifecycle, invoices and test clocks, over HTTP.
+//! The subscription lifecycle, invoices and test clocks, over HTTP.
 
 use std::sync::Arc;
 

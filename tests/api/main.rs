@@ -9,6 +9,7 @@ mod isolation;
 mod lifecycle;
 mod outage;
 mod plans;
+mod readme;
 mod schema;
 mod seed_lifecycle;
 mod seeds;

@@ -1,4 +1,4 @@
-//! The database going away (SPEC §2): while PostgreSQL is down or restarting every request
+//! The database going away (docs/API-DESIGN.md, "Errors"): while PostgreSQL is down or restarting every request
 //! is a 503 in the error shape (never a 500, never a hang), `/readyz` says so within a second,
 //! and the service recovers by itself once the database is back. This test runs its own
 //! PostgreSQL, since it stops it.
@@ -74,7 +74,7 @@ async fn a_database_outage_is_503_and_the_service_recovers_by_itself() {
         .await
         .unwrap();
     tollgate::MIGRATOR.run(&db).await.unwrap();
-    let state = AppState::new(db.clone(), Some(Secret::new(ADMIN_TOKEN)));
+    let state = AppState::new(db.clone(), Some(Secret::from(ADMIN_TOKEN)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(tollgate::serve(listener, state, std::future::pending()));

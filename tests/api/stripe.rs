@@ -1,4 +1,4 @@
-//! SPEC §8 (dunning), §10: the Stripe outbox against a fake Stripe that fails on demand, Stripe
+//! Dunning and Stripe: the Stripe outbox against a fake Stripe that fails on demand, Stripe
 //! webhooks in, and dunning walked with a test clock.
 
 use std::collections::{HashMap, HashSet};
@@ -31,11 +31,7 @@ pub async fn drain_stripe(app: &TestApp, workers: usize) {
         for r in futures::future::join_all(runs).await {
             r.unwrap();
         }
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM stripe_outbox WHERE status = 'pending'")
-                .fetch_one(&app.db)
-                .await
-                .unwrap();
+        let pending = testing::pending_stripe_rows(&app.db).await.unwrap();
         if pending == 0 {
             return;
         }
@@ -57,11 +53,7 @@ pub async fn drain_webhooks(app: &TestApp) {
         testing::deliver_webhooks(&app.db, &http, &cfg, 32)
             .await
             .unwrap();
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
-                .fetch_one(&app.db)
-                .await
-                .unwrap();
+        let pending = testing::pending_deliveries(&app.db).await.unwrap();
         if pending == 0 {
             return;
         }

@@ -119,7 +119,7 @@ async fn overage_is_billed_in_packages_and_refused_past_the_cap() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    // The SPEC's example check.
+    // The example check of the README.
     let c = app
         .post(
             "/v1/check",

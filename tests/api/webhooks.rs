@@ -1,4 +1,4 @@
-//! SPEC §7 (alerts), §11: outbound webhooks to a real local receiver, verified with the
+//! Alerts and outbound webhooks: to a real local receiver, verified with the
 //! Standard Webhooks scheme, and usage alerts under a concurrent burst.
 
 use base64::Engine;

@@ -1,0 +1,89 @@
+//! The README's walkthrough runs as written, in order: its shell snippets (from "Walkthrough"
+//! up to "Stripe, webhooks and alerts") are taken from the README itself and run with bash
+//! against the real app. `curl` is wrapped with `--fail-with-body`, so any answer of 400 or more
+//! stops the script and fails the test.
+
+use crate::helpers::{spawn_app, ADMIN_TOKEN};
+
+/// The `sh` code blocks between two headings of the README, joined in order.
+fn snippets(readme: &str, from: &str, to: &str) -> String {
+    let start = readme.find(from).expect("the README has the walkthrough");
+    let end = readme[start..].find(to).map_or(readme.len(), |i| start + i);
+    let mut script = String::new();
+    let mut inside = false;
+    for line in readme[start..end].lines() {
+        match (inside, line.trim_start()) {
+            (false, "```sh") => inside = true,
+            (true, "```") => inside = false,
+            (true, _) => {
+                script.push_str(line);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    script
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walkthrough_runs_as_written() {
+    for tool in ["bash", "curl", "jq", "date"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "{tool} is needed (.ci/run installs it)"
+        );
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let walkthrough = snippets(&readme, "## Walkthrough", "## Stripe, webhooks and alerts");
+    assert!(
+        walkthrough.contains("/v1/test_clock/advance"),
+        "{walkthrough}"
+    );
+    let script = format!(
+        "set -euo pipefail\ncurl() {{ command curl --fail-with-body \"$@\"; }}\n{walkthrough}"
+    );
+
+    let app = spawn_app().await;
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-readme-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&dir)
+        .env("B", &app.base)
+        .env("ADMIN", ADMIN_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the walkthrough failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+
+    // What the README says the snippets answer.
+    for expected in [
+        r#""allowed":true"#,
+        r#""id":"msg_42""#,
+        r#""duplicate":false,"used":1,"remaining":24,"limit":25,"warning_level":"safe""#,
+        r#""pending_change":{"plan":"starter""#,
+        r#""frozen":true"#,
+        r#""scheduled_changes":1"#,
+        r#""paid_out_of_band":true"#,
+        r#""status":"void""#,
+        r#""cancel_at_period_end":false"#,
+    ] {
+        assert!(stdout.contains(expected), "no {expected} in:\n{stdout}");
+    }
+    let pdf = std::fs::read(dir.join("inv.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF"), "inv.pdf is a PDF");
+    let _ = std::fs::remove_dir_all(&dir);
+}
