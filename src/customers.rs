@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use crate::billing::subscriptions::NewSubscription;
 use crate::db;
 use crate::db::customers::{CustomerFields, CustomerRow};
 use crate::db::plans::PlanCache;
@@ -135,19 +136,16 @@ pub async fn put(
                 db::plans::latest_version(&mut tx, tenant_id, default_plan).await?
             {
                 if let Some(plan) = plans.get(&mut tx, tenant_id, default_plan, version).await? {
-                    let interval = plan.default_interval();
-                    crate::billing::lifecycle::start(
-                        &mut tx,
-                        plans,
+                    let new = NewSubscription {
                         tenant_id,
-                        id,
-                        &plan,
-                        interval,
-                        plan.trial_days,
+                        customer_id: id,
+                        plan: &plan,
+                        interval: plan.default_interval(),
+                        trial_days: plan.trial_days,
                         now,
-                        None,
-                    )
-                    .await?;
+                        replaces: None,
+                    };
+                    crate::billing::lifecycle::start(&mut tx, plans, &new).await?;
                 }
             }
         }

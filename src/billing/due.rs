@@ -116,15 +116,32 @@ async fn next(
         draft.as_ref().is_none_or(|d| t <= d.finalize_at) && retry_at.is_none_or(|r| t <= r)
     });
     let draft = draft.filter(|d| retry_at.is_none_or(|r| d.finalize_at <= r));
+    // A failure is logged with the item it failed on (and then fails the run).
     let step = if let Some((tenant_id, sub)) = sub {
-        let grace = db::tenants::invoice_grace_minutes(&mut tx, &tenant_id).await?;
-        let kind = lifecycle::period_end(&mut tx, plans, &tenant_id, sub, grace).await?;
-        Step::PeriodEnd(kind)
+        let id = sub.subscription_id.clone();
+        let at = sub.current_period_end;
+        let ended = async {
+            let grace = db::tenants::invoice_grace_minutes(&mut tx, &tenant_id).await?;
+            lifecycle::period_end(&mut tx, plans, &tenant_id, sub, grace).await
+        }
+        .await
+        .inspect_err(|e| {
+            tracing::warn!(tenant = %tenant_id, subscription = %id, due = %at, error = %e, "period end failed");
+        })?;
+        Step::PeriodEnd(ended)
     } else if let Some(d) = draft {
-        invoices::finalize(&mut tx, plans, &d.tenant_id, &d.invoice_id, d.finalize_at).await?;
+        invoices::finalize(&mut tx, plans, &d.tenant_id, &d.invoice_id, d.finalize_at)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(tenant = %d.tenant_id, invoice = %d.invoice_id, due = %d.finalize_at, error = %e, "invoice finalization failed");
+            })?;
         Step::Finalized
     } else if let Some(r) = retry {
-        dunning::start_retry(&mut tx, plans, &r).await?;
+        dunning::start_retry(&mut tx, plans, &r)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(tenant = %r.tenant_id, invoice = %r.invoice_id, due = %r.at, error = %e, "payment retry failed");
+            })?;
         Step::PaymentRetry
     } else {
         return Ok(None);

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::invoices::{self, NewInvoice, UsageWindow};
-use crate::billing::subscriptions as subs;
+use crate::billing::subscriptions::{self as subs, NewSubscription, NextPeriod};
 use crate::db;
 use crate::db::plans::{PlanCache, PlanVersion};
 use crate::db::subscriptions::SubscriptionRow;
@@ -69,29 +69,19 @@ fn bills_anything(plan: &PlanVersion, interval: Interval) -> bool {
 
 /// Starts a subscription and, unless it is trialing or free, its first invoice (finalized at
 /// once).
-#[allow(clippy::too_many_arguments)]
 pub async fn start(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
-    customer_id: &str,
-    plan: &PlanVersion,
-    interval: Interval,
-    trial_days: i32,
-    now: DateTime<Utc>,
-    replaces: Option<&str>,
+    new: &NewSubscription<'_>,
 ) -> Result<SubscriptionRow> {
-    let row = subs::create(
-        conn,
-        tenant_id,
-        customer_id,
-        plan,
-        interval,
-        trial_days,
-        now,
-        replaces,
-    )
-    .await?;
+    let row = subs::create(conn, new).await?;
+    let (tenant_id, customer_id, plan, interval, now) = (
+        new.tenant_id,
+        new.customer_id,
+        new.plan,
+        new.interval,
+        new.now,
+    );
     if row.status == SubscriptionStatus::Active && price_of(plan, interval) > Decimal::ZERO {
         invoices::create(
             conn,
@@ -141,19 +131,16 @@ pub async fn fall_back(
         return Ok(None);
     };
     let interval = plan.default_interval();
-    start(
-        conn,
-        plans,
+    let new = NewSubscription {
         tenant_id,
         customer_id,
-        &plan,
+        plan: &plan,
         interval,
-        0,
-        at,
-        Some(replaces),
-    )
-    .await
-    .map(Some)
+        trial_days: 0,
+        now: at,
+        replaces: Some(replaces),
+    };
+    start(conn, plans, &new).await.map(Some)
 }
 
 /// What a period end did.
@@ -238,17 +225,14 @@ pub async fn period_end(
         ),
     };
     let (anchor, next_end) = next_period(sub.billing_anchor, at, old_interval, interval, trial);
-    subs::roll(
-        conn,
-        tenant_id,
-        &sub.subscription_id,
-        &plan,
+    let next = NextPeriod {
+        plan: &plan,
         interval,
         anchor,
-        at,
-        next_end,
-    )
-    .await?;
+        start: at,
+        end: next_end,
+    };
+    subs::roll(conn, tenant_id, &sub.subscription_id, &next).await?;
 
     let base = subscription_line(&plan, interval, at, next_end);
     let charge_base = price_of(&plan, interval) > Decimal::ZERO;

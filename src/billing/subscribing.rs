@@ -6,7 +6,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::lifecycle::{self, ChangeRequest, When};
-use super::subscriptions as subs;
+use super::subscriptions::{self as subs, NewSubscription};
 use super::views::Subscription;
 use crate::db;
 use crate::db::plans::PlanCache;
@@ -88,18 +88,16 @@ pub async fn subscribe(
         ));
     }
     let trial_days = body.trial_days.unwrap_or(plan.trial_days);
-    let row = lifecycle::start(
-        &mut tx,
-        plans,
+    let new = NewSubscription {
         tenant_id,
-        &body.customer,
-        &plan,
+        customer_id: &body.customer,
+        plan: &plan,
         interval,
         trial_days,
         now,
-        None,
-    )
-    .await?;
+        replaces: None,
+    };
+    let row = lifecycle::start(&mut tx, plans, &new).await?;
     tx.commit().await?;
     Ok(row.into())
 }

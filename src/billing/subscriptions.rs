@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 
 use crate::db::plans::PlanVersion;
 use crate::db::subscriptions::{self as db, SubscriptionRow};
+pub use crate::db::subscriptions::{NewSubscription, NextPeriod};
 use crate::domain::period::Interval;
 use crate::domain::status::SubscriptionStatus;
 use crate::error::{Error, Result};
@@ -41,31 +42,9 @@ pub async fn get(
 
 /// Starts a subscription. A live one already held is `409 subscription_exists`.
 /// (Invoicing it is `billing::lifecycle::start`'s job.)
-#[allow(clippy::too_many_arguments)]
-pub async fn create(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    customer_id: &str,
-    plan: &PlanVersion,
-    interval: Interval,
-    trial_days: i32,
-    now: DateTime<Utc>,
-    replaces: Option<&str>,
-) -> Result<SubscriptionRow> {
+pub async fn create(conn: &mut PgConnection, new: &NewSubscription<'_>) -> Result<SubscriptionRow> {
     let id = crate::ids::new_id("sub");
-    let row = db::create(
-        conn,
-        tenant_id,
-        &id,
-        customer_id,
-        plan,
-        interval,
-        trial_days,
-        now,
-        replaces,
-    )
-    .await
-    .map_err(|e| {
+    let row = db::create(conn, &id, new).await.map_err(|e| {
         if crate::db::is_unique_violation(&e, db::ONE_LIVE_PER_CUSTOMER) {
             Error::conflict(
                 "subscription_exists",
@@ -75,7 +54,7 @@ pub async fn create(
             e.into()
         }
     })?;
-    emit(conn, tenant_id, events::SUBSCRIPTION_CREATED, &row).await?;
+    emit(conn, new.tenant_id, events::SUBSCRIPTION_CREATED, &row).await?;
     Ok(row)
 }
 
@@ -92,29 +71,14 @@ pub async fn end(
     Ok(row)
 }
 
-/// Moves a subscription into its next period on `plan`; a trial becomes active.
-#[allow(clippy::too_many_arguments)]
+/// Moves a subscription into its next period; a trial becomes active.
 pub async fn roll(
     conn: &mut PgConnection,
     tenant_id: &str,
     subscription_id: &str,
-    plan: &PlanVersion,
-    interval: Interval,
-    anchor: DateTime<Utc>,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    next: &NextPeriod<'_>,
 ) -> Result<SubscriptionRow> {
-    let row = db::roll(
-        conn,
-        tenant_id,
-        subscription_id,
-        plan,
-        interval,
-        anchor,
-        start,
-        end,
-    )
-    .await?;
+    let row = db::roll(conn, tenant_id, subscription_id, next).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }

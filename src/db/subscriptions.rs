@@ -76,28 +76,35 @@ pub const COLUMNS: &str = "subscription_id, customer_id, plan_key, plan_version,
 /// The unique index that allows one live subscription per customer.
 pub const ONE_LIVE_PER_CUSTOMER: &str = "subscriptions_one_live_per_customer";
 
-/// Inserts a subscription (a second live one for the customer violates
+/// A subscription to start: `trial_days > 0` starts a trial that long, else the first period
+/// (one interval from `now`).
+pub struct NewSubscription<'a> {
+    pub tenant_id: &'a str,
+    pub customer_id: &'a str,
+    pub plan: &'a PlanVersion,
+    pub interval: Interval,
+    pub trial_days: i32,
+    pub now: DateTime<Utc>,
+    /// The subscription it takes over from (a fallback to the default plan).
+    pub replaces: Option<&'a str>,
+}
+
+/// Inserts a subscription with id `id` (a second live one for the customer violates
 /// [`ONE_LIVE_PER_CUSTOMER`]).
-#[allow(clippy::too_many_arguments)]
 pub async fn create(
     conn: &mut PgConnection,
-    tenant_id: &str,
     id: &str,
-    customer_id: &str,
-    plan: &PlanVersion,
-    interval: Interval,
-    trial_days: i32,
-    now: DateTime<Utc>,
-    replaces: Option<&str>,
+    new: &NewSubscription<'_>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
-    let (status, trial_end, period_end, anchor) = if trial_days > 0 {
-        let end = now + Duration::days(trial_days as i64);
+    let now = new.now;
+    let (status, trial_end, period_end, anchor) = if new.trial_days > 0 {
+        let end = now + Duration::days(i64::from(new.trial_days));
         (SubscriptionStatus::Trialing, Some(end), end, end)
     } else {
         (
             SubscriptionStatus::Active,
             None,
-            add_months_clamped(now, interval.months() as i64),
+            add_months_clamped(now, i64::from(new.interval.months())),
             now,
         )
     };
@@ -108,18 +115,18 @@ pub async fn create(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9)
          RETURNING {COLUMNS}"
     ))
-    .bind(tenant_id)
+    .bind(new.tenant_id)
     .bind(id)
-    .bind(customer_id)
-    .bind(&plan.key)
-    .bind(plan.version)
-    .bind(interval.as_str())
+    .bind(new.customer_id)
+    .bind(&new.plan.key)
+    .bind(new.plan.version)
+    .bind(new.interval.as_str())
     .bind(status.as_str())
     .bind(anchor)
     .bind(now)
     .bind(period_end)
     .bind(trial_end)
-    .bind(replaces)
+    .bind(new.replaces)
     .fetch_one(&mut *conn)
     .await
 }
@@ -187,19 +194,31 @@ pub async fn end(
         .await
 }
 
-/// Moves a subscription into its next period, on `plan` (a scheduled change, if any, is
-/// thereby applied and cleared). A trial becomes active.
-#[allow(clippy::too_many_arguments)]
+/// The period a subscription moves into: on `plan` and `interval`, from `start` to `end`,
+/// rolling on the anniversaries of `anchor`.
+pub struct NextPeriod<'a> {
+    pub plan: &'a PlanVersion,
+    pub interval: Interval,
+    pub anchor: DateTime<Utc>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// Moves a subscription into its next period (a scheduled change, if any, is thereby applied
+/// and cleared). A trial becomes active.
 pub async fn roll(
     conn: &mut PgConnection,
     tenant_id: &str,
     subscription_id: &str,
-    plan: &PlanVersion,
-    interval: Interval,
-    anchor: DateTime<Utc>,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    next: &NextPeriod<'_>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
+    let NextPeriod {
+        plan,
+        interval,
+        anchor,
+        start,
+        end,
+    } = *next;
     let sql = update_sql(
         "plan_key = $3, plan_version = $4, interval = $5, billing_anchor = $6,
          current_period_start = $7, current_period_end = $8,
