@@ -7,13 +7,16 @@
 //! resolve them all in one statement over `unnest`ed arrays. Nothing is cached, so every check
 //! still sees the database as of its statement (a revoked key fails at once); under light load a
 //! batch is a single check and nothing waits for a batch to fill.
+//!
+//! Why hand-written (there is no library for "gather concurrent lookups into one statement"):
+//! measured with `bench/run.sh` (2 cores), batching took checks from 0.38–0.41 to 0.49–0.70 ×
+//! `pgbench -S`, and one statement in flight to 0.59–0.85 (bench/README.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{mpsc, oneshot, Mutex};
-
 use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::hot_pool::HotPool;
 pub use super::resolve::Lookup;

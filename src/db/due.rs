@@ -5,13 +5,11 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::subscriptions::{SubscriptionRow, COLUMNS as SUB_COLUMNS};
+use super::subscriptions::{self, SubscriptionRow};
 
-#[derive(sqlx::FromRow)]
 struct DueSubscription {
     tenant_id: String,
-    #[sqlx(flatten)]
-    sub: SubscriptionRow,
+    subscription_id: String,
 }
 
 /// The earliest live subscription whose period ended by `until`, locked, with its tenant.
@@ -20,19 +18,25 @@ pub async fn claim_period_end(
     tenant: Option<&str>,
     until: DateTime<Utc>,
 ) -> Result<Option<(String, SubscriptionRow)>, sqlx::Error> {
-    let row = sqlx::query_as::<_, DueSubscription>(&format!(
-        "SELECT s.tenant_id, {SUB_COLUMNS} FROM subscriptions s
-         WHERE s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= $2
-           AND (s.tenant_id = $1 OR ($1 IS NULL AND EXISTS (
-                SELECT 1 FROM tenants t WHERE t.tenant_id = s.tenant_id AND t.test_clock_now IS NULL)))
-         ORDER BY s.current_period_end, s.subscription_id
-         LIMIT 1 FOR UPDATE OF s SKIP LOCKED"
-    ))
-    .bind(tenant)
-    .bind(until)
+    let Some(due) = sqlx::query_as!(
+        DueSubscription,
+        r#"SELECT s.tenant_id, s.subscription_id FROM subscriptions s
+           WHERE s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= $2
+             AND (s.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
+                  SELECT 1 FROM tenants t WHERE t.tenant_id = s.tenant_id AND t.test_clock_now IS NULL)))
+           ORDER BY s.current_period_end, s.subscription_id
+           LIMIT 1 FOR UPDATE OF s SKIP LOCKED"#,
+        tenant,
+        until
+    )
     .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|r| (r.tenant_id, r.sub)))
+    .await?
+    else {
+        return Ok(None);
+    };
+    // Already locked by this transaction: the row as it stands.
+    let row = subscriptions::get(conn, &due.tenant_id, &due.subscription_id, false).await?;
+    Ok(row.map(|r| (due.tenant_id, r)))
 }
 
 /// A draft invoice due to be finalized.

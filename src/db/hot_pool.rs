@@ -4,6 +4,11 @@
 //! spawned task, per request). This pool skips that safely: a connection goes back only when
 //! the request marked it clean with [`HotConn::done`] after its last query completed; a
 //! connection from a cancelled or failed request is dropped and reopened later.
+//!
+//! Why hand-written: measured with `bench/run.sh` (2 cores), moving the hot path from sqlx's
+//! pool to this one took checks from 0.28 to 0.36–0.49 × `pgbench -S` and usage from 0.54 to
+//! 0.60–0.73 × the pgbench usage script (bench/README.md, "How it got here"); strace showed
+//! the second `sendto` per request (the ping) gone. sqlx offers no switch for the ping.
 
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};

@@ -1,9 +1,7 @@
 //! `invoices`, `invoice_lines` and `invoice_numbers`.
 //!
-//! The statements returning a whole [`InvoiceRow`] are built with `format!` from
-//! [`COLUMNS`], and so are checked at run time rather than compile time: `query_as!` cannot
-//! splice a shared column list, and the 24 columns written out in each of six statements
-//! would be the larger risk. Every other statement is `query!`, checked at build time.
+//! Every statement is checked at build time; `status` decodes into `InvoiceStatus`
+//! (`db::decode_text`), so an unknown value is an error, not a guess.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -12,14 +10,13 @@ use sqlx::PgConnection;
 use crate::domain::invoice::{Line, LineType};
 use crate::domain::status::InvoiceStatus;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct InvoiceRow {
     pub invoice_id: String,
     pub number: i64,
     pub customer_id: String,
     pub subscription_id: Option<String>,
     pub billing_reason: String,
-    #[sqlx(try_from = "String")]
     pub status: InvoiceStatus,
     pub currency: String,
     pub subtotal: Decimal,
@@ -40,12 +37,6 @@ pub struct InvoiceRow {
     pub paid_out_of_band: bool,
     pub voided_at: Option<DateTime<Utc>>,
 }
-
-/// The columns of [`InvoiceRow`], for `SELECT`/`RETURNING`.
-pub const COLUMNS: &str = "invoice_id, number, customer_id, subscription_id, billing_reason,
-    status, currency, subtotal, total, amount_due, period_start, period_end, usage_period_start,
-    usage_period_end, usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
-    created_at, finalized_at, paid_at, paid_out_of_band, voided_at";
 
 /// The tenant's next invoice number. The number row stays locked until the transaction ends,
 /// so numbers are gapless under concurrency (a rollback gives the number back).
@@ -160,16 +151,21 @@ pub async fn refresh_totals(
     tenant_id: &str,
     invoice_id: &str,
 ) -> Result<InvoiceRow, sqlx::Error> {
-    sqlx::query_as::<_, InvoiceRow>(&format!(
-        "UPDATE invoices i SET subtotal = t.sum, total = t.sum, amount_due = GREATEST(t.sum, 0),
-             updated_at = now()
-         FROM (SELECT COALESCE(sum(amount), 0) AS sum FROM invoice_lines
-               WHERE tenant_id = $1 AND invoice_id = $2) t
-         WHERE i.tenant_id = $1 AND i.invoice_id = $2
-         RETURNING {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
+    sqlx::query_as!(
+        InvoiceRow,
+        r#"UPDATE invoices i SET subtotal = t.sum, total = t.sum,
+               amount_due = GREATEST(t.sum, 0), updated_at = now()
+           FROM (SELECT COALESCE(sum(amount), 0) AS sum FROM invoice_lines
+                 WHERE tenant_id = $1 AND invoice_id = $2) t
+           WHERE i.tenant_id = $1 AND i.invoice_id = $2
+           RETURNING i.invoice_id, number, customer_id, subscription_id, billing_reason,
+                   status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
+                   period_start, period_end, usage_period_start, usage_period_end,
+                   usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
+        tenant_id,
+        invoice_id
+    )
     .fetch_one(&mut *conn)
     .await
 }
@@ -216,14 +212,36 @@ pub async fn get(
     invoice_id: &str,
     for_update: bool,
 ) -> Result<Option<InvoiceRow>, sqlx::Error> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
-    sqlx::query_as::<_, InvoiceRow>(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 AND invoice_id = $2{lock}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .fetch_optional(&mut *conn)
-    .await
+    // Two statements, since a lock clause cannot be a parameter.
+    if for_update {
+        sqlx::query_as!(
+            InvoiceRow,
+            r#"SELECT invoice_id, number, customer_id, subscription_id, billing_reason,
+                   status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
+                   period_start, period_end, usage_period_start, usage_period_end,
+                   usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at
+               FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"#,
+            tenant_id,
+            invoice_id
+        )
+        .fetch_optional(&mut *conn)
+        .await
+    } else {
+        sqlx::query_as!(
+            InvoiceRow,
+            r#"SELECT invoice_id, number, customer_id, subscription_id, billing_reason,
+                   status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
+                   period_start, period_end, usage_period_start, usage_period_end,
+                   usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at
+               FROM invoices WHERE tenant_id = $1 AND invoice_id = $2"#,
+            tenant_id,
+            invoice_id
+        )
+        .fetch_optional(&mut *conn)
+        .await
+    }
 }
 
 /// Closes the customer's usage before `end` (events timestamped earlier are refused from now
@@ -276,18 +294,23 @@ pub async fn mark_finalized(
     invoice_id: &str,
     now: DateTime<Utc>,
 ) -> Result<InvoiceRow, sqlx::Error> {
-    sqlx::query_as::<_, InvoiceRow>(&format!(
-        "UPDATE invoices SET
-             status = CASE WHEN amount_due = 0 THEN 'paid' ELSE 'open' END,
-             paid_at = CASE WHEN amount_due = 0 THEN $3 END,
-             finalized_at = $3, due_date = $3 + make_interval(days => net_days),
-             finalize_at = NULL, updated_at = now()
-         WHERE tenant_id = $1 AND invoice_id = $2
-         RETURNING {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .bind(now)
+    sqlx::query_as!(
+        InvoiceRow,
+        r#"UPDATE invoices SET
+               status = CASE WHEN amount_due = 0 THEN 'paid' ELSE 'open' END,
+               paid_at = CASE WHEN amount_due = 0 THEN $3::timestamptz END,
+               finalized_at = $3, due_date = $3 + make_interval(days => net_days),
+               finalize_at = NULL, updated_at = now()
+           WHERE tenant_id = $1 AND invoice_id = $2
+           RETURNING invoice_id, number, customer_id, subscription_id, billing_reason,
+                   status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
+                   period_start, period_end, usage_period_start, usage_period_end,
+                   usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
+        tenant_id,
+        invoice_id,
+        now
+    )
     .fetch_one(&mut *conn)
     .await
 }
@@ -348,15 +371,21 @@ pub async fn mark_paid(
     now: DateTime<Utc>,
     out_of_band: bool,
 ) -> Result<InvoiceRow, sqlx::Error> {
-    sqlx::query_as::<_, InvoiceRow>(&format!(
-        "UPDATE invoices SET status = 'paid', paid_at = $3, paid_out_of_band = $4,
-             next_payment_attempt = NULL, uncollectible_at = NULL, updated_at = now()
-         WHERE tenant_id = $1 AND invoice_id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .bind(now)
-    .bind(out_of_band)
+    sqlx::query_as!(
+        InvoiceRow,
+        r#"UPDATE invoices SET status = 'paid', paid_at = $3, paid_out_of_band = $4,
+               next_payment_attempt = NULL, uncollectible_at = NULL, updated_at = now()
+           WHERE tenant_id = $1 AND invoice_id = $2
+           RETURNING invoice_id, number, customer_id, subscription_id, billing_reason,
+                   status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
+                   period_start, period_end, usage_period_start, usage_period_end,
+                   usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
+        tenant_id,
+        invoice_id,
+        now,
+        out_of_band
+    )
     .fetch_one(&mut *conn)
     .await
 }
@@ -388,14 +417,20 @@ pub async fn mark_void(
     invoice_id: &str,
     now: DateTime<Utc>,
 ) -> Result<InvoiceRow, sqlx::Error> {
-    sqlx::query_as::<_, InvoiceRow>(&format!(
-        "UPDATE invoices SET status = 'void', voided_at = $3, amount_due = 0,
-             finalize_at = NULL, updated_at = now()
-         WHERE tenant_id = $1 AND invoice_id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(invoice_id)
-    .bind(now)
+    sqlx::query_as!(
+        InvoiceRow,
+        r#"UPDATE invoices SET status = 'void', voided_at = $3, amount_due = 0,
+               finalize_at = NULL, updated_at = now()
+           WHERE tenant_id = $1 AND invoice_id = $2
+           RETURNING invoice_id, number, customer_id, subscription_id, billing_reason,
+                   status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
+                   period_start, period_end, usage_period_start, usage_period_end,
+                   usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
+        tenant_id,
+        invoice_id,
+        now
+    )
     .fetch_one(&mut *conn)
     .await
 }
@@ -408,15 +443,21 @@ pub async fn for_customer(
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<InvoiceRow>, sqlx::Error> {
-    sqlx::query_as::<_, InvoiceRow>(&format!(
-        "SELECT {COLUMNS} FROM invoices
-         WHERE tenant_id = $1 AND customer_id = $2 AND ($3::text IS NULL OR invoice_id < $3)
-         ORDER BY invoice_id DESC LIMIT $4"
-    ))
-    .bind(tenant_id)
-    .bind(customer)
-    .bind(starting_after)
-    .bind(limit)
+    sqlx::query_as!(
+        InvoiceRow,
+        r#"SELECT invoice_id, number, customer_id, subscription_id, billing_reason,
+                   status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
+                   period_start, period_end, usage_period_start, usage_period_end,
+                   usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at
+           FROM invoices
+           WHERE tenant_id = $1 AND customer_id = $2 AND ($3::text IS NULL OR invoice_id < $3)
+           ORDER BY invoice_id DESC LIMIT $4"#,
+        tenant_id,
+        customer,
+        starting_after,
+        limit
+    )
     .fetch_all(&mut *conn)
     .await
 }

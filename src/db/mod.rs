@@ -65,3 +65,47 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<sqlx::PgPool, sq
         .await?;
     Ok(pool)
 }
+
+/// Lets a domain type that is stored as text be read straight from its column (`query_as!`
+/// with `col AS "col: Type"`): decoding a value that names nothing known is an error that
+/// names the value, never a guess.
+macro_rules! decode_text {
+    ($t:ty, $what:literal, $parse:expr) => {
+        impl sqlx::Type<sqlx::Postgres> for $t {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <String as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $t {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                let parse: fn(&str) -> Option<$t> = $parse;
+                parse(text)
+                    .ok_or_else(|| Box::new(crate::domain::UnknownValue::new($what, text)) as _)
+            }
+        }
+    };
+}
+
+decode_text!(
+    crate::domain::period::Interval,
+    "interval",
+    crate::domain::period::Interval::parse
+);
+decode_text!(
+    crate::domain::status::SubscriptionStatus,
+    "subscription status",
+    |s| crate::domain::status::SubscriptionStatus::parse(s).ok()
+);
+decode_text!(
+    crate::domain::status::InvoiceStatus,
+    "invoice status",
+    |s| crate::domain::status::InvoiceStatus::parse(s).ok()
+);

@@ -5,7 +5,7 @@ use sqlx::{PgConnection, PgPool};
 /// The versions of the migrations applied successfully (empty before the first).
 pub async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
     // `to_regclass` so that a database never migrated answers "none" rather than an error.
-    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+    let exists = sqlx::query_scalar!("SELECT to_regclass('_sqlx_migrations')::text AS t")
         .fetch_one(pool)
         .await?;
     if exists.is_none() {

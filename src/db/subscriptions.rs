@@ -1,9 +1,10 @@
 //! `subscriptions`: the rows and their writes. The writes return the new row; the service
-//! (`billing::subscriptions`) emits the webhook event of each in the same transaction.
+//! (`billing::subscriptions`) emits the webhook event of each in the same transaction. Every
+//! statement is checked at build time; the `interval` and `status` columns decode into their
+//! types (`db::decode_text`), so an unknown value is an error, not a guess.
 
 use chrono::{DateTime, Duration, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgConnection, Row};
+use sqlx::PgConnection;
 
 use crate::db::plans::PlanVersion;
 use crate::domain::period::{add_months_clamped, Interval};
@@ -30,48 +31,6 @@ pub struct SubscriptionRow {
     pub ended_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
-
-impl<'r> FromRow<'r, PgRow> for SubscriptionRow {
-    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        let interval: String = row.try_get("interval")?;
-        let status: String = row.try_get("status")?;
-        let pending_interval: Option<String> = row.try_get("pending_interval")?;
-        Ok(SubscriptionRow {
-            subscription_id: row.try_get("subscription_id")?,
-            customer_id: row.try_get("customer_id")?,
-            plan_key: row.try_get("plan_key")?,
-            plan_version: row.try_get("plan_version")?,
-            interval: super::decode("interval", &interval, Interval::parse)?,
-            status: SubscriptionStatus::parse(&status).map_err(|e| sqlx::Error::ColumnDecode {
-                index: "status".into(),
-                source: Box::new(e),
-            })?,
-            billing_anchor: row.try_get("billing_anchor")?,
-            current_period_start: row.try_get("current_period_start")?,
-            current_period_end: row.try_get("current_period_end")?,
-            trial_end: row.try_get("trial_end")?,
-            cancel_at_period_end: row.try_get("cancel_at_period_end")?,
-            pending_plan_key: row.try_get("pending_plan_key")?,
-            pending_plan_version: row.try_get("pending_plan_version")?,
-            pending_interval: pending_interval
-                .map(|i| super::decode("pending_interval", &i, Interval::parse))
-                .transpose()?,
-            pending_at: row.try_get("pending_at")?,
-            canceled_at: row.try_get("canceled_at")?,
-            ended_at: row.try_get("ended_at")?,
-            created_at: row.try_get("created_at")?,
-        })
-    }
-}
-
-/// The columns of [`SubscriptionRow`], for `SELECT`/`RETURNING`. The statements below are
-/// built with `format!` from this constant and `update_sql`, and so are checked at run time,
-/// not compile time: `query_as!` cannot splice a shared column list, and writing the 18
-/// columns out in each of the ten statements would be the larger risk.
-pub const COLUMNS: &str = "subscription_id, customer_id, plan_key, plan_version, interval,
-    status, billing_anchor, current_period_start, current_period_end, trial_end,
-    cancel_at_period_end, pending_plan_key, pending_plan_version, pending_interval, pending_at,
-    canceled_at, ended_at, created_at";
 
 /// The unique index that allows one live subscription per customer.
 pub const ONE_LIVE_PER_CUSTOMER: &str = "subscriptions_one_live_per_customer";
@@ -108,25 +67,31 @@ pub async fn create(
             now,
         )
     };
-    sqlx::query_as::<_, SubscriptionRow>(&format!(
-        "INSERT INTO subscriptions (tenant_id, subscription_id, customer_id, plan_key, plan_version,
-             interval, status, billing_anchor, current_period_start, current_period_end, trial_end,
-             replaces_subscription_id, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9)
-         RETURNING {COLUMNS}"
-    ))
-    .bind(new.tenant_id)
-    .bind(id)
-    .bind(new.customer_id)
-    .bind(&new.plan.key)
-    .bind(new.plan.version)
-    .bind(new.interval.as_str())
-    .bind(status.as_str())
-    .bind(anchor)
-    .bind(now)
-    .bind(period_end)
-    .bind(trial_end)
-    .bind(new.replaces)
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"INSERT INTO subscriptions (tenant_id, subscription_id, customer_id, plan_key,
+               plan_version, interval, status, billing_anchor, current_period_start,
+               current_period_end, trial_end, replaces_subscription_id, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9)
+           RETURNING subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at"#,
+        new.tenant_id,
+        id,
+        new.customer_id,
+        new.plan.key,
+        new.plan.version,
+        new.interval.as_str(),
+        status.as_str(),
+        anchor,
+        now,
+        period_end,
+        trial_end,
+        new.replaces
+    )
     .fetch_one(&mut *conn)
     .await
 }
@@ -138,14 +103,38 @@ pub async fn get(
     subscription_id: &str,
     for_update: bool,
 ) -> Result<Option<SubscriptionRow>, sqlx::Error> {
-    let lock = if for_update { " FOR UPDATE" } else { "" };
-    sqlx::query_as::<_, SubscriptionRow>(&format!(
-        "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2{lock}"
-    ))
-    .bind(tenant_id)
-    .bind(subscription_id)
-    .fetch_optional(&mut *conn)
-    .await
+    // Two statements, since a lock clause cannot be a parameter.
+    if for_update {
+        sqlx::query_as!(
+            SubscriptionRow,
+            r#"SELECT subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at
+               FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2 FOR UPDATE"#,
+            tenant_id,
+            subscription_id
+        )
+        .fetch_optional(&mut *conn)
+        .await
+    } else {
+        sqlx::query_as!(
+            SubscriptionRow,
+            r#"SELECT subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at
+               FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2"#,
+            tenant_id,
+            subscription_id
+        )
+        .fetch_optional(&mut *conn)
+        .await
+    }
 }
 
 /// The customer's live subscription, if any.
@@ -154,22 +143,22 @@ pub async fn live_for_customer(
     tenant_id: &str,
     customer_id: &str,
 ) -> Result<Option<SubscriptionRow>, sqlx::Error> {
-    sqlx::query_as::<_, SubscriptionRow>(&format!(
-        "SELECT {COLUMNS} FROM subscriptions
-         WHERE tenant_id = $1 AND customer_id = $2 AND status IN ('trialing', 'active', 'past_due')"
-    ))
-    .bind(tenant_id)
-    .bind(customer_id)
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"SELECT subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at
+           FROM subscriptions
+           WHERE tenant_id = $1 AND customer_id = $2
+             AND status IN ('trialing', 'active', 'past_due')"#,
+        tenant_id,
+        customer_id
+    )
     .fetch_optional(&mut *conn)
     .await
-}
-
-/// `UPDATE subscriptions SET {set}` for `$1` tenant and `$2` subscription, returning the row.
-fn update_sql(set: &str) -> String {
-    format!(
-        "UPDATE subscriptions SET {set}, updated_at = now()
-         WHERE tenant_id = $1 AND subscription_id = $2 RETURNING {COLUMNS}"
-    )
 }
 
 /// Ends a subscription at `at`.
@@ -180,18 +169,25 @@ pub async fn end(
     at: DateTime<Utc>,
     reason: &str,
 ) -> Result<SubscriptionRow, sqlx::Error> {
-    let sql = update_sql(
-        "status = 'canceled', ended_at = $3, canceled_at = COALESCE(canceled_at, $3),
-         ended_reason = $4, cancel_at_period_end = false, pending_plan_key = NULL,
-         pending_plan_version = NULL, pending_interval = NULL, pending_at = NULL",
-    );
-    sqlx::query_as::<_, SubscriptionRow>(&sql)
-        .bind(tenant_id)
-        .bind(subscription_id)
-        .bind(at)
-        .bind(reason)
-        .fetch_one(&mut *conn)
-        .await
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"UPDATE subscriptions SET status = 'canceled', ended_at = $3, canceled_at = COALESCE(canceled_at, $3),
+               ended_reason = $4, cancel_at_period_end = false, pending_plan_key = NULL,
+               pending_plan_version = NULL, pending_interval = NULL, pending_at = NULL, updated_at = now()
+           WHERE tenant_id = $1 AND subscription_id = $2
+           RETURNING subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at"#,
+        tenant_id,
+        subscription_id,
+        at,
+        reason
+    )
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// The period a subscription moves into: on `plan` and `interval`, from `start` to `end`,
@@ -219,24 +215,31 @@ pub async fn roll(
         start,
         end,
     } = *next;
-    let sql = update_sql(
-        "plan_key = $3, plan_version = $4, interval = $5, billing_anchor = $6,
-         current_period_start = $7, current_period_end = $8,
-         status = CASE WHEN status = 'trialing' THEN 'active' ELSE status END,
-         pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
-         pending_at = NULL",
-    );
-    sqlx::query_as::<_, SubscriptionRow>(&sql)
-        .bind(tenant_id)
-        .bind(subscription_id)
-        .bind(&plan.key)
-        .bind(plan.version)
-        .bind(interval.as_str())
-        .bind(anchor)
-        .bind(start)
-        .bind(end)
-        .fetch_one(&mut *conn)
-        .await
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"UPDATE subscriptions SET plan_key = $3, plan_version = $4, interval = $5, billing_anchor = $6,
+               current_period_start = $7, current_period_end = $8,
+               status = CASE WHEN status = 'trialing' THEN 'active' ELSE status END,
+               pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
+               pending_at = NULL, updated_at = now()
+           WHERE tenant_id = $1 AND subscription_id = $2
+           RETURNING subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at"#,
+        tenant_id,
+        subscription_id,
+        plan.key,
+        plan.version,
+        interval.as_str(),
+        anchor,
+        start,
+        end
+    )
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// Sets (or clears) the change scheduled for period end.
@@ -255,18 +258,26 @@ pub async fn schedule_change(
         ),
         None => (None, None, None, None),
     };
-    let sql = update_sql(
-        "pending_plan_key = $3, pending_plan_version = $4, pending_interval = $5, pending_at = $6",
-    );
-    sqlx::query_as::<_, SubscriptionRow>(&sql)
-        .bind(tenant_id)
-        .bind(subscription_id)
-        .bind(key)
-        .bind(version)
-        .bind(interval)
-        .bind(at)
-        .fetch_one(&mut *conn)
-        .await
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"UPDATE subscriptions SET pending_plan_key = $3, pending_plan_version = $4, pending_interval = $5,
+               pending_at = $6, updated_at = now()
+           WHERE tenant_id = $1 AND subscription_id = $2
+           RETURNING subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at"#,
+        tenant_id,
+        subscription_id,
+        key,
+        version,
+        interval,
+        at
+    )
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// Switches the plan now, keeping the period unless `period` gives a new one (which also
@@ -280,24 +291,31 @@ pub async fn switch_plan(
     period: Option<(DateTime<Utc>, DateTime<Utc>)>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
     let (start, end) = period.unzip();
-    let sql = update_sql(
-        "plan_key = $3, plan_version = $4, interval = $5,
-         billing_anchor = COALESCE($6, billing_anchor),
-         current_period_start = COALESCE($6, current_period_start),
-         current_period_end = COALESCE($7, current_period_end),
-         pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
-         pending_at = NULL",
-    );
-    sqlx::query_as::<_, SubscriptionRow>(&sql)
-        .bind(tenant_id)
-        .bind(subscription_id)
-        .bind(&plan.key)
-        .bind(plan.version)
-        .bind(interval.as_str())
-        .bind(start)
-        .bind(end)
-        .fetch_one(&mut *conn)
-        .await
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"UPDATE subscriptions SET plan_key = $3, plan_version = $4, interval = $5,
+               billing_anchor = COALESCE($6, billing_anchor),
+               current_period_start = COALESCE($6, current_period_start),
+               current_period_end = COALESCE($7, current_period_end),
+               pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
+               pending_at = NULL, updated_at = now()
+           WHERE tenant_id = $1 AND subscription_id = $2
+           RETURNING subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at"#,
+        tenant_id,
+        subscription_id,
+        plan.key,
+        plan.version,
+        interval.as_str(),
+        start,
+        end
+    )
+    .fetch_one(&mut *conn)
+    .await
 }
 
 /// Sets the status of a live subscription (`active` <-> `past_due`, or a status mirrored from
@@ -308,18 +326,23 @@ pub async fn set_status(
     subscription_id: &str,
     status: SubscriptionStatus,
 ) -> Result<Option<SubscriptionRow>, sqlx::Error> {
-    let sql = format!(
-        "UPDATE subscriptions SET status = $3, updated_at = now()
-         WHERE tenant_id = $1 AND subscription_id = $2 AND status <> $3
-           AND status IN ('trialing', 'active', 'past_due')
-         RETURNING {COLUMNS}"
-    );
-    sqlx::query_as::<_, SubscriptionRow>(&sql)
-        .bind(tenant_id)
-        .bind(subscription_id)
-        .bind(status.as_str())
-        .fetch_optional(&mut *conn)
-        .await
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"UPDATE subscriptions SET status = $3, updated_at = now()
+           WHERE tenant_id = $1 AND subscription_id = $2 AND status <> $3
+             AND status IN ('trialing', 'active', 'past_due')
+           RETURNING subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at"#,
+        tenant_id,
+        subscription_id,
+        status.as_str()
+    )
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 pub async fn set_cancel_at_period_end(
@@ -329,12 +352,22 @@ pub async fn set_cancel_at_period_end(
     cancel: bool,
     now: DateTime<Utc>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
-    let sql = update_sql("cancel_at_period_end = $3, canceled_at = CASE WHEN $3 THEN $4 END");
-    sqlx::query_as::<_, SubscriptionRow>(&sql)
-        .bind(tenant_id)
-        .bind(subscription_id)
-        .bind(cancel)
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"UPDATE subscriptions SET cancel_at_period_end = $3,
+               canceled_at = CASE WHEN $3 THEN $4::timestamptz END, updated_at = now()
+           WHERE tenant_id = $1 AND subscription_id = $2
+           RETURNING subscription_id, customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at"#,
+        tenant_id,
+        subscription_id,
+        cancel,
+        now
+    )
+    .fetch_one(&mut *conn)
+    .await
 }

@@ -1,4 +1,6 @@
-//! The HTTP API: one module per resource, the router, and the middleware stack.
+//! The HTTP edge: one module per resource (thin handlers over the services), the router, the
+//! middleware stack, and `ApiError` — the only place HTTP statuses exist
+//! (docs/ARCHITECTURE.md).
 
 pub mod admin;
 pub mod alerts;
@@ -20,6 +22,8 @@ pub mod test_clock;
 pub mod usage;
 pub mod webhook_endpoints;
 
+use std::future::Future;
+
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,10 +37,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_scalar::{Scalar, Servable};
 
-use self::error::ApiError;
-use std::future::Future;
-
 use tokio::net::TcpListener;
+
+use self::error::ApiError;
 
 use crate::AppState;
 

@@ -9,6 +9,9 @@
 //! attempt count matches). Failures retry with exponential backoff and jitter until a day after
 //! the event, then the delivery is parked as `failed`.
 
+pub mod endpoints;
+pub mod events;
+
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,9 +19,6 @@ use chrono::Utc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::PgPool;
-
-pub mod endpoints;
-pub mod events;
 
 use crate::db;
 use crate::db::webhooks::Claimed;
