@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use crate::db::features::{self as db, FeatureRow, NewFeature};
 use crate::domain::entitlement::{Aggregation, FeatureType};
@@ -123,12 +123,9 @@ pub async fn insert(
 }
 
 /// Creates a feature; a key that exists is `409 feature_exists`.
-pub async fn create(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    f: &CreateFeature,
-) -> Result<Feature> {
-    insert(conn, tenant_id, f).await?.ok_or_else(|| {
+pub async fn create(db: &PgPool, tenant_id: &str, f: &CreateFeature) -> Result<Feature> {
+    let mut conn = db.acquire().await?;
+    insert(&mut conn, tenant_id, f).await?.ok_or_else(|| {
         Error::conflict(
             "feature_exists",
             format!("A feature with key `{}` already exists.", f.key),
@@ -141,8 +138,9 @@ pub async fn find(conn: &mut PgConnection, tenant_id: &str, key: &str) -> Result
     Ok(db::get(conn, tenant_id, key).await?.map(Feature::from))
 }
 
-pub async fn get(conn: &mut PgConnection, tenant_id: &str, key: &str) -> Result<Feature> {
-    find(conn, tenant_id, key)
+pub async fn get(db: &PgPool, tenant_id: &str, key: &str) -> Result<Feature> {
+    let mut conn = db.acquire().await?;
+    find(&mut conn, tenant_id, key)
         .await?
         .ok_or_else(feature_not_found)
 }
@@ -150,11 +148,12 @@ pub async fn get(conn: &mut PgConnection, tenant_id: &str, key: &str) -> Result<
 /// Up to `limit` features after `starting_after`, plus one more if there is one (so the
 /// caller can tell `has_more`).
 pub async fn list(
-    conn: &mut PgConnection,
+    db: &PgPool,
     tenant_id: &str,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Feature>> {
-    let rows = db::list(conn, tenant_id, starting_after, limit + 1).await?;
+    let mut conn = db.acquire().await?;
+    let rows = db::list(&mut conn, tenant_id, starting_after, limit + 1).await?;
     Ok(rows.into_iter().map(Feature::from).collect())
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use crate::db;
 use crate::db::plans::{PlanCache, PlanVersion};
@@ -178,14 +178,33 @@ async fn apply_default(
     Ok(())
 }
 
+/// Writes a plan in its own transaction and returns it as stored, with whether anything was
+/// written (the API's `POST` and `PUT`).
+pub async fn save(
+    db: &PgPool,
+    plans: &PlanCache,
+    tenant_id: &str,
+    key: &str,
+    input: &PlanInput,
+    mode: WriteMode,
+) -> Result<(Plan, bool)> {
+    let mut tx = db.begin().await?;
+    let (version, written) = write(&mut tx, tenant_id, key, input, mode).await?;
+    tx.commit().await?;
+    let plan = get(db, plans, tenant_id, key, Some(version)).await?;
+    Ok((plan, written))
+}
+
 /// A version of a plan as the API shows it (the newest when `version` is `None`).
 pub async fn get(
-    conn: &mut PgConnection,
+    db: &PgPool,
     plans: &PlanCache,
     tenant_id: &str,
     key: &str,
     version: Option<i32>,
 ) -> Result<Plan> {
+    let mut conn = db.acquire().await?;
+    let conn = &mut *conn;
     let version = match version {
         Some(v) => v,
         None => db::plans::latest_version(conn, tenant_id, key)
@@ -203,12 +222,14 @@ pub async fn get(
 /// The newest version of up to `limit` plans after `starting_after`, plus one more if there
 /// is one (so the caller can tell `has_more`).
 pub async fn list(
-    conn: &mut PgConnection,
+    db: &PgPool,
     plans: &PlanCache,
     tenant_id: &str,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Plan>> {
+    let mut conn = db.acquire().await?;
+    let conn = &mut *conn;
     let rows = db::plans::list(conn, tenant_id, starting_after, limit + 1).await?;
     let default_plan = db::plans::default_plan(conn, tenant_id).await?;
     let mut out = Vec::with_capacity(rows.len());

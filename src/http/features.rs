@@ -17,8 +17,7 @@ pub async fn create_feature(
     ctx: TenantCtx,
     Json(body): Json<CreateFeature>,
 ) -> ApiResult<(StatusCode, axum::Json<Feature>)> {
-    let mut conn = state.db.acquire().await?;
-    let feature = features::create(&mut conn, &ctx.tenant_id, &body).await?;
+    let feature = features::create(&state.db, &ctx.tenant_id, &body).await?;
     Ok((StatusCode::CREATED, axum::Json(feature)))
 }
 
@@ -30,9 +29,8 @@ pub async fn list_features(
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<Feature>>> {
     let limit = page.limit()?;
-    let mut conn = state.db.acquire().await?;
     let rows = features::list(
-        &mut conn,
+        &state.db,
         &ctx.tenant_id,
         page.starting_after.as_deref(),
         limit,
@@ -49,8 +47,7 @@ pub async fn get_feature(
     ctx: TenantCtx,
     Path(key): Path<String>,
 ) -> ApiResult<axum::Json<Feature>> {
-    let mut conn = state.db.acquire().await?;
     Ok(axum::Json(
-        features::get(&mut conn, &ctx.tenant_id, &key).await?,
+        features::get(&state.db, &ctx.tenant_id, &key).await?,
     ))
 }

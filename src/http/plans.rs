@@ -12,22 +12,6 @@ use crate::domain::plan::PlanInput;
 use crate::tenancy::TenantCtx;
 use crate::AppState;
 
-/// Writes a plan in its own transaction and answers it as stored.
-async fn write(
-    state: &AppState,
-    ctx: &TenantCtx,
-    key: &str,
-    body: &PlanInput,
-    mode: WriteMode,
-) -> ApiResult<(Plan, bool)> {
-    let mut tx = state.db.begin().await?;
-    let (version, written) = plans::write(&mut tx, &ctx.tenant_id, key, body, mode).await?;
-    tx.commit().await?;
-    let mut conn = state.db.acquire().await?;
-    let plan = plans::get(&mut conn, &state.plans, &ctx.tenant_id, key, Some(version)).await?;
-    Ok((plan, written))
-}
-
 #[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = PlanInput,
     responses((status = 201, body = Plan), (status = 400, body = crate::http::error::ErrorBody),
               (status = 409, body = crate::http::error::ErrorBody)))]
@@ -39,7 +23,15 @@ pub async fn create_plan(
     let key = body.key.clone().ok_or_else(|| {
         ApiError::invalid_param("missing_field", "key", "Missing required field `key`.")
     })?;
-    let (plan, _) = write(&state, &ctx, &key, &body, WriteMode::Create).await?;
+    let (plan, _) = plans::save(
+        &state.db,
+        &state.plans,
+        &ctx.tenant_id,
+        &key,
+        &body,
+        WriteMode::Create,
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(plan)))
 }
 
@@ -61,7 +53,15 @@ pub async fn put_plan(
             "The body's key differs from the path's.",
         ));
     }
-    let (plan, written) = write(&state, &ctx, &key, &body, WriteMode::Upsert).await?;
+    let (plan, written) = plans::save(
+        &state.db,
+        &state.plans,
+        &ctx.tenant_id,
+        &key,
+        &body,
+        WriteMode::Upsert,
+    )
+    .await?;
     let status = if written && plan.version == 1 {
         StatusCode::CREATED
     } else {
@@ -78,9 +78,8 @@ pub async fn list_plans(
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<Plan>>> {
     let limit = page.limit()?;
-    let mut conn = state.db.acquire().await?;
     let rows = plans::list(
-        &mut conn,
+        &state.db,
         &state.plans,
         &ctx.tenant_id,
         page.starting_after.as_deref(),
@@ -106,7 +105,6 @@ pub async fn get_plan(
     Path(key): Path<String>,
     Query(q): Query<VersionParam>,
 ) -> ApiResult<axum::Json<Plan>> {
-    let mut conn = state.db.acquire().await?;
-    let plan = plans::get(&mut conn, &state.plans, &ctx.tenant_id, &key, q.version).await?;
+    let plan = plans::get(&state.db, &state.plans, &ctx.tenant_id, &key, q.version).await?;
     Ok(axum::Json(plan))
 }
