@@ -1,6 +1,6 @@
 //! The error of the layers below HTTP (services, the worker, the CLI): what went wrong, by
-//! kind, with no HTTP in it. `http::error::Error` turns it into the API's error shape at
-//! the edge; the worker and the CLI log it with its cause.
+//! kind, with no HTTP in it. `http::error::ApiError` is made from it at the edge; the worker
+//! and the CLI log it with its cause.
 //!
 //! A refusal the caller can act on is [`Error::Rejected`] with a stable snake_case `code`
 //! (`customer_not_found`, `limit_exceeded`, …) and the `param` it is about. The database
@@ -113,11 +113,6 @@ impl Error {
     /// A quantity refused by [`crate::domain::qty::validate_quantity`], naming its field.
     pub fn invalid_quantity(err: crate::domain::qty::InvalidQuantity, param: &str) -> Self {
         Self::invalid_param("invalid_quantity", param, err.to_string())
-    }
-
-    /// The service is stopping and takes no more work.
-    pub fn shutting_down() -> Self {
-        Error::Unavailable(Arc::new(sqlx::Error::PoolClosed))
     }
 
     /// The refusal's kind, or `None` for a failure of Tollgate or its database.

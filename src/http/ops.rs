@@ -3,10 +3,13 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::error::ApiError;
@@ -63,10 +66,16 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     resp
 }
 
+/// How much of an oversized body is read and thrown away before the 413 is sent, so that a
+/// client still sending gets the answer instead of a reset connection (a "lingering close", as
+/// nginx does). A body declared larger than this gets the answer at once and the connection
+/// closes.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+
 /// Holds every path to the 1 MiB body limit, including paths whose handler never reads the
 /// body (axum's `DefaultBodyLimit` binds only the extractors that read it): a declared
-/// `Content-Length` over the limit is refused at once; a body of unknown length is read up
-/// to the limit first.
+/// `Content-Length` over the limit is refused without reaching the handler; a body of unknown
+/// length (chunked) is read up to the limit first.
 async fn limit_body(req: Request, next: Next) -> Response {
     let declared = req
         .headers()
@@ -74,19 +83,57 @@ async fn limit_body(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(len) if len > MAX_BODY_BYTES as u64 => too_large().into_response(),
+        Some(len) if len > MAX_BODY_BYTES as u64 => {
+            if len <= DRAIN_LIMIT {
+                let _ = read_within(req.into_body(), MAX_BODY_BYTES).await;
+            }
+            too_large().into_response()
+        }
         Some(_) => next.run(req).await,
         None if req.headers().contains_key(header::TRANSFER_ENCODING) => {
             let (parts, body) = req.into_parts();
-            match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            match read_within(body, MAX_BODY_BYTES).await {
                 Ok(bytes) => {
-                    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                    next.run(Request::from_parts(parts, Body::from(bytes)))
                         .await
                 }
-                Err(_) => too_large().into_response(),
+                Err(BodyRead::TooLarge) => too_large().into_response(),
+                Err(BodyRead::Broken) => {
+                    ApiError::invalid("invalid_body", "The request body could not be read.")
+                        .into_response()
+                }
             }
         }
         None => next.run(req).await,
+    }
+}
+
+enum BodyRead {
+    TooLarge,
+    Broken,
+}
+
+/// Reads a body whole if it is at most `max` bytes; past that, keeps reading (and dropping)
+/// up to [`DRAIN_LIMIT`] and says it was too large.
+async fn read_within(mut body: Body, max: usize) -> Result<Bytes, BodyRead> {
+    let mut kept = BytesMut::new();
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyRead::Broken)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total <= max as u64 {
+            kept.extend_from_slice(&data);
+        } else if total > DRAIN_LIMIT {
+            return Err(BodyRead::TooLarge);
+        }
+    }
+    if total > max as u64 {
+        Err(BodyRead::TooLarge)
+    } else {
+        Ok(kept.freeze())
     }
 }
 
