@@ -173,12 +173,3 @@ pub async fn list(
     let rows = db::customers::list(&mut conn, tenant_id, starting_after, limit + 1).await?;
     Ok(rows.into_iter().map(Customer::from).collect())
 }
-
-/// `customer_not_found` unless the customer exists (and is not deleted).
-pub async fn must_exist(conn: &mut sqlx::PgConnection, tenant_id: &str, id: &str) -> Result<()> {
-    if db::customers::exists(conn, tenant_id, id).await? {
-        Ok(())
-    } else {
-        Err(customer_not_found())
-    }
-}

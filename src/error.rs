@@ -123,14 +123,6 @@ impl Error {
         }
     }
 
-    /// The refusal's code, if it is one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            Error::Rejected { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
     /// Whether the work ran into a failure of the database (its connection should not be
     /// reused) rather than a refusal.
     pub fn is_failure(&self) -> bool {

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 use super::invoices::{self as inv, UsageWindow};
 use super::lifecycle::{price_of, subscription_line};
@@ -14,20 +14,12 @@ use crate::domain::invoice as lines;
 use crate::domain::money;
 use crate::domain::period::next_period;
 use crate::domain::status::SubscriptionStatus;
-use crate::entitlements::resolve::customer_not_found;
+use crate::entitlements::resolve::customer_must_exist;
 use crate::error::{Error, Result};
 
 pub async fn get(db: &PgPool, tenant_id: &str, invoice_id: &str) -> Result<Invoice> {
     let mut conn = db.acquire().await?;
     views::load_invoice(&mut conn, tenant_id, invoice_id).await
-}
-
-async fn customer_exists(conn: &mut PgConnection, tenant_id: &str, customer: &str) -> Result<()> {
-    if db::customers::exists(conn, tenant_id, customer).await? {
-        Ok(())
-    } else {
-        Err(customer_not_found())
-    }
 }
 
 /// Up to `limit` of a customer's invoices after `starting_after`, newest first, plus one
@@ -40,7 +32,7 @@ pub async fn for_customer(
     limit: i64,
 ) -> Result<Vec<Invoice>> {
     let mut conn = db.acquire().await?;
-    customer_exists(&mut conn, tenant_id, customer).await?;
+    customer_must_exist(&mut conn, tenant_id, customer).await?;
     let rows =
         db::invoices::for_customer(&mut conn, tenant_id, customer, starting_after, limit + 1)
             .await?;
@@ -156,7 +148,7 @@ pub async fn upcoming(
     customer: &str,
 ) -> Result<UpcomingInvoice> {
     let mut conn = db.acquire().await?;
-    customer_exists(&mut conn, tenant_id, customer).await?;
+    customer_must_exist(&mut conn, tenant_id, customer).await?;
     let sub = db::subscriptions::live_for_customer(&mut conn, tenant_id, customer)
         .await?
         .ok_or_else(|| {

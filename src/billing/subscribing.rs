@@ -13,7 +13,7 @@ use crate::db::plans::PlanCache;
 use crate::db::subscriptions::SubscriptionRow;
 use crate::domain::period::Interval;
 use crate::domain::status::SubscriptionStatus;
-use crate::entitlements::resolve::customer_not_found;
+use crate::entitlements::resolve::customer_must_exist;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -69,9 +69,7 @@ pub async fn subscribe(
         ));
     }
     let mut tx = db.begin().await?;
-    if !crate::db::customers::exists(&mut tx, tenant_id, &body.customer).await? {
-        return Err(customer_not_found());
-    }
+    customer_must_exist(&mut tx, tenant_id, &body.customer).await?;
     let version = crate::db::plans::latest_version(&mut tx, tenant_id, &body.plan)
         .await?
         .ok_or_else(plan_not_found)?;
@@ -121,9 +119,7 @@ pub async fn live_for_customer(
     {
         return Ok(r.into());
     }
-    if !crate::db::customers::exists(&mut conn, tenant_id, customer_id).await? {
-        return Err(customer_not_found());
-    }
+    customer_must_exist(&mut conn, tenant_id, customer_id).await?;
     Err(Error::not_found(
         "subscription_not_found",
         "The customer has no live subscription.",

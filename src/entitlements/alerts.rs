@@ -35,9 +35,7 @@ impl Entitlements {
         limit: i64,
     ) -> Result<Vec<Alert>> {
         let mut conn = self.db.acquire().await?;
-        if !db::customers::exists(&mut conn, tenant_id, customer).await? {
-            return Err(super::resolve::customer_not_found());
-        }
+        super::resolve::customer_must_exist(&mut conn, tenant_id, customer).await?;
         let rows =
             db::alerts::for_customer(&mut conn, tenant_id, customer, starting_after, limit + 1)
                 .await?;

@@ -46,6 +46,19 @@ pub fn customer_not_found() -> Error {
     Error::not_found("customer_not_found", "No such customer.").with_param("customer")
 }
 
+/// `customer_not_found` unless the customer exists (and is not deleted).
+pub async fn customer_must_exist(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    customer_id: &str,
+) -> Result<()> {
+    if crate::db::customers::exists(conn, tenant_id, customer_id).await? {
+        Ok(())
+    } else {
+        Err(customer_not_found())
+    }
+}
+
 impl Entitlements {
     /// Resolves, in one query on `conn`: the caller's key (when deferred to here), the
     /// tenant, the customer, its plan (the live subscription's version, else the tenant's
