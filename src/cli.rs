@@ -320,6 +320,8 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let parsed = crate::catalog::toml::parse(&text)?;
+            let tenant = crate::ids::TenantId::try_from_str(&tenant)
+                .map_err(|_| anyhow::anyhow!("no such tenant: {tenant}"))?;
             let summary = crate::catalog::toml::apply(&pool, &tenant, parsed).await?;
             println!("features created: {}", summary.features_created);
             for (k, v) in &summary.plans_written {

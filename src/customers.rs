@@ -2,6 +2,7 @@
 //! customer is created in Stripe (through the outbox) and subscribed to the tenant's default
 //! plan, in the transaction that creates it.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -103,7 +104,7 @@ pub async fn put(
     now: DateTime<Utc>,
 ) -> Result<(Customer, bool)> {
     validate(id, body)?;
-    let tenant_id = ctx.tenant_id.as_str();
+    let tenant_id = &ctx.tenant_id;
     let mut tx = db.begin().await?;
     let fields = CustomerFields {
         email: body.email.as_deref(),
@@ -154,7 +155,7 @@ pub async fn put(
     Ok((customer, inserted))
 }
 
-pub async fn get(db: &PgPool, tenant_id: &str, id: &str) -> Result<Customer> {
+pub async fn get(db: &PgPool, tenant_id: &TenantId, id: &str) -> Result<Customer> {
     let mut conn = db.acquire().await?;
     db::customers::get(&mut conn, tenant_id, id)
         .await?
@@ -165,7 +166,7 @@ pub async fn get(db: &PgPool, tenant_id: &str, id: &str) -> Result<Customer> {
 /// Up to `limit` customers after `starting_after`, plus one more if there is one.
 pub async fn list(
     db: &PgPool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Customer>> {

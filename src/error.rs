@@ -96,6 +96,13 @@ impl Error {
         Self::rejected(Kind::NotFound, code, message)
     }
 
+    /// No object has this id (or it is malformed, or another kind's: the same answer, so a
+    /// client cannot tell them apart).
+    pub fn no_such<T: crate::domain::id::PrefixedId>() -> Self {
+        let (code, message) = T::NOT_FOUND;
+        Self::not_found(code, message)
+    }
+
     pub fn conflict(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
         Self::rejected(Kind::Conflict, code, message)
     }

@@ -1,18 +1,18 @@
-//! Prefixed, time-sortable ids (`sub_…`, `evt_…`). UUIDv7 makes them sort by creation, so they
-//! double as pagination cursors.
+//! Making ids: the one place that reads the clock and randomness for them (UUIDv7). The id
+//! types, their parsing and the rules for tenant-chosen ids are pure and live in
+//! [`crate::domain::id`].
 
 use uuid::Uuid;
 
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", Uuid::now_v7().simple())
+pub use crate::domain::id::*;
+
+/// A new id of kind `T`, sorting after every id made before it.
+pub fn new<T: PrefixedId>() -> T {
+    T::from_uuid(Uuid::now_v7())
 }
 
-/// Ids chosen by tenants (customers, features, plans, usage events): 1–255 printable ASCII
-/// characters without spaces or slashes, so they are safe in paths.
-pub fn is_valid_external_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 255
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'?' && b != b'#' && b != b'%')
+/// A new id with a prefix that has no type of its own (generated usage-event ids, which share
+/// a column with the ids tenants choose).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", Uuid::now_v7().simple())
 }

@@ -2,6 +2,7 @@
 //! black-box tests in `tests/` drive the worker without reaching into module paths that
 //! move when the code is reorganized. Nothing here is used by the server itself.
 
+use crate::ids::TenantId;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -69,7 +70,7 @@ pub async fn run_due(db: &PgPool) -> Result<Processed> {
 /// Runs one tenant's due billing work up to `until` (what a test-clock advance runs).
 pub async fn run_due_for_tenant(
     db: &PgPool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     until: DateTime<Utc>,
 ) -> Result<Processed> {
     crate::billing::due::run(
@@ -89,7 +90,7 @@ pub async fn cleanup(db: &PgPool) -> Result<u64> {
 
 /// Sets a tenant's test clock to `at` directly, even backwards (test setup starting at a fixed
 /// date; the API only moves a clock forward).
-pub async fn set_test_clock(db: &PgPool, tenant_id: &str, at: DateTime<Utc>) -> Result<()> {
+pub async fn set_test_clock(db: &PgPool, tenant_id: &TenantId, at: DateTime<Utc>) -> Result<()> {
     let mut conn = db.acquire().await?;
     Ok(crate::db::tenants::set_test_clock(&mut conn, tenant_id, at).await?)
 }

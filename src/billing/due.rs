@@ -6,6 +6,7 @@
 //! number of runners — worker processes, `serve` processes, a test-clock advance — can run at
 //! once without doing anything twice.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -20,7 +21,7 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy)]
 pub enum Scope<'a> {
     /// One tenant (a test-clock advance).
-    Tenant(&'a str),
+    Tenant(&'a TenantId),
     /// Every tenant whose clock follows real time (the worker).
     RealTime,
 }

@@ -8,6 +8,7 @@
 //! reported twice — by the worker's payment call and by Stripe's `invoice.payment_failed`
 //! webhook — is applied once.
 
+use crate::ids::{InvoiceId, TenantId};
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgConnection;
 
@@ -31,17 +32,29 @@ pub enum Failure {
     Exhausted,
 }
 
-/// Applies failed payment attempt `attempt` (1-based; `None` = the next one) of an invoice.
-#[allow(clippy::too_many_arguments)]
+/// A failed payment attempt, as Stripe or the retry schedule reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedAttempt<'a> {
+    /// 1-based; `None` = the next one.
+    pub attempt: Option<i32>,
+    /// Why it failed, for the record.
+    pub error: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// Applies a failed payment attempt of an invoice.
 pub async fn payment_failed(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
-    invoice_id: &str,
-    attempt: Option<i32>,
-    error: &str,
-    now: DateTime<Utc>,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
+    failed: FailedAttempt<'_>,
 ) -> Result<Failure> {
+    let FailedAttempt {
+        attempt,
+        error,
+        at: now,
+    } = failed;
     let inv = invoices::get(conn, tenant_id, invoice_id, true).await?;
     let state = db::invoices::payment_state(conn, tenant_id, invoice_id).await?;
     let attempt = attempt.unwrap_or(state.payment_attempts + 1);
@@ -114,7 +127,7 @@ pub async fn start_retry(conn: &mut PgConnection, plans: &PlanCache, due: &DueRe
         conn,
         &due.tenant_id,
         crate::domain::outbox::OutboxKind::InvoicePayment,
-        &due.invoice_id,
+        due.invoice_id.as_str(),
         Some(serde_json::json!({ "attempt": attempt })),
     )
     .await?;
@@ -124,9 +137,11 @@ pub async fn start_retry(conn: &mut PgConnection, plans: &PlanCache, due: &DueRe
             plans,
             &due.tenant_id,
             &due.invoice_id,
-            Some(attempt),
-            "The tenant is not connected to Stripe.",
-            due.at,
+            FailedAttempt {
+                attempt: Some(attempt),
+                error: "The tenant is not connected to Stripe.",
+                at: due.at,
+            },
         )
         .await?;
     }

@@ -1,6 +1,7 @@
 //! Invoices in the database: creation with per-tenant gapless numbers, overage lines from the
 //! usage counters, finalization (which closes the billed usage period), payment and voiding.
 
+use crate::ids::{InvoiceId, SubscriptionId, TenantId};
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -24,9 +25,9 @@ pub struct UsageWindow {
 }
 
 pub struct NewInvoice<'a> {
-    pub tenant_id: &'a str,
+    pub tenant_id: &'a TenantId,
     pub customer_id: &'a str,
-    pub subscription_id: Option<&'a str>,
+    pub subscription_id: Option<&'a SubscriptionId>,
     /// `subscription_create`, `subscription_cycle`, `subscription_update`, `subscription_cancel`.
     pub billing_reason: &'a str,
     pub currency: &'a str,
@@ -49,7 +50,7 @@ pub async fn create(
     new: NewInvoice<'_>,
 ) -> Result<InvoiceRow> {
     let number = db::invoices::next_number(conn, new.tenant_id).await?;
-    let invoice_id = crate::ids::new_id("in");
+    let invoice_id: InvoiceId = crate::ids::new();
     db::invoices::insert(
         conn,
         &db::invoices::NewInvoiceRow {
@@ -97,7 +98,7 @@ pub async fn create(
 pub async fn overage_lines(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     window: &UsageWindow,
     currency: &str,
@@ -206,8 +207,8 @@ pub async fn overage_lines(
 pub async fn finalize(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     now: DateTime<Utc>,
 ) -> Result<InvoiceRow> {
     let inv = get(conn, tenant_id, invoice_id, true).await?;
@@ -264,7 +265,7 @@ pub async fn finalize(
             conn,
             tenant_id,
             crate::domain::outbox::OutboxKind::Invoice,
-            invoice_id,
+            invoice_id.as_str(),
             None,
         )
         .await?;
@@ -275,9 +276,9 @@ pub async fn finalize(
 /// Emits an invoice event with the invoice as the API shows it.
 pub async fn emit(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     event_type: &str,
-    invoice_id: &str,
+    invoice_id: &InvoiceId,
 ) -> Result<()> {
     // The invoice with its lines is two queries: only when an endpoint will get it.
     if !crate::webhooks::events::wanted(conn, tenant_id, event_type).await? {
@@ -290,17 +291,17 @@ pub async fn emit(
 /// The lines of several invoices, as `(invoice_id, line)`.
 pub async fn lines(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_ids: &[String],
-) -> Result<Vec<(String, LineRow)>> {
+    tenant_id: &TenantId,
+    invoice_ids: &[InvoiceId],
+) -> Result<Vec<(InvoiceId, LineRow)>> {
     Ok(db::invoices::lines(conn, tenant_id, invoice_ids).await?)
 }
 
 /// An invoice, locked `FOR UPDATE` when asked; `invoice_not_found` if missing.
 pub async fn get(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     for_update: bool,
 ) -> Result<InvoiceRow> {
     db::invoices::get(conn, tenant_id, invoice_id, for_update)
@@ -339,8 +340,8 @@ pub fn payable(inv: &InvoiceRow) -> Result<()> {
 /// emitted. A payment recorded out of band is also told to Stripe (when the invoice is there).
 pub async fn mark_paid(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     now: DateTime<Utc>,
     out_of_band: bool,
 ) -> Result<InvoiceRow> {
@@ -361,7 +362,7 @@ pub async fn mark_paid(
             conn,
             tenant_id,
             crate::domain::outbox::OutboxKind::InvoicePayment,
-            invoice_id,
+            invoice_id.as_str(),
             Some(payload),
         )
         .await?;
@@ -380,8 +381,8 @@ pub async fn mark_paid(
 /// stays used (numbers are never reused).
 pub async fn void(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     now: DateTime<Utc>,
 ) -> Result<InvoiceRow> {
     let inv = get(conn, tenant_id, invoice_id, true).await?;
@@ -399,7 +400,7 @@ pub async fn void(
         conn,
         tenant_id,
         crate::domain::outbox::OutboxKind::InvoiceVoid,
-        invoice_id,
+        invoice_id.as_str(),
         None,
     )
     .await?;

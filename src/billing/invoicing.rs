@@ -1,6 +1,7 @@
 //! The invoice operations the API offers: read, list, pay, void, render as PDF, and the
 //! upcoming invoice (a preview computed by the same code as the renewal).
 
+use crate::ids::{InvoiceId, TenantId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
@@ -17,7 +18,7 @@ use crate::domain::status::SubscriptionStatus;
 use crate::entitlements::resolve::customer_must_exist;
 use crate::error::{Error, Result};
 
-pub async fn get(db: &PgPool, tenant_id: &str, invoice_id: &str) -> Result<Invoice> {
+pub async fn get(db: &PgPool, tenant_id: &TenantId, invoice_id: &InvoiceId) -> Result<Invoice> {
     let mut conn = db.acquire().await?;
     views::load_invoice(&mut conn, tenant_id, invoice_id).await
 }
@@ -26,7 +27,7 @@ pub async fn get(db: &PgPool, tenant_id: &str, invoice_id: &str) -> Result<Invoi
 /// more if there is one (so the caller can tell `has_more`).
 pub async fn for_customer(
     db: &PgPool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer: &str,
     starting_after: Option<&str>,
     limit: i64,
@@ -50,8 +51,8 @@ pub enum Payment {
 
 pub async fn pay(
     db: &PgPool,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     how: Payment,
     now: DateTime<Utc>,
 ) -> Result<Invoice> {
@@ -68,7 +69,7 @@ pub async fn pay(
                 &mut tx,
                 tenant_id,
                 crate::domain::outbox::OutboxKind::InvoicePayment,
-                invoice_id,
+                invoice_id.as_str(),
                 Some(serde_json::json!({ "attempt": attempts + 1 })),
             )
             .await?;
@@ -87,8 +88,8 @@ pub async fn pay(
 
 pub async fn void(
     db: &PgPool,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     now: DateTime<Utc>,
 ) -> Result<Invoice> {
     let mut tx = db.begin().await?;
@@ -98,7 +99,11 @@ pub async fn void(
 }
 
 /// The invoice as a PDF: `(number, bytes)`.
-pub async fn pdf(db: &PgPool, tenant_id: &str, invoice_id: &str) -> Result<(String, Vec<u8>)> {
+pub async fn pdf(
+    db: &PgPool,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
+) -> Result<(String, Vec<u8>)> {
     let invoice = get(db, tenant_id, invoice_id).await?;
     let mut conn = db.acquire().await?;
     let who = db::invoices::parties(&mut conn, tenant_id, &invoice.customer).await?;
@@ -144,7 +149,7 @@ pub async fn pdf(db: &PgPool, tenant_id: &str, invoice_id: &str) -> Result<(Stri
 pub async fn upcoming(
     db: &PgPool,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer: &str,
 ) -> Result<UpcomingInvoice> {
     let mut conn = db.acquire().await?;

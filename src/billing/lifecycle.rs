@@ -3,6 +3,7 @@
 //! fallback to the tenant's default plan. Every function runs inside the caller's transaction
 //! and takes "now" as an argument (the tenant's clock, or a due time), never reading it.
 
+use crate::ids::{SubscriptionId, TenantId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -115,10 +116,10 @@ pub async fn start(
 pub async fn fall_back(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     at: DateTime<Utc>,
-    replaces: &str,
+    replaces: &SubscriptionId,
 ) -> Result<Option<SubscriptionRow>> {
     let default = db::plans::default_for_customer(conn, tenant_id, customer_id).await?;
     let Some(default) = default else {
@@ -156,7 +157,7 @@ pub enum PeriodEndKind {
 pub async fn period_end(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     sub: SubscriptionRow,
     grace_minutes: i32,
 ) -> Result<PeriodEndKind> {
@@ -184,10 +185,12 @@ pub async fn period_end(
                     plans,
                     tenant_id,
                     &sub,
-                    &old_plan,
-                    window,
-                    grace_minutes,
-                    at,
+                    FinalOverage {
+                        plan: &old_plan,
+                        window,
+                        grace_minutes,
+                        now: at,
+                    },
                 )
                 .await?;
             }
@@ -304,7 +307,7 @@ pub struct ChangeRequest<'a> {
 pub async fn change(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     sub: SubscriptionRow,
     req: ChangeRequest<'_>,
     now: DateTime<Utc>,
@@ -457,7 +460,7 @@ pub async fn change(
 pub async fn cancel(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     sub: SubscriptionRow,
     at_period_end: bool,
     grace_minutes: i32,
@@ -475,7 +478,7 @@ pub async fn cancel(
 pub async fn end_now(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     sub: SubscriptionRow,
     grace_minutes: i32,
     now: DateTime<Utc>,
@@ -507,10 +510,12 @@ pub async fn end_now(
             plans,
             tenant_id,
             &sub,
-            &old_plan,
-            window,
-            grace_minutes,
-            now,
+            FinalOverage {
+                plan: &old_plan,
+                window,
+                grace_minutes,
+                now,
+            },
         )
         .await?;
     }
@@ -526,19 +531,30 @@ pub async fn end_now(
     Ok(row)
 }
 
-/// The last invoice of an ended subscription: the overage of `window`, in arrears, as a
-/// draft for the grace period (none if there is no overage).
-#[allow(clippy::too_many_arguments)]
-async fn final_overage_invoice(
-    conn: &mut PgConnection,
-    plans: &PlanCache,
-    tenant_id: &str,
-    sub: &SubscriptionRow,
-    plan: &PlanVersion,
+/// What the last invoice of an ended subscription bills: the usage of `window` at `plan`'s
+/// prices, as a draft for `grace_minutes` from `now`.
+struct FinalOverage<'a> {
+    plan: &'a PlanVersion,
     window: UsageWindow,
     grace_minutes: i32,
     now: DateTime<Utc>,
+}
+
+/// The last invoice of an ended subscription: its overage, in arrears, as a draft for the
+/// grace period (none if there is no overage).
+async fn final_overage_invoice(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &TenantId,
+    sub: &SubscriptionRow,
+    bill: FinalOverage<'_>,
 ) -> Result<()> {
+    let FinalOverage {
+        plan,
+        window,
+        grace_minutes,
+        now,
+    } = bill;
     let lines = invoices::overage_lines(
         conn,
         plans,
@@ -575,7 +591,7 @@ async fn final_overage_invoice(
 /// Undoes a cancellation at period end, before the period has ended.
 pub async fn reactivate(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     sub: SubscriptionRow,
     now: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {

@@ -1,6 +1,7 @@
 //! Subscriptions as the API offers them: subscribe, read, change, cancel, reactivate. Each
 //! is one transaction over the lifecycle (`billing::lifecycle`).
 
+use crate::ids::{SubscriptionId, TenantId};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -57,7 +58,7 @@ fn plan_not_found() -> Error {
 pub async fn subscribe(
     db: &PgPool,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     body: &CreateSubscription,
     now: DateTime<Utc>,
 ) -> Result<Subscription> {
@@ -100,7 +101,11 @@ pub async fn subscribe(
     Ok(row.into())
 }
 
-pub async fn find(db: &PgPool, tenant_id: &str, subscription_id: &str) -> Result<Subscription> {
+pub async fn find(
+    db: &PgPool,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
+) -> Result<Subscription> {
     let mut conn = db.acquire().await?;
     Ok(subs::get(&mut conn, tenant_id, subscription_id, false)
         .await?
@@ -111,7 +116,7 @@ pub async fn find(db: &PgPool, tenant_id: &str, subscription_id: &str) -> Result
 /// it has none.
 pub async fn live_for_customer(
     db: &PgPool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
 ) -> Result<Subscription> {
     let mut conn = db.acquire().await?;
@@ -141,8 +146,8 @@ fn live_or_409(row: &SubscriptionRow) -> Result<()> {
 pub async fn change(
     db: &PgPool,
     plans: &PlanCache,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     body: &ChangeSubscription,
     now: DateTime<Utc>,
 ) -> Result<Subscription> {
@@ -191,8 +196,8 @@ pub async fn change(
 pub async fn cancel(
     db: &PgPool,
     plans: &PlanCache,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     at_period_end: bool,
     now: DateTime<Utc>,
 ) -> Result<Subscription> {
@@ -208,8 +213,8 @@ pub async fn cancel(
 /// Undoes a cancellation at period end.
 pub async fn reactivate(
     db: &PgPool,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     now: DateTime<Utc>,
 ) -> Result<Subscription> {
     let mut tx = db.begin().await?;

@@ -2,6 +2,7 @@
 //! webhook event (`subscription.created`, `.updated`, `.canceled`) in the caller's
 //! transaction, so no caller can forget the event.
 
+use crate::ids::{SubscriptionId, TenantId};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
@@ -16,7 +17,7 @@ use crate::webhooks::events;
 /// Emits a subscription event with the subscription as the API shows it.
 async fn emit(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     event_type: &str,
     row: &SubscriptionRow,
 ) -> Result<()> {
@@ -25,14 +26,14 @@ async fn emit(
 }
 
 pub fn subscription_not_found() -> Error {
-    Error::not_found("subscription_not_found", "No such subscription.")
+    Error::no_such::<SubscriptionId>()
 }
 
 /// A subscription, locked `FOR UPDATE` when asked; `subscription_not_found` if missing.
 pub async fn get(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     for_update: bool,
 ) -> Result<SubscriptionRow> {
     db::get(conn, tenant_id, subscription_id, for_update)
@@ -43,7 +44,7 @@ pub async fn get(
 /// Starts a subscription. A live one already held is `409 subscription_exists`.
 /// (Invoicing it is `billing::lifecycle::start`'s job.)
 pub async fn create(conn: &mut PgConnection, new: &NewSubscription<'_>) -> Result<SubscriptionRow> {
-    let id = crate::ids::new_id("sub");
+    let id: SubscriptionId = crate::ids::new();
     let row = db::create(conn, &id, new).await.map_err(|e| {
         if crate::db::is_unique_violation(&e, db::ONE_LIVE_PER_CUSTOMER) {
             Error::conflict(
@@ -61,8 +62,8 @@ pub async fn create(conn: &mut PgConnection, new: &NewSubscription<'_>) -> Resul
 /// Ends a subscription at `at`.
 pub async fn end(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     at: DateTime<Utc>,
     reason: &str,
 ) -> Result<SubscriptionRow> {
@@ -74,8 +75,8 @@ pub async fn end(
 /// Moves a subscription into its next period; a trial becomes active.
 pub async fn roll(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     next: &NextPeriod<'_>,
 ) -> Result<SubscriptionRow> {
     let row = db::roll(conn, tenant_id, subscription_id, next).await?;
@@ -86,8 +87,8 @@ pub async fn roll(
 /// Sets (or clears) the change scheduled for period end.
 pub async fn schedule_change(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     change: Option<(&PlanVersion, Interval, DateTime<Utc>)>,
 ) -> Result<SubscriptionRow> {
     let row = db::schedule_change(conn, tenant_id, subscription_id, change).await?;
@@ -98,8 +99,8 @@ pub async fn schedule_change(
 /// Switches the plan now, keeping the period unless `period` gives a new one.
 pub async fn switch_plan(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     plan: &PlanVersion,
     interval: Interval,
     period: Option<(DateTime<Utc>, DateTime<Utc>)>,
@@ -112,8 +113,8 @@ pub async fn switch_plan(
 /// Sets the status of a live subscription; emits `subscription.updated` when it changed.
 pub async fn set_status(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     status: SubscriptionStatus,
 ) -> Result<Option<SubscriptionRow>> {
     let row = db::set_status(conn, tenant_id, subscription_id, status).await?;
@@ -125,8 +126,8 @@ pub async fn set_status(
 
 pub async fn set_cancel_at_period_end(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     cancel: bool,
     now: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {

@@ -1,6 +1,7 @@
 //! Read models: subscriptions and invoices as the API shows them and as webhook payloads
 //! carry them. One place, so an event's `data` and a `GET` of the same resource agree.
 
+use crate::ids::{InvoiceId, SubscriptionId, TenantId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -22,7 +23,8 @@ pub struct PendingChange {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Subscription {
-    pub id: String,
+    #[schema(value_type = String, example = "sub_0192f3a45b6c7d8e9f00112233445566")]
+    pub id: SubscriptionId,
     pub customer: String,
     pub plan: String,
     pub plan_version: i32,
@@ -80,11 +82,13 @@ pub struct InvoiceLine {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Invoice {
-    pub id: String,
+    #[schema(value_type = String, example = "in_0192f3a45b6c7d8e9f00112233445566")]
+    pub id: InvoiceId,
     /// `INV-000001`: per tenant, gapless.
     pub number: String,
     pub customer: String,
-    pub subscription: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub subscription: Option<SubscriptionId>,
     pub status: InvoiceStatus,
     /// `subscription_create`, `subscription_cycle`, `subscription_update` or
     /// `subscription_cancel`.
@@ -162,11 +166,11 @@ pub fn invoice_out(r: InvoiceRow, lines: Vec<LineRow>) -> Invoice {
 /// Invoices with their lines (one query for all the lines).
 pub async fn with_lines(
     conn: &mut sqlx::PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     rows: Vec<InvoiceRow>,
 ) -> Result<Vec<Invoice>> {
-    let ids: Vec<String> = rows.iter().map(|r| r.invoice_id.clone()).collect();
-    let mut by_invoice: std::collections::HashMap<String, Vec<LineRow>> =
+    let ids: Vec<InvoiceId> = rows.iter().map(|r| r.invoice_id.clone()).collect();
+    let mut by_invoice: std::collections::HashMap<InvoiceId, Vec<LineRow>> =
         std::collections::HashMap::new();
     for (id, line) in db::lines(conn, tenant_id, &ids).await? {
         by_invoice.entry(id).or_default().push(line);
@@ -182,8 +186,8 @@ pub async fn with_lines(
 /// An invoice with its lines, as the API shows it.
 pub async fn load_invoice(
     conn: &mut sqlx::PgConnection,
-    tenant_id: &str,
-    id: &str,
+    tenant_id: &TenantId,
+    id: &InvoiceId,
 ) -> Result<Invoice> {
     let row = db::get(conn, tenant_id, id, false)
         .await?
@@ -195,7 +199,8 @@ pub async fn load_invoice(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UpcomingInvoice {
     pub customer: String,
-    pub subscription: String,
+    #[schema(value_type = String)]
+    pub subscription: SubscriptionId,
     pub currency: String,
     /// The next period's base fee (in advance) and the current period's overage so far.
     pub lines: Vec<InvoiceLine>,
@@ -210,5 +215,5 @@ pub struct UpcomingInvoice {
 }
 
 pub fn invoice_not_found() -> Error {
-    Error::not_found("invoice_not_found", "No such invoice.")
+    Error::no_such::<InvoiceId>()
 }

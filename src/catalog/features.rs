@@ -1,5 +1,6 @@
 //! Features: the things plans grant.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -72,7 +73,7 @@ pub fn feature_not_found() -> Error {
 /// Creates a feature; `Ok(None)` when the key exists (the API's 409, `plans apply`'s no-op).
 pub async fn insert(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     f: &CreateFeature,
 ) -> Result<Option<Feature>> {
     validate_key(&f.key, "key")?;
@@ -123,7 +124,7 @@ pub async fn insert(
 }
 
 /// Creates a feature; a key that exists is `409 feature_exists`.
-pub async fn create(db: &PgPool, tenant_id: &str, f: &CreateFeature) -> Result<Feature> {
+pub async fn create(db: &PgPool, tenant_id: &TenantId, f: &CreateFeature) -> Result<Feature> {
     let mut conn = db.acquire().await?;
     insert(&mut conn, tenant_id, f).await?.ok_or_else(|| {
         Error::conflict(
@@ -134,11 +135,15 @@ pub async fn create(db: &PgPool, tenant_id: &str, f: &CreateFeature) -> Result<F
     })
 }
 
-pub async fn find(conn: &mut PgConnection, tenant_id: &str, key: &str) -> Result<Option<Feature>> {
+pub async fn find(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    key: &str,
+) -> Result<Option<Feature>> {
     Ok(db::get(conn, tenant_id, key).await?.map(Feature::from))
 }
 
-pub async fn get(db: &PgPool, tenant_id: &str, key: &str) -> Result<Feature> {
+pub async fn get(db: &PgPool, tenant_id: &TenantId, key: &str) -> Result<Feature> {
     let mut conn = db.acquire().await?;
     find(&mut conn, tenant_id, key)
         .await?
@@ -149,7 +154,7 @@ pub async fn get(db: &PgPool, tenant_id: &str, key: &str) -> Result<Feature> {
 /// caller can tell `has_more`).
 pub async fn list(
     db: &PgPool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Feature>> {

@@ -1,6 +1,7 @@
 //! Plans and their versions: `POST` creates, `PUT` (and `tollgate plans apply`) makes a new
 //! version when the definition changed and is a no-op when it did not.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -122,7 +123,7 @@ pub enum WriteMode {
 /// anything was written.
 pub async fn write(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
     input: &PlanInput,
     mode: WriteMode,
@@ -166,7 +167,7 @@ pub async fn write(
 
 async fn apply_default(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
     default: Option<bool>,
 ) -> Result<()> {
@@ -183,7 +184,7 @@ async fn apply_default(
 pub async fn save(
     db: &PgPool,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
     input: &PlanInput,
     mode: WriteMode,
@@ -199,7 +200,7 @@ pub async fn save(
 pub async fn get(
     db: &PgPool,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
     version: Option<i32>,
 ) -> Result<Plan> {
@@ -224,7 +225,7 @@ pub async fn get(
 pub async fn list(
     db: &PgPool,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Plan>> {

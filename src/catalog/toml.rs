@@ -1,6 +1,7 @@
 //! Plans declared in TOML (`tollgate plans apply --tenant ID FILE`). Applying is idempotent:
 //! existing features are kept, unchanged plans make no new version. One transaction.
 
+use crate::ids::TenantId;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -85,7 +86,7 @@ pub fn parse(text: &str) -> Result<PlanFile, ApplyError> {
 
 pub async fn apply(
     db: &PgPool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     file: PlanFile,
 ) -> Result<ApplySummary, ApplyError> {
     let mut summary = ApplySummary::default();

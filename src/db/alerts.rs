@@ -1,5 +1,6 @@
 //! `usage_alerts`: written by `tollgate_record_usage` when usage first crosses a level.
 
+use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -18,7 +19,7 @@ pub struct AlertRow {
 /// A page of a customer's alerts, newest first.
 pub async fn for_customer(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     starting_after: Option<&str>,
     limit: i64,
@@ -30,7 +31,7 @@ pub async fn for_customer(
          FROM usage_alerts
          WHERE tenant_id = $1 AND customer_id = $2 AND ($3::text IS NULL OR alert_id < $3)
          ORDER BY alert_id DESC LIMIT $4",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         starting_after,
         limit

@@ -1,18 +1,19 @@
 //! `customers`: the tenant's own users (or organisations), by the tenant's id for them.
 
+use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 /// Whether the customer exists (and is not deleted).
 pub async fn exists(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT EXISTS (SELECT 1 FROM customers WHERE tenant_id = $1 AND customer_id = $2
                         AND deleted_at IS NULL) AS \"e!\"",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id
     )
     .fetch_one(&mut *conn)
@@ -39,7 +40,7 @@ pub struct CustomerFields<'a> {
 /// a deleted customer.
 pub async fn upsert(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     id: &str,
     f: &CustomerFields<'_>,
     now: DateTime<Utc>,
@@ -56,7 +57,7 @@ pub async fn upsert(
            WHERE customers.deleted_at IS NULL
            RETURNING customer_id, email, name, metadata, net_days, created_at,
                      (xmax = 0) AS "inserted!""#,
-        tenant_id,
+        tenant_id.as_str(),
         id,
         f.email,
         f.name,
@@ -83,14 +84,14 @@ pub async fn upsert(
 
 pub async fn get(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     id: &str,
 ) -> Result<Option<CustomerRow>, sqlx::Error> {
     sqlx::query_as!(
         CustomerRow,
         "SELECT customer_id AS id, email, name, metadata, net_days, created_at FROM customers
          WHERE tenant_id = $1 AND customer_id = $2 AND deleted_at IS NULL",
-        tenant_id,
+        tenant_id.as_str(),
         id
     )
     .fetch_optional(&mut *conn)
@@ -100,7 +101,7 @@ pub async fn get(
 /// A page of customers by id.
 pub async fn list(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<CustomerRow>, sqlx::Error> {
@@ -109,7 +110,7 @@ pub async fn list(
         "SELECT customer_id AS id, email, name, metadata, net_days, created_at FROM customers
          WHERE tenant_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR customer_id > $2)
          ORDER BY customer_id LIMIT $3",
-        tenant_id,
+        tenant_id.as_str(),
         starting_after,
         limit
     )

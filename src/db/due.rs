@@ -2,31 +2,33 @@
 //! of runners share it without doing anything twice): period ends, draft finalizations and
 //! payment retries. `tenant: None` is every tenant running on real time (never advanced).
 
+use crate::domain::id::TenantId;
+use crate::domain::id::{InvoiceId, SubscriptionId};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::subscriptions::{self, SubscriptionRow};
 
 struct DueSubscription {
-    tenant_id: String,
-    subscription_id: String,
+    tenant_id: TenantId,
+    subscription_id: SubscriptionId,
 }
 
 /// The earliest live subscription whose period ended by `until`, locked, with its tenant.
 pub async fn claim_period_end(
     conn: &mut PgConnection,
-    tenant: Option<&str>,
+    tenant: Option<&TenantId>,
     until: DateTime<Utc>,
-) -> Result<Option<(String, SubscriptionRow)>, sqlx::Error> {
+) -> Result<Option<(TenantId, SubscriptionRow)>, sqlx::Error> {
     let Some(due) = sqlx::query_as!(
         DueSubscription,
-        r#"SELECT s.tenant_id, s.subscription_id FROM subscriptions s
+        r#"SELECT s.tenant_id AS "tenant_id: TenantId", s.subscription_id AS "subscription_id: SubscriptionId" FROM subscriptions s
            WHERE s.status IN ('trialing', 'active', 'past_due') AND s.current_period_end <= $2
              AND (s.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
                   SELECT 1 FROM tenants t WHERE t.tenant_id = s.tenant_id AND t.test_clock_now IS NULL)))
            ORDER BY s.current_period_end, s.subscription_id
            LIMIT 1 FOR UPDATE OF s SKIP LOCKED"#,
-        tenant,
+        tenant.map(TenantId::as_str),
         until
     )
     .fetch_optional(&mut *conn)
@@ -41,27 +43,27 @@ pub async fn claim_period_end(
 
 /// A draft invoice due to be finalized.
 pub struct DueDraft {
-    pub tenant_id: String,
-    pub invoice_id: String,
+    pub tenant_id: TenantId,
+    pub invoice_id: InvoiceId,
     pub finalize_at: DateTime<Utc>,
 }
 
 /// The earliest draft due to be finalized by `until`, locked.
 pub async fn claim_finalization(
     conn: &mut PgConnection,
-    tenant: Option<&str>,
+    tenant: Option<&TenantId>,
     until: DateTime<Utc>,
 ) -> Result<Option<DueDraft>, sqlx::Error> {
     sqlx::query_as!(
         DueDraft,
-        r#"SELECT i.tenant_id, i.invoice_id, i.finalize_at AS "finalize_at!"
+        r#"SELECT i.tenant_id AS "tenant_id: TenantId", i.invoice_id AS "invoice_id: InvoiceId", i.finalize_at AS "finalize_at!"
            FROM invoices i
            WHERE i.status = 'draft' AND i.finalize_at <= $2
              AND (i.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
                   SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
            ORDER BY i.finalize_at, i.invoice_id
            LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
-        tenant,
+        tenant.map(TenantId::as_str),
         until
     )
     .fetch_optional(&mut *conn)
@@ -70,8 +72,8 @@ pub async fn claim_finalization(
 
 /// A payment retry that has fallen due, claimed (locked) by the caller's transaction.
 pub struct DueRetry {
-    pub tenant_id: String,
-    pub invoice_id: String,
+    pub tenant_id: TenantId,
+    pub invoice_id: InvoiceId,
     pub payment_attempts: i32,
     pub at: DateTime<Utc>,
 }
@@ -79,12 +81,12 @@ pub struct DueRetry {
 /// The earliest payment retry due by `until`, locked.
 pub async fn claim_payment_retry(
     conn: &mut PgConnection,
-    tenant: Option<&str>,
+    tenant: Option<&TenantId>,
     until: DateTime<Utc>,
 ) -> Result<Option<DueRetry>, sqlx::Error> {
     sqlx::query_as!(
         DueRetry,
-        r#"SELECT i.tenant_id, i.invoice_id, i.payment_attempts,
+        r#"SELECT i.tenant_id AS "tenant_id: TenantId", i.invoice_id AS "invoice_id: InvoiceId", i.payment_attempts,
                   i.next_payment_attempt AS "at!"
            FROM invoices i
            WHERE i.status = 'open' AND i.next_payment_attempt <= $2
@@ -92,7 +94,7 @@ pub async fn claim_payment_retry(
                   SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
            ORDER BY i.next_payment_attempt, i.invoice_id
            LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
-        tenant,
+        tenant.map(TenantId::as_str),
         until
     )
     .fetch_optional(&mut *conn)

@@ -1,5 +1,6 @@
 //! `features`: what plans grant. A feature never changes once created.
 
+use crate::domain::id::TenantId;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -57,7 +58,7 @@ pub struct NewFeature<'a> {
 /// Inserts a feature; `None` when the key exists. Returns its creation time.
 pub async fn insert(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     f: &NewFeature<'_>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     let row = sqlx::query!(
@@ -65,7 +66,7 @@ pub async fn insert(
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (tenant_id, feature_key) DO NOTHING
          RETURNING created_at",
-        tenant_id,
+        tenant_id.as_str(),
         f.key,
         f.name,
         f.feature_type.as_str(),
@@ -80,7 +81,7 @@ pub async fn insert(
 
 pub async fn get(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
 ) -> Result<Option<FeatureRow>, sqlx::Error> {
     let r = sqlx::query_as!(
@@ -88,7 +89,7 @@ pub async fn get(
         "SELECT feature_key, name, type AS feature_type, unit, aggregation, stripe_meter_event_name,
                 created_at
          FROM features WHERE tenant_id = $1 AND feature_key = $2",
-        tenant_id,
+        tenant_id.as_str(),
         key
     )
     .fetch_optional(&mut *conn)
@@ -99,7 +100,7 @@ pub async fn get(
 /// A page of features by key.
 pub async fn list(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<FeatureRow>, sqlx::Error> {
@@ -109,7 +110,7 @@ pub async fn list(
                 created_at
          FROM features WHERE tenant_id = $1 AND ($2::text IS NULL OR feature_key > $2)
          ORDER BY feature_key LIMIT $3",
-        tenant_id,
+        tenant_id.as_str(),
         starting_after,
         limit
     )
@@ -121,11 +122,11 @@ pub async fn list(
 /// The type of each of the tenant's features (to validate a plan against them).
 pub async fn types(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<HashMap<String, FeatureType>, sqlx::Error> {
     let rows = sqlx::query!(
         "SELECT feature_key, type FROM features WHERE tenant_id = $1",
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_all(&mut *conn)
     .await?;

@@ -3,6 +3,8 @@
 //! Every statement is checked at build time; `status` decodes into `InvoiceStatus`
 //! (`db::decode_text`), so an unknown value is an error, not a guess.
 
+use crate::domain::id::TenantId;
+use crate::domain::id::{InvoiceId, SubscriptionId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -12,10 +14,10 @@ use crate::domain::status::InvoiceStatus;
 
 #[derive(Debug, Clone)]
 pub struct InvoiceRow {
-    pub invoice_id: String,
+    pub invoice_id: InvoiceId,
     pub number: i64,
     pub customer_id: String,
-    pub subscription_id: Option<String>,
+    pub subscription_id: Option<SubscriptionId>,
     pub billing_reason: String,
     pub status: InvoiceStatus,
     pub currency: String,
@@ -40,12 +42,15 @@ pub struct InvoiceRow {
 
 /// The tenant's next invoice number. The number row stays locked until the transaction ends,
 /// so numbers are gapless under concurrency (a rollback gives the number back).
-pub async fn next_number(conn: &mut PgConnection, tenant_id: &str) -> Result<i64, sqlx::Error> {
+pub async fn next_number(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(
         "INSERT INTO invoice_numbers (tenant_id, last_number) VALUES ($1, 1)
          ON CONFLICT (tenant_id) DO UPDATE SET last_number = invoice_numbers.last_number + 1
          RETURNING last_number",
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await
@@ -53,11 +58,11 @@ pub async fn next_number(conn: &mut PgConnection, tenant_id: &str) -> Result<i64
 
 /// A new draft invoice row (its lines and totals come after).
 pub struct NewInvoiceRow<'a> {
-    pub tenant_id: &'a str,
-    pub invoice_id: &'a str,
+    pub tenant_id: &'a TenantId,
+    pub invoice_id: &'a InvoiceId,
     pub number: i64,
     pub customer_id: &'a str,
-    pub subscription_id: Option<&'a str>,
+    pub subscription_id: Option<&'a SubscriptionId>,
     pub billing_reason: &'a str,
     pub currency: &'a str,
     pub period_start: DateTime<Utc>,
@@ -78,11 +83,11 @@ pub async fn insert(conn: &mut PgConnection, new: &NewInvoiceRow<'_>) -> Result<
          SELECT $1, $2, $3, $4, $5, $6, 'draft', $7, 0, 0, 0, $8, $9, $10, $11, $12, $13,
                 c.net_days, $14, $15, $15
          FROM customers c WHERE c.tenant_id = $1 AND c.customer_id = $4",
-        new.tenant_id,
-        new.invoice_id,
+        new.tenant_id.as_str(),
+        new.invoice_id.as_str(),
         new.number,
         new.customer_id,
-        new.subscription_id,
+        new.subscription_id.map(SubscriptionId::as_str),
         new.billing_reason,
         new.currency,
         new.period_start,
@@ -102,8 +107,8 @@ pub async fn insert(conn: &mut PgConnection, new: &NewInvoiceRow<'_>) -> Result<
 /// Appends lines after the invoice's last one.
 pub async fn insert_lines(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     lines: &[Line],
 ) -> Result<(), sqlx::Error> {
     if lines.is_empty() {
@@ -129,8 +134,8 @@ pub async fn insert_lines(
                      $8::numeric[], $9::timestamptz[], $10::timestamptz[])
               WITH ORDINALITY AS l(type, description, feature, quantity, unit_amount, amount,
                                    period_start, period_end, ord)",
-        tenant_id,
-        invoice_id,
+        tenant_id.as_str(),
+        invoice_id.as_str(),
         &kinds as &[&str],
         &descriptions as &[&str],
         &features as &[Option<&str>],
@@ -148,8 +153,8 @@ pub async fn insert_lines(
 /// Sets subtotal, total and amount due from the lines (sums of rounded amounts).
 pub async fn refresh_totals(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
 ) -> Result<InvoiceRow, sqlx::Error> {
     sqlx::query_as!(
         InvoiceRow,
@@ -158,13 +163,13 @@ pub async fn refresh_totals(
            FROM (SELECT COALESCE(sum(amount), 0) AS sum FROM invoice_lines
                  WHERE tenant_id = $1 AND invoice_id = $2) t
            WHERE i.tenant_id = $1 AND i.invoice_id = $2
-           RETURNING i.invoice_id, number, customer_id, subscription_id, billing_reason,
+           RETURNING i.invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
                    created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
-        tenant_id,
-        invoice_id
+        tenant_id.as_str(),
+        invoice_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await
@@ -182,7 +187,7 @@ pub struct EndedCounter {
 /// reported to a Stripe meter, by feature and period.
 pub async fn ended_counters(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
@@ -196,7 +201,7 @@ pub async fn ended_counters(
              AND c.period_end > $3 AND c.period_end <= $4
              AND f.stripe_meter_event_name IS NULL
            ORDER BY c.feature_key, c.period_start"#,
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         start,
         end
@@ -208,36 +213,36 @@ pub async fn ended_counters(
 /// An invoice, locked `FOR UPDATE` when asked.
 pub async fn get(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     for_update: bool,
 ) -> Result<Option<InvoiceRow>, sqlx::Error> {
     // Two statements, since a lock clause cannot be a parameter.
     if for_update {
         sqlx::query_as!(
             InvoiceRow,
-            r#"SELECT invoice_id, number, customer_id, subscription_id, billing_reason,
+            r#"SELECT invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
                    created_at, finalized_at, paid_at, paid_out_of_band, voided_at
                FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"#,
-            tenant_id,
-            invoice_id
+            tenant_id.as_str(),
+            invoice_id.as_str()
         )
         .fetch_optional(&mut *conn)
         .await
     } else {
         sqlx::query_as!(
             InvoiceRow,
-            r#"SELECT invoice_id, number, customer_id, subscription_id, billing_reason,
+            r#"SELECT invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
                    created_at, finalized_at, paid_at, paid_out_of_band, voided_at
                FROM invoices WHERE tenant_id = $1 AND invoice_id = $2"#,
-            tenant_id,
-            invoice_id
+            tenant_id.as_str(),
+            invoice_id.as_str()
         )
         .fetch_optional(&mut *conn)
         .await
@@ -248,13 +253,13 @@ pub async fn get(
 /// on). The customer row is locked first, which usage recording waits for (migration 3).
 pub async fn close_usage_before(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     end: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "SELECT customer_id FROM customers WHERE tenant_id = $1 AND customer_id = $2 FOR UPDATE",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id
     )
     .fetch_one(&mut *conn)
@@ -262,7 +267,7 @@ pub async fn close_usage_before(
     sqlx::query!(
         "UPDATE customers SET usage_closed_before = GREATEST(usage_closed_before, $3)
              WHERE tenant_id = $1 AND customer_id = $2",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         end
     )
@@ -273,13 +278,13 @@ pub async fn close_usage_before(
 
 pub async fn delete_overage_lines(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "DELETE FROM invoice_lines WHERE tenant_id = $1 AND invoice_id = $2 AND type = 'overage'",
-        tenant_id,
-        invoice_id
+        tenant_id.as_str(),
+        invoice_id.as_str()
     )
     .execute(&mut *conn)
     .await
@@ -290,8 +295,8 @@ pub async fn delete_overage_lines(
 /// customer's payment terms.
 pub async fn mark_finalized(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     now: DateTime<Utc>,
 ) -> Result<InvoiceRow, sqlx::Error> {
     sqlx::query_as!(
@@ -302,13 +307,13 @@ pub async fn mark_finalized(
                finalized_at = $3, due_date = $3 + make_interval(days => net_days),
                finalize_at = NULL, updated_at = now()
            WHERE tenant_id = $1 AND invoice_id = $2
-           RETURNING invoice_id, number, customer_id, subscription_id, billing_reason,
+           RETURNING invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
                    created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
-        tenant_id,
-        invoice_id,
+        tenant_id.as_str(),
+        invoice_id.as_str(),
         now
     )
     .fetch_one(&mut *conn)
@@ -330,16 +335,17 @@ pub struct LineRow {
 /// The lines of several invoices, as `(invoice_id, line)` in invoice and line order.
 pub async fn lines(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_ids: &[String],
-) -> Result<Vec<(String, LineRow)>, sqlx::Error> {
+    tenant_id: &TenantId,
+    invoice_ids: &[InvoiceId],
+) -> Result<Vec<(InvoiceId, LineRow)>, sqlx::Error> {
+    let ids: Vec<&str> = invoice_ids.iter().map(InvoiceId::as_str).collect();
     let rows = sqlx::query!(
-        "SELECT invoice_id, line_no, type, description, feature_key, quantity, unit_amount,
+        r#"SELECT invoice_id AS "invoice_id: InvoiceId", line_no, type, description, feature_key, quantity, unit_amount,
                 amount, period_start, period_end
          FROM invoice_lines WHERE tenant_id = $1 AND invoice_id = ANY($2)
-         ORDER BY invoice_id, line_no",
-        tenant_id,
-        invoice_ids
+         ORDER BY invoice_id, line_no"#,
+        tenant_id.as_str(),
+        &ids as &[&str]
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -366,8 +372,8 @@ pub async fn lines(
 /// Marks an invoice paid at `now`; dunning stops.
 pub async fn mark_paid(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     now: DateTime<Utc>,
     out_of_band: bool,
 ) -> Result<InvoiceRow, sqlx::Error> {
@@ -376,13 +382,13 @@ pub async fn mark_paid(
         r#"UPDATE invoices SET status = 'paid', paid_at = $3, paid_out_of_band = $4,
                next_payment_attempt = NULL, uncollectible_at = NULL, updated_at = now()
            WHERE tenant_id = $1 AND invoice_id = $2
-           RETURNING invoice_id, number, customer_id, subscription_id, billing_reason,
+           RETURNING invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
                    created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
-        tenant_id,
-        invoice_id,
+        tenant_id.as_str(),
+        invoice_id.as_str(),
         now,
         out_of_band
     )
@@ -394,8 +400,8 @@ pub async fn mark_paid(
 /// again).
 pub async fn dunning_over(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
 ) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query_scalar!(
         r#"SELECT s.status = 'past_due' AND NOT EXISTS (
@@ -403,8 +409,8 @@ pub async fn dunning_over(
                       AND i.subscription_id = s.subscription_id AND i.status = 'open'
                       AND i.payment_attempts > 0) AS "reactivate!"
                FROM subscriptions s WHERE s.tenant_id = $1 AND s.subscription_id = $2"#,
-        tenant_id,
-        subscription_id
+        tenant_id.as_str(),
+        subscription_id.as_str()
     )
     .fetch_optional(&mut *conn)
     .await?
@@ -413,8 +419,8 @@ pub async fn dunning_over(
 
 pub async fn mark_void(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     now: DateTime<Utc>,
 ) -> Result<InvoiceRow, sqlx::Error> {
     sqlx::query_as!(
@@ -422,13 +428,13 @@ pub async fn mark_void(
         r#"UPDATE invoices SET status = 'void', voided_at = $3, amount_due = 0,
                finalize_at = NULL, updated_at = now()
            WHERE tenant_id = $1 AND invoice_id = $2
-           RETURNING invoice_id, number, customer_id, subscription_id, billing_reason,
+           RETURNING invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
                    created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
-        tenant_id,
-        invoice_id,
+        tenant_id.as_str(),
+        invoice_id.as_str(),
         now
     )
     .fetch_one(&mut *conn)
@@ -438,14 +444,14 @@ pub async fn mark_void(
 /// A page of a customer's invoices, newest first.
 pub async fn for_customer(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer: &str,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<InvoiceRow>, sqlx::Error> {
     sqlx::query_as!(
         InvoiceRow,
-        r#"SELECT invoice_id, number, customer_id, subscription_id, billing_reason,
+        r#"SELECT invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
@@ -453,7 +459,7 @@ pub async fn for_customer(
            FROM invoices
            WHERE tenant_id = $1 AND customer_id = $2 AND ($3::text IS NULL OR invoice_id < $3)
            ORDER BY invoice_id DESC LIMIT $4"#,
-        tenant_id,
+        tenant_id.as_str(),
         customer,
         starting_after,
         limit
@@ -464,13 +470,13 @@ pub async fn for_customer(
 
 pub async fn payment_attempts(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
 ) -> Result<i32, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT payment_attempts FROM invoices WHERE tenant_id = $1 AND invoice_id = $2",
-        tenant_id,
-        invoice_id
+        tenant_id.as_str(),
+        invoice_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await
@@ -485,7 +491,7 @@ pub struct Parties {
 
 pub async fn parties(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer: &str,
 ) -> Result<Parties, sqlx::Error> {
     sqlx::query_as!(
@@ -493,7 +499,7 @@ pub async fn parties(
         "SELECT t.name AS tenant_name, c.name, c.email FROM tenants t
          JOIN customers c ON c.tenant_id = t.tenant_id AND c.customer_id = $2
          WHERE t.tenant_id = $1",
-        tenant_id,
+        tenant_id.as_str(),
         customer
     )
     .fetch_one(&mut *conn)
@@ -508,15 +514,15 @@ pub struct PaymentState {
 
 pub async fn payment_state(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
 ) -> Result<PaymentState, sqlx::Error> {
     sqlx::query_as!(
         PaymentState,
         "SELECT payment_attempts, payment_failed_at FROM invoices
          WHERE tenant_id = $1 AND invoice_id = $2",
-        tenant_id,
-        invoice_id
+        tenant_id.as_str(),
+        invoice_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await
@@ -534,8 +540,8 @@ pub struct PaymentFailure<'a> {
 
 pub async fn record_payment_failure(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     f: &PaymentFailure<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -545,8 +551,8 @@ pub async fn record_payment_failure(
              uncollectible_at = CASE WHEN $5::timestamptz IS NULL THEN $7::timestamptz END,
              updated_at = now()
          WHERE tenant_id = $1 AND invoice_id = $2",
-        tenant_id,
-        invoice_id,
+        tenant_id.as_str(),
+        invoice_id.as_str(),
         f.attempt,
         f.first_failed,
         f.retry_at,
@@ -561,14 +567,14 @@ pub async fn record_payment_failure(
 /// Takes a due retry off the schedule (it is being attempted).
 pub async fn clear_next_attempt(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE invoices SET next_payment_attempt = NULL, updated_at = now()
          WHERE tenant_id = $1 AND invoice_id = $2",
-        tenant_id,
-        invoice_id
+        tenant_id.as_str(),
+        invoice_id.as_str()
     )
     .execute(&mut *conn)
     .await

@@ -1,5 +1,7 @@
 //! `leases`: concurrency slots held until released or expired.
 
+use crate::domain::id::LeaseId;
+use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -8,7 +10,7 @@ use sqlx::PgConnection;
 /// transaction-scoped advisory lock), so the limit holds across any number of processes.
 pub async fn lock_slots(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     feature_key: &str,
 ) -> Result<(), sqlx::Error> {
@@ -23,8 +25,8 @@ pub async fn lock_slots(
 }
 
 pub struct NewLease<'a> {
-    pub tenant_id: &'a str,
-    pub lease_id: &'a str,
+    pub tenant_id: &'a TenantId,
+    pub lease_id: &'a LeaseId,
     pub customer_id: &'a str,
     pub feature_key: &'a str,
     pub expires_at: DateTime<Utc>,
@@ -47,8 +49,8 @@ pub async fn take(
                    WHERE tenant_id = $1 AND customer_id = $3 AND feature_key = $4
                      AND expires_at > $6) < $7
            RETURNING created_at"#,
-        l.tenant_id,
-        l.lease_id,
+        l.tenant_id.as_str(),
+        l.lease_id.as_str(),
         l.customer_id,
         l.feature_key,
         l.expires_at,
@@ -60,7 +62,7 @@ pub async fn take(
 }
 
 pub struct LeaseRow {
-    pub lease_id: String,
+    pub lease_id: LeaseId,
     pub customer_id: String,
     pub feature_key: String,
     pub expires_at: DateTime<Utc>,
@@ -70,15 +72,15 @@ pub struct LeaseRow {
 /// Releases a lease; `None` if there is none (released already).
 pub async fn release(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    lease_id: &str,
+    tenant_id: &TenantId,
+    lease_id: &LeaseId,
 ) -> Result<Option<LeaseRow>, sqlx::Error> {
     sqlx::query_as!(
         LeaseRow,
         "DELETE FROM leases WHERE tenant_id = $1 AND lease_id = $2
-         RETURNING lease_id, customer_id, feature_key, expires_at, created_at",
-        tenant_id,
-        lease_id
+         RETURNING lease_id AS \"lease_id: LeaseId\", customer_id, feature_key, expires_at, created_at",
+        tenant_id.as_str(),
+        lease_id.as_str()
     )
     .fetch_optional(&mut *conn)
     .await

@@ -109,3 +109,21 @@ decode_text!(
     "invoice status",
     |s| crate::domain::status::InvoiceStatus::parse(s).ok()
 );
+decode_text!(crate::domain::id::TenantId, "tenant id", |s| {
+    crate::domain::id::PrefixedId::parse(s)
+});
+decode_text!(crate::domain::id::ApiKeyId, "API key id", |s| {
+    crate::domain::id::PrefixedId::parse(s)
+});
+decode_text!(crate::domain::id::SubscriptionId, "subscription id", |s| {
+    crate::domain::id::PrefixedId::parse(s)
+});
+decode_text!(crate::domain::id::InvoiceId, "invoice id", |s| {
+    crate::domain::id::PrefixedId::parse(s)
+});
+decode_text!(crate::domain::id::LeaseId, "lease id", |s| {
+    crate::domain::id::PrefixedId::parse(s)
+});
+decode_text!(crate::domain::id::EndpointId, "webhook endpoint id", |s| {
+    crate::domain::id::PrefixedId::parse(s)
+});

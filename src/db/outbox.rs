@@ -1,5 +1,7 @@
 //! `stripe_outbox`: what Stripe must learn, written in the transaction of each change.
 
+use crate::domain::id::InvoiceId;
+use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
@@ -14,7 +16,7 @@ pub struct Counts {
     pub connected: bool,
 }
 
-pub async fn counts(conn: &mut PgConnection, tenant_id: &str) -> Result<Counts, sqlx::Error> {
+pub async fn counts(conn: &mut PgConnection, tenant_id: &TenantId) -> Result<Counts, sqlx::Error> {
     sqlx::query_as!(
         Counts,
         r#"SELECT count(*) FILTER (WHERE o.status = 'pending') AS "pending!",
@@ -23,7 +25,7 @@ pub async fn counts(conn: &mut PgConnection, tenant_id: &str) -> Result<Counts, 
                   min(o.created_at) FILTER (WHERE o.status = 'pending') AS oldest,
                   (SELECT t.stripe_secret_key IS NOT NULL FROM tenants t WHERE t.tenant_id = $1) AS "connected!"
            FROM stripe_outbox o WHERE o.tenant_id = $1"#,
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await
@@ -41,7 +43,7 @@ pub struct FailedRow {
 
 pub async fn failed(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     limit: i64,
 ) -> Result<Vec<FailedRow>, sqlx::Error> {
     sqlx::query_as!(
@@ -49,7 +51,7 @@ pub async fn failed(
         "SELECT outbox_id AS id, kind, resource_id, attempts, last_error, created_at
          FROM stripe_outbox WHERE tenant_id = $1 AND status = 'failed'
          ORDER BY outbox_id DESC LIMIT $2",
-        tenant_id,
+        tenant_id.as_str(),
         limit
     )
     .fetch_all(&mut *conn)
@@ -60,7 +62,7 @@ pub async fn failed(
 /// Returns whether a row was written.
 pub async fn enqueue(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     kind: OutboxKind,
     resource_id: &str,
     payload: Option<serde_json::Value>,
@@ -69,7 +71,7 @@ pub async fn enqueue(
         "INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
          SELECT tenant_id, $2, $3, COALESCE($4, '{}'::jsonb) FROM tenants
          WHERE tenant_id = $1 AND stripe_secret_key IS NOT NULL",
-        tenant_id,
+        tenant_id.as_str(),
         kind.as_str(),
         resource_id,
         payload
@@ -82,7 +84,7 @@ pub async fn enqueue(
 /// A row taken by a worker: its lease is the attempt count it was claimed with. Carries the
 /// tenant's Stripe connection.
 pub struct Claimed {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub outbox_id: i64,
     pub kind: String,
     pub resource_id: String,
@@ -112,7 +114,7 @@ pub async fn claim_due(
            FROM due, tenants t
            WHERE o.tenant_id = due.tenant_id AND o.outbox_id = due.outbox_id
              AND t.tenant_id = o.tenant_id
-           RETURNING o.tenant_id, o.outbox_id, o.kind, o.resource_id, o.payload, o.attempts,
+           RETURNING o.tenant_id AS "tenant_id: TenantId", o.outbox_id, o.kind, o.resource_id, o.payload, o.attempts,
                      o.result, t.stripe_secret_key AS secret_key, t.stripe_api_base AS api_base"#,
         max,
         lease_secs
@@ -130,14 +132,14 @@ pub struct StripeCustomer {
 
 pub async fn customer(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
 ) -> Result<Option<StripeCustomer>, sqlx::Error> {
     sqlx::query_as!(
         StripeCustomer,
         "SELECT email, name, stripe_customer_id FROM customers
          WHERE tenant_id = $1 AND customer_id = $2",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id
     )
     .fetch_optional(&mut *conn)
@@ -147,12 +149,12 @@ pub async fn customer(
 /// The customer's Stripe id, if it has one.
 pub async fn stripe_customer_id(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
 ) -> Result<Option<String>, sqlx::Error> {
     Ok(sqlx::query_scalar!(
         "SELECT stripe_customer_id FROM customers WHERE tenant_id = $1 AND customer_id = $2",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id
     )
     .fetch_optional(&mut *conn)
@@ -163,7 +165,7 @@ pub async fn stripe_customer_id(
 /// Queues the creation of a customer in Stripe unless a row for it is pending or sent.
 pub async fn queue_customer(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -171,7 +173,7 @@ pub async fn queue_customer(
              SELECT $1, 'customer', $2
              WHERE NOT EXISTS (SELECT 1 FROM stripe_outbox WHERE tenant_id = $1
                                AND kind = 'customer' AND resource_id = $2 AND status <> 'failed')",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id
     )
     .execute(&mut *conn)
@@ -188,7 +190,7 @@ pub async fn save_progress(
     sqlx::query!(
         "UPDATE stripe_outbox SET result = $3
          WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $4 AND status = 'pending'",
-        row.tenant_id,
+        row.tenant_id.as_str(),
         row.outbox_id,
         progress,
         row.attempts
@@ -200,14 +202,14 @@ pub async fn save_progress(
 
 pub async fn set_stripe_invoice_id(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
     stripe_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE invoices SET stripe_invoice_id = $3 WHERE tenant_id = $1 AND invoice_id = $2",
-        tenant_id,
-        invoice_id,
+        tenant_id.as_str(),
+        invoice_id.as_str(),
         stripe_id
     )
     .execute(&mut *conn)
@@ -226,8 +228,8 @@ pub struct InvoiceInStripe {
 
 pub async fn invoice_in_stripe(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    invoice_id: &str,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
 ) -> Result<Option<InvoiceInStripe>, sqlx::Error> {
     sqlx::query_as!(
         InvoiceInStripe,
@@ -236,8 +238,8 @@ pub async fn invoice_in_stripe(
                         AND o.kind = 'invoice' AND o.resource_id = i.invoice_id
                         AND o.status = 'pending') AS \"invoice_pending!\"
          FROM invoices i WHERE i.tenant_id = $1 AND i.invoice_id = $2",
-        tenant_id,
-        invoice_id
+        tenant_id.as_str(),
+        invoice_id.as_str()
     )
     .fetch_optional(&mut *conn)
     .await
@@ -267,7 +269,7 @@ pub async fn record_outcome(
              attempts = attempts - $7,
              sent_at = CASE WHEN $4 = 'sent' THEN now() END
          WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $3 AND status = 'pending'",
-        row.tenant_id,
+        row.tenant_id.as_str(),
         row.outbox_id,
         row.attempts,
         o.status,
@@ -282,14 +284,14 @@ pub async fn record_outcome(
 
 pub async fn set_stripe_customer_id(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     stripe_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE customers SET stripe_customer_id = $3
                  WHERE tenant_id = $1 AND customer_id = $2 AND stripe_customer_id IS NULL",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         stripe_id
     )
@@ -300,13 +302,13 @@ pub async fn set_stripe_customer_id(
 
 pub async fn mark_meter_reported(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     event_id: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE usage_events SET stripe_reported_at = now()
                  WHERE tenant_id = $1 AND event_id = $2 AND stripe_reported_at IS NULL",
-        tenant_id,
+        tenant_id.as_str(),
         event_id
     )
     .execute(&mut *conn)

@@ -1,6 +1,7 @@
 //! Plans and their immutable versions. Because a version never changes once written, loaded
 //! versions are cached in memory for the life of the process.
 
+use crate::domain::id::TenantId;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -23,7 +24,7 @@ impl PlanCache {
     /// A plan version if it is cached.
     pub fn cached(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         plan_key: &str,
         version: i32,
     ) -> Option<Arc<PlanVersion>> {
@@ -35,7 +36,7 @@ impl PlanCache {
     pub async fn get(
         &self,
         conn: &mut PgConnection,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         plan_key: &str,
         version: i32,
     ) -> Result<Option<Arc<PlanVersion>>, sqlx::Error> {
@@ -58,12 +59,12 @@ impl PlanCache {
 
 pub async fn latest_version(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     plan_key: &str,
 ) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT latest_version FROM plans WHERE tenant_id = $1 AND plan_key = $2",
-        tenant_id,
+        tenant_id.as_str(),
         plan_key
     )
     .fetch_optional(&mut *conn)
@@ -72,14 +73,14 @@ pub async fn latest_version(
 
 pub async fn load_version(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     plan_key: &str,
     version: i32,
 ) -> Result<Option<PlanVersion>, sqlx::Error> {
     let Some(v) = sqlx::query!(
         "SELECT name, trial_days, retention_days, definition, created_at FROM plan_versions
          WHERE tenant_id = $1 AND plan_key = $2 AND version = $3",
-        tenant_id,
+        tenant_id.as_str(),
         plan_key,
         version
     )
@@ -91,7 +92,7 @@ pub async fn load_version(
     let prices = sqlx::query!(
         "SELECT interval, amount, currency, per_seat, stripe_price_id FROM plan_prices
          WHERE tenant_id = $1 AND plan_key = $2 AND version = $3 ORDER BY interval",
-        tenant_id,
+        tenant_id.as_str(),
         plan_key,
         version
     )
@@ -116,7 +117,7 @@ pub async fn load_version(
          JOIN features f ON f.tenant_id = e.tenant_id AND f.feature_key = e.feature_key
          WHERE e.tenant_id = $1 AND e.plan_key = $2 AND e.version = $3
          ORDER BY e.feature_key COLLATE \"C\"",
-        tenant_id,
+        tenant_id.as_str(),
         plan_key,
         version
     )
@@ -162,12 +163,12 @@ pub async fn load_version(
 
 pub async fn exists(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     plan_key: &str,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT EXISTS (SELECT 1 FROM plans WHERE tenant_id = $1 AND plan_key = $2) AS \"e!\"",
-        tenant_id,
+        tenant_id.as_str(),
         plan_key
     )
     .fetch_one(&mut *conn)
@@ -177,13 +178,13 @@ pub async fn exists(
 /// Creates a plan at version 1; `None` when the key exists.
 pub async fn insert_plan(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
 ) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar!(
         "INSERT INTO plans (tenant_id, plan_key, latest_version) VALUES ($1, $2, 1)
          ON CONFLICT (tenant_id, plan_key) DO NOTHING RETURNING latest_version",
-        tenant_id,
+        tenant_id.as_str(),
         key
     )
     .fetch_optional(&mut *conn)
@@ -193,12 +194,12 @@ pub async fn insert_plan(
 /// The newest version, locked so that concurrent writers make consecutive versions.
 pub async fn lock_latest_version(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
 ) -> Result<i32, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT latest_version FROM plans WHERE tenant_id = $1 AND plan_key = $2 FOR UPDATE",
-        tenant_id,
+        tenant_id.as_str(),
         key
     )
     .fetch_one(&mut *conn)
@@ -208,13 +209,13 @@ pub async fn lock_latest_version(
 /// A version's stored definition (JSON).
 pub async fn definition(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
     version: i32,
 ) -> Result<serde_json::Value, sqlx::Error> {
     sqlx::query_scalar!(
                 "SELECT definition FROM plan_versions WHERE tenant_id = $1 AND plan_key = $2 AND version = $3",
-        tenant_id,
+        tenant_id.as_str(),
         key,
         version
     )
@@ -224,13 +225,13 @@ pub async fn definition(
 
 pub async fn set_latest_version(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
     version: i32,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
                 "UPDATE plans SET latest_version = $3, updated_at = now() WHERE tenant_id = $1 AND plan_key = $2",
-        tenant_id,
+        tenant_id.as_str(),
         key,
         version
     )
@@ -242,7 +243,7 @@ pub async fn set_latest_version(
 /// Writes a version: its row, its prices and its entitlements.
 pub async fn insert_version(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
     version: i32,
     def: &crate::domain::plan::Definition,
@@ -251,7 +252,7 @@ pub async fn insert_version(
     sqlx::query!(
         "INSERT INTO plan_versions (tenant_id, plan_key, version, name, trial_days, retention_days, definition)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        tenant_id,
+        tenant_id.as_str(),
         key,
         version,
         def.name,
@@ -265,7 +266,7 @@ pub async fn insert_version(
         sqlx::query!(
             "INSERT INTO plan_prices (tenant_id, plan_key, version, interval, amount, currency, per_seat, stripe_price_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            tenant_id,
+            tenant_id.as_str(),
             key,
             version,
             p.interval.as_str(),
@@ -283,7 +284,7 @@ pub async fn insert_version(
             "INSERT INTO plan_entitlements (tenant_id, plan_key, version, feature_key, enabled, limit_value,
                  reset, overage_unit_amount, overage_per_units, overage_cap_amount)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            tenant_id,
+            tenant_id.as_str(),
             key,
             version,
             e.feature,
@@ -303,12 +304,12 @@ pub async fn insert_version(
 /// Makes `key` the tenant's default plan.
 pub async fn make_default(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET default_plan = $2, updated_at = now() WHERE tenant_id = $1",
-        tenant_id,
+        tenant_id.as_str(),
         key
     )
     .execute(&mut *conn)
@@ -319,13 +320,13 @@ pub async fn make_default(
 /// Removes `key` as the tenant's default plan, if it is.
 pub async fn unset_default(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET default_plan = NULL, updated_at = now()
                  WHERE tenant_id = $1 AND default_plan = $2",
-        tenant_id,
+        tenant_id.as_str(),
         key
     )
     .execute(&mut *conn)
@@ -335,11 +336,11 @@ pub async fn unset_default(
 
 pub async fn default_plan(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT default_plan FROM tenants WHERE tenant_id = $1",
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await
@@ -353,7 +354,7 @@ pub struct PlanKeyRow {
 /// A page of plan keys with their newest versions, by key.
 pub async fn list(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<PlanKeyRow>, sqlx::Error> {
@@ -362,7 +363,7 @@ pub async fn list(
         "SELECT plan_key, latest_version FROM plans
          WHERE tenant_id = $1 AND ($2::text IS NULL OR plan_key > $2)
          ORDER BY plan_key LIMIT $3",
-        tenant_id,
+        tenant_id.as_str(),
         starting_after,
         limit
     )
@@ -374,7 +375,7 @@ pub async fn list(
 /// and the tenant has a default.
 pub async fn default_for_customer(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
 ) -> Result<Option<PlanKeyRow>, sqlx::Error> {
     sqlx::query_as!(
@@ -383,7 +384,7 @@ pub async fn default_for_customer(
            FROM tenants t JOIN plans p ON p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan
            JOIN customers c ON c.tenant_id = t.tenant_id AND c.customer_id = $2
            WHERE t.tenant_id = $1 AND c.deleted_at IS NULL"#,
-        tenant_id,
+        tenant_id.as_str(),
         customer_id
     )
     .fetch_optional(&mut *conn)

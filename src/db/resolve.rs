@@ -3,13 +3,14 @@
 //! check, the feature's newest counter. One form for one lookup, one for a batch of them
 //! (`check_batch`).
 
+use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 /// One lookup of a batch.
 pub struct Lookup {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Empty when the caller is already authenticated.
     pub key_hash: Vec<u8>,
     pub customer: String,
@@ -18,7 +19,7 @@ pub struct Lookup {
 
 /// One row of the resolve query.
 pub struct ResolveRow {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub mode: String,
     pub default_plan: Option<String>,
     pub warning_threshold: Decimal,
@@ -40,7 +41,7 @@ pub struct ResolveRow {
 /// The batched form of the resolve query (every column nullable: the tenant is outer-joined).
 struct BatchRow {
     ord: i64,
-    tenant_id: Option<String>,
+    tenant_id: Option<TenantId>,
     mode: Option<String>,
     default_plan: Option<String>,
     warning_threshold: Option<Decimal>,
@@ -75,7 +76,7 @@ pub async fn fetch_batch(
         // Every lookup is its own LATERAL subquery (OFFSET 0 keeps the planner from
         // flattening it into a hash join), so each is an index probe per row whatever the
         // table statistics say.
-        r#"SELECT r.ord AS "ord!", t.tenant_id AS "tenant_id?", t.mode AS "mode?",
+        r#"SELECT r.ord AS "ord!", t.tenant_id AS "tenant_id?: TenantId", t.mode AS "mode?",
               t.default_plan, t.warning_threshold AS "warning_threshold?",
               t.critical_threshold AS "critical_threshold?", t.test_clock_now,
               k.key_id AS "key_id?",
@@ -164,7 +165,7 @@ pub async fn fetch_batch(
 /// costs more). `None`: no such tenant.
 pub async fn fetch(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     key_hash: &[u8],
     customer_id: &str,
     feature: Option<&str>,
@@ -174,7 +175,7 @@ pub async fn fetch(
         Some(feature) => {
             sqlx::query_as!(
                 ResolveRow,
-                r#"SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                r#"SELECT t.tenant_id AS "tenant_id: TenantId", t.mode, t.default_plan, t.warning_threshold,
                       t.critical_threshold, t.test_clock_now, k.key_id AS "key_id?",
                       c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
                       s.plan_version AS "plan_version?", s.interval AS "interval?",
@@ -198,7 +199,7 @@ pub async fn fetch(
                      AND x.feature_key = $4 AND x.period_start <= COALESCE(t.test_clock_now, $5)
                    ORDER BY x.period_start DESC LIMIT 1) u ON true
                WHERE t.tenant_id = $1"#,
-                tenant_id,
+                tenant_id.as_str(),
                 key_hash,
                 customer_id,
                 feature,
@@ -210,7 +211,7 @@ pub async fn fetch(
         None => {
             sqlx::query_as!(
                 ResolveRow,
-                r#"SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                r#"SELECT t.tenant_id AS "tenant_id: TenantId", t.mode, t.default_plan, t.warning_threshold,
                       t.critical_threshold, t.test_clock_now, k.key_id AS "key_id?",
                       c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
                       s.plan_version AS "plan_version?", s.interval AS "interval?",
@@ -229,7 +230,7 @@ pub async fn fetch(
                  ON s.tenant_id = c.tenant_id AND s.customer_id = c.customer_id
                 AND s.status IN ('trialing', 'active', 'past_due')
                WHERE t.tenant_id = $1"#,
-                tenant_id,
+                tenant_id.as_str(),
                 key_hash,
                 customer_id
             )

@@ -3,6 +3,8 @@
 //! statement is checked at build time; the `interval` and `status` columns decode into their
 //! types (`db::decode_text`), so an unknown value is an error, not a guess.
 
+use crate::domain::id::SubscriptionId;
+use crate::domain::id::TenantId;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgConnection;
 
@@ -12,7 +14,7 @@ use crate::domain::status::SubscriptionStatus;
 
 #[derive(Debug, Clone)]
 pub struct SubscriptionRow {
-    pub subscription_id: String,
+    pub subscription_id: SubscriptionId,
     pub customer_id: String,
     pub plan_key: String,
     pub plan_version: i32,
@@ -38,21 +40,21 @@ pub const ONE_LIVE_PER_CUSTOMER: &str = "subscriptions_one_live_per_customer";
 /// A subscription to start: `trial_days > 0` starts a trial that long, else the first period
 /// (one interval from `now`).
 pub struct NewSubscription<'a> {
-    pub tenant_id: &'a str,
+    pub tenant_id: &'a TenantId,
     pub customer_id: &'a str,
     pub plan: &'a PlanVersion,
     pub interval: Interval,
     pub trial_days: i32,
     pub now: DateTime<Utc>,
     /// The subscription it takes over from (a fallback to the default plan).
-    pub replaces: Option<&'a str>,
+    pub replaces: Option<&'a SubscriptionId>,
 }
 
 /// Inserts a subscription with id `id` (a second live one for the customer violates
 /// [`ONE_LIVE_PER_CUSTOMER`]).
 pub async fn create(
     conn: &mut PgConnection,
-    id: &str,
+    id: &SubscriptionId,
     new: &NewSubscription<'_>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
     let now = new.now;
@@ -73,14 +75,14 @@ pub async fn create(
                plan_version, interval, status, billing_anchor, current_period_start,
                current_period_end, trial_end, replaces_subscription_id, created_at, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9)
-           RETURNING subscription_id, customer_id, plan_key, plan_version,
+           RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at"#,
-        new.tenant_id,
-        id,
+        new.tenant_id.as_str(),
+        id.as_str(),
         new.customer_id,
         new.plan.key,
         new.plan.version,
@@ -90,7 +92,7 @@ pub async fn create(
         now,
         period_end,
         trial_end,
-        new.replaces
+        new.replaces.map(SubscriptionId::as_str)
     )
     .fetch_one(&mut *conn)
     .await
@@ -99,38 +101,38 @@ pub async fn create(
 /// A subscription, locked `FOR UPDATE` when asked.
 pub async fn get(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     for_update: bool,
 ) -> Result<Option<SubscriptionRow>, sqlx::Error> {
     // Two statements, since a lock clause cannot be a parameter.
     if for_update {
         sqlx::query_as!(
             SubscriptionRow,
-            r#"SELECT subscription_id, customer_id, plan_key, plan_version,
+            r#"SELECT subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at
                FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2 FOR UPDATE"#,
-            tenant_id,
-            subscription_id
+            tenant_id.as_str(),
+            subscription_id.as_str()
         )
         .fetch_optional(&mut *conn)
         .await
     } else {
         sqlx::query_as!(
             SubscriptionRow,
-            r#"SELECT subscription_id, customer_id, plan_key, plan_version,
+            r#"SELECT subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at
                FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2"#,
-            tenant_id,
-            subscription_id
+            tenant_id.as_str(),
+            subscription_id.as_str()
         )
         .fetch_optional(&mut *conn)
         .await
@@ -140,12 +142,12 @@ pub async fn get(
 /// The customer's live subscription, if any.
 pub async fn live_for_customer(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
 ) -> Result<Option<SubscriptionRow>, sqlx::Error> {
     sqlx::query_as!(
         SubscriptionRow,
-        r#"SELECT subscription_id, customer_id, plan_key, plan_version,
+        r#"SELECT subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
@@ -154,7 +156,7 @@ pub async fn live_for_customer(
            FROM subscriptions
            WHERE tenant_id = $1 AND customer_id = $2
              AND status IN ('trialing', 'active', 'past_due')"#,
-        tenant_id,
+        tenant_id.as_str(),
         customer_id
     )
     .fetch_optional(&mut *conn)
@@ -164,8 +166,8 @@ pub async fn live_for_customer(
 /// Ends a subscription at `at`.
 pub async fn end(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     at: DateTime<Utc>,
     reason: &str,
 ) -> Result<SubscriptionRow, sqlx::Error> {
@@ -175,14 +177,14 @@ pub async fn end(
                ended_reason = $4, cancel_at_period_end = false, pending_plan_key = NULL,
                pending_plan_version = NULL, pending_interval = NULL, pending_at = NULL, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
-           RETURNING subscription_id, customer_id, plan_key, plan_version,
+           RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at"#,
-        tenant_id,
-        subscription_id,
+        tenant_id.as_str(),
+        subscription_id.as_str(),
         at,
         reason
     )
@@ -204,8 +206,8 @@ pub struct NextPeriod<'a> {
 /// and cleared). A trial becomes active.
 pub async fn roll(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     next: &NextPeriod<'_>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
     let NextPeriod {
@@ -223,14 +225,14 @@ pub async fn roll(
                pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
                pending_at = NULL, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
-           RETURNING subscription_id, customer_id, plan_key, plan_version,
+           RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at"#,
-        tenant_id,
-        subscription_id,
+        tenant_id.as_str(),
+        subscription_id.as_str(),
         plan.key,
         plan.version,
         interval.as_str(),
@@ -245,8 +247,8 @@ pub async fn roll(
 /// Sets (or clears) the change scheduled for period end.
 pub async fn schedule_change(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     change: Option<(&PlanVersion, Interval, DateTime<Utc>)>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
     let (key, version, interval, at) = match change {
@@ -263,14 +265,14 @@ pub async fn schedule_change(
         r#"UPDATE subscriptions SET pending_plan_key = $3, pending_plan_version = $4, pending_interval = $5,
                pending_at = $6, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
-           RETURNING subscription_id, customer_id, plan_key, plan_version,
+           RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at"#,
-        tenant_id,
-        subscription_id,
+        tenant_id.as_str(),
+        subscription_id.as_str(),
         key,
         version,
         interval,
@@ -284,8 +286,8 @@ pub async fn schedule_change(
 /// becomes the anchor). Clears any scheduled change.
 pub async fn switch_plan(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     plan: &PlanVersion,
     interval: Interval,
     period: Option<(DateTime<Utc>, DateTime<Utc>)>,
@@ -300,14 +302,14 @@ pub async fn switch_plan(
                pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
                pending_at = NULL, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
-           RETURNING subscription_id, customer_id, plan_key, plan_version,
+           RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at"#,
-        tenant_id,
-        subscription_id,
+        tenant_id.as_str(),
+        subscription_id.as_str(),
         plan.key,
         plan.version,
         interval.as_str(),
@@ -322,8 +324,8 @@ pub async fn switch_plan(
 /// Stripe); `None` when it was not live or already had that status.
 pub async fn set_status(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     status: SubscriptionStatus,
 ) -> Result<Option<SubscriptionRow>, sqlx::Error> {
     sqlx::query_as!(
@@ -331,14 +333,14 @@ pub async fn set_status(
         r#"UPDATE subscriptions SET status = $3, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2 AND status <> $3
              AND status IN ('trialing', 'active', 'past_due')
-           RETURNING subscription_id, customer_id, plan_key, plan_version,
+           RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at"#,
-        tenant_id,
-        subscription_id,
+        tenant_id.as_str(),
+        subscription_id.as_str(),
         status.as_str()
     )
     .fetch_optional(&mut *conn)
@@ -347,8 +349,8 @@ pub async fn set_status(
 
 pub async fn set_cancel_at_period_end(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    subscription_id: &str,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
     cancel: bool,
     now: DateTime<Utc>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
@@ -357,14 +359,14 @@ pub async fn set_cancel_at_period_end(
         r#"UPDATE subscriptions SET cancel_at_period_end = $3,
                canceled_at = CASE WHEN $3 THEN $4::timestamptz END, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
-           RETURNING subscription_id, customer_id, plan_key, plan_version,
+           RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at"#,
-        tenant_id,
-        subscription_id,
+        tenant_id.as_str(),
+        subscription_id.as_str(),
         cancel,
         now
     )

@@ -1,12 +1,13 @@
 //! `tenants`: the tenant row, its settings and its test clock.
 
+use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 /// A tenant with the key that authenticated it.
 pub struct TenantKeyRow {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub mode: String,
     pub key_id: String,
     pub default_plan: Option<String>,
@@ -18,16 +19,16 @@ pub struct TenantKeyRow {
 /// The tenant a live (unrevoked) key belongs to.
 pub async fn by_key(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     hash: &[u8],
 ) -> Result<Option<TenantKeyRow>, sqlx::Error> {
     sqlx::query_as!(
         TenantKeyRow,
-        r#"SELECT t.tenant_id, t.mode, k.key_id, t.default_plan, t.warning_threshold,
+        r#"SELECT t.tenant_id AS "tenant_id: TenantId", t.mode, k.key_id, t.default_plan, t.warning_threshold,
                   t.critical_threshold, t.test_clock_now
            FROM api_keys k JOIN tenants t ON t.tenant_id = k.tenant_id
            WHERE k.tenant_id = $1 AND k.key_hash = $2 AND k.revoked_at IS NULL"#,
-        tenant_id,
+        tenant_id.as_str(),
         hash
     )
     .fetch_optional(&mut *conn)
@@ -36,13 +37,13 @@ pub async fn by_key(
 
 pub async fn insert(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     name: &str,
     mode: &str,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar!(
         "INSERT INTO tenants (tenant_id, name, mode) VALUES ($1, $2, $3) RETURNING created_at",
-        tenant_id,
+        tenant_id.as_str(),
         name,
         mode
     )
@@ -50,15 +51,21 @@ pub async fn insert(
     .await
 }
 
-pub async fn mode(conn: &mut PgConnection, tenant_id: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar!("SELECT mode FROM tenants WHERE tenant_id = $1", tenant_id)
-        .fetch_optional(&mut *conn)
-        .await
+pub async fn mode(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT mode FROM tenants WHERE tenant_id = $1",
+        tenant_id.as_str()
+    )
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 /// The tenant's settings as `GET /v1/tenant` shows them (secrets only as "set or not").
 pub struct SettingsRow {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub name: String,
     pub mode: String,
     pub default_plan: Option<String>,
@@ -74,15 +81,15 @@ pub struct SettingsRow {
 
 pub async fn settings(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<Option<SettingsRow>, sqlx::Error> {
     sqlx::query_as!(
         SettingsRow,
-        "SELECT tenant_id, name, mode, default_plan, warning_threshold, critical_threshold,
+        "SELECT tenant_id AS \"tenant_id: TenantId\", name, mode, default_plan, warning_threshold, critical_threshold,
                 invoice_grace_minutes, dunning_retry_days, stripe_secret_key IS NOT NULL AS \"sk!\",
                 stripe_webhook_secret IS NOT NULL AS \"whs!\", stripe_api_base, created_at
          FROM tenants WHERE tenant_id = $1",
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_optional(&mut *conn)
     .await
@@ -90,12 +97,12 @@ pub async fn settings(
 
 pub async fn set_default_plan(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     default_plan: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET default_plan = $2, updated_at = now() WHERE tenant_id = $1",
-        tenant_id,
+        tenant_id.as_str(),
         default_plan
     )
     .execute(&mut *conn)
@@ -105,14 +112,14 @@ pub async fn set_default_plan(
 
 pub async fn set_thresholds(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     warning: Decimal,
     critical: Decimal,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET warning_threshold = $2, critical_threshold = $3, updated_at = now()
              WHERE tenant_id = $1",
-        tenant_id,
+        tenant_id.as_str(),
         warning,
         critical
     )
@@ -123,12 +130,12 @@ pub async fn set_thresholds(
 
 pub async fn set_invoice_grace(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     minutes: i32,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET invoice_grace_minutes = $2, updated_at = now() WHERE tenant_id = $1",
-        tenant_id,
+        tenant_id.as_str(),
         minutes
     )
     .execute(&mut *conn)
@@ -138,12 +145,12 @@ pub async fn set_invoice_grace(
 
 pub async fn set_dunning_retry_days(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     days: &[i32],
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET dunning_retry_days = $2, updated_at = now() WHERE tenant_id = $1",
-        tenant_id,
+        tenant_id.as_str(),
         days
     )
     .execute(&mut *conn)
@@ -154,7 +161,7 @@ pub async fn set_dunning_retry_days(
 /// Sets the Stripe connection; `None` keeps a value as it is.
 pub async fn set_stripe(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     secret_key: Option<&str>,
     webhook_secret: Option<&str>,
     api_base: Option<&str>,
@@ -166,7 +173,7 @@ pub async fn set_stripe(
                  stripe_api_base = COALESCE($4, stripe_api_base),
                  updated_at = now()
              WHERE tenant_id = $1",
-        tenant_id,
+        tenant_id.as_str(),
         secret_key,
         webhook_secret,
         api_base
@@ -179,7 +186,7 @@ pub async fn set_stripe(
 /// The settings a plan file may carry; `None` keeps a value as it is.
 pub async fn apply_settings(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     warning: Option<Decimal>,
     critical: Option<Decimal>,
     invoice_grace_minutes: Option<i32>,
@@ -189,7 +196,7 @@ pub async fn apply_settings(
                  critical_threshold = COALESCE($3, critical_threshold),
                  invoice_grace_minutes = COALESCE($4, invoice_grace_minutes), updated_at = now()
              WHERE tenant_id = $1",
-        tenant_id,
+        tenant_id.as_str(),
         warning,
         critical,
         invoice_grace_minutes
@@ -202,11 +209,11 @@ pub async fn apply_settings(
 /// How long a renewal invoice stays a draft before it is finalized.
 pub async fn invoice_grace_minutes(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<i32, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await
@@ -220,22 +227,25 @@ pub struct StripeWebhookRow {
 
 pub async fn stripe_webhook(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<Option<StripeWebhookRow>, sqlx::Error> {
     sqlx::query_as!(
         StripeWebhookRow,
         "SELECT stripe_webhook_secret, test_clock_now FROM tenants WHERE tenant_id = $1",
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_optional(&mut *conn)
     .await
 }
 
 /// Holds the tenant's test-clock lock until the transaction ends (one advance at a time).
-pub async fn lock_test_clock(conn: &mut PgConnection, tenant_id: &str) -> Result<(), sqlx::Error> {
+pub async fn lock_test_clock(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "SELECT pg_advisory_xact_lock(hashtextextended('tollgate.test_clock.' || $1, 0))",
-        tenant_id
+        tenant_id.as_str()
     )
     .execute(&mut *conn)
     .await
@@ -245,11 +255,11 @@ pub async fn lock_test_clock(conn: &mut PgConnection, tenant_id: &str) -> Result
 /// The tenant's test clock (`None`: it follows real time).
 pub async fn test_clock(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT test_clock_now FROM tenants WHERE tenant_id = $1",
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await
@@ -258,12 +268,12 @@ pub async fn test_clock(
 /// Freezes a real-time tenant's clock at `now` (no-op when already frozen).
 pub async fn freeze_test_clock(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET test_clock_now = $2 WHERE tenant_id = $1 AND test_clock_now IS NULL",
-        tenant_id,
+        tenant_id.as_str(),
         now
     )
     .execute(&mut *conn)
@@ -273,12 +283,12 @@ pub async fn freeze_test_clock(
 
 pub async fn set_test_clock(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     to: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET test_clock_now = $2, updated_at = now() WHERE tenant_id = $1",
-        tenant_id,
+        tenant_id.as_str(),
         to
     )
     .execute(&mut *conn)
@@ -294,12 +304,12 @@ pub struct DunningSettings {
 
 pub async fn dunning_settings(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<DunningSettings, sqlx::Error> {
     sqlx::query_as!(
         DunningSettings,
         "SELECT dunning_retry_days, invoice_grace_minutes FROM tenants WHERE tenant_id = $1",
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await

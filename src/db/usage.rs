@@ -2,6 +2,7 @@
 //! (deduplicated by its id) and a conditional counter upsert that refuses to pass the ceiling.
 //! Nothing reads a counter and then writes it.
 
+use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -10,7 +11,7 @@ use crate::domain::entitlement::{Aggregation, Thresholds};
 use crate::domain::period::Period;
 
 pub struct NewEvent<'a> {
-    pub tenant_id: &'a str,
+    pub tenant_id: &'a TenantId,
     pub event_id: &'a str,
     pub customer_id: &'a str,
     pub feature_key: &'a str,
@@ -63,7 +64,7 @@ pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> Result<Outcom
                   occurred_at AS "occurred_at!"
            FROM tollgate_record_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
                                       $14, $15, $16, $17, $18)"#,
-        ev.tenant_id,
+        ev.tenant_id.as_str(),
         ev.event_id,
         ev.customer_id,
         ev.feature_key,
@@ -117,7 +118,7 @@ const CLOSED: &str = "TG409";
 /// A stored event and its counter's value now, if the id was recorded.
 pub async fn stored_event(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     event_id: &str,
 ) -> Result<Option<(StoredEvent, Decimal)>, sqlx::Error> {
     let row = sqlx::query!(
@@ -128,7 +129,7 @@ pub async fn stored_event(
              ON c.tenant_id = e.tenant_id AND c.customer_id = e.customer_id
             AND c.feature_key = e.feature_key AND c.period_start = e.period_start
            WHERE e.tenant_id = $1 AND e.event_id = $2"#,
-        tenant_id,
+        tenant_id.as_str(),
         event_id
     )
     .fetch_optional(&mut *conn)
@@ -150,7 +151,7 @@ pub async fn stored_event(
 /// A counter's value (0 when nothing was recorded in the period).
 pub async fn counter(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     feature_key: &str,
     period_start: DateTime<Utc>,
@@ -158,7 +159,7 @@ pub async fn counter(
     Ok(sqlx::query_scalar!(
         "SELECT used FROM usage_counters
          WHERE tenant_id = $1 AND customer_id = $2 AND feature_key = $3 AND period_start = $4",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         feature_key,
         period_start
@@ -171,7 +172,7 @@ pub async fn counter(
 /// Several counters of one customer at once: `(feature, period_start)` pairs, values in order.
 pub async fn counters(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     keys: &[(String, DateTime<Utc>)],
 ) -> Result<Vec<Decimal>, sqlx::Error> {
@@ -184,7 +185,7 @@ pub async fn counters(
              ON c.tenant_id = $1 AND c.customer_id = $2
             AND c.feature_key = k.feature_key AND c.period_start = k.period_start
            ORDER BY k.ord"#,
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         &features,
         &starts
@@ -200,7 +201,7 @@ pub async fn counters(
 /// Slots held by unexpired leases.
 pub async fn active_leases(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     feature_key: &str,
     now: DateTime<Utc>,
@@ -208,7 +209,7 @@ pub async fn active_leases(
     let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM leases
            WHERE tenant_id = $1 AND customer_id = $2 AND feature_key = $3 AND expires_at > $4"#,
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         feature_key,
         now
@@ -231,7 +232,7 @@ pub struct PeriodRow {
 /// ones), newest first.
 pub async fn history(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     since: DateTime<Utc>,
 ) -> Result<Vec<PeriodRow>, sqlx::Error> {
@@ -240,7 +241,7 @@ pub async fn history(
         "SELECT feature_key, period_start, period_end, used, event_count FROM usage_counters
          WHERE tenant_id = $1 AND customer_id = $2 AND (period_start >= $3 OR period_end IS NULL)
          ORDER BY period_start DESC, feature_key",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         since
     )
@@ -259,7 +260,7 @@ pub struct MemberRow {
 /// The ten members with the most usage of a feature in a period, most first.
 pub async fn top_members(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     feature_key: &str,
     period_start: DateTime<Utc>,
@@ -271,7 +272,7 @@ pub async fn top_members(
                WHERE tenant_id = $1 AND customer_id = $2 AND feature_key = $3 AND period_start = $4
                ORDER BY used DESC, member_id
                LIMIT 10"#,
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         feature_key,
         period_start
@@ -284,7 +285,7 @@ pub async fn top_members(
 /// (usage counted by billing period ends with the subscription).
 pub async fn end_billing_period_counters(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
     period_start: DateTime<Utc>,
     at: DateTime<Utc>,
@@ -293,7 +294,7 @@ pub async fn end_billing_period_counters(
         "UPDATE usage_counters SET period_end = $4
              WHERE tenant_id = $1 AND customer_id = $2 AND period_start = $3
                AND period_end > $4",
-        tenant_id,
+        tenant_id.as_str(),
         customer_id,
         period_start,
         at

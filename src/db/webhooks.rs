@@ -1,5 +1,7 @@
 //! Outbound webhooks: `webhook_endpoints`, `webhook_events` and `webhook_deliveries`.
 
+use crate::domain::id::EndpointId;
+use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
@@ -7,13 +9,13 @@ use sqlx::{PgConnection, PgPool};
 /// transaction (`tollgate_emit_event`, migration 4; nothing when no endpoint wants it).
 pub async fn emit(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     event_type: &str,
     data: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT tollgate_emit_event($1, $2, $3, NULL)",
-        tenant_id,
+        tenant_id.as_str(),
         event_type,
         data
     )
@@ -25,14 +27,14 @@ pub async fn emit(
 /// Whether any endpoint of the tenant wants `event_type`.
 pub async fn wanted(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     event_type: &str,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM webhook_endpoints
                           WHERE tenant_id = $1 AND deleted_at IS NULL
                             AND ('*' = ANY (events) OR $2 = ANY (events))) AS "e!""#,
-        tenant_id,
+        tenant_id.as_str(),
         event_type
     )
     .fetch_one(&mut *conn)
@@ -40,7 +42,7 @@ pub async fn wanted(
 }
 
 pub struct NewEndpoint<'a> {
-    pub endpoint_id: &'a str,
+    pub endpoint_id: &'a EndpointId,
     pub url: &'a str,
     pub events: &'a [String],
     pub secret: &'a str,
@@ -50,14 +52,14 @@ pub struct NewEndpoint<'a> {
 /// Inserts an endpoint; returns its creation time.
 pub async fn insert_endpoint(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     e: &NewEndpoint<'_>,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar!(
         "INSERT INTO webhook_endpoints (tenant_id, endpoint_id, url, events, secret, description)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
-        tenant_id,
-        e.endpoint_id,
+        tenant_id.as_str(),
+        e.endpoint_id.as_str(),
         e.url,
         e.events,
         e.secret,
@@ -68,7 +70,7 @@ pub async fn insert_endpoint(
 }
 
 pub struct EndpointRow {
-    pub endpoint_id: String,
+    pub endpoint_id: EndpointId,
     pub url: String,
     pub events: Vec<String>,
     pub description: Option<String>,
@@ -78,13 +80,13 @@ pub struct EndpointRow {
 /// The tenant's live endpoints.
 pub async fn endpoints(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
 ) -> Result<Vec<EndpointRow>, sqlx::Error> {
     sqlx::query_as!(
         EndpointRow,
-        "SELECT endpoint_id, url, events, description, created_at FROM webhook_endpoints
+        "SELECT endpoint_id AS \"endpoint_id: EndpointId\", url, events, description, created_at FROM webhook_endpoints
          WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY endpoint_id",
-        tenant_id
+        tenant_id.as_str()
     )
     .fetch_all(&mut *conn)
     .await
@@ -93,14 +95,14 @@ pub async fn endpoints(
 /// Deletes an endpoint (softly: its delivery log stays); `false` if there was none.
 pub async fn delete_endpoint(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    endpoint_id: &str,
+    tenant_id: &TenantId,
+    endpoint_id: &EndpointId,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "UPDATE webhook_endpoints SET deleted_at = now()
          WHERE tenant_id = $1 AND endpoint_id = $2 AND deleted_at IS NULL",
-        tenant_id,
-        endpoint_id
+        tenant_id.as_str(),
+        endpoint_id.as_str()
     )
     .execute(&mut *conn)
     .await?;
@@ -110,14 +112,14 @@ pub async fn delete_endpoint(
 /// Whether the endpoint exists (deleted ones too: their log can still be read).
 pub async fn endpoint_exists(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    endpoint_id: &str,
+    tenant_id: &TenantId,
+    endpoint_id: &EndpointId,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM webhook_endpoints
                           WHERE tenant_id = $1 AND endpoint_id = $2) AS "e!""#,
-        tenant_id,
-        endpoint_id
+        tenant_id.as_str(),
+        endpoint_id.as_str()
     )
     .fetch_one(&mut *conn)
     .await
@@ -140,8 +142,8 @@ pub struct DeliveryRow {
 /// A page of an endpoint's deliveries, newest first.
 pub async fn deliveries(
     conn: &mut PgConnection,
-    tenant_id: &str,
-    endpoint_id: &str,
+    tenant_id: &TenantId,
+    endpoint_id: &EndpointId,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, sqlx::Error> {
@@ -155,8 +157,8 @@ pub async fn deliveries(
            WHERE d.tenant_id = $1 AND d.endpoint_id = $2
              AND ($3::text IS NULL OR d.event_id < $3)
            ORDER BY d.event_id DESC LIMIT $4"#,
-        tenant_id,
-        endpoint_id,
+        tenant_id.as_str(),
+        endpoint_id.as_str(),
         starting_after,
         limit
     )
@@ -166,8 +168,8 @@ pub async fn deliveries(
 
 /// A delivery taken by a worker: its lease is the attempt count it was claimed with.
 pub struct Claimed {
-    pub tenant_id: String,
-    pub endpoint_id: String,
+    pub tenant_id: TenantId,
+    pub endpoint_id: EndpointId,
     pub event_id: String,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
@@ -199,7 +201,7 @@ pub async fn claim_due(
              AND d.event_id = due.event_id
              AND w.tenant_id = d.tenant_id AND w.endpoint_id = d.endpoint_id
              AND e.tenant_id = d.tenant_id AND e.event_id = d.event_id
-           RETURNING d.tenant_id, d.endpoint_id, d.event_id, d.attempts, d.created_at,
+           RETURNING d.tenant_id AS "tenant_id: TenantId", d.endpoint_id AS "endpoint_id: EndpointId", d.event_id, d.attempts, d.created_at,
                      w.url, w.secret, (w.deleted_at IS NOT NULL) AS "endpoint_deleted!",
                      e.payload"#,
         max,
@@ -216,8 +218,8 @@ pub async fn mark_delivered(db: &PgPool, c: &Claimed, status: i32) -> Result<(),
                  SET status = 'delivered', delivered_at = now(), last_status = $5, last_error = NULL
                  WHERE tenant_id = $1 AND endpoint_id = $2 AND event_id = $3 AND attempts = $4
                    AND status = 'pending'",
-        c.tenant_id,
-        c.endpoint_id,
+        c.tenant_id.as_str(),
+        c.endpoint_id.as_str(),
         c.event_id,
         c.attempts,
         status
@@ -243,8 +245,8 @@ pub async fn mark_failed(
                      last_status = $7, last_error = $8
                  WHERE tenant_id = $1 AND endpoint_id = $2 AND event_id = $3 AND attempts = $4
                    AND status = 'pending'",
-        c.tenant_id,
-        c.endpoint_id,
+        c.tenant_id.as_str(),
+        c.endpoint_id.as_str(),
         c.event_id,
         c.attempts,
         give_up,

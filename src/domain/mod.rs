@@ -1,6 +1,7 @@
 //! Pure billing logic: no I/O, no clock. Unit- and property-tested.
 
 pub mod entitlement;
+pub mod id;
 pub mod invoice;
 pub mod money;
 pub mod outbox;

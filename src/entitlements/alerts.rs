@@ -1,6 +1,7 @@
 //! Usage alerts: stored when recorded usage first crosses a warning level in a period (in the
 //! recording's own statement, with their `usage.threshold_reached` events).
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -29,7 +30,7 @@ impl Entitlements {
     /// more if there is one.
     pub async fn alerts(
         &self,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         customer: &str,
         starting_after: Option<&str>,
         limit: i64,

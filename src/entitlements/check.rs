@@ -1,6 +1,7 @@
 //! `POST /v1/check` and the entitlement list: may this customer use this feature, and how
 //! much is left. Never changes anything.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -138,7 +139,7 @@ fn check_result(
 /// `feature_not_found` if the tenant never defined the feature, else its type.
 pub(super) async fn feature_type(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     feature: &str,
 ) -> Result<FeatureType> {
     crate::db::features::get(conn, tenant_id, feature)
@@ -198,15 +199,7 @@ impl Entitlements {
             .as_deref()
             .ok_or_else(|| Error::internal("the gate granted a feature without a plan"))?;
         let usage = self
-            .current_usage_of(
-                conn,
-                &ctx,
-                &resolved,
-                &input.customer,
-                &input.feature,
-                ent,
-                now,
-            )
+            .current_usage_of(conn, &ctx, &resolved, input, ent, now)
             .await?;
         Ok(check_result(
             &ctx.thresholds(),
@@ -219,18 +212,18 @@ impl Entitlements {
         ))
     }
 
-    /// Current usage of one entitlement and the period it is counted in.
-    #[allow(clippy::too_many_arguments)]
+    /// Current usage of the entitlement `ent` of the checked feature and the period it is
+    /// counted in.
     async fn current_usage_of(
         &self,
         conn: &mut LazyConn<'_>,
         ctx: &TenantCtx,
         resolved: &Resolved,
-        customer: &str,
-        feature: &str,
+        input: &CheckInput,
         ent: &Entitlement,
         now: DateTime<Utc>,
     ) -> Result<(Decimal, Option<Period>)> {
+        let (customer, feature) = (input.customer.as_str(), input.feature.as_str());
         match ent.feature_type {
             FeatureType::Metered => {
                 let period = counter_period(ent.reset, now, resolved.billing.as_ref());

@@ -2,6 +2,7 @@
 //! or expires. Taking a slot is serialized per customer and feature (`db::leases::lock_slots`),
 //! so the limit holds across any number of processes.
 
+use crate::ids::LeaseId;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,8 @@ pub struct CreateLease {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Lease {
-    pub id: String,
+    #[schema(value_type = String, example = "lease_0192f3a45b6c7d8e9f00112233445566")]
+    pub id: LeaseId,
     pub customer: String,
     pub feature: String,
     pub expires_at: DateTime<Utc>,
@@ -83,7 +85,7 @@ impl Entitlements {
         }
         let now = ctx.now(&self.clock);
         let expires_at = now + Duration::seconds(ttl);
-        let id = crate::ids::new_id("lease");
+        let id: LeaseId = crate::ids::new();
         leases::lock_slots(&mut tx, &ctx.tenant_id, &body.customer, &body.feature).await?;
         let taken = leases::take(
             &mut tx,
@@ -116,13 +118,11 @@ impl Entitlements {
     }
 
     /// Gives a slot back.
-    pub async fn release_lease(&self, ctx: &TenantCtx, lease_id: &str) -> Result<Lease> {
+    pub async fn release_lease(&self, ctx: &TenantCtx, lease_id: &LeaseId) -> Result<Lease> {
         let mut conn = self.db.acquire().await?;
         leases::release(&mut conn, &ctx.tenant_id, lease_id)
             .await?
             .map(Lease::from)
-            .ok_or_else(|| {
-                Error::not_found("lease_not_found", "No such lease (released already?).")
-            })
+            .ok_or_else(Error::no_such::<LeaseId>)
     }
 }

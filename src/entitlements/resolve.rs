@@ -1,6 +1,7 @@
 //! Resolving which plan (and billing cycle) a customer is on right now, and who is calling,
 //! in one statement (`db::resolve`).
 
+use crate::ids::TenantId;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -49,7 +50,7 @@ pub fn customer_not_found() -> Error {
 /// `customer_not_found` unless the customer exists (and is not deleted).
 pub async fn customer_must_exist(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
 ) -> Result<()> {
     if crate::db::customers::exists(conn, tenant_id, customer_id).await? {
@@ -103,7 +104,7 @@ impl Entitlements {
         let row = self
             .checks
             .lookup(Lookup {
-                tenant_id: caller.tenant_id().to_string(),
+                tenant_id: caller.tenant_id().clone(),
                 key_hash: caller.key_hash().to_vec(),
                 customer: clean(customer_id),
                 feature: clean(feature),
@@ -203,7 +204,7 @@ impl Entitlements {
     async fn load_plan(
         &self,
         conn: Option<&mut PgConnection>,
-        tenant_id: &str,
+        tenant_id: &TenantId,
         key: &str,
         version: i32,
     ) -> Result<Option<Arc<PlanVersion>>> {

@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::error::ApiResult;
-use super::extract::{Json, Path};
+use super::extract::{IdPath, Json};
+use crate::domain::id::TenantId;
 use crate::tenancy::{self, CreatedKey, CreatedTenant};
 use crate::AppState;
 
@@ -35,7 +36,7 @@ pub async fn create_tenant(
     responses((status = 201, body = CreatedKey), (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn create_api_key(
     State(state): State<AppState>,
-    Path(tenant_id): Path<String>,
+    IdPath(tenant_id): IdPath<TenantId>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedKey>)> {
     let created = tenancy::create_api_key(&state.db, &tenant_id).await?;
     Ok((StatusCode::CREATED, axum::Json(created)))

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorType};
+use crate::domain::id::PrefixedId;
 use crate::error::Error;
 
 /// The most a request body may be.
@@ -215,6 +216,26 @@ where
             .map_err(|e: PathRejection| {
                 ApiError::invalid("invalid_path", format!("Invalid path: {e}"))
             })
+    }
+}
+
+/// A path whose one parameter is a prefixed id of kind `T`. An id that does not parse (another
+/// kind's, malformed) names nothing: it is the kind's "not found", the same answer as for an id
+/// that does not exist.
+pub struct IdPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for IdPath<T>
+where
+    T: PrefixedId + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
+        T::parse(&raw)
+            .map(IdPath)
+            .ok_or_else(|| Error::no_such::<T>().into())
     }
 }
 

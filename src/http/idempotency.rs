@@ -50,7 +50,7 @@ pub async fn idempotency(
         .to_string();
     // Keys are scoped per tenant; operator (admin API) requests share one scope of their own.
     let scope = match req.extensions().get::<TenantCtx>() {
-        Some(tenant) => tenant.tenant_id.clone(),
+        Some(tenant) => tenant.tenant_id.to_string(),
         None if req.uri().path().starts_with("/admin/") => ADMIN_SCOPE.to_string(),
         None => return Ok(next.run(req).await),
     };

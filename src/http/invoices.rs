@@ -6,9 +6,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiResult;
-use super::extract::{List, OptionalJson, PageParams, Path, Query};
+use super::extract::{IdPath, List, OptionalJson, PageParams, Path, Query};
 use crate::billing::invoicing::{self, Payment};
 use crate::billing::views::{Invoice, UpcomingInvoice};
+use crate::domain::id::InvoiceId;
 use crate::tenancy::TenantCtx;
 use crate::AppState;
 
@@ -18,7 +19,7 @@ use crate::AppState;
 pub async fn get_invoice(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<InvoiceId>,
 ) -> ApiResult<axum::Json<Invoice>> {
     Ok(axum::Json(
         invoicing::get(&state.db, &ctx.tenant_id, &id).await?,
@@ -65,7 +66,7 @@ pub struct PayInvoice {
 pub async fn pay_invoice(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<InvoiceId>,
     OptionalJson(body): OptionalJson<PayInvoice>,
 ) -> ApiResult<(StatusCode, axum::Json<Invoice>)> {
     let now = ctx.now(&state.clock);
@@ -85,7 +86,7 @@ pub async fn pay_invoice(
 pub async fn void_invoice(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<InvoiceId>,
 ) -> ApiResult<axum::Json<Invoice>> {
     let now = ctx.now(&state.clock);
     Ok(axum::Json(
@@ -100,7 +101,7 @@ pub async fn void_invoice(
 pub async fn invoice_pdf(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<InvoiceId>,
 ) -> ApiResult<Response> {
     let (number, bytes) = invoicing::pdf(&state.db, &ctx.tenant_id, &id).await?;
     Ok((

@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::error::ApiResult;
-use super::extract::{Json, Path};
+use super::extract::{IdPath, Json};
+use crate::domain::id::LeaseId;
 use crate::entitlements::leases::{CreateLease, Lease};
 use crate::tenancy::TenantCtx;
 use crate::AppState;
@@ -23,12 +24,12 @@ pub async fn create_lease(
 }
 
 #[utoipa::path(delete, path = "/v1/leases/{id}", tag = "usage",
-    params(("id" = String, Path, description = "Lease id")),
+    params(("id" = String, description = "Lease id")),
     responses((status = 200, description = "Released", body = Lease), (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn release_lease(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<LeaseId>,
 ) -> ApiResult<axum::Json<Lease>> {
     Ok(axum::Json(
         state.entitlements.release_lease(&ctx, &id).await?,

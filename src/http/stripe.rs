@@ -6,7 +6,8 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Path, Query};
+use super::extract::{IdPath, Query};
+use crate::domain::id::TenantId;
 use crate::stripe::inbound::{self, WebhookReceived};
 use crate::stripe::status::{self, SyncStatus};
 use crate::tenancy::TenantCtx;
@@ -21,7 +22,7 @@ use crate::AppState;
               (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn stripe_webhook(
     State(state): State<AppState>,
-    Path(tenant_id): Path<String>,
+    IdPath(tenant_id): IdPath<TenantId>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<WebhookReceived>> {

@@ -5,9 +5,10 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::error::ApiResult;
-use super::extract::{Json, OptionalJson, Path};
+use super::extract::{IdPath, Json, OptionalJson, Path};
 use crate::billing::subscribing::{self as subs, ChangeSubscription, CreateSubscription};
 use crate::billing::views::Subscription;
+use crate::domain::id::SubscriptionId;
 use crate::tenancy::TenantCtx;
 use crate::AppState;
 
@@ -30,7 +31,7 @@ pub async fn create_subscription(
 pub async fn get_subscription(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<SubscriptionId>,
 ) -> ApiResult<axum::Json<Subscription>> {
     Ok(axum::Json(
         subs::find(&state.db, &ctx.tenant_id, &id).await?,
@@ -60,7 +61,7 @@ pub async fn customer_subscription(
 pub async fn change_subscription(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<SubscriptionId>,
     Json(body): Json<ChangeSubscription>,
 ) -> ApiResult<axum::Json<Subscription>> {
     let now = ctx.now(&state.clock);
@@ -83,7 +84,7 @@ pub struct CancelSubscription {
 pub async fn cancel_subscription(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<SubscriptionId>,
     OptionalJson(body): OptionalJson<CancelSubscription>,
 ) -> ApiResult<axum::Json<Subscription>> {
     let now = ctx.now(&state.clock);
@@ -107,7 +108,7 @@ pub async fn cancel_subscription(
 pub async fn reactivate_subscription(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<SubscriptionId>,
 ) -> ApiResult<axum::Json<Subscription>> {
     let now = ctx.now(&state.clock);
     Ok(axum::Json(

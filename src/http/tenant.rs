@@ -3,7 +3,8 @@
 use axum::extract::State;
 
 use super::error::ApiResult;
-use super::extract::{Json, List, Path};
+use super::extract::{IdPath, Json, List};
+use crate::domain::id::ApiKeyId;
 use crate::tenancy::settings::{self, ApiKey, Tenant, TenantPatch};
 use crate::tenancy::TenantCtx;
 use crate::AppState;
@@ -42,12 +43,12 @@ pub async fn list_api_keys(
 }
 
 #[utoipa::path(delete, path = "/v1/api_keys/{id}", tag = "tenant",
-    params(("id" = String, Path, description = "API key id")),
+    params(("id" = String, description = "API key id")),
     responses((status = 200, body = ApiKey), (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(key_id): Path<String>,
+    IdPath(key_id): IdPath<ApiKeyId>,
 ) -> ApiResult<axum::Json<ApiKey>> {
     Ok(axum::Json(
         settings::revoke_key(&state.db, &ctx.tenant_id, &key_id).await?,

@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::error::ApiResult;
-use super::extract::{Json, List, PageParams, Path, Query};
+use super::extract::{IdPath, Json, List, PageParams, Query};
+use crate::domain::id::EndpointId;
 use crate::tenancy::TenantCtx;
 use crate::webhooks::endpoints::{self, CreateEndpoint, Delivery, Endpoint};
 use crate::AppState;
@@ -35,26 +36,26 @@ pub async fn list_endpoints(
 }
 
 #[utoipa::path(delete, path = "/v1/webhook_endpoints/{id}", tag = "webhooks",
-    params(("id" = String, Path, description = "Endpoint id")),
+    params(("id" = String, description = "Endpoint id")),
     responses((status = 204, description = "Deleted; pending deliveries to it are given up"),
               (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn delete_endpoint(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<EndpointId>,
 ) -> ApiResult<StatusCode> {
     endpoints::delete(&state.db, &ctx.tenant_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/webhook_endpoints/{id}/deliveries", tag = "webhooks",
-    params(("id" = String, Path, description = "Endpoint id"), PageParams),
+    params(("id" = String, description = "Endpoint id"), PageParams),
     responses((status = 200, description = "Deliveries to the endpoint, newest first", body = List<Delivery>),
               (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn list_deliveries(
     State(state): State<AppState>,
     ctx: TenantCtx,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<EndpointId>,
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<List<Delivery>>> {
     let limit = page.limit()?;

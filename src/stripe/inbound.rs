@@ -6,6 +6,7 @@
 //! differ in unrelated fields never makes an event undeliverable. Each event id is stored once,
 //! in the transaction that applies it: a redelivery is answered 200 and changes nothing.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -66,14 +67,14 @@ pub async fn receive(
     db: &PgPool,
     plans: &PlanCache,
     clock: &Clock,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     signature: Option<&str>,
     body: &[u8],
 ) -> Result<WebhookReceived> {
     let mut conn = db.acquire().await?;
     let tenant = db::tenants::stripe_webhook(&mut conn, tenant_id)
         .await?
-        .ok_or_else(|| Error::not_found("tenant_not_found", "No such tenant."))?;
+        .ok_or_else(Error::no_such::<TenantId>)?;
     drop(conn);
     let Some(secret) = tenant.stripe_webhook_secret else {
         return Err(Error::invalid(
@@ -121,7 +122,7 @@ pub async fn receive(
 async fn apply(
     conn: &mut PgConnection,
     plans: &PlanCache,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     event: &StripeEvent,
     created: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -152,9 +153,11 @@ async fn apply(
                 plans,
                 tenant_id,
                 &invoice_id,
-                obj.attempt_count,
-                "Stripe reported the payment failed.",
-                now,
+                dunning::FailedAttempt {
+                    attempt: obj.attempt_count,
+                    error: "Stripe reported the payment failed.",
+                    at: now,
+                },
             )
             .await?;
             Ok(match failure {

@@ -1,5 +1,6 @@
 //! The state of a tenant's Stripe sync: what is pending, sent and parked.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -38,7 +39,7 @@ pub struct SyncStatus {
 }
 
 /// Counts per state and up to `limit` parked rows, newest first.
-pub async fn get(db: &PgPool, tenant_id: &str, limit: i64) -> Result<SyncStatus> {
+pub async fn get(db: &PgPool, tenant_id: &TenantId, limit: i64) -> Result<SyncStatus> {
     let mut conn = db.acquire().await?;
     let counts = db::outbox::counts(&mut conn, tenant_id).await?;
     let failed = db::outbox::failed(&mut conn, tenant_id, limit)

@@ -14,6 +14,7 @@
 //! retried with exponential backoff and jitter; after `max_attempts` the row is parked as
 //! `failed` with its last error. Other 4xx are parked at once: sending them again cannot help.
 
+use crate::ids::{InvoiceId, TenantId};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ use crate::billing::{dunning, invoices};
 use crate::db;
 use crate::db::outbox::{Claimed, InvoiceInStripe};
 use crate::db::plans::PlanCache;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Stripe's API, unless the tenant sets `stripe.api_base`.
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com/";
@@ -105,7 +106,7 @@ pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> Resul
             Err(o) => o,
         };
         if let Err(e) = record(db, plans, cfg, &row, outcome).await {
-            tracing::warn!(outbox = row.outbox_id, tenant = row.tenant_id, kind = row.kind, error = %e, "could not record a Stripe send; it will be retried");
+            tracing::warn!(outbox = row.outbox_id, tenant = %row.tenant_id, kind = row.kind, error = %e, "could not record a Stripe send; it will be retried");
         }
     });
     futures::future::join_all(work).await;
@@ -213,7 +214,7 @@ async fn send_customer(db: &PgPool, client: &Client, row: &Claimed) -> Result<Ou
     }
     let mut metadata = HashMap::new();
     metadata.insert("tollgate_customer_id".to_string(), row.resource_id.clone());
-    metadata.insert("tollgate_tenant_id".to_string(), row.tenant_id.clone());
+    metadata.insert("tollgate_tenant_id".to_string(), row.tenant_id.to_string());
     let mut req = CreateCustomer::new().metadata(metadata);
     if let Some(email) = &c.email {
         req = req.email(email.as_str());
@@ -237,7 +238,7 @@ async fn send_customer(db: &PgPool, client: &Client, row: &Claimed) -> Result<Ou
 /// The customer's Stripe id; when it has none yet, makes sure a customer row is queued.
 async fn stripe_customer(
     db: &PgPool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     customer_id: &str,
 ) -> Result<Option<String>> {
     let mut conn = db.acquire().await?;
@@ -309,9 +310,15 @@ async fn save_progress(db: &PgPool, row: &Claimed, progress: &serde_json::Value)
     Ok(db::outbox::save_progress(&mut conn, row, progress).await?)
 }
 
+/// The invoice an `invoice` or `payment` row is about (its `resource_id`).
+fn invoice_of(row: &Claimed) -> Result<InvoiceId> {
+    InvoiceId::try_from_str(&row.resource_id)
+        .map_err(|e| Error::internal(format!("stripe_outbox {}: {e}", row.outbox_id)))
+}
+
 async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
     let mut conn = db.acquire().await?;
-    let inv = invoices::get(&mut conn, &row.tenant_id, &row.resource_id, false).await?;
+    let inv = invoices::get(&mut conn, &row.tenant_id, &invoice_of(row)?, false).await?;
     drop(conn);
     if inv.status == InvoiceStatus::Void {
         return Ok(Outcome::Sent(Apply::Nothing));
@@ -337,8 +344,11 @@ async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> Result<Out
         Some(id) => id.to_string(),
         None => {
             let mut metadata = HashMap::new();
-            metadata.insert("tollgate_invoice_id".to_string(), inv.invoice_id.clone());
-            metadata.insert("tollgate_tenant_id".to_string(), row.tenant_id.clone());
+            metadata.insert(
+                "tollgate_invoice_id".to_string(),
+                inv.invoice_id.to_string(),
+            );
+            metadata.insert("tollgate_tenant_id".to_string(), row.tenant_id.to_string());
             let mut req = CreateInvoice::new()
                 .customer(customer.as_str())
                 .currency(currency.clone())
@@ -480,7 +490,7 @@ async fn pay(
 
 async fn invoice_in_stripe(db: &PgPool, row: &Claimed) -> Result<Option<InvoiceInStripe>> {
     let mut conn = db.acquire().await?;
-    Ok(db::outbox::invoice_in_stripe(&mut conn, &row.tenant_id, &row.resource_id).await?)
+    Ok(db::outbox::invoice_in_stripe(&mut conn, &row.tenant_id, &invoice_of(row)?).await?)
 }
 
 async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
@@ -607,9 +617,10 @@ async fn apply_sent(
             db::outbox::mark_meter_reported(conn, &row.tenant_id, &row.resource_id).await?;
         }
         Apply::InvoicePaid => {
-            let inv = invoices::get(conn, &row.tenant_id, &row.resource_id, true).await?;
+            let invoice_id = invoice_of(row)?;
+            let inv = invoices::get(conn, &row.tenant_id, &invoice_id, true).await?;
             if invoices::payable(&inv).is_ok() {
-                invoices::mark_paid(conn, &row.tenant_id, &row.resource_id, now, false).await?;
+                invoices::mark_paid(conn, &row.tenant_id, &invoice_id, now, false).await?;
             }
         }
         Apply::PaymentFailed { attempt, error } => {
@@ -617,10 +628,12 @@ async fn apply_sent(
                 conn,
                 plans,
                 &row.tenant_id,
-                &row.resource_id,
-                Some(*attempt),
-                error,
-                now,
+                &invoice_of(row)?,
+                dunning::FailedAttempt {
+                    attempt: Some(*attempt),
+                    error,
+                    at: now,
+                },
             )
             .await?;
         }
@@ -628,7 +641,7 @@ async fn apply_sent(
     Ok(())
 }
 
-async fn tenant_now(conn: &mut PgConnection, tenant_id: &str) -> Result<DateTime<Utc>> {
+async fn tenant_now(conn: &mut PgConnection, tenant_id: &TenantId) -> Result<DateTime<Utc>> {
     let frozen = db::tenants::test_clock(conn, tenant_id).await?;
     Ok(crate::clock::Clock.tenant_now(frozen))
 }

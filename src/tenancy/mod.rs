@@ -5,6 +5,7 @@
 
 pub mod settings;
 
+use crate::ids::{ApiKeyId, PrefixedId, TenantId};
 use chrono::{DateTime, Utc};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 /// An authenticated tenant, loaded with its key in one query.
 #[derive(Debug, Clone)]
 pub struct TenantCtx {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub mode: String,
     pub key_id: String,
     pub default_plan: Option<String>,
@@ -62,7 +63,7 @@ impl From<db::tenants::TenantKeyRow> for TenantCtx {
 /// `/v1/usage`) authenticates, resolves the plan and reads the counter in one round trip.
 #[derive(Debug, Clone)]
 pub struct DeferredKey {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub key_hash: Vec<u8>,
 }
 
@@ -74,7 +75,7 @@ pub enum Caller {
 }
 
 impl Caller {
-    pub fn tenant_id(&self) -> &str {
+    pub fn tenant_id(&self) -> &TenantId {
         match self {
             Caller::Ready(ctx) => &ctx.tenant_id,
             Caller::Deferred(k) => &k.tenant_id,
@@ -107,15 +108,15 @@ pub fn parse_key(token: &str) -> Option<DeferredKey> {
 }
 
 /// The tenant id a key names, if it is shaped like a key.
-fn tenant_of_key(key: &str) -> Option<String> {
+fn tenant_of_key(key: &str) -> Option<TenantId> {
     let rest = key
         .strip_prefix("tg_test_")
         .or_else(|| key.strip_prefix("tg_live_"))?;
     let (tenant, secret) = rest.split_once('_')?;
-    if tenant.len() != 32 || !tenant.bytes().all(|b| b.is_ascii_hexdigit()) || secret.len() < 20 {
+    if secret.len() < 20 {
         return None;
     }
-    Some(format!("ten_{tenant}"))
+    TenantId::parse(&format!("ten_{tenant}"))
 }
 
 /// Checks a key against the database: the tenant it belongs to, or 401.
@@ -128,15 +129,15 @@ pub async fn authenticate(db: &PgPool, key: &DeferredKey) -> Result<TenantCtx> {
 }
 
 pub struct NewKey {
-    pub key_id: String,
+    pub key_id: ApiKeyId,
     pub secret: String,
     pub hash: Vec<u8>,
     pub hint: String,
 }
 
 /// Mints a key for a tenant; the secret is returned once and only its hash is kept.
-pub fn mint_key(tenant_id: &str, mode: &str) -> NewKey {
-    let tenant_part = tenant_id.strip_prefix("ten_").unwrap_or(tenant_id);
+pub fn mint_key(tenant_id: &TenantId, mode: &str) -> NewKey {
+    let tenant_part = &tenant_id.as_str()[TenantId::PREFIX.len() + 1..];
     let random: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(40)
@@ -145,7 +146,7 @@ pub fn mint_key(tenant_id: &str, mode: &str) -> NewKey {
     let secret = format!("tg_{mode}_{tenant_part}_{random}");
     let hint = secret[secret.len() - 4..].to_string();
     NewKey {
-        key_id: crate::ids::new_id("key"),
+        key_id: crate::ids::new(),
         hash: hash_key(&secret),
         secret,
         hint,
@@ -190,33 +191,33 @@ pub async fn create_tenant(db: &PgPool, name: &str, mode: &str) -> Result<Create
             "mode must be \"test\" or \"live\".",
         ));
     }
-    let tenant_id = crate::ids::new_id("ten");
+    let tenant_id: TenantId = crate::ids::new();
     let key = mint_key(&tenant_id, mode);
     let mut tx = db.begin().await?;
     let created_at = db::tenants::insert(&mut tx, &tenant_id, name, mode).await?;
     db::api_keys::insert(&mut tx, &tenant_id, &key.key_id, &key.hash, &key.hint).await?;
     tx.commit().await?;
     Ok(CreatedTenant {
-        id: tenant_id,
+        id: tenant_id.into_string(),
         name: name.to_string(),
         mode: mode.to_string(),
         api_key: key.secret,
-        api_key_id: key.key_id,
+        api_key_id: key.key_id.into_string(),
         created_at,
     })
 }
 
 /// Mints another key for a tenant.
-pub async fn create_api_key(db: &PgPool, tenant_id: &str) -> Result<CreatedKey> {
+pub async fn create_api_key(db: &PgPool, tenant_id: &TenantId) -> Result<CreatedKey> {
     let mut conn = db.acquire().await?;
     let mode = db::tenants::mode(&mut conn, tenant_id)
         .await?
-        .ok_or_else(|| Error::not_found("tenant_not_found", "No such tenant."))?;
+        .ok_or_else(Error::no_such::<TenantId>)?;
     let key = mint_key(tenant_id, &mode);
     let created_at =
         db::api_keys::insert(&mut conn, tenant_id, &key.key_id, &key.hash, &key.hint).await?;
     Ok(CreatedKey {
-        id: key.key_id,
+        id: key.key_id.into_string(),
         tenant: tenant_id.to_string(),
         api_key: key.secret,
         created_at,
@@ -229,10 +230,10 @@ mod tests {
 
     #[test]
     fn minted_keys_name_their_tenant() {
-        let tenant = crate::ids::new_id("ten");
+        let tenant: TenantId = crate::ids::new();
         let key = mint_key(&tenant, "test");
         assert!(key.secret.starts_with("tg_test_"));
-        assert_eq!(tenant_of_key(&key.secret).as_deref(), Some(tenant.as_str()));
+        assert_eq!(tenant_of_key(&key.secret), Some(tenant));
         assert_eq!(key.hash, hash_key(&key.secret));
         assert_eq!(tenant_of_key("tg_test_nothex_abc"), None);
         assert_eq!(tenant_of_key("sk_live_whatever"), None);

@@ -1,5 +1,6 @@
 //! The tenant's own settings (`GET`/`PATCH /v1/tenant`) and its API keys.
 
+use crate::ids::{ApiKeyId, TenantId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -70,13 +71,13 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-pub async fn get(db: &PgPool, tenant_id: &str) -> Result<Tenant> {
+pub async fn get(db: &PgPool, tenant_id: &TenantId) -> Result<Tenant> {
     let mut conn = db.acquire().await?;
     let r = db::tenants::settings(&mut conn, tenant_id)
         .await?
-        .ok_or_else(|| Error::not_found("tenant_not_found", "No such tenant."))?;
+        .ok_or_else(Error::no_such::<TenantId>)?;
     Ok(Tenant {
-        id: r.tenant_id,
+        id: r.tenant_id.into_string(),
         name: r.name,
         mode: r.mode,
         default_plan: r.default_plan,
@@ -96,7 +97,7 @@ pub async fn get(db: &PgPool, tenant_id: &str) -> Result<Tenant> {
 }
 
 /// Applies a patch in one transaction: all of it, or (on any invalid part) none of it.
-pub async fn patch(db: &PgPool, tenant_id: &str, patch: &TenantPatch) -> Result<Tenant> {
+pub async fn patch(db: &PgPool, tenant_id: &TenantId, patch: &TenantPatch) -> Result<Tenant> {
     let mut tx = db.begin().await?;
     if let Some(default_plan) = &patch.default_plan {
         if let Some(key) = default_plan {
@@ -168,7 +169,8 @@ pub async fn patch(db: &PgPool, tenant_id: &str, patch: &TenantPatch) -> Result<
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
-    pub id: String,
+    #[schema(value_type = String, example = "key_0192f3a45b6c7d8e9f00112233445566")]
+    pub id: ApiKeyId,
     /// The last four characters of the key.
     pub hint: String,
     pub created_at: DateTime<Utc>,
@@ -186,16 +188,16 @@ impl From<db::api_keys::KeyRow> for ApiKey {
     }
 }
 
-pub async fn list_keys(db: &PgPool, tenant_id: &str) -> Result<Vec<ApiKey>> {
+pub async fn list_keys(db: &PgPool, tenant_id: &TenantId) -> Result<Vec<ApiKey>> {
     let mut conn = db.acquire().await?;
     let rows = db::api_keys::list(&mut conn, tenant_id).await?;
     Ok(rows.into_iter().map(ApiKey::from).collect())
 }
 
-pub async fn revoke_key(db: &PgPool, tenant_id: &str, key_id: &str) -> Result<ApiKey> {
+pub async fn revoke_key(db: &PgPool, tenant_id: &TenantId, key_id: &ApiKeyId) -> Result<ApiKey> {
     let mut conn = db.acquire().await?;
     db::api_keys::revoke(&mut conn, tenant_id, key_id)
         .await?
         .map(ApiKey::from)
-        .ok_or_else(|| Error::not_found("api_key_not_found", "No such API key."))
+        .ok_or_else(Error::no_such::<ApiKeyId>)
 }

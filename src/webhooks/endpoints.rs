@@ -1,5 +1,6 @@
 //! Webhook endpoints: where a tenant's events are delivered, and each one's delivery log.
 
+use crate::ids::{EndpointId, TenantId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -22,7 +23,8 @@ pub struct CreateEndpoint {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
-    pub id: String,
+    #[schema(value_type = String, example = "we_0192f3a45b6c7d8e9f00112233445566")]
+    pub id: EndpointId,
     pub url: String,
     pub events: Vec<String>,
     pub description: Option<String>,
@@ -92,7 +94,7 @@ fn validate(body: &CreateEndpoint) -> Result<()> {
 }
 
 fn endpoint_not_found() -> Error {
-    Error::not_found("webhook_endpoint_not_found", "No such webhook endpoint.")
+    Error::no_such::<EndpointId>()
 }
 
 impl From<EndpointRow> for Endpoint {
@@ -127,12 +129,12 @@ impl From<DeliveryRow> for Delivery {
 }
 
 /// Creates an endpoint with a new signing secret (shown only in this answer).
-pub async fn create(db: &PgPool, tenant_id: &str, body: &CreateEndpoint) -> Result<Endpoint> {
+pub async fn create(db: &PgPool, tenant_id: &TenantId, body: &CreateEndpoint) -> Result<Endpoint> {
     validate(body)?;
     let mut events = body.events.clone();
     events.sort();
     events.dedup();
-    let id = crate::ids::new_id("we");
+    let id: EndpointId = crate::ids::new();
     let secret = super::new_secret();
     let mut conn = db.acquire().await?;
     let created_at = db::webhooks::insert_endpoint(
@@ -157,14 +159,14 @@ pub async fn create(db: &PgPool, tenant_id: &str, body: &CreateEndpoint) -> Resu
     })
 }
 
-pub async fn list(db: &PgPool, tenant_id: &str) -> Result<Vec<Endpoint>> {
+pub async fn list(db: &PgPool, tenant_id: &TenantId) -> Result<Vec<Endpoint>> {
     let mut conn = db.acquire().await?;
     let rows = db::webhooks::endpoints(&mut conn, tenant_id).await?;
     Ok(rows.into_iter().map(Endpoint::from).collect())
 }
 
 /// Deletes an endpoint; its pending deliveries are given up.
-pub async fn delete(db: &PgPool, tenant_id: &str, endpoint_id: &str) -> Result<()> {
+pub async fn delete(db: &PgPool, tenant_id: &TenantId, endpoint_id: &EndpointId) -> Result<()> {
     let mut conn = db.acquire().await?;
     if db::webhooks::delete_endpoint(&mut conn, tenant_id, endpoint_id).await? {
         Ok(())
@@ -177,8 +179,8 @@ pub async fn delete(db: &PgPool, tenant_id: &str, endpoint_id: &str) -> Result<(
 /// more if there is one.
 pub async fn deliveries(
     db: &PgPool,
-    tenant_id: &str,
-    endpoint_id: &str,
+    tenant_id: &TenantId,
+    endpoint_id: &EndpointId,
     starting_after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Delivery>> {

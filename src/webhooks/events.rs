@@ -3,6 +3,7 @@
 //! the webhook worker (`webhooks::deliver`) sends it afterwards. Nothing is stored when no
 //! endpoint wants the event type.
 
+use crate::ids::TenantId;
 use serde::Serialize;
 use sqlx::PgConnection;
 
@@ -33,7 +34,7 @@ pub const TYPES: [&str; 8] = [
 /// transaction, stamped with the tenant's clock.
 pub async fn emit(
     conn: &mut PgConnection,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     event_type: &str,
     data: &impl Serialize,
 ) -> Result<()> {
@@ -44,6 +45,10 @@ pub async fn emit(
 
 /// Whether any endpoint of the tenant wants `event_type` (so callers can skip building a
 /// payload that costs queries).
-pub async fn wanted(conn: &mut PgConnection, tenant_id: &str, event_type: &str) -> Result<bool> {
+pub async fn wanted(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    event_type: &str,
+) -> Result<bool> {
     Ok(crate::db::webhooks::wanted(conn, tenant_id, event_type).await?)
 }

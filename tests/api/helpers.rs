@@ -291,7 +291,7 @@ impl TestApp {
     ) -> tollgate::catalog::toml::ApplySummary {
         let text = std::fs::read_to_string(path).unwrap();
         let file = tollgate::catalog::toml::parse(&text).unwrap();
-        tollgate::catalog::toml::apply(&self.db, &t.id, file)
+        tollgate::catalog::toml::apply(&self.db, &t.id.parse().unwrap(), file)
             .await
             .unwrap()
     }
@@ -302,7 +302,7 @@ impl TestApp {
         let at = chrono::DateTime::parse_from_rfc3339(at)
             .unwrap()
             .with_timezone(&chrono::Utc);
-        tollgate::testing::set_test_clock(&self.db, &t.id, at)
+        tollgate::testing::set_test_clock(&self.db, &t.id.parse().unwrap(), at)
             .await
             .unwrap();
     }

@@ -127,3 +127,74 @@ async fn keys_are_hashed_and_revocation_is_immediate_on_every_process() {
     assert_eq!(tenant.body["mode"], "live");
     assert_eq!(tenant.body["stripe"]["secret_key_set"], false);
 }
+
+/// A path id that is malformed, or another kind's (`in_…` where a subscription is named), gets
+/// exactly the answer a well-formed id of nothing gets: 404 with the kind's code and message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_foreign_kind_ids_are_the_same_404_as_missing_ones() {
+    let app = spawn_app().await;
+    let t = app.tenant_with_plan(json!({"limit": 10})).await;
+    app.customer(&t, "u1").await;
+    let sub = app.get("/v1/customers/u1/subscription", &t.key).await;
+    let sub_id = sub.body["id"].as_str().unwrap().to_string();
+    assert!(sub_id.starts_with("sub_") && sub_id.len() == 36, "{sub_id}");
+    let hex = &sub_id["sub_".len()..];
+
+    let missing_hex = "0".repeat(32);
+    for (kind, code) in [
+        ("/v1/subscriptions/", "subscription_not_found"),
+        ("/v1/invoices/", "invoice_not_found"),
+    ] {
+        let prefix = if kind.contains("subscriptions") {
+            "sub"
+        } else {
+            "in"
+        };
+        let missing = app
+            .get(&format!("{kind}{prefix}_{missing_hex}"), &t.key)
+            .await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        assert_eq!(missing.code(), code);
+        for bad in [
+            "nonsense".to_string(),
+            format!("xx_{hex}"),
+            format!("{prefix}_{}", hex.to_uppercase()),
+            format!("{prefix}_{hex}0"),
+            // The subscription's own hex under the other kind's prefix.
+            format!("{}_{hex}", if prefix == "sub" { "in" } else { "sub" }),
+        ] {
+            let r = app.get(&format!("{kind}{bad}"), &t.key).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{kind}{bad}");
+            assert_eq!(r.body, missing.body, "{kind}{bad}");
+        }
+    }
+    for (method_path, code) in [
+        ("/v1/leases/lease_nope", "lease_not_found"),
+        ("/v1/api_keys/key_nope", "api_key_not_found"),
+        (
+            "/v1/webhook_endpoints/we_nope",
+            "webhook_endpoint_not_found",
+        ),
+    ] {
+        let r = app.delete(method_path, &t.key).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method_path}");
+        assert_eq!(r.code(), code, "{method_path}");
+    }
+    let r = app
+        .request(
+            Method::POST,
+            "/admin/v1/tenants/ten_nope/api_keys",
+            Some(ADMIN_TOKEN),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "tenant_not_found");
+    // The real subscription still answers.
+    let ok = app
+        .get(&format!("/v1/subscriptions/{sub_id}"), &t.key)
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body["id"], sub_id.as_str());
+}

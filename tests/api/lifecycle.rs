@@ -631,7 +631,7 @@ async fn two_concurrent_due_runners_create_each_invoice_once() {
         .unwrap()
         .with_timezone(&chrono::Utc);
     let run = |db: sqlx::PgPool, tenant: String| async move {
-        tollgate::testing::run_due_for_tenant(&db, &tenant, until)
+        tollgate::testing::run_due_for_tenant(&db, &tenant.parse().unwrap(), until)
             .await
             .unwrap()
     };
