@@ -109,3 +109,109 @@ pub fn queued_checks(state: &AppState) -> usize {
 pub async fn hold_hot_connection(state: &AppState) -> Result<HotConn<'_>> {
     Ok(state.entitlements.hot.acquire().await?)
 }
+
+/// Stored state the API does not show, and the few situations the API cannot stage. The
+/// statements are in `db::inspect`, checked at build time like every other.
+pub mod stored {
+    use chrono::{DateTime, Utc};
+    use rust_decimal::Decimal;
+    use sqlx::PgPool;
+
+    use crate::db::inspect as db;
+    pub use crate::db::inspect::{Collection, Numbering, RowCounts, StoredEvent, StoredKey};
+    use crate::error::Result;
+    use crate::ids::{SubscriptionId, TenantId};
+
+    /// Row counts of one tenant, or of the whole database.
+    pub async fn row_counts(pool: &PgPool, tenant: Option<&TenantId>) -> Result<RowCounts> {
+        Ok(db::row_counts(&mut *pool.acquire().await?, tenant).await?)
+    }
+
+    pub async fn tenants_named(pool: &PgPool, name: &str) -> Result<i64> {
+        Ok(db::tenants_named(&mut *pool.acquire().await?, name).await?)
+    }
+
+    /// Every API key row as stored.
+    pub async fn api_keys(pool: &PgPool) -> Result<Vec<StoredKey>> {
+        Ok(db::api_keys(&mut *pool.acquire().await?).await?)
+    }
+
+    /// Whether the database has been migrated at all.
+    pub async fn is_migrated(pool: &PgPool) -> Result<bool> {
+        Ok(db::is_migrated(&mut *pool.acquire().await?).await?)
+    }
+
+    pub async fn invoice_numbering(pool: &PgPool, tenant: &TenantId) -> Result<Numbering> {
+        Ok(db::invoice_numbering(&mut *pool.acquire().await?, tenant).await?)
+    }
+
+    /// The collection state (attempts, next retry) of a tenant's invoices, oldest first.
+    pub async fn collection(pool: &PgPool, tenant: &TenantId) -> Result<Vec<Collection>> {
+        Ok(db::collection(&mut *pool.acquire().await?, tenant).await?)
+    }
+
+    pub async fn usage_events(pool: &PgPool, tenant: &TenantId) -> Result<Vec<StoredEvent>> {
+        Ok(db::usage_events(&mut *pool.acquire().await?, tenant).await?)
+    }
+
+    pub async fn counter_values(pool: &PgPool, tenant: &TenantId) -> Result<Vec<Decimal>> {
+        Ok(db::counter_values(&mut *pool.acquire().await?, tenant).await?)
+    }
+
+    /// The `data.id` of each stored webhook event of a tenant, oldest first.
+    pub async fn webhook_event_subjects(pool: &PgPool, tenant: &TenantId) -> Result<Vec<String>> {
+        Ok(db::webhook_event_subjects(&mut *pool.acquire().await?, tenant).await?)
+    }
+
+    /// Drops outbox rows of these kinds, as if they had been sent.
+    pub async fn drop_outbox_rows(pool: &PgPool, tenant: &TenantId, kinds: &[&str]) -> Result<u64> {
+        Ok(db::drop_outbox_rows(&mut *pool.acquire().await?, tenant, kinds).await?)
+    }
+
+    /// Moves a customer's live subscription to another plan version, silently.
+    pub async fn force_plan_version(
+        pool: &PgPool,
+        tenant: &TenantId,
+        customer: &str,
+        version: i32,
+    ) -> Result<u64> {
+        Ok(db::force_plan_version(&mut *pool.acquire().await?, tenant, customer, version).await?)
+    }
+
+    /// Ends a customer's live subscription with no fallback, invoice or event.
+    pub async fn force_canceled(pool: &PgPool, tenant: &TenantId, customer: &str) -> Result<u64> {
+        Ok(db::force_canceled(&mut *pool.acquire().await?, tenant, customer).await?)
+    }
+
+    /// Sets a subscription's anchor and current period.
+    pub async fn set_period(
+        pool: &PgPool,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64> {
+        Ok(db::set_period(
+            &mut *pool.acquire().await?,
+            tenant,
+            subscription,
+            start,
+            end,
+        )
+        .await?)
+    }
+
+    /// Marks delivered every delivery of the events about `subject` (their `data.id`).
+    pub async fn mark_delivered(pool: &PgPool, tenant: &TenantId, subject: &str) -> Result<u64> {
+        Ok(db::mark_delivered(&mut *pool.acquire().await?, tenant, subject).await?)
+    }
+
+    /// Moves the creation of every webhook event of a tenant back to `at`.
+    pub async fn backdate_webhook_events(
+        pool: &PgPool,
+        tenant: &TenantId,
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        Ok(db::backdate_webhook_events(&mut *pool.acquire().await?, tenant, at).await?)
+    }
+}

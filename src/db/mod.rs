@@ -9,6 +9,7 @@ pub mod due;
 pub mod features;
 pub mod hot_pool;
 pub mod idempotency;
+pub mod inspect;
 pub mod invoices;
 pub mod leases;
 pub mod outbox;

@@ -226,7 +226,6 @@ async fn healthcheck_asks_readyz_and_fails_when_nothing_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_without_migrate_waits_for_the_schema_instead_of_applying_it() {
-    use sqlx::Connection;
     let url = crate::helpers::empty_database().await;
     let mut child = Command::new(BIN)
         .args(["worker", "--no-migrate"])
@@ -258,18 +257,11 @@ async fn worker_without_migrate_waits_for_the_schema_instead_of_applying_it() {
         }
     };
     wait_for("waiting for the database migrations");
-    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    let migrated: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!(
-        migrated, None,
-        "the worker did not migrate the database itself"
-    );
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let migrated = tollgate::testing::stored::is_migrated(&pool).await.unwrap();
+    assert!(!migrated, "the worker did not migrate the database itself");
     // Another process (here, the test) applies them: the worker goes to work.
-    tollgate::MIGRATOR.run(&mut conn).await.unwrap();
+    tollgate::MIGRATOR.run(&pool).await.unwrap();
     wait_for("worker started");
     assert!(sigterm_and_wait(child).success());
 }

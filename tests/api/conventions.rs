@@ -24,9 +24,8 @@ async fn raw(
     (status, r.json().await.unwrap())
 }
 
-async fn count(app: &crate::helpers::TestApp, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&app.db)
+async fn counts(app: &crate::helpers::TestApp) -> tollgate::testing::stored::RowCounts {
+    tollgate::testing::stored::row_counts(&app.db, None)
         .await
         .unwrap()
 }
@@ -36,10 +35,7 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
     let app = spawn_app().await;
     let t = app.tenant_with_plan(json!({"limit": 10})).await;
     app.customer(&t, "u1").await;
-    let before = (
-        count(&app, "usage_events").await,
-        count(&app, "usage_counters").await,
-    );
+    let before = counts(&app).await;
 
     let (s, b) = raw(&app, "/v1/usage", &t.key, "{\"customer\": \"u1\", ").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
@@ -168,11 +164,12 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
     assert_eq!(r.body["allowed"], false);
     assert_eq!(r.body["reason"], "not_in_plan");
 
-    let after = (
-        count(&app, "usage_events").await,
-        count(&app, "usage_counters").await,
-    );
-    assert_eq!(before, after, "nothing half-written");
+    let after = counts(&app).await;
+    let one_more_feature = tollgate::testing::stored::RowCounts {
+        features: before.features + 1, // `g`, defined on purpose above
+        ..before
+    };
+    assert_eq!(after, one_more_feature, "nothing half-written");
 
     // Bad plan input names the field.
     let r = app
@@ -197,7 +194,7 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         )
         .await;
     assert_eq!(r.code(), "feature_not_found");
-    assert_eq!(count(&app, "plans").await, 1, "no half-written plan");
+    assert_eq!(counts(&app).await.plans, 1, "no half-written plan");
     let r = app
         .post(
             "/v1/features",
@@ -343,7 +340,7 @@ async fn idempotency_key_replays_and_rejects_reuse() {
         (other.status, other.code()),
         (StatusCode::CONFLICT, "idempotency_key_reused")
     );
-    assert_eq!(count(&app, "features").await, 1);
+    assert_eq!(counts(&app).await.features, 1);
     // Without the key, the duplicate is a plain conflict.
     let dup = app.post("/v1/features", &t.key, body).await;
     assert_eq!(
@@ -363,8 +360,7 @@ async fn idempotency_key_replays_and_rejects_reuse() {
     let (a, b) = (mk().await, mk().await);
     assert_eq!(a.status, StatusCode::CREATED);
     assert_eq!(a.body["id"], b.body["id"]);
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE name = 'Once'")
-        .fetch_one(&app.db)
+    let n = tollgate::testing::stored::tenants_named(&app.db, "Once")
         .await
         .unwrap();
     assert_eq!(n, 1);

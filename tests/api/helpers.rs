@@ -130,6 +130,13 @@ pub struct Tenant {
     pub key: String,
 }
 
+impl Tenant {
+    /// The id, typed, for the test support API.
+    pub fn tid(&self) -> tollgate::ids::TenantId {
+        self.id.parse().unwrap()
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     let db_url = fresh_database().await;
     spawn_app_on(&db_url).await
@@ -291,7 +298,7 @@ impl TestApp {
     ) -> tollgate::catalog::toml::ApplySummary {
         let text = std::fs::read_to_string(path).unwrap();
         let file = tollgate::catalog::toml::parse(&text).unwrap();
-        tollgate::catalog::toml::apply(&self.db, &t.id.parse().unwrap(), file)
+        tollgate::catalog::toml::apply(&self.db, &t.tid(), file)
             .await
             .unwrap()
     }
@@ -302,7 +309,7 @@ impl TestApp {
         let at = chrono::DateTime::parse_from_rfc3339(at)
             .unwrap()
             .with_timezone(&chrono::Utc);
-        tollgate::testing::set_test_clock(&self.db, &t.id.parse().unwrap(), at)
+        tollgate::testing::set_test_clock(&self.db, &t.tid(), at)
             .await
             .unwrap();
     }

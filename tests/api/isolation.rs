@@ -93,16 +93,15 @@ async fn keys_are_hashed_and_revocation_is_immediate_on_every_process() {
     let key2 = second.body["api_key"].as_str().unwrap().to_string();
     let key2_id = second.body["id"].as_str().unwrap().to_string();
     // Only hashes are stored.
-    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
-        .fetch_all(&app.db)
-        .await
-        .unwrap();
+    let stored = tollgate::testing::stored::api_keys(&app.db).await.unwrap();
     assert_eq!(stored.len(), 2);
-    let dump: String = sqlx::query_scalar("SELECT string_agg(t::text, ',') FROM api_keys t")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert!(!dump.contains(&key2[12..]), "a key is stored in clear");
+    for k in &stored {
+        assert_eq!(k.key_hash.len(), 32, "a SHA-256");
+        assert!(
+            !k.row_text.contains(&key2[12..]),
+            "a key is stored in clear"
+        );
+    }
 
     assert_eq!(
         other_process.get("/v1/tenant", &key2).await.status,

@@ -618,45 +618,37 @@ async fn two_concurrent_due_runners_create_each_invoice_once() {
         subscribe(&app, &t, &format!("c{i}"), json!({"plan": "pro"})).await;
     }
     // Start invoices: 10.
-    let count = |app: Arc<TestApp>| async move {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM invoices")
-            .fetch_one(&app.db)
+    let numbering = |app: Arc<TestApp>, tenant: tollgate::ids::TenantId| async move {
+        tollgate::testing::stored::invoice_numbering(&app.db, &tenant)
             .await
             .unwrap()
     };
-    let before = count(app.clone()).await;
-    assert_eq!(before, 10);
+    let before = numbering(app.clone(), t.tid()).await;
+    assert_eq!(before.invoices, 10);
     // Two runners at once over the same due work (three months for ten customers).
     let until = chrono::DateTime::parse_from_rfc3339("2026-04-15T12:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
-    let run = |db: sqlx::PgPool, tenant: String| async move {
-        tollgate::testing::run_due_for_tenant(&db, &tenant.parse().unwrap(), until)
+    let run = |db: sqlx::PgPool, tenant: tollgate::ids::TenantId| async move {
+        tollgate::testing::run_due_for_tenant(&db, &tenant, until)
             .await
             .unwrap()
     };
     let (a, b) = tokio::join!(
-        tokio::spawn(run(app.db.clone(), t.id.clone())),
-        tokio::spawn(run(app.db.clone(), t.id.clone()))
+        tokio::spawn(run(app.db.clone(), t.tid())),
+        tokio::spawn(run(app.db.clone(), t.tid()))
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.renewals + b.renewals, 30, "{a:?} {b:?}");
     assert_eq!(a.invoices_finalized + b.invoices_finalized, 30);
-    assert_eq!(count(app.clone()).await, 40);
-    let (max, distinct): (i64, i64) =
-        sqlx::query_as("SELECT max(number), count(DISTINCT number) FROM invoices")
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!((max, distinct), (40, 40), "gapless and unique");
-    let per_period: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT customer_id, period_start FROM invoices
-         GROUP BY 1, 2 HAVING count(*) > 1) d",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
-    assert_eq!(per_period, 0, "no period invoiced twice");
+    let after = numbering(app.clone(), t.tid()).await;
+    assert_eq!(after.invoices, 40);
+    assert_eq!(
+        (after.max_number, after.distinct_numbers),
+        (Some(40), 40),
+        "gapless and unique"
+    );
+    assert_eq!(after.periods_invoiced_twice, 0, "no period invoiced twice");
     // Two concurrent advances over HTTP then find nothing left twice.
     let (r1, r2) = tokio::join!(
         app.post(
@@ -674,7 +666,10 @@ async fn two_concurrent_due_runners_create_each_invoice_once() {
     let renewed = r1.body["processed"]["renewals"].as_u64().unwrap()
         + r2.body["processed"]["renewals"].as_u64().unwrap();
     assert_eq!(renewed, 10);
-    assert_eq!(count(app.clone()).await, 50);
+    let last = numbering(app.clone(), t.tid()).await;
+    assert_eq!(last.invoices, 50);
+    assert_eq!((last.max_number, last.distinct_numbers), (Some(50), 50));
+    assert_eq!(last.periods_invoiced_twice, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,16 +695,18 @@ async fn the_worker_renews_on_real_time_and_leaves_frozen_test_clocks_alone() {
     )
     .await;
     let sub = subscribe(&app, &live, "l1", json!({"plan": "pro"})).await;
-    sqlx::query(
-        "UPDATE subscriptions SET billing_anchor = now() - interval '1 month 1 day',
-             current_period_start = now() - interval '1 month 1 day',
-             current_period_end = now() - interval '1 month 1 day' + interval '1 month'
-         WHERE subscription_id = $1",
+    // Its first period began a month and a day ago (so it has ended).
+    let start = chrono::Utc::now() - chrono::Months::new(1) - chrono::Duration::days(1);
+    let moved = tollgate::testing::stored::set_period(
+        &app.db,
+        &live.tid(),
+        &sub["id"].as_str().unwrap().parse().unwrap(),
+        start,
+        start + chrono::Months::new(1),
     )
-    .bind(sub["id"].as_str().unwrap())
-    .execute(&app.db)
     .await
     .unwrap();
+    assert_eq!(moved, 1);
     let done = tollgate::testing::run_due(&app.db).await.unwrap();
     assert_eq!(done.renewals, 1, "{done:?}");
     assert_eq!(done.invoices_finalized, 1, "its grace period is over too");

@@ -177,10 +177,10 @@ async fn customers_upsert_and_default_plan_changes() {
     assert_eq!(r.body["name"], "A2");
     assert_eq!(r.body["net_days"], 30);
     assert_eq!(r.body["metadata"]["team"], "x");
-    let subs: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriptions")
-        .fetch_one(&app.db)
+    let subs = tollgate::testing::stored::row_counts(&app.db, Some(&t.tid()))
         .await
-        .unwrap();
+        .unwrap()
+        .subscriptions;
     assert_eq!(subs, 1, "an update does not subscribe again");
     let r = app
         .patch("/v1/tenant", &t.key, json!({"default_plan": null}))

@@ -95,8 +95,10 @@ async fn seed_000_ai_coaching() {
         "subscription_exists",
         "on the default Free plan already"
     );
-    sqlx::query("UPDATE subscriptions SET status = 'canceled' WHERE tenant_id = $1 AND customer_id = 'life'")
-        .bind(&t.id).execute(&app.db).await.unwrap();
+    let ended = tollgate::testing::stored::force_canceled(&app.db, &t.tid(), "life")
+        .await
+        .unwrap();
+    assert_eq!(ended, 1);
     let s = app
         .post(
             "/v1/subscriptions",

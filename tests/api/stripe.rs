@@ -153,8 +153,7 @@ async fn meter_events_reach_stripe_exactly_once_through_failures_with_two_worker
         )
         .await;
     assert_eq!(paid.status, StatusCode::OK, "{:?}", paid.body);
-    sqlx::query("DELETE FROM stripe_outbox WHERE kind IN ('invoice', 'invoice_payment')")
-        .execute(&app.db)
+    tollgate::testing::stored::drop_outbox_rows(&app.db, &t.tid(), &["invoice", "invoice_payment"])
         .await
         .unwrap();
     fake.lock().fail_percent = 30;
@@ -231,21 +230,22 @@ async fn meter_events_reach_stripe_exactly_once_through_failures_with_two_worker
         assert!(keys.values().all(|k| k.len() == 1), "{keys:?}");
     }
 
-    let unreported: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM usage_events WHERE tenant_id = $1 AND billable AND stripe_reported_at IS NULL",
-    )
-    .bind(&t.id)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
-    assert_eq!(unreported, 0);
-    let free_reported: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "SELECT stripe_reported_at FROM usage_events WHERE tenant_id = $1 AND event_id = 'free-1'",
-    )
-    .bind(&t.id)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    let events = tollgate::testing::stored::usage_events(&app.db, &t.tid())
+        .await
+        .unwrap();
+    let unreported: Vec<_> = events
+        .iter()
+        .filter(|e| e.billable && e.stripe_reported_at.is_none())
+        .collect();
+    assert_eq!(
+        unreported,
+        Vec::<&tollgate::testing::stored::StoredEvent>::new()
+    );
+    let free_reported = events
+        .iter()
+        .find(|e| e.event_id == "free-1")
+        .expect("the free event is stored")
+        .stripe_reported_at;
     assert_eq!(
         free_reported, None,
         "a free retry is not billed by Stripe either"
@@ -387,11 +387,10 @@ async fn stripe_webhook_signatures_are_verified_before_anything_is_applied() {
     let r = post_stripe(&app, &t, &payload, Some("t=1,v1=zz")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "garbage");
 
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events WHERE tenant_id = $1")
-        .bind(&t.id)
-        .fetch_one(&app.db)
+    let stored = tollgate::testing::stored::row_counts(&app.db, Some(&t.tid()))
         .await
-        .unwrap();
+        .unwrap()
+        .stripe_events;
     assert_eq!(stored, 0, "nothing was recorded");
     assert_eq!(only_invoice(&app, &t, "acme").await["status"], "open");
 
@@ -437,13 +436,14 @@ async fn the_same_stripe_event_five_times_is_applied_once() {
             "duplicate"
         ]
     );
-    let (attempts, next): (i32, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
-        "SELECT payment_attempts, next_payment_attempt FROM invoices WHERE tenant_id = $1",
-    )
-    .bind(&t.id)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    let collection = tollgate::testing::stored::collection(&app.db, &t.tid())
+        .await
+        .unwrap();
+    assert_eq!(collection.len(), 1);
+    let (attempts, next) = (
+        collection[0].payment_attempts,
+        collection[0].next_payment_attempt,
+    );
     assert_eq!(attempts, 1);
     assert_eq!(
         next.unwrap().to_rfc3339(),
@@ -587,16 +587,18 @@ async fn advance(app: &TestApp, t: &Tenant, to: &str) -> Value {
 }
 
 async fn dunning_state(app: &TestApp, t: &Tenant) -> (String, i32, Option<String>) {
-    let (status, attempts, next): (String, i32, Option<chrono::DateTime<chrono::Utc>>) =
-        sqlx::query_as(
-            "SELECT status, payment_attempts, next_payment_attempt FROM invoices
-             WHERE tenant_id = $1 AND billing_reason = 'subscription_create'",
-        )
-        .bind(&t.id)
-        .fetch_one(&app.db)
+    let collection = tollgate::testing::stored::collection(&app.db, &t.tid())
         .await
         .unwrap();
-    (status, attempts, next.map(|n| n.to_rfc3339()))
+    let first = collection
+        .into_iter()
+        .find(|c| c.billing_reason == "subscription_create")
+        .expect("the first invoice");
+    (
+        first.status,
+        first.payment_attempts,
+        first.next_payment_attempt.map(|n| n.to_rfc3339()),
+    )
 }
 
 #[tokio::test]

@@ -48,10 +48,10 @@ async fn hard_limit_holds_under_200_concurrent_calls_across_two_processes() {
     assert_eq!(num(&check.body["used"]), "100");
     assert_eq!(check.body["allowed"], false);
     assert_eq!(check.body["reason"], "limit_exceeded");
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_events")
-        .fetch_one(&app.db)
+    let events = tollgate::testing::stored::row_counts(&app.db, Some(&t.tid()))
         .await
-        .unwrap();
+        .unwrap()
+        .usage_events;
     assert_eq!(events, 100, "refused events record nothing");
 }
 
@@ -96,10 +96,11 @@ async fn the_same_event_id_50_times_concurrently_counts_once() {
         .await;
     assert_eq!(again.body["duplicate"], true);
     assert_eq!(again.body["id"], "evt-1");
-    let used: rust_decimal::Decimal = sqlx::query_scalar("SELECT used FROM usage_counters")
-        .fetch_one(&app.db)
+    let counters = tollgate::testing::stored::counter_values(&app.db, &t.tid())
         .await
         .unwrap();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    let used = counters[0];
     assert_eq!(used.to_string(), "2.5");
 }
 
@@ -222,11 +223,10 @@ async fn hard_limit_refuses_whole_events_and_enforce_false_goes_past() {
         )
         .await;
     assert_eq!(r.code(), "limit_exceeded");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_counters WHERE tenant_id = $1")
-        .bind(&t2.id)
-        .fetch_one(&app.db)
+    let n = tollgate::testing::stored::row_counts(&app.db, Some(&t2.tid()))
         .await
-        .unwrap();
+        .unwrap()
+        .usage_counters;
     assert_eq!(n, 0, "nothing written for a refused first event");
     let r = app
         .post(
@@ -268,11 +268,14 @@ async fn non_billable_events_are_kept_but_not_counted() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(num(&r.body["used"]), "2");
-    let billable: bool =
-        sqlx::query_scalar("SELECT billable FROM usage_events WHERE event_id = 'retry-1'")
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let events = tollgate::testing::stored::usage_events(&app.db, &t.tid())
+        .await
+        .unwrap();
+    let billable = events
+        .iter()
+        .find(|e| e.event_id == "retry-1")
+        .expect("the event is stored")
+        .billable;
     assert!(!billable);
 }
 
@@ -567,12 +570,12 @@ async fn checks_read_the_right_counter_when_reset_rules_changed() {
     assert_eq!(v2.body["version"], 2);
     let move_to = |version: i32| {
         let db = app.db.clone();
+        let tenant = t.tid();
         async move {
-            sqlx::query("UPDATE subscriptions SET plan_version = $1")
-                .bind(version)
-                .execute(&db)
+            let moved = tollgate::testing::stored::force_plan_version(&db, &tenant, "u1", version)
                 .await
                 .unwrap();
+            assert_eq!(moved, 1);
         }
     };
     move_to(2).await;
@@ -627,10 +630,10 @@ async fn a_retried_event_is_a_duplicate_even_after_the_plan_changed() {
         )
         .await;
     assert_eq!(v2.body["version"], 2);
-    sqlx::query("UPDATE subscriptions SET plan_version = 2")
-        .execute(&app.db)
+    let moved = tollgate::testing::stored::force_plan_version(&app.db, &t.tid(), "u1", 2)
         .await
         .unwrap();
+    assert_eq!(moved, 1);
     let retry = app.post("/v1/usage", &t.key, body).await;
     assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
     assert_eq!(retry.body["duplicate"], true);

@@ -251,35 +251,27 @@ async fn delivered_events_and_sent_rows_are_kept_thirty_days() {
         assert_eq!(r.status, StatusCode::CREATED);
     }
     // One delivered long ago, one still pending (its receiver down) for as long.
-    sqlx::query(
-        "UPDATE webhook_deliveries d SET status = 'delivered' FROM webhook_events e
-         WHERE e.tenant_id = d.tenant_id AND e.event_id = d.event_id AND e.payload->'data'->>'id' = 'old'",
-    )
-    .execute(&app.db)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE webhook_events SET created_at = now() - interval '40 days'")
-        .execute(&app.db)
+    use tollgate::testing::stored;
+    let marked = stored::mark_delivered(&app.db, &t.tid(), "old")
+        .await
+        .unwrap();
+    assert_eq!(marked, 1);
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(40);
+    stored::backdate_webhook_events(&app.db, &t.tid(), long_ago)
         .await
         .unwrap();
     tollgate::testing::cleanup(&app.db).await.unwrap();
-    let left: Vec<String> = sqlx::query_scalar(
-        "SELECT payload->'data'->>'id' FROM webhook_events WHERE tenant_id = $1",
-    )
-    .bind(&t.id)
-    .fetch_all(&app.db)
-    .await
-    .unwrap();
+    let left = stored::webhook_event_subjects(&app.db, &t.tid())
+        .await
+        .unwrap();
     assert_eq!(
         left,
         ["pending"],
         "a delivery still being retried keeps its event"
     );
-    let deliveries: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE tenant_id = $1")
-            .bind(&t.id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let deliveries = stored::row_counts(&app.db, Some(&t.tid()))
+        .await
+        .unwrap()
+        .webhook_deliveries;
     assert_eq!(deliveries, 1);
 }
