@@ -118,7 +118,9 @@ pub mod stored {
     use sqlx::PgPool;
 
     use crate::db::inspect as db;
-    pub use crate::db::inspect::{Collection, Numbering, RowCounts, StoredEvent, StoredKey};
+    pub use crate::db::inspect::{
+        Collection, Numbering, RowCounts, SeatChange, StoredEvent, StoredKey,
+    };
     use crate::error::Result;
     use crate::ids::{SubscriptionId, TenantId};
 
@@ -213,5 +215,14 @@ pub mod stored {
         at: DateTime<Utc>,
     ) -> Result<u64> {
         Ok(db::backdate_webhook_events(&mut *pool.acquire().await?, tenant, at).await?)
+    }
+
+    /// A customer's seat history (every change of its member count), in order.
+    pub async fn seat_history(
+        pool: &PgPool,
+        tenant: &TenantId,
+        customer: &str,
+    ) -> Result<Vec<SeatChange>> {
+        Ok(db::seat_history(&mut *pool.acquire().await?, tenant, customer).await?)
     }
 }

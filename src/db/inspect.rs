@@ -306,3 +306,29 @@ pub async fn backdate_webhook_events(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// One entry of an organisation's seat history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatChange {
+    pub member_id: String,
+    pub delta: i32,
+    pub seats: i32,
+    pub at: DateTime<Utc>,
+}
+
+/// A customer's seat history, in order.
+pub async fn seat_history(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    customer: &str,
+) -> Result<Vec<SeatChange>, sqlx::Error> {
+    sqlx::query_as!(
+        SeatChange,
+        "SELECT member_id, delta, seats, at FROM seat_changes
+         WHERE tenant_id = $1 AND customer_id = $2 ORDER BY seq",
+        tenant.as_str(),
+        customer
+    )
+    .fetch_all(&mut *conn)
+    .await
+}

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod inspect;
 pub mod invoices;
 pub mod leases;
+pub mod members;
 pub mod outbox;
 pub mod plans;
 pub mod resolve;
@@ -110,6 +111,9 @@ decode_text!(
     "invoice status",
     |s| crate::domain::status::InvoiceStatus::parse(s).ok()
 );
+decode_text!(crate::domain::status::MemberRole, "member role", |s| {
+    crate::domain::status::MemberRole::parse(s).ok()
+});
 decode_text!(crate::domain::id::TenantId, "tenant id", |s| {
     crate::domain::id::PrefixedId::parse(s)
 });

@@ -8,6 +8,7 @@ pub mod outbox;
 pub mod period;
 pub mod plan;
 pub mod qty;
+pub mod seats;
 pub mod status;
 
 /// A stored or given text value that names nothing known (a status, a feature type…).

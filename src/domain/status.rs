@@ -77,6 +77,16 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// A member's role in its organisation (a customer with members).
+    MemberRole, "member role" {
+        Owner => "owner",
+        Admin => "admin",
+        Member => "member",
+        Viewer => "viewer",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +98,9 @@ mod tests {
         }
         for s in ["draft", "open", "paid", "void", "uncollectible"] {
             assert_eq!(InvoiceStatus::parse(s).unwrap().as_str(), s);
+        }
+        for s in ["owner", "admin", "member", "viewer"] {
+            assert_eq!(MemberRole::parse(s).unwrap().as_str(), s);
         }
         let err = SubscriptionStatus::parse("paused").unwrap_err();
         assert_eq!(err.to_string(), "unknown subscription status \"paused\"");

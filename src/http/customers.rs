@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 
 use super::error::ApiResult;
 use super::extract::{Json, List, PageParams, Path, Query};
+use crate::customers::members::{self, Member, MemberInput};
 use crate::customers::{self, Customer, CustomerInput};
 use crate::tenancy::TenantCtx;
 use crate::AppState;
@@ -55,6 +56,69 @@ pub async fn list_customers(
     let rows = customers::list(
         &state.db,
         &ctx.tenant_id,
+        page.starting_after.as_deref(),
+        limit,
+    )
+    .await?;
+    Ok(axum::Json(List::from_rows(rows, limit)))
+}
+
+#[utoipa::path(put, path = "/v1/customers/{id}/members/{member_id}", tag = "customers",
+    request_body = MemberInput,
+    params(("id" = String, Path, description = "Customer id"),
+           ("member_id" = String, Path, description = "The tenant's own user id for the member")),
+    responses((status = 201, description = "Added (one more seat)", body = Member),
+              (status = 200, description = "Updated", body = Member),
+              (status = 400, body = crate::http::error::ErrorBody),
+              (status = 404, body = crate::http::error::ErrorBody)))]
+pub async fn put_member(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path((id, member_id)): Path<(String, String)>,
+    Json(body): Json<MemberInput>,
+) -> ApiResult<(StatusCode, axum::Json<Member>)> {
+    let now = ctx.now(&state.clock);
+    let (member, added) =
+        members::put(&state.db, &ctx.tenant_id, &id, &member_id, &body, now).await?;
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(member)))
+}
+
+#[utoipa::path(delete, path = "/v1/customers/{id}/members/{member_id}", tag = "customers",
+    params(("id" = String, Path, description = "Customer id"),
+           ("member_id" = String, Path, description = "Member id")),
+    responses((status = 200, description = "Removed (one seat fewer)", body = Member),
+              (status = 404, body = crate::http::error::ErrorBody)))]
+pub async fn delete_member(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path((id, member_id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<Member>> {
+    let now = ctx.now(&state.clock);
+    Ok(axum::Json(
+        members::remove(&state.db, &ctx.tenant_id, &id, &member_id, now).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/customers/{id}/members", tag = "customers",
+    params(("id" = String, Path, description = "Customer id"), PageParams),
+    responses((status = 200, description = "Members in id order", body = List<Member>),
+              (status = 404, body = crate::http::error::ErrorBody)))]
+pub async fn list_members(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<axum::Json<List<Member>>> {
+    let limit = page.limit()?;
+    let rows = members::list(
+        &state.db,
+        &ctx.tenant_id,
+        &id,
         page.starting_after.as_deref(),
         limit,
     )

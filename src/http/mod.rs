@@ -80,6 +80,8 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(plans::get_plan, plans::put_plan))
         .routes(routes!(customers::list_customers))
         .routes(routes!(customers::put_customer, customers::get_customer))
+        .routes(routes!(customers::list_members))
+        .routes(routes!(customers::put_member, customers::delete_member))
         .routes(routes!(subscriptions::create_subscription))
         .routes(routes!(subscriptions::get_subscription))
         .routes(routes!(subscriptions::customer_subscription))

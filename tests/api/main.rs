@@ -7,6 +7,7 @@ mod fakes;
 mod helpers;
 mod isolation;
 mod lifecycle;
+mod members;
 mod outage;
 mod plans;
 mod readme;

@@ -2,6 +2,8 @@
 //! customer is created in Stripe (through the outbox) and subscribed to the tenant's default
 //! plan, in the transaction that creates it.
 
+pub mod members;
+
 use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
