@@ -73,6 +73,12 @@ pub async fn create(
     )
     .await?;
     db::invoices::insert_lines(conn, new.tenant_id, &invoice_id, &new.lines).await?;
+    // Whatever waits for the subscription's next invoice (prorated seat changes) is on this one.
+    if let Some(subscription_id) = new.subscription_id {
+        let waiting =
+            db::pending_lines::claim(conn, new.tenant_id, subscription_id, &invoice_id).await?;
+        db::invoices::insert_lines(conn, new.tenant_id, &invoice_id, &waiting).await?;
+    }
     if let Some(window) = &new.usage {
         let lines = overage_lines(
             conn,

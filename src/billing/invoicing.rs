@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 
 use super::invoices::{self as inv, UsageWindow};
-use super::lifecycle::{price_of, subscription_line};
+use super::lifecycle::base_lines;
 use super::views::{self, Invoice, UpcomingInvoice};
 use crate::db;
 use crate::db::plans::PlanCache;
@@ -142,10 +142,10 @@ pub async fn pdf(
     Ok((invoice.number, super::pdf::render(&doc)))
 }
 
-/// What the customer's next invoice will hold if nothing changes: the next period's fee in
-/// advance (after a scheduled change, on the plan it moves to) and the current period's
-/// overage so far. Computed by the renewal's own functions (`next_period`,
-/// `subscription_line`, `overage_lines`).
+/// What the customer's next invoice will hold if nothing changes: the seat changes waiting
+/// for it, the next period's fee in advance (after a scheduled change, on the plan it moves
+/// to; seats at today's member count) and the current period's overage so far. Computed by
+/// the renewal's own functions (`next_period`, `base_lines`, `overage_lines`).
 pub async fn upcoming(
     db: &PgPool,
     plans: &PlanCache,
@@ -180,10 +180,12 @@ pub async fn upcoming(
     let currency = next_plan.currency().to_string();
     let at = sub.current_period_end;
     let trial = sub.status == SubscriptionStatus::Trialing;
-    let mut items = Vec::new();
-    if !sub.cancel_at_period_end && price_of(&next_plan, next_interval) > Decimal::ZERO {
+    let mut items = db::pending_lines::waiting(&mut conn, tenant_id, &sub.subscription_id).await?;
+    if !sub.cancel_at_period_end {
         let (_, next_end) = next_period(sub.billing_anchor, at, sub.interval, next_interval, trial);
-        items.push(subscription_line(&next_plan, next_interval, at, next_end));
+        // The seats of the next period are the members then; today's count is the forecast.
+        let members = i64::from(db::members::seats(&mut conn, tenant_id, customer).await?);
+        items.extend(base_lines(&next_plan, next_interval, members, at, next_end));
     }
     if !trial {
         let window = UsageWindow {

@@ -15,53 +15,108 @@ use crate::db::plans::{PlanCache, PlanVersion};
 use crate::db::subscriptions::SubscriptionRow;
 use crate::domain::invoice::{proration_lines, Line, LineType};
 use crate::domain::period::{add_months_clamped, next_period, Interval};
+use crate::domain::plan::Charge;
+use crate::domain::seats;
 use crate::domain::status::SubscriptionStatus;
 use crate::error::{Error, Result};
 
-/// The price of a plan at an interval (zero for a free plan).
-pub fn price_of(plan: &PlanVersion, interval: Interval) -> Decimal {
-    plan.price(interval).map_or(Decimal::ZERO, |p| p.amount)
+/// What a plan costs for one interval with `members` members: its flat price plus its seat
+/// charge (zero for a free plan).
+pub fn price_of(plan: &PlanVersion, interval: Interval, members: i64) -> Decimal {
+    plan.base_amount(interval, members)
 }
 
 /// Monthly-equivalent price, to tell upgrades from downgrades across intervals.
-fn monthly(plan: &PlanVersion, interval: Interval) -> Decimal {
-    price_of(plan, interval) / Decimal::from(interval.months())
+fn monthly(plan: &PlanVersion, interval: Interval, members: i64) -> Decimal {
+    price_of(plan, interval, members) / Decimal::from(interval.months())
+}
+
+/// The customer's member count at `at` (what per-seat prices count).
+pub async fn members_at(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    customer_id: &str,
+    at: DateTime<Utc>,
+) -> Result<i64> {
+    Ok(i64::from(
+        db::members::seats_at(conn, tenant_id, customer_id, at).await?,
+    ))
 }
 
 fn interval_of(row: &SubscriptionRow) -> Interval {
     row.interval
 }
 
-/// The base-fee line of a plan for one period.
-pub fn subscription_line(
+/// The lines a plan bills in advance for one period with `members` members: a
+/// `subscription` line for its flat price and `seat` lines for its per-seat price (one per
+/// tier used, for graduated tiers). Lines of zero are left out, so a free plan has none.
+pub fn base_lines(
     plan: &PlanVersion,
     interval: Interval,
+    members: i64,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-) -> Line {
-    let amount = crate::domain::money::round_to_minor(price_of(plan, interval), plan.currency());
-    Line {
-        kind: LineType::Subscription,
-        description: format!(
-            "{} ({})",
-            plan.name,
-            match interval {
-                Interval::Month => "monthly",
-                Interval::Year => "yearly",
-            }
-        ),
+) -> Vec<Line> {
+    let cadence = match interval {
+        Interval::Month => "monthly",
+        Interval::Year => "yearly",
+    };
+    let line = |kind, description, quantity: i64, unit_amount, amount| Line {
+        kind,
+        description,
         feature: None,
-        quantity: Decimal::ONE,
-        unit_amount: amount,
+        quantity: Decimal::from(quantity),
+        unit_amount,
         amount,
         period_start: start,
         period_end: end,
+    };
+    let mut lines = Vec::new();
+    for price in plan.prices_of(interval) {
+        match &price.charge {
+            Charge::Flat(amount) => {
+                let amount = crate::domain::money::round_to_minor(*amount, &price.currency);
+                lines.push(line(
+                    LineType::Subscription,
+                    format!("{} ({cadence})", plan.name),
+                    1,
+                    amount,
+                    amount,
+                ));
+            }
+            Charge::Seats { pricing, min_seats } => {
+                let count = seats::billable_seats(members, *min_seats);
+                let parts = seats::charges(pricing, count, &price.currency);
+                let tiered = parts.len() > 1;
+                for part in parts {
+                    let description = if tiered {
+                        format!(
+                            "{} seats ({cadence}), {} at {}",
+                            plan.name,
+                            part.quantity,
+                            crate::domain::money::format(part.unit_amount, &price.currency)
+                        )
+                    } else {
+                        format!("{} seats ({cadence})", plan.name)
+                    };
+                    lines.push(line(
+                        LineType::Seat,
+                        description,
+                        part.quantity,
+                        part.unit_amount,
+                        part.amount,
+                    ));
+                }
+            }
+        }
     }
+    lines.retain(|l| !l.amount.is_zero());
+    lines
 }
 
 /// Does renewing on this plan bill anything (a base price, or overage of the ended period)?
-fn bills_anything(plan: &PlanVersion, interval: Interval) -> bool {
-    price_of(plan, interval) > Decimal::ZERO
+fn bills_anything(plan: &PlanVersion, interval: Interval, members: i64) -> bool {
+    price_of(plan, interval, members) > Decimal::ZERO
         || plan
             .features
             .iter()
@@ -83,7 +138,15 @@ pub async fn start(
         new.interval,
         new.now,
     );
-    if row.status == SubscriptionStatus::Active && price_of(plan, interval) > Decimal::ZERO {
+    let members = members_at(conn, tenant_id, customer_id, now).await?;
+    let lines = base_lines(
+        plan,
+        interval,
+        members,
+        row.current_period_start,
+        row.current_period_end,
+    );
+    if row.status == SubscriptionStatus::Active && !lines.is_empty() {
         invoices::create(
             conn,
             plans,
@@ -95,12 +158,7 @@ pub async fn start(
                 currency: plan.currency(),
                 period_start: row.current_period_start,
                 period_end: row.current_period_end,
-                lines: vec![subscription_line(
-                    plan,
-                    interval,
-                    row.current_period_start,
-                    row.current_period_end,
-                )],
+                lines,
                 usage: None,
                 finalize_at: now,
                 now,
@@ -177,23 +235,22 @@ pub async fn period_end(
 
     if sub.cancel_at_period_end {
         subs::end(conn, tenant_id, &sub.subscription_id, at, "canceled").await?;
-        // The ended period's overage, in arrears.
+        // The ended period's overage and waiting seat changes, in arrears (no invoice when
+        // there are neither).
         if let Some(window) = window {
-            if bills_anything(&old_plan, old_interval) {
-                final_overage_invoice(
-                    conn,
-                    plans,
-                    tenant_id,
-                    &sub,
-                    FinalOverage {
-                        plan: &old_plan,
-                        window,
-                        grace_minutes,
-                        now: at,
-                    },
-                )
-                .await?;
-            }
+            final_overage_invoice(
+                conn,
+                plans,
+                tenant_id,
+                &sub,
+                FinalOverage {
+                    plan: &old_plan,
+                    window,
+                    grace_minutes,
+                    now: at,
+                },
+            )
+            .await?;
         }
         fall_back(
             conn,
@@ -237,8 +294,10 @@ pub async fn period_end(
     };
     subs::roll(conn, tenant_id, &sub.subscription_id, &next).await?;
 
-    let base = subscription_line(&plan, interval, at, next_end);
-    let charge_base = price_of(&plan, interval) > Decimal::ZERO;
+    // The next period's seats are the members at its start.
+    let members = members_at(conn, tenant_id, &sub.customer_id, at).await?;
+    let base = base_lines(&plan, interval, members, at, next_end);
+    let charge_base = !base.is_empty();
     if trial {
         // The first invoice, at trial end: the first period's price, finalized at once.
         if charge_base {
@@ -253,7 +312,7 @@ pub async fn period_end(
                     currency: plan.currency(),
                     period_start: at,
                     period_end: next_end,
-                    lines: vec![base],
+                    lines: base,
                     usage: None,
                     finalize_at: at,
                     now: at,
@@ -263,7 +322,7 @@ pub async fn period_end(
         }
         return Ok(kind);
     }
-    if charge_base || bills_anything(&old_plan, old_interval) {
+    if charge_base || bills_anything(&old_plan, old_interval, members) {
         // The next period in advance, the ended one's overage in arrears; a draft for the
         // grace period so late usage still lands on it.
         invoices::create(
@@ -277,7 +336,7 @@ pub async fn period_end(
                 currency: plan.currency(),
                 period_start: at,
                 period_end: next_end,
-                lines: if charge_base { vec![base] } else { Vec::new() },
+                lines: base,
                 usage: window,
                 finalize_at: invoices::after_minutes(at, grace_minutes),
                 now: at,
@@ -327,7 +386,7 @@ pub async fn change(
             "The subscription is already on this plan, version and interval.",
         ));
     }
-    if !new_plan.prices.is_empty() && new_plan.price(req.interval).is_none() {
+    if !new_plan.prices.is_empty() && !new_plan.has_price(req.interval) {
         return Err(Error::invalid_param(
             "price_not_found",
             "interval",
@@ -338,7 +397,10 @@ pub async fn change(
             ),
         ));
     }
-    let upgrade = monthly(new_plan, req.interval) >= monthly(&old_plan, old_interval);
+    // Seats count at the current member count, for the comparison and the proration alike.
+    let members = members_at(conn, tenant_id, &sub.customer_id, now).await?;
+    let upgrade =
+        monthly(new_plan, req.interval, members) >= monthly(&old_plan, old_interval, members);
     let when = req
         .when
         .unwrap_or(if upgrade { When::Now } else { When::PeriodEnd });
@@ -365,8 +427,8 @@ pub async fn change(
         .await;
     }
     let currency = new_plan.currency();
-    let old_price = price_of(&old_plan, old_interval);
-    let new_price = price_of(new_plan, req.interval);
+    let old_price = price_of(&old_plan, old_interval, members);
+    let new_price = price_of(new_plan, req.interval, members);
     if req.interval == old_interval {
         // Same period; proration for the rest of it.
         let row = subs::switch_plan(
@@ -430,7 +492,7 @@ pub async fn change(
         currency,
     );
     lines.truncate(1);
-    lines.push(subscription_line(new_plan, req.interval, now, end));
+    lines.extend(base_lines(new_plan, req.interval, members, now, end));
     lines.retain(|l| !l.amount.is_zero());
     if !lines.is_empty() {
         invoices::create(
@@ -540,8 +602,8 @@ struct FinalOverage<'a> {
     now: DateTime<Utc>,
 }
 
-/// The last invoice of an ended subscription: its overage, in arrears, as a draft for the
-/// grace period (none if there is no overage).
+/// The last invoice of an ended subscription: its overage in arrears and the seat changes
+/// waiting for it, as a draft for the grace period (none if there are neither).
 async fn final_overage_invoice(
     conn: &mut PgConnection,
     plans: &PlanCache,
@@ -564,7 +626,8 @@ async fn final_overage_invoice(
         plan.currency(),
     )
     .await?;
-    if lines.is_empty() {
+    let waiting = db::pending_lines::waiting(conn, tenant_id, &sub.subscription_id).await?;
+    if lines.is_empty() && waiting.is_empty() {
         return Ok(());
     }
     invoices::create(

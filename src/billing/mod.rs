@@ -7,6 +7,7 @@ pub mod invoices;
 pub mod invoicing;
 pub mod lifecycle;
 pub mod pdf;
+pub mod seats;
 pub mod subscribing;
 pub mod subscriptions;
 pub mod test_clock;

@@ -79,7 +79,7 @@ pub async fn subscribe(
         .await?
         .ok_or_else(plan_not_found)?;
     let interval = body.interval.unwrap_or_else(|| plan.default_interval());
-    if !plan.prices.is_empty() && plan.price(interval).is_none() {
+    if !plan.prices.is_empty() && !plan.has_price(interval) {
         return Err(Error::invalid_param(
             "price_not_found",
             "interval",

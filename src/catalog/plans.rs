@@ -11,18 +11,71 @@ use crate::db::plans::{PlanCache, PlanVersion};
 use crate::domain::entitlement::FeatureType;
 use crate::domain::money;
 use crate::domain::period::{Interval, Reset};
-use crate::domain::plan::{self, Definition, PlanInput};
+use crate::domain::plan::{self, Charge, Definition, PlanInput, Price};
 use crate::domain::qty::Qty;
+use crate::domain::seats::{SeatPricing, TiersMode};
 use crate::error::{Error, Result};
+use rust_decimal::Decimal;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PriceOut {
     pub interval: Interval,
+    /// Per interval, or per seat; `null` for a tiered price.
     #[schema(example = "29.00")]
-    pub amount: String,
+    pub amount: Option<String>,
     pub currency: String,
     pub per_seat: bool,
+    /// Per-seat prices: the fewest seats billed.
+    pub min_seats: Option<i64>,
+    pub tiers: Option<Vec<TierOut>>,
+    pub tiers_mode: Option<TiersMode>,
     pub stripe_price_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TierOut {
+    /// The last seat of the tier (inclusive); `null` for the last tier.
+    pub up_to: Option<i64>,
+    #[schema(example = "50.00")]
+    pub unit_amount: String,
+}
+
+fn price_out(p: &Price) -> PriceOut {
+    let money = |a: Decimal| money::format(a, &p.currency);
+    let (amount, min_seats, tiers, tiers_mode) = match &p.charge {
+        Charge::Flat(a) => (Some(money(*a)), None, None, None),
+        Charge::Seats {
+            pricing: SeatPricing::PerSeat(a),
+            min_seats,
+        } => (Some(money(*a)), Some(*min_seats), None, None),
+        Charge::Seats {
+            pricing: SeatPricing::Tiered { mode, tiers },
+            min_seats,
+        } => (
+            None,
+            Some(*min_seats),
+            Some(
+                tiers
+                    .iter()
+                    .map(|t| TierOut {
+                        up_to: t.up_to,
+                        unit_amount: money(t.unit_amount),
+                    })
+                    .collect(),
+            ),
+            Some(*mode),
+        ),
+    };
+    PriceOut {
+        interval: p.interval,
+        amount,
+        currency: p.currency.clone(),
+        per_seat: p.per_seat(),
+        min_seats,
+        tiers,
+        tiers_mode,
+        stripe_price_id: p.stripe_price_id.clone(),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -66,17 +119,7 @@ pub fn plan_out(v: &PlanVersion, default_plan: Option<&str>) -> Plan {
         name: v.name.clone(),
         version: v.version,
         default: default_plan == Some(v.key.as_str()),
-        prices: v
-            .prices
-            .iter()
-            .map(|p| PriceOut {
-                interval: p.interval,
-                amount: money::format(p.amount, &p.currency),
-                currency: p.currency.clone(),
-                per_seat: p.per_seat,
-                stripe_price_id: p.stripe_price_id.clone(),
-            })
-            .collect(),
+        prices: v.prices.iter().map(price_out).collect(),
         trial_days: v.trial_days,
         retention_days: v.retention_days,
         entitlements: v

@@ -1,6 +1,7 @@
 //! Organisations: a customer's members. Each add or remove is one transaction that locks the
-//! customer, writes the member and appends the new member count to the seat history
-//! (`seat_changes`), which seat billing and MRR are computed from.
+//! customer, writes the member, appends the new member count to the seat history
+//! (`seat_changes`, which seat billing and MRR are computed from) and, when the customer's
+//! subscription has a per-seat price, the prorated seat line for its next invoice.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,7 @@ use sqlx::PgPool;
 
 use crate::db;
 use crate::db::members::{MemberFields, MemberRow};
+use crate::db::plans::PlanCache;
 use crate::domain::id::is_valid_external_id;
 use crate::domain::status::MemberRole;
 use crate::entitlements::resolve::{customer_must_exist, customer_not_found};
@@ -89,6 +91,7 @@ fn validate(member_id: &str, body: &MemberInput) -> Result<MemberRole> {
 /// (like a customer's `PUT`, fields not given are kept); `(member, added)`.
 pub async fn put(
     db: &PgPool,
+    plans: &PlanCache,
     tenant_id: &TenantId,
     customer_id: &str,
     member_id: &str,
@@ -108,7 +111,19 @@ pub async fn put(
     let (row, added) =
         db::members::upsert(&mut tx, tenant_id, customer_id, member_id, &fields, now).await?;
     if added {
-        db::members::record_seat_change(&mut tx, tenant_id, customer_id, member_id, 1, now).await?;
+        let seats =
+            db::members::record_seat_change(&mut tx, tenant_id, customer_id, member_id, 1, now)
+                .await?;
+        let seats = i64::from(seats);
+        crate::billing::seats::members_changed(
+            &mut tx,
+            plans,
+            tenant_id,
+            customer_id,
+            (seats - 1, seats),
+            now,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok((row.into(), added))
@@ -117,6 +132,7 @@ pub async fn put(
 /// Removes a member from a customer; the removed member.
 pub async fn remove(
     db: &PgPool,
+    plans: &PlanCache,
     tenant_id: &TenantId,
     customer_id: &str,
     member_id: &str,
@@ -129,7 +145,19 @@ pub async fn remove(
     let row = db::members::delete(&mut tx, tenant_id, customer_id, member_id)
         .await?
         .ok_or_else(member_not_found)?;
-    db::members::record_seat_change(&mut tx, tenant_id, customer_id, member_id, -1, now).await?;
+    let seats = i64::from(
+        db::members::record_seat_change(&mut tx, tenant_id, customer_id, member_id, -1, now)
+            .await?,
+    );
+    crate::billing::seats::members_changed(
+        &mut tx,
+        plans,
+        tenant_id,
+        customer_id,
+        (seats + 1, seats),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(row.into())
 }

@@ -170,3 +170,23 @@ pub async fn seats(
     .fetch_one(&mut *conn)
     .await
 }
+
+/// A customer's member count at `at`, from the seat history (0 before its first member).
+pub async fn seats_at(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    customer_id: &str,
+    at: DateTime<Utc>,
+) -> Result<i32, sqlx::Error> {
+    let seats = sqlx::query_scalar!(
+        "SELECT seats FROM seat_changes
+         WHERE tenant_id = $1 AND customer_id = $2 AND at <= $3
+         ORDER BY at DESC, seq DESC LIMIT 1",
+        tenant_id.as_str(),
+        customer_id,
+        at
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(seats.unwrap_or(0))
+}

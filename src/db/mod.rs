@@ -14,6 +14,7 @@ pub mod invoices;
 pub mod leases;
 pub mod members;
 pub mod outbox;
+pub mod pending_lines;
 pub mod plans;
 pub mod resolve;
 pub mod retention;

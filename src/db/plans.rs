@@ -11,7 +11,9 @@ use sqlx::PgConnection;
 use crate::domain::entitlement::{Aggregation, Entitlement, FeatureType, Overage};
 use crate::domain::period::{Interval, Reset};
 
+use crate::domain::plan::Charge;
 pub use crate::domain::plan::{PlanFeature, PlanVersion, Price};
+use crate::domain::seats::{SeatPricing, TiersMode};
 
 type Key = (String, String, i32);
 
@@ -90,8 +92,10 @@ pub async fn load_version(
         return Ok(None);
     };
     let prices = sqlx::query!(
-        "SELECT interval, amount, currency, per_seat, stripe_price_id FROM plan_prices
-         WHERE tenant_id = $1 AND plan_key = $2 AND version = $3 ORDER BY interval",
+        "SELECT interval, amount, currency, per_seat, min_seats, tiers, tiers_mode,
+                stripe_price_id
+         FROM plan_prices
+         WHERE tenant_id = $1 AND plan_key = $2 AND version = $3 ORDER BY interval, per_seat",
         tenant_id.as_str(),
         plan_key,
         version
@@ -100,11 +104,39 @@ pub async fn load_version(
     .await?
     .into_iter()
     .map(|p| {
+        let pricing = match (p.amount, p.tiers, p.tiers_mode) {
+            (Some(amount), None, None) => SeatPricing::PerSeat(amount),
+            (None, Some(tiers), Some(mode)) => SeatPricing::Tiered {
+                mode: super::decode("plan_prices.tiers_mode", &mode, TiersMode::parse)?,
+                tiers: serde_json::from_value(tiers).map_err(|e| sqlx::Error::ColumnDecode {
+                    index: "plan_prices.tiers".into(),
+                    source: Box::new(e),
+                })?,
+            },
+            _ => {
+                return Err(sqlx::Error::ColumnDecode {
+                    index: "plan_prices.amount".into(),
+                    source: "a price has an amount or tiers".into(),
+                })
+            }
+        };
+        let charge = match (p.per_seat, pricing) {
+            (false, SeatPricing::PerSeat(amount)) => Charge::Flat(amount),
+            (true, pricing) => Charge::Seats {
+                pricing,
+                min_seats: i64::from(p.min_seats),
+            },
+            (false, SeatPricing::Tiered { .. }) => {
+                return Err(sqlx::Error::ColumnDecode {
+                    index: "plan_prices.tiers".into(),
+                    source: "only a per-seat price has tiers".into(),
+                })
+            }
+        };
         Ok(Price {
             interval: super::decode("plan_prices.interval", &p.interval, Interval::parse)?,
-            amount: p.amount,
+            charge,
             currency: p.currency,
-            per_seat: p.per_seat,
             stripe_price_id: p.stripe_price_id,
         })
     })
@@ -263,9 +295,16 @@ pub async fn insert_version(
     .execute(&mut *conn)
     .await?;
     for p in &def.prices {
+        let tiers = p
+            .tiers
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         sqlx::query!(
-            "INSERT INTO plan_prices (tenant_id, plan_key, version, interval, amount, currency, per_seat, stripe_price_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO plan_prices (tenant_id, plan_key, version, interval, amount, currency,
+                 per_seat, min_seats, tiers, tiers_mode, stripe_price_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             tenant_id.as_str(),
             key,
             version,
@@ -273,6 +312,9 @@ pub async fn insert_version(
             p.amount,
             p.currency,
             p.per_seat,
+            p.min_seats,
+            tiers,
+            p.tiers_mode.map(TiersMode::as_str),
             p.stripe_price_id
         )
         .execute(&mut *conn)

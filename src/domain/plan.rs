@@ -10,6 +10,7 @@ use super::entitlement::{Denial, Entitlement, FeatureType};
 use super::money;
 use super::period::{Interval, Reset};
 use super::qty::{max_quantity, validate_quantity, Qty};
+use super::seats::{self, SeatPricing, Tier, TiersMode};
 
 /// Why a plan is refused: a stable code, the field it is about and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,11 +33,31 @@ fn bad(code: &'static str, param: String, message: String) -> PlanError {
 #[serde(deny_unknown_fields)]
 pub struct PriceInput {
     pub interval: Interval,
-    #[schema(value_type = String, example = "29.00")]
-    pub amount: Decimal,
+    /// The price per interval, or per seat when `per_seat`. Omitted when `tiers` are given.
+    #[schema(value_type = Option<String>, example = "29.00")]
+    pub amount: Option<Decimal>,
     pub currency: String,
+    /// Charges per seat: the customer's member count, at least `min_seats`. A plan may have,
+    /// per interval, one flat price and one per-seat price.
     pub per_seat: Option<bool>,
+    /// Per-seat prices: the fewest seats billed (default 1).
+    pub min_seats: Option<i32>,
+    /// Per-seat prices: tiers instead of `amount`, `up_to` ascending and inclusive, the last
+    /// one `null`.
+    pub tiers: Option<Vec<TierInput>>,
+    /// With `tiers`: `volume` (every seat at the price of the tier the count falls in) or
+    /// `graduated` (each tier's seats at that tier's price).
+    pub tiers_mode: Option<TiersMode>,
     pub stripe_price_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierInput {
+    /// The last seat of the tier (inclusive); `null` for the last tier.
+    pub up_to: Option<i64>,
+    #[schema(value_type = String, example = "50.00")]
+    pub unit_amount: Decimal,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -89,10 +110,21 @@ pub struct Definition {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PriceDef {
     pub interval: Interval,
-    pub amount: Decimal,
+    /// `None` for a tiered price.
+    pub amount: Option<Decimal>,
     pub currency: String,
     pub per_seat: bool,
+    #[serde(default = "one_seat")]
+    pub min_seats: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<Tier>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers_mode: Option<TiersMode>,
     pub stripe_price_id: Option<String>,
+}
+
+fn one_seat() -> i32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -152,33 +184,140 @@ pub fn normalize(
                 "currency must be a three-letter ISO code.".into(),
             ));
         }
-        if p.amount.is_sign_negative()
-            || p.amount > max_quantity()
-            || p.amount.normalize().scale() > money::minor_unit_scale(&currency)
+        let per_seat = p.per_seat.unwrap_or(false);
+        let amount_ok = |a: Decimal| {
+            !a.is_sign_negative()
+                && a <= max_quantity()
+                && a.normalize().scale() <= money::minor_unit_scale(&currency)
+        };
+        let (amount, tiers, tiers_mode) = match (p.amount, &p.tiers) {
+            (Some(amount), None) => {
+                if !amount_ok(amount) {
+                    return Err(bad(
+                        "invalid_amount",
+                        format!("prices[{i}].amount"),
+                        "amount must be non-negative with at most the currency's minor-unit \
+                         precision."
+                            .into(),
+                    ));
+                }
+                if p.tiers_mode.is_some() {
+                    return Err(bad(
+                        "invalid_price",
+                        format!("prices[{i}].tiers_mode"),
+                        "tiers_mode goes with tiers.".into(),
+                    ));
+                }
+                (Some(money::round_to_minor(amount, &currency)), None, None)
+            }
+            (None, Some(tiers)) => {
+                if !per_seat {
+                    return Err(bad(
+                        "invalid_price",
+                        format!("prices[{i}].tiers"),
+                        "Only a per-seat price (per_seat: true) may have tiers.".into(),
+                    ));
+                }
+                let Some(mode) = p.tiers_mode else {
+                    return Err(bad(
+                        "invalid_price",
+                        format!("prices[{i}].tiers_mode"),
+                        "tiers need tiers_mode: volume or graduated.".into(),
+                    ));
+                };
+                let tiers: Vec<Tier> = tiers
+                    .iter()
+                    .map(|t| Tier {
+                        up_to: t.up_to,
+                        unit_amount: t.unit_amount,
+                    })
+                    .collect();
+                if let Err(e) = seats::check_tiers(&tiers) {
+                    return Err(bad(
+                        "invalid_tiers",
+                        format!("prices[{i}].tiers[{}]", e.index),
+                        format!("Invalid tiers: {}.", e.message),
+                    ));
+                }
+                if let Some(j) = tiers.iter().position(|t| {
+                    !amount_ok(t.unit_amount) || t.up_to.is_some_and(|u| u > MAX_SEATS)
+                }) {
+                    return Err(bad(
+                        "invalid_tiers",
+                        format!("prices[{i}].tiers[{j}]"),
+                        format!(
+                            "unit_amount must be non-negative with at most the currency's \
+                             minor-unit precision, and up_to at most {MAX_SEATS}."
+                        ),
+                    ));
+                }
+                let tiers = tiers
+                    .into_iter()
+                    .map(|t| Tier {
+                        up_to: t.up_to,
+                        unit_amount: money::round_to_minor(t.unit_amount, &currency),
+                    })
+                    .collect();
+                (None, Some(tiers), Some(mode))
+            }
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(bad(
+                    "invalid_price",
+                    format!("prices[{i}].amount"),
+                    "A price has an amount or (per seat) tiers: exactly one of them.".into(),
+                ));
+            }
+        };
+        let min_seats = match p.min_seats {
+            None => 1,
+            Some(_) if !per_seat => {
+                return Err(bad(
+                    "invalid_price",
+                    format!("prices[{i}].min_seats"),
+                    "Only a per-seat price has min_seats.".into(),
+                ));
+            }
+            Some(m) if !(0..=MAX_SEATS).contains(&i64::from(m)) => {
+                return Err(bad(
+                    "invalid_price",
+                    format!("prices[{i}].min_seats"),
+                    format!("min_seats must be between 0 and {MAX_SEATS}."),
+                ));
+            }
+            Some(m) => m,
+        };
+        if prices
+            .iter()
+            .any(|q: &PriceDef| q.interval == p.interval && q.per_seat == per_seat)
         {
-            return Err(bad(
-                "invalid_amount",
-                format!("prices[{i}].amount"),
-                "amount must be non-negative with at most the currency's minor-unit precision."
-                    .into(),
-            ));
-        }
-        if prices.iter().any(|q: &PriceDef| q.interval == p.interval) {
             return Err(bad(
                 "duplicate_price",
                 format!("prices[{i}].interval"),
-                "A plan has at most one price per interval.".into(),
+                "A plan has at most one flat and one per-seat price per interval.".into(),
+            ));
+        }
+        if prices
+            .iter()
+            .any(|q: &PriceDef| q.interval == p.interval && q.currency != currency)
+        {
+            return Err(bad(
+                "invalid_currency",
+                format!("prices[{i}].currency"),
+                "The prices of one interval share a currency.".into(),
             ));
         }
         prices.push(PriceDef {
             interval: p.interval,
-            amount: money::round_to_minor(p.amount, &currency),
+            amount,
             currency,
-            per_seat: p.per_seat.unwrap_or(false),
+            per_seat,
+            min_seats,
+            tiers,
+            tiers_mode,
             stripe_price_id: p.stripe_price_id.clone(),
         });
     }
-    prices.sort_by_key(|p| p.interval.as_str());
+    prices.sort_by_key(|p| (p.interval.as_str(), p.per_seat));
     let mut entitlements: Vec<EntitlementDef> = Vec::new();
     for (i, e) in input.entitlements.iter().enumerate() {
         let at = |field: &str| format!("entitlements[{i}].{field}");
@@ -288,14 +427,46 @@ pub fn normalize(
     })
 }
 
-/// A plan version as stored: immutable once written.
+/// The most seats a price counts (tier bounds, `min_seats`).
+pub const MAX_SEATS: i64 = 1_000_000;
+
+/// What a price charges per interval.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Charge {
+    /// A fixed amount.
+    Flat(Decimal),
+    /// Per seat: the member count, at least `min_seats`.
+    Seats {
+        pricing: SeatPricing,
+        min_seats: i64,
+    },
+}
+
+/// A price of a plan version as stored: immutable once written.
 #[derive(Debug, Clone)]
 pub struct Price {
     pub interval: Interval,
-    pub amount: Decimal,
+    pub charge: Charge,
     pub currency: String,
-    pub per_seat: bool,
     pub stripe_price_id: Option<String>,
+}
+
+impl Price {
+    pub fn per_seat(&self) -> bool {
+        matches!(self.charge, Charge::Seats { .. })
+    }
+
+    /// The charge for one interval with `members` members (a flat price ignores them).
+    pub fn amount_for(&self, members: i64) -> Decimal {
+        match &self.charge {
+            Charge::Flat(amount) => *amount,
+            Charge::Seats { pricing, min_seats } => seats::total(
+                pricing,
+                seats::billable_seats(members, *min_seats),
+                &self.currency,
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -336,8 +507,25 @@ impl PlanVersion {
             .and_then(|i| self.features[i].stripe_meter_event_name.as_deref())
     }
 
-    pub fn price(&self, interval: Interval) -> Option<&Price> {
-        self.prices.iter().find(|p| p.interval == interval)
+    /// The prices of an interval: at most one flat and one per-seat.
+    pub fn prices_of(&self, interval: Interval) -> impl Iterator<Item = &Price> {
+        self.prices.iter().filter(move |p| p.interval == interval)
+    }
+
+    pub fn has_price(&self, interval: Interval) -> bool {
+        self.prices_of(interval).next().is_some()
+    }
+
+    /// The interval's per-seat price, if it has one.
+    pub fn seat_price(&self, interval: Interval) -> Option<&Price> {
+        self.prices_of(interval).find(|p| p.per_seat())
+    }
+
+    /// What one interval costs with `members` members: the flat price plus the seat charge.
+    pub fn base_amount(&self, interval: Interval, members: i64) -> Decimal {
+        self.prices_of(interval)
+            .map(|p| p.amount_for(members))
+            .fold(Decimal::ZERO, |a, b| a + b)
     }
 
     /// The currency of the plan's prices (usd for a plan without prices).
@@ -350,7 +538,7 @@ impl PlanVersion {
 
     /// The interval a new subscription gets when none is asked for.
     pub fn default_interval(&self) -> Interval {
-        if self.prices.is_empty() || self.price(Interval::Month).is_some() {
+        if self.prices.is_empty() || self.has_price(Interval::Month) {
             Interval::Month
         } else {
             Interval::Year

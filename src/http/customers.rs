@@ -78,8 +78,16 @@ pub async fn put_member(
     Json(body): Json<MemberInput>,
 ) -> ApiResult<(StatusCode, axum::Json<Member>)> {
     let now = ctx.now(&state.clock);
-    let (member, added) =
-        members::put(&state.db, &ctx.tenant_id, &id, &member_id, &body, now).await?;
+    let (member, added) = members::put(
+        &state.db,
+        &state.plans,
+        &ctx.tenant_id,
+        &id,
+        &member_id,
+        &body,
+        now,
+    )
+    .await?;
     let status = if added {
         StatusCode::CREATED
     } else {
@@ -100,7 +108,15 @@ pub async fn delete_member(
 ) -> ApiResult<axum::Json<Member>> {
     let now = ctx.now(&state.clock);
     Ok(axum::Json(
-        members::remove(&state.db, &ctx.tenant_id, &id, &member_id, now).await?,
+        members::remove(
+            &state.db,
+            &state.plans,
+            &ctx.tenant_id,
+            &id,
+            &member_id,
+            now,
+        )
+        .await?,
     ))
 }
 

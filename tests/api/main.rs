@@ -12,6 +12,7 @@ mod outage;
 mod plans;
 mod readme;
 mod schema;
+mod seats;
 mod seed_lifecycle;
 mod seeds;
 mod stripe;
