@@ -249,7 +249,8 @@ pub async fn finalize(
         .await?;
         db::invoices::insert_lines(conn, tenant_id, invoice_id, &lines).await?;
     }
-    db::invoices::refresh_totals(conn, tenant_id, invoice_id).await?;
+    let totals = db::invoices::refresh_totals(conn, tenant_id, invoice_id).await?;
+    super::balance::settle_at_finalization(conn, tenant_id, &totals, now).await?;
     let row = db::invoices::mark_finalized(conn, tenant_id, invoice_id, now).await?;
     emit(
         conn,
@@ -402,6 +403,7 @@ pub async fn void(
         ));
     }
     let row = db::invoices::mark_void(conn, tenant_id, invoice_id, now).await?;
+    super::balance::return_applied(conn, tenant_id, &inv, now).await?;
     crate::db::outbox::enqueue(
         conn,
         tenant_id,

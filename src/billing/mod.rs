@@ -1,6 +1,8 @@
 //! Billing: the subscription lifecycle, invoices, the due-work runner, dunning, invoice PDFs
 //! and the read models (`views`) the API and webhook payloads share.
 
+pub mod balance;
+pub mod credit;
 pub mod due;
 pub mod dunning;
 pub mod invoices;

@@ -97,6 +97,11 @@ pub struct Invoice {
     pub lines: Vec<InvoiceLine>,
     pub subtotal: String,
     pub total: String,
+    /// Credit balance used at finalization.
+    pub credit_applied: String,
+    /// The sum of the invoice's credit notes.
+    pub credit_notes_total: String,
+    /// `total − credit_applied − credit_notes_total`, never below zero (zero once paid).
     pub amount_due: String,
     pub due_date: Option<DateTime<Utc>>,
     pub period_start: DateTime<Utc>,
@@ -145,6 +150,8 @@ pub fn invoice_out(r: InvoiceRow, lines: Vec<LineRow>) -> Invoice {
         subtotal: money::format(r.subtotal, &c),
         total: money::format(r.total, &c),
         amount_due: money::format(r.amount_due, &c),
+        credit_applied: money::format(r.credit_applied, &c),
+        credit_notes_total: money::format(r.credit_notes_total, &c),
         id: r.invoice_id,
         customer: r.customer_id,
         subscription: r.subscription_id,

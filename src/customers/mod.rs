@@ -37,6 +37,9 @@ pub struct Customer {
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     pub net_days: i32,
+    /// Credit the customer is owed, used by its next invoices.
+    #[schema(example = "0.00")]
+    pub credit_balance: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -91,6 +94,7 @@ impl From<CustomerRow> for Customer {
             name: r.name,
             metadata: r.metadata,
             net_days: r.net_days,
+            credit_balance: crate::domain::money::format(r.credit_balance, "usd"),
             created_at: r.created_at,
         }
     }

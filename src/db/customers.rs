@@ -26,6 +26,7 @@ pub struct CustomerRow {
     pub name: Option<String>,
     pub metadata: serde_json::Value,
     pub net_days: i32,
+    pub credit_balance: rust_decimal::Decimal,
     pub created_at: DateTime<Utc>,
 }
 
@@ -55,7 +56,7 @@ pub async fn upsert(
                net_days = COALESCE($6, customers.net_days),
                updated_at = now()
            WHERE customers.deleted_at IS NULL
-           RETURNING customer_id, email, name, metadata, net_days, created_at,
+           RETURNING customer_id, email, name, metadata, net_days, credit_balance, created_at,
                      (xmax = 0) AS "inserted!""#,
         tenant_id.as_str(),
         id,
@@ -75,6 +76,7 @@ pub async fn upsert(
                 name: r.name,
                 metadata: r.metadata,
                 net_days: r.net_days,
+                credit_balance: r.credit_balance,
                 created_at: r.created_at,
             },
             r.inserted,
@@ -89,7 +91,8 @@ pub async fn get(
 ) -> Result<Option<CustomerRow>, sqlx::Error> {
     sqlx::query_as!(
         CustomerRow,
-        "SELECT customer_id AS id, email, name, metadata, net_days, created_at FROM customers
+        "SELECT customer_id AS id, email, name, metadata, net_days, credit_balance, created_at
+         FROM customers
          WHERE tenant_id = $1 AND customer_id = $2 AND deleted_at IS NULL",
         tenant_id.as_str(),
         id
@@ -107,7 +110,8 @@ pub async fn list(
 ) -> Result<Vec<CustomerRow>, sqlx::Error> {
     sqlx::query_as!(
         CustomerRow,
-        "SELECT customer_id AS id, email, name, metadata, net_days, created_at FROM customers
+        "SELECT customer_id AS id, email, name, metadata, net_days, credit_balance, created_at
+         FROM customers
          WHERE tenant_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR customer_id > $2)
          ORDER BY customer_id LIMIT $3",
         tenant_id.as_str(),

@@ -27,7 +27,7 @@ pub async fn claim_period_end(
              AND (s.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
                   SELECT 1 FROM tenants t WHERE t.tenant_id = s.tenant_id AND t.test_clock_now IS NULL)))
            ORDER BY s.current_period_end, s.subscription_id
-           LIMIT 1 FOR UPDATE OF s SKIP LOCKED"#,
+           LIMIT 1 FOR NO KEY UPDATE OF s SKIP LOCKED"#,
         tenant.map(TenantId::as_str),
         until
     )
@@ -62,7 +62,7 @@ pub async fn claim_finalization(
              AND (i.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
                   SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
            ORDER BY i.finalize_at, i.invoice_id
-           LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
+           LIMIT 1 FOR NO KEY UPDATE OF i SKIP LOCKED"#,
         tenant.map(TenantId::as_str),
         until
     )
@@ -93,7 +93,7 @@ pub async fn claim_payment_retry(
              AND (i.tenant_id = $1 OR ($1::text IS NULL AND EXISTS (
                   SELECT 1 FROM tenants t WHERE t.tenant_id = i.tenant_id AND t.test_clock_now IS NULL)))
            ORDER BY i.next_payment_attempt, i.invoice_id
-           LIMIT 1 FOR UPDATE OF i SKIP LOCKED"#,
+           LIMIT 1 FOR NO KEY UPDATE OF i SKIP LOCKED"#,
         tenant.map(TenantId::as_str),
         until
     )

@@ -38,6 +38,8 @@ pub struct InvoiceRow {
     pub paid_at: Option<DateTime<Utc>>,
     pub paid_out_of_band: bool,
     pub voided_at: Option<DateTime<Utc>>,
+    pub credit_applied: Decimal,
+    pub credit_notes_total: Decimal,
 }
 
 /// The tenant's next invoice number. The number row stays locked until the transaction ends,
@@ -167,7 +169,7 @@ pub async fn refresh_totals(
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
-                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at, credit_applied, credit_notes_total"#,
         tenant_id.as_str(),
         invoice_id.as_str()
     )
@@ -225,8 +227,8 @@ pub async fn get(
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
-                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at
-               FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR UPDATE"#,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at, credit_applied, credit_notes_total
+               FROM invoices WHERE tenant_id = $1 AND invoice_id = $2 FOR NO KEY UPDATE"#,
             tenant_id.as_str(),
             invoice_id.as_str()
         )
@@ -239,7 +241,7 @@ pub async fn get(
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
-                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at, credit_applied, credit_notes_total
                FROM invoices WHERE tenant_id = $1 AND invoice_id = $2"#,
             tenant_id.as_str(),
             invoice_id.as_str()
@@ -311,7 +313,7 @@ pub async fn mark_finalized(
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
-                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at, credit_applied, credit_notes_total"#,
         tenant_id.as_str(),
         invoice_id.as_str(),
         now
@@ -380,13 +382,14 @@ pub async fn mark_paid(
     sqlx::query_as!(
         InvoiceRow,
         r#"UPDATE invoices SET status = 'paid', paid_at = $3, paid_out_of_band = $4,
+               amount_paid = amount_due,
                next_payment_attempt = NULL, uncollectible_at = NULL, updated_at = now()
            WHERE tenant_id = $1 AND invoice_id = $2
            RETURNING invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
-                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at, credit_applied, credit_notes_total"#,
         tenant_id.as_str(),
         invoice_id.as_str(),
         now,
@@ -432,7 +435,7 @@ pub async fn mark_void(
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
-                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at"#,
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at, credit_applied, credit_notes_total"#,
         tenant_id.as_str(),
         invoice_id.as_str(),
         now
@@ -455,7 +458,7 @@ pub async fn for_customer(
                    status AS "status: InvoiceStatus", currency, subtotal, total, amount_due,
                    period_start, period_end, usage_period_start, usage_period_end,
                    usage_plan_key, usage_plan_version, net_days, due_date, finalize_at,
-                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at
+                   created_at, finalized_at, paid_at, paid_out_of_band, voided_at, credit_applied, credit_notes_total
            FROM invoices
            WHERE tenant_id = $1 AND customer_id = $2 AND ($3::text IS NULL OR invoice_id < $3)
            ORDER BY invoice_id DESC LIMIT $4"#,

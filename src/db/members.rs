@@ -18,7 +18,7 @@ pub async fn lock_customer(
     let found = sqlx::query_scalar!(
         "SELECT 1 AS one FROM customers
          WHERE tenant_id = $1 AND customer_id = $2 AND deleted_at IS NULL
-         FOR UPDATE",
+         FOR NO KEY UPDATE",
         tenant_id.as_str(),
         customer_id
     )

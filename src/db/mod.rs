@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod api_keys;
 pub mod check_batch;
+pub mod credit;
 pub mod customers;
 pub mod due;
 pub mod features;

@@ -61,7 +61,7 @@ pub async fn lock_subscription(
         StripeSubscription,
         "SELECT subscription_id AS \"subscription_id: SubscriptionId\", stripe_event_created FROM subscriptions
                  WHERE tenant_id = $1 AND (stripe_subscription_id = $2 OR subscription_id = $3)
-                 ORDER BY (stripe_subscription_id = $2) DESC NULLS LAST LIMIT 1 FOR UPDATE",
+                 ORDER BY (stripe_subscription_id = $2) DESC NULLS LAST LIMIT 1 FOR NO KEY UPDATE",
         tenant_id.as_str(),
         stripe_id,
         tollgate_id

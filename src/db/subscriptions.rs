@@ -115,7 +115,7 @@ pub async fn get(
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at
-               FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2 FOR UPDATE"#,
+               FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2 FOR NO KEY UPDATE"#,
             tenant_id.as_str(),
             subscription_id.as_str()
         )

@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiResult;
-use super::extract::{IdPath, List, OptionalJson, PageParams, Path, Query};
+use super::extract::{IdPath, Json, List, OptionalJson, PageParams, Path, Query};
+use crate::billing::credit::{self, BalanceTransaction, CreateCreditNote, CreditNote, GrantCredit};
 use crate::billing::invoicing::{self, Payment};
 use crate::billing::views::{Invoice, UpcomingInvoice};
 use crate::domain::id::InvoiceId;
@@ -129,4 +130,61 @@ pub async fn upcoming_invoice(
     Ok(axum::Json(
         invoicing::upcoming(&state.db, &state.plans, &ctx.tenant_id, &customer).await?,
     ))
+}
+
+#[utoipa::path(post, path = "/v1/invoices/{id}/credit_notes", tag = "invoices",
+    request_body = CreateCreditNote,
+    params(("id" = String, Path, description = "Invoice id")),
+    responses((status = 201, description = "Issued: an open invoice asks less, a paid one's customer has more credit", body = CreditNote),
+              (status = 400, description = "credit_note_too_large, invalid_amount or invalid_reason", body = crate::http::error::ErrorBody),
+              (status = 404, body = crate::http::error::ErrorBody),
+              (status = 409, description = "invoice_not_creditable: a draft, void or uncollectible invoice", body = crate::http::error::ErrorBody)))]
+pub async fn create_credit_note(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    IdPath(id): IdPath<InvoiceId>,
+    Json(body): Json<CreateCreditNote>,
+) -> ApiResult<(StatusCode, axum::Json<CreditNote>)> {
+    let now = ctx.now(&state.clock);
+    let note = credit::credit_note(&state.db, &ctx.tenant_id, &id, &body, now).await?;
+    Ok((StatusCode::CREATED, axum::Json(note)))
+}
+
+#[utoipa::path(post, path = "/v1/customers/{id}/credits", tag = "customers",
+    request_body = GrantCredit,
+    params(("id" = String, Path, description = "Customer id")),
+    responses((status = 201, description = "Granted: the balance transaction", body = BalanceTransaction),
+              (status = 400, body = crate::http::error::ErrorBody),
+              (status = 404, body = crate::http::error::ErrorBody)))]
+pub async fn grant_credit(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(customer): Path<String>,
+    Json(body): Json<GrantCredit>,
+) -> ApiResult<(StatusCode, axum::Json<BalanceTransaction>)> {
+    let now = ctx.now(&state.clock);
+    let t = credit::grant(&state.db, &ctx.tenant_id, &customer, &body, now).await?;
+    Ok((StatusCode::CREATED, axum::Json(t)))
+}
+
+#[utoipa::path(get, path = "/v1/customers/{id}/balance_transactions", tag = "customers",
+    params(("id" = String, Path, description = "Customer id"), PageParams),
+    responses((status = 200, description = "Every change of the balance, newest first", body = List<BalanceTransaction>),
+              (status = 404, body = crate::http::error::ErrorBody)))]
+pub async fn balance_transactions(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(customer): Path<String>,
+    Query(page): Query<PageParams>,
+) -> ApiResult<axum::Json<List<BalanceTransaction>>> {
+    let limit = page.limit()?;
+    let rows = credit::transactions(
+        &state.db,
+        &ctx.tenant_id,
+        &customer,
+        page.starting_after.as_deref(),
+        limit,
+    )
+    .await?;
+    Ok(axum::Json(List::from_rows(rows, limit)))
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod conventions;
+mod credit;
 mod fakes;
 mod helpers;
 mod isolation;
