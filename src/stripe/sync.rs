@@ -293,6 +293,24 @@ async fn send_meter_event(db: &PgPool, client: &Client, row: &Claimed) -> Result
     })
 }
 
+/// A line as Stripe's `quantity` and `unit_amount_decimal` (in minor units), when it is a
+/// whole positive number of units at a unit amount that makes its amount exactly.
+fn per_unit(
+    quantity: Decimal,
+    unit_amount: Decimal,
+    amount: Decimal,
+    currency: &str,
+) -> Option<(u64, String)> {
+    if quantity <= Decimal::ZERO
+        || quantity.fract() != Decimal::ZERO
+        || quantity * unit_amount != amount
+    {
+        return None;
+    }
+    let unit = minor_units(unit_amount, currency)?;
+    Some((u64::try_from(quantity).ok()?, unit.to_string()))
+}
+
 /// Stripe amounts are integers in the currency's minor unit.
 fn minor_units(amount: Decimal, currency: &str) -> Option<i64> {
     let scaled =
@@ -409,16 +427,21 @@ async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> Result<Out
                 line.line_no, line.amount
             )));
         };
-        let sent = CreateInvoiceItem::new()
+        let item = CreateInvoiceItem::new()
             .customer(customer.as_str())
             .invoice(stripe_id.as_str())
-            .amount(amount)
             .currency(currency.clone())
             .description(line.description.as_str())
             .period(Period::new(
                 line.period_end.timestamp(),
                 line.period_start.timestamp(),
-            ))
+            ));
+        // Seats and other counted lines show their quantity and unit amount in Stripe too.
+        let item = match per_unit(line.quantity, line.unit_amount, line.amount, &inv.currency) {
+            Some((quantity, unit)) => item.quantity(quantity).unit_amount_decimal(unit),
+            None => item.amount(amount),
+        };
+        let sent = item
             .customize()
             .request_strategy(key(row, &format!("-line-{}", line.line_no)))
             .send(client)
@@ -427,6 +450,32 @@ async fn send_invoice(db: &PgPool, client: &Client, row: &Claimed) -> Result<Out
             return Ok(classify(e));
         }
         progress["lines_sent"] = json!(line.line_no);
+        save_progress(db, row, &progress).await?;
+    }
+
+    // 2b. The credit balance it used, as a negative item (the Stripe customer balance is
+    // left alone: Tollgate keeps the balance, and Stripe's invoice asks what Tollgate's does).
+    if inv.credit_applied > Decimal::ZERO && progress["credit_sent"].as_bool() != Some(true) {
+        let Some(credit) = minor_units(inv.credit_applied, &inv.currency) else {
+            return Ok(Outcome::Permanent(format!(
+                "credit applied {} is not a whole number of minor units",
+                inv.credit_applied
+            )));
+        };
+        let sent = CreateInvoiceItem::new()
+            .customer(customer.as_str())
+            .invoice(stripe_id.as_str())
+            .currency(currency.clone())
+            .description("Credit applied from the customer's balance")
+            .amount(-credit)
+            .customize()
+            .request_strategy(key(row, "-credit"))
+            .send(client)
+            .await;
+        if let Err(e) = sent {
+            return Ok(classify(e));
+        }
+        progress["credit_sent"] = json!(true);
         save_progress(db, row, &progress).await?;
     }
 

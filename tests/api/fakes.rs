@@ -31,6 +31,8 @@ pub struct FakeInvoice {
     pub status: String,
     /// Item amounts in minor units.
     pub items: Vec<i64>,
+    /// Each item's `(quantity, unit_amount_decimal)`, when it was sent with them.
+    pub item_units: Vec<Option<(u64, String)>>,
     pub attempt_count: u32,
 }
 
@@ -172,10 +174,19 @@ fn carry_out(
         }
         ("POST", ["invoiceitems"]) => {
             let invoice = form.get("invoice").cloned().unwrap_or_default();
-            let amount: i64 = form.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+            // Stripe takes `amount`, or `quantity` × `unit_amount_decimal`.
+            let units = form
+                .get("quantity")
+                .and_then(|q| q.parse::<u64>().ok())
+                .zip(form.get("unit_amount_decimal").cloned());
+            let amount: i64 = match &units {
+                Some((q, unit)) => unit.parse::<i64>().unwrap_or(0) * (*q as i64),
+                None => form.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0),
+            };
             match st.invoices.get_mut(&invoice) {
                 Some(inv) if inv.status == "draft" => {
                     inv.items.push(amount);
+                    inv.item_units.push(units);
                     (
                         200,
                         ITEM.replace("ID", &format!("ii_{}_{}", invoice, inv.items.len())),

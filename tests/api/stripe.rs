@@ -885,3 +885,67 @@ async fn voiding_an_invoice_voids_it_in_stripe_and_stops_dunning() {
         "no retries for a void invoice"
     );
 }
+
+#[tokio::test]
+async fn seat_lines_go_to_stripe_with_quantity_and_unit_and_credit_as_a_negative_item() {
+    let app = spawn_app().await;
+    let fake = FakeStripe::start().await;
+    let t = billing_tenant(&app, "2026-03-01T00:00:00Z").await;
+    connect(&app, &t, Some(&fake)).await;
+    let r = app
+        .post(
+            "/v1/plans",
+            &t.key,
+            json!({"key": "team", "name": "Team", "prices": [
+                {"interval": "month", "amount": "10.00", "currency": "usd"},
+                {"interval": "month", "currency": "usd", "per_seat": true, "amount": "12.50"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    app.customer(&t, "org").await;
+    for m in ["a", "b", "c"] {
+        let r = app
+            .put(
+                &format!("/v1/customers/org/members/{m}"),
+                &t.key,
+                json!({"role": "member"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let r = app
+        .post(
+            "/v1/customers/org/credits",
+            &t.key,
+            json!({"amount": "5.00", "description": "Welcome"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = app
+        .post(
+            "/v1/subscriptions",
+            &t.key,
+            json!({"customer": "org", "plan": "team"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let inv = only_invoice(&app, &t, "org").await;
+    // 10.00 + 3 × 12.50 = 47.50, less 5.00 of credit: 42.50 due.
+    assert_eq!(inv["total"], "47.50");
+    assert_eq!(inv["credit_applied"], "5.00");
+    assert_eq!(inv["amount_due"], "42.50");
+
+    drain_stripe(&app, 1).await;
+    let st = fake.lock();
+    let sinv = &st.invoices[&st.invoice_order[0]];
+    assert_eq!(sinv.items, vec![1000, 3750, -500]);
+    assert_eq!(
+        sinv.item_units,
+        vec![
+            Some((1, "1000".to_string())),
+            Some((3, "1250".to_string())),
+            None
+        ],
+        "the seat line as 3 × 12.50; the credit as an amount"
+    );
+}
