@@ -137,6 +137,8 @@ pub async fn pdf(
             .collect(),
         subtotal: invoice.subtotal.clone(),
         total: invoice.total.clone(),
+        credit_applied: invoice.credit_applied.clone(),
+        credit_notes_total: invoice.credit_notes_total.clone(),
         amount_due: invoice.amount_due.clone(),
     };
     Ok((invoice.number, super::pdf::render(&doc)))

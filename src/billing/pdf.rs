@@ -19,6 +19,10 @@ pub struct PdfInvoice {
     pub lines: Vec<(String, String, String, String)>,
     pub subtotal: String,
     pub total: String,
+    /// Shown only when not zero.
+    pub credit_applied: String,
+    /// Shown only when not zero.
+    pub credit_notes_total: String,
     pub amount_due: String,
 }
 
@@ -152,11 +156,20 @@ pub fn render(inv: &PdfInvoice) -> Vec<u8> {
         if n + 1 == count {
             y -= 15.0;
             let cur = inv.currency.to_uppercase();
-            for (label, value) in [
-                ("Subtotal", &inv.subtotal),
-                ("Total", &inv.total),
-                ("Amount due", &inv.amount_due),
-            ] {
+            let zero = |v: &str| {
+                v.trim_start_matches('-')
+                    .chars()
+                    .all(|c| c == '0' || c == '.')
+            };
+            let credits = [
+                ("Credit applied", &inv.credit_applied),
+                ("Credit notes", &inv.credit_notes_total),
+            ];
+            let rows = [("Subtotal", &inv.subtotal), ("Total", &inv.total)]
+                .into_iter()
+                .chain(credits.into_iter().filter(|(_, v)| !zero(v)))
+                .chain([("Amount due", &inv.amount_due)]);
+            for (label, value) in rows {
                 w.at(b"F2", 10.0, 360.0, y, label, 20);
                 w.right(b"F1", 10.0, WIDTH - 50.0, y, &format!("{value} {cur}"));
                 y -= 15.0;

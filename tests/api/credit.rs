@@ -218,6 +218,26 @@ async fn credit_granted_by_hand_is_checked_and_used() {
     let inv = &invoices(&app, &t, "c1").await[0];
     assert_eq!(inv["credit_applied"], "40.00");
     assert_eq!(inv["amount_due"], "59.00");
+    // The PDF shows it too.
+    let resp = app
+        .client
+        .get(format!(
+            "{}/v1/invoices/{}/pdf",
+            app.base,
+            inv["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc = lopdf::Document::load_mem(&resp.bytes().await.unwrap()).unwrap();
+    let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
+    let text = doc.extract_text(&pages).unwrap();
+    for needle in ["Credit applied", "40.00", "Amount due", "59.00"] {
+        assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+    }
+    assert!(!text.contains("Credit notes"), "no zero rows: {text:?}");
     assert_eq!(
         balance(&app, &t, "c1").await,
         (
