@@ -265,3 +265,166 @@ async fn seed_003_pro_to_free_downgrade_happens_at_period_end() {
     assert_eq!(s.body["plan"], "free");
     assert!(s.body["pending_change"].is_null());
 }
+
+/// Seed 002 end to end: an organisation on Enterprise (a base fee plus volume-tiered seats,
+/// annual, net 30) whose members come and go, and a Standard customer over its storage and API
+/// allowances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_enterprise_seats_and_standard_overage_through_a_year() {
+    let (app, t) = seeded("002_life_twin.toml").await;
+    app.set_clock(&t, "2027-01-01T00:00:00Z").await;
+
+    // Acme: 12 members, net 30, on the Free default until it moves to Enterprise yearly.
+    let r = app
+        .put("/v1/customers/acme", &t.key, json!({"net_days": 30}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    for m in 1..=12 {
+        let r = app
+            .put(
+                &format!("/v1/customers/acme/members/user_{m:02}"),
+                &t.key,
+                json!({"role": if m == 1 { "owner" } else { "member" }}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    change(
+        &app,
+        &t,
+        "acme",
+        json!({"plan": "enterprise", "interval": "year", "when": "now"}),
+    )
+    .await;
+    // A new interval starts a new period: 2027-01-01 to 2028-01-01 (365 days), in advance:
+    //   base                              10,000.00
+    //   12 seats, volume tier 11-50 at 480.00: 12 × 480.00 = 5,760.00
+    //   total                             15,760.00, due in 30 days.
+    let start = latest_invoice(&app, &t, "acme").await;
+    assert_eq!(
+        lines(&start),
+        [
+            ("subscription".to_string(), None, "10000.00".to_string()),
+            ("seat".to_string(), None, "5760.00".to_string()),
+        ]
+    );
+    assert_eq!(start["total"], "15760.00");
+    assert_eq!(start["amount_due"], "15760.00");
+    assert_eq!(start["due_date"], "2027-01-31T00:00:00Z");
+    let r = app
+        .post(
+            &format!("/v1/invoices/{}/pay", start["id"].as_str().unwrap()),
+            &t.key,
+            json!({"paid_out_of_band": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    // 2027-05-27: day 146 of 365, so 219/365 = 0.6 of the year is left. Two members join:
+    //   12 → 13: (13 − 12) × 480.00 × 0.6 = 288.00
+    //   13 → 14: (14 − 13) × 480.00 × 0.6 = 288.00
+    advance(&app, &t, "2027-05-27T00:00:00Z").await;
+    for m in ["user_13", "user_14"] {
+        let r = app
+            .put(
+                &format!("/v1/customers/acme/members/{m}"),
+                &t.key,
+                json!({"role": "member"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    // 2027-10-20: day 292, so 73/365 = 0.2 is left. One leaves:
+    //   14 → 13: −480.00 × 0.2 = −96.00
+    advance(&app, &t, "2027-10-20T00:00:00Z").await;
+    let r = app
+        .delete("/v1/customers/acme/members/user_07", &t.key)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let upcoming = app.get("/v1/customers/acme/upcoming_invoice", &t.key).await;
+    assert_eq!(
+        lines(&upcoming.body),
+        [
+            ("seat".to_string(), None, "288.00".to_string()),
+            ("seat".to_string(), None, "288.00".to_string()),
+            ("seat".to_string(), None, "-96.00".to_string()),
+            ("subscription".to_string(), None, "10000.00".to_string()),
+            ("seat".to_string(), None, "6240.00".to_string()),
+        ]
+    );
+
+    // The renewal, 2028-01-01, finalized after the grace hour: the new year in advance at 13
+    // seats (13 × 480.00 = 6,240.00) plus the three changes (288 + 288 − 96 = 480.00):
+    //   10,000.00 + 6,240.00 + 480.00 = 16,720.00, due 2028-01-31.
+    advance(&app, &t, "2028-01-01T02:00:00Z").await;
+    let renewal = latest_invoice(&app, &t, "acme").await;
+    assert_eq!(renewal["billing_reason"], "subscription_cycle");
+    assert_eq!(
+        lines(&renewal),
+        [
+            ("subscription".to_string(), None, "10000.00".to_string()),
+            ("seat".to_string(), None, "6240.00".to_string()),
+            ("seat".to_string(), None, "288.00".to_string()),
+            ("seat".to_string(), None, "288.00".to_string()),
+            ("seat".to_string(), None, "-96.00".to_string()),
+        ]
+    );
+    assert_eq!(renewal["total"], "16720.00");
+    assert_eq!(renewal["status"], "open");
+    // Finalized when the grace hour ended (01:00), due 30 days later.
+    assert_eq!(renewal["due_date"], "2028-01-31T01:00:00Z");
+}
+
+/// Seed 002's Standard plan: $49.99 a month, 50 GB of storage (a level) with $0.10 per GB over,
+/// 10,000 API calls a month with $0.01 per call over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_standard_storage_and_api_overage_on_renewal() {
+    let (app, t) = seeded("002_life_twin.toml").await;
+    app.set_clock(&t, "2027-01-01T00:00:00Z").await;
+    app.customer(&t, "solo").await;
+    change(&app, &t, "solo", json!({"plan": "standard", "when": "now"})).await;
+    // From Free at the very start of the month: all of January at 49.99.
+    let first = latest_invoice(&app, &t, "solo").await;
+    assert_eq!(first["total"], "49.99");
+    advance(&app, &t, "2027-01-20T00:00:00Z").await;
+    for (feature, quantity) in [
+        ("storage_gb", json!(63.4)),
+        ("storage_gb", json!(41)),
+        ("api_calls", json!(10250)),
+    ] {
+        let r = usage(
+            &app,
+            &t,
+            json!({"customer": "solo", "feature": feature, "quantity": quantity}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    // February 1, after the grace hour:
+    //   Standard (monthly)                                49.99
+    //   storage: peak 63.4 GB, 13.4 over → 14 GB × 0.10    1.40
+    //   API calls: 10,250, 250 over × 0.01                 2.50
+    //   total                                             53.89
+    advance(&app, &t, "2027-02-01T02:00:00Z").await;
+    let renewal = latest_invoice(&app, &t, "solo").await;
+    assert_eq!(renewal["status"], "open", "{renewal:?}");
+    let mut got = lines(&renewal);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "overage".to_string(),
+                Some("api_calls".to_string()),
+                "2.50".to_string()
+            ),
+            (
+                "overage".to_string(),
+                Some("storage_gb".to_string()),
+                "1.40".to_string()
+            ),
+            ("subscription".to_string(), None, "49.99".to_string()),
+        ]
+    );
+    assert_eq!(renewal["total"], "53.89");
+}

@@ -280,7 +280,13 @@ async fn seed_002_storage_is_a_level_and_annual_prices_exist() {
         .iter()
         .any(|p| p["interval"] == "year" && p["amount"] == "499.90"));
     let ent = app.get("/v1/plans/enterprise", &t.key).await;
-    assert_eq!(ent.body["prices"][0]["per_seat"], true);
+    let prices = ent.body["prices"].as_array().unwrap();
+    assert!(prices
+        .iter()
+        .any(|p| p["interval"] == "year" && p["per_seat"] == true && p["tiers_mode"] == "volume"));
+    assert!(prices
+        .iter()
+        .any(|p| p["interval"] == "year" && p["per_seat"] == false && p["amount"] == "10000.00"));
     let r = app
         .put("/v1/customers/org_2", &t.key, json!({"net_days": 30}))
         .await;
