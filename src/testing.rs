@@ -119,7 +119,7 @@ pub mod stored {
 
     use crate::db::inspect as db;
     pub use crate::db::inspect::{
-        Collection, Numbering, RowCounts, SeatChange, StoredEvent, StoredKey,
+        Collection, HistoryEntry, Numbering, RowCounts, SeatChange, StoredEvent, StoredKey,
     };
     use crate::error::Result;
     use crate::ids::{SubscriptionId, TenantId};
@@ -224,5 +224,14 @@ pub mod stored {
         customer: &str,
     ) -> Result<Vec<SeatChange>> {
         Ok(db::seat_history(&mut *pool.acquire().await?, tenant, customer).await?)
+    }
+
+    /// The history of a customer's subscriptions (plan, interval and status from each change).
+    pub async fn subscription_history(
+        pool: &PgPool,
+        tenant: &TenantId,
+        customer: &str,
+    ) -> Result<Vec<HistoryEntry>> {
+        Ok(db::subscription_history(&mut *pool.acquire().await?, tenant, customer).await?)
     }
 }

@@ -110,7 +110,7 @@ pub async fn payment_failed(
                 .await?;
             }
             Failure::RetryAt(_) if sub.status == SubscriptionStatus::Active => {
-                subs::set_status(conn, tenant_id, sub_id, SubscriptionStatus::PastDue).await?;
+                subs::set_status(conn, tenant_id, sub_id, SubscriptionStatus::PastDue, now).await?;
             }
             _ => {}
         }

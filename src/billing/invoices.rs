@@ -359,7 +359,7 @@ pub async fn mark_paid(
         // Active again once nothing else of it is in dunning.
         let reactivate = db::invoices::dunning_over(conn, tenant_id, sub).await?;
         if reactivate {
-            super::subscriptions::set_status(conn, tenant_id, sub, SubscriptionStatus::Active)
+            super::subscriptions::set_status(conn, tenant_id, sub, SubscriptionStatus::Active, now)
                 .await?;
         }
     }

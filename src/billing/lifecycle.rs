@@ -420,9 +420,9 @@ pub async fn change(
             conn,
             tenant_id,
             &sub.subscription_id,
-            new_plan,
-            req.interval,
+            (new_plan, req.interval),
             None,
+            now,
         )
         .await;
     }
@@ -435,9 +435,9 @@ pub async fn change(
             conn,
             tenant_id,
             &sub.subscription_id,
-            new_plan,
-            req.interval,
+            (new_plan, req.interval),
             None,
+            now,
         )
         .await?;
         if old_price != new_price {
@@ -478,9 +478,9 @@ pub async fn change(
         conn,
         tenant_id,
         &sub.subscription_id,
-        new_plan,
-        req.interval,
+        (new_plan, req.interval),
         Some((now, end)),
+        now,
     )
     .await?;
     let mut lines = proration_lines(

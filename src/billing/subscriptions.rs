@@ -55,6 +55,7 @@ pub async fn create(conn: &mut PgConnection, new: &NewSubscription<'_>) -> Resul
             e.into()
         }
     })?;
+    db::record_history(conn, new.tenant_id, &row, "created", new.now).await?;
     emit(conn, new.tenant_id, events::SUBSCRIPTION_CREATED, &row).await?;
     Ok(row)
 }
@@ -68,6 +69,7 @@ pub async fn end(
     reason: &str,
 ) -> Result<SubscriptionRow> {
     let row = db::end(conn, tenant_id, subscription_id, at, reason).await?;
+    db::record_history(conn, tenant_id, &row, "ended", at).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_CANCELED, &row).await?;
     Ok(row)
 }
@@ -80,6 +82,7 @@ pub async fn roll(
     next: &NextPeriod<'_>,
 ) -> Result<SubscriptionRow> {
     let row = db::roll(conn, tenant_id, subscription_id, next).await?;
+    db::record_history(conn, tenant_id, &row, "renewed", next.start).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }
@@ -96,29 +99,33 @@ pub async fn schedule_change(
     Ok(row)
 }
 
-/// Switches the plan now, keeping the period unless `period` gives a new one.
+/// Switches the plan at `at` (now), keeping the period unless `period` gives a new one.
 pub async fn switch_plan(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     subscription_id: &SubscriptionId,
-    plan: &PlanVersion,
-    interval: Interval,
+    (plan, interval): (&PlanVersion, Interval),
     period: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    at: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {
     let row = db::switch_plan(conn, tenant_id, subscription_id, plan, interval, period).await?;
+    db::record_history(conn, tenant_id, &row, "plan_changed", at).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
     Ok(row)
 }
 
-/// Sets the status of a live subscription; emits `subscription.updated` when it changed.
+/// Sets the status of a live subscription at `at`; emits `subscription.updated` when it
+/// changed.
 pub async fn set_status(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     subscription_id: &SubscriptionId,
     status: SubscriptionStatus,
+    at: DateTime<Utc>,
 ) -> Result<Option<SubscriptionRow>> {
     let row = db::set_status(conn, tenant_id, subscription_id, status).await?;
     if let Some(row) = &row {
+        db::record_history(conn, tenant_id, row, "status_changed", at).await?;
         emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, row).await?;
     }
     Ok(row)

@@ -332,3 +332,30 @@ pub async fn seat_history(
     .fetch_all(&mut *conn)
     .await
 }
+
+/// One entry of a subscription's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub event: String,
+    pub plan_key: String,
+    pub interval: String,
+    pub status: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The history of a customer's subscriptions, in order.
+pub async fn subscription_history(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    customer: &str,
+) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    sqlx::query_as!(
+        HistoryEntry,
+        "SELECT event, plan_key, interval, status, at FROM subscription_history
+         WHERE tenant_id = $1 AND customer_id = $2 ORDER BY at, seq",
+        tenant.as_str(),
+        customer
+    )
+    .fetch_all(&mut *conn)
+    .await
+}

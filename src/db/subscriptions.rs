@@ -373,3 +373,30 @@ pub async fn set_cancel_at_period_end(
     .fetch_one(&mut *conn)
     .await
 }
+
+/// Appends the subscription's state, as `row` has it from `at`, to its history.
+pub async fn record_history(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    row: &SubscriptionRow,
+    event: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO subscription_history (tenant_id, subscription_id, customer_id, event,
+             plan_key, plan_version, interval, status, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        tenant_id.as_str(),
+        row.subscription_id.as_str(),
+        row.customer_id,
+        event,
+        row.plan_key,
+        row.plan_version,
+        row.interval.as_str(),
+        row.status.as_str(),
+        at
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}

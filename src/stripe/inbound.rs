@@ -209,7 +209,7 @@ async fn apply(
                 "past_due" | "unpaid" => SubscriptionStatus::PastDue,
                 _ => return Ok("ignored"),
             };
-            subs::set_status(conn, tenant_id, &sub.subscription_id, mirrored).await?;
+            subs::set_status(conn, tenant_id, &sub.subscription_id, mirrored, now).await?;
             Ok("applied")
         }
         _ => Ok("ignored"),

@@ -373,6 +373,45 @@ async fn seed_002_enterprise_seats_and_standard_overage_through_a_year() {
     assert_eq!(renewal["status"], "open");
     // Finalized when the grace hour ended (01:00), due 30 days later.
     assert_eq!(renewal["due_date"], "2028-01-31T01:00:00Z");
+
+    // The subscription history MRR is computed from: each change with its business time.
+    let history = tollgate::testing::stored::subscription_history(&app.db, &t.tid(), "acme")
+        .await
+        .unwrap();
+    let steps: Vec<(&str, &str, &str, String)> = history
+        .iter()
+        .map(|h| {
+            (
+                h.event.as_str(),
+                h.plan_key.as_str(),
+                h.interval.as_str(),
+                h.at.to_rfc3339(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (
+                "created",
+                "free",
+                "month",
+                "2027-01-01T00:00:00+00:00".to_string()
+            ),
+            (
+                "plan_changed",
+                "enterprise",
+                "year",
+                "2027-01-01T00:00:00+00:00".to_string()
+            ),
+            (
+                "renewed",
+                "enterprise",
+                "year",
+                "2028-01-01T00:00:00+00:00".to_string()
+            ),
+        ]
+    );
 }
 
 /// Seed 002's Standard plan: $49.99 a month, 50 GB of storage (a level) with $0.10 per GB over,
