@@ -418,3 +418,46 @@ async fn concurrent_credit_notes_never_exceed_the_invoice() {
     assert_eq!(inv.body["amount_due"], "4.00");
     assert_eq!(inv.body["status"], "open");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_credits_and_credit_notes_apply_once() {
+    let app = spawn_app().await;
+    let t = tenant(&app).await;
+    subscribe(&app, &t, "c1", "max").await;
+    let id = invoices(&app, &t, "c1").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let send = |path: String, body: Value, key: &'static str| {
+        let app = &app;
+        let api_key = t.key.clone();
+        async move {
+            app.request(
+                reqwest::Method::POST,
+                &path,
+                Some(&api_key),
+                Some(body),
+                &[("Idempotency-Key", key)],
+            )
+            .await
+        }
+    };
+    let grant = json!({"amount": "7.00", "description": "Sorry"});
+    let a = send("/v1/customers/c1/credits".into(), grant.clone(), "grant-1").await;
+    let b = send("/v1/customers/c1/credits".into(), grant, "grant-1").await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.body, b.body, "the retry answers the first response");
+    let note = json!({"amount": "9.00", "reason": "duplicate"});
+    let path = format!("/v1/invoices/{id}/credit_notes");
+    let a = send(path.clone(), note.clone(), "note-1").await;
+    let b = send(path, note, "note-1").await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.body["id"], b.body["id"]);
+    let inv = app.get(&format!("/v1/invoices/{id}"), &t.key).await;
+    assert_eq!(inv.body["credit_notes_total"], "9.00");
+    assert_eq!(inv.body["amount_due"], "90.00");
+    assert_eq!(
+        balance(&app, &t, "c1").await,
+        ("7.00".to_string(), vec![pair("manual", "7.00")])
+    );
+}

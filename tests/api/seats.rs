@@ -327,3 +327,78 @@ async fn seat_changes_mid_period_are_prorated_onto_the_next_invoice() {
         [line("seat", "4", "30.00", "120.00")]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_changes_weigh_and_prorate_seats_at_the_current_count() {
+    let app = spawn_app().await;
+    let t = app.tenant("test").await;
+    // Small: 20.00 + 10.00 a seat; Big: 50.00 + 5.00 a seat. At 10 seats Small costs 120.00
+    // and Big 100.00 (Big is the downgrade); at 2 seats Small is 40.00 and Big 60.00.
+    for (key, flat, seat) in [("small", "20.00", "10.00"), ("big", "50.00", "5.00")] {
+        let r = plan(
+            &app,
+            &t,
+            json!({"key": key, "name": key, "prices": [
+                {"interval": "month", "currency": "usd", "amount": flat},
+                {"interval": "month", "currency": "usd", "per_seat": true, "amount": seat}]}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    app.set_clock(&t, "2027-01-01T00:00:00Z").await;
+    for (org, members) in [("ten", 10), ("two", 2)] {
+        app.customer(&t, org).await;
+        add_members(&app, &t, org, (0..members).map(|m| format!("m{m}"))).await;
+        subscribe(&app, &t, org, "small").await;
+    }
+    let sub_of = |org: &'static str| {
+        let app = &app;
+        let key = t.key.clone();
+        async move {
+            app.get(&format!("/v1/customers/{org}/subscription"), &key)
+                .await
+                .body["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    // Half-way through January (31 days).
+    let r = app
+        .post(
+            "/v1/test_clock/advance",
+            &t.key,
+            json!({"to": "2027-01-16T12:00:00Z"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Ten seats: Big is cheaper, so by default it waits for the period's end.
+    let ten = sub_of("ten").await;
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{ten}/change"),
+            &t.key,
+            json!({"plan": "big"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["plan"], "small");
+    assert_eq!(r.body["pending_change"]["plan"], "big");
+    // Two seats: Big is dearer, so it starts now, prorated at two seats:
+    //   credit −40.00 × ½ = −20.00, charge 60.00 × ½ = 30.00.
+    let two = sub_of("two").await;
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{two}/change"),
+            &t.key,
+            json!({"plan": "big"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["plan"], "big");
+    let all = invoices(&app, &t, "two").await;
+    let change = &all[1];
+    let amounts: Vec<String> = lines(change).into_iter().map(|l| l.3).collect();
+    assert_eq!(amounts, ["-20.00", "30.00"]);
+    assert_eq!(change["total"], "10.00");
+}
