@@ -167,6 +167,34 @@ pub async fn transactions(
     Ok(rows.into_iter().map(BalanceTransaction::from).collect())
 }
 
+/// Tells Stripe of a credit note (through the outbox; nothing when the tenant is not
+/// connected). On a paid invoice the credit stays with Tollgate's balance, so in Stripe it is
+/// credited out of band.
+async fn enqueue_for_stripe(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
+    note: &CreditNoteRow,
+    currency: &str,
+    paid: bool,
+) -> Result<()> {
+    let payload = serde_json::json!({
+        "credit_note": note.credit_note_id,
+        "amount": money::format(note.amount, currency),
+        "reason": note.reason,
+        "paid": paid,
+    });
+    db::outbox::enqueue(
+        conn,
+        tenant_id,
+        crate::domain::outbox::OutboxKind::CreditNote,
+        invoice_id.as_str(),
+        Some(payload),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Issues a credit note on an invoice: on an `open` one it lowers the amount due (up to all
 /// of it, which settles the invoice); on a `paid` one it adds to the customer's balance (up to
 /// what was paid, less earlier notes). Anything else is `409 invoice_not_creditable`.
@@ -209,9 +237,11 @@ pub async fn credit_note(
                 .await?
                 .ok_or_else(too_large)?;
             db::credit::insert_note(&mut tx, tenant_id, &note).await?;
+            enqueue_for_stripe(&mut tx, tenant_id, invoice_id, &note, &inv.currency, false).await?;
             if credited.amount_due.is_zero() {
-                // Nothing left to pay: the invoice is settled, as Stripe settles it.
-                super::invoices::mark_paid(&mut tx, tenant_id, invoice_id, now, true).await?;
+                // Nothing left to pay: the invoice is settled, as Stripe settles it (the
+                // Stripe credit note settles the Stripe invoice; no payment is sent).
+                super::invoices::mark_paid(&mut tx, tenant_id, invoice_id, now, false).await?;
             }
         }
         InvoiceStatus::Paid => {
@@ -219,6 +249,7 @@ pub async fn credit_note(
                 .await?
                 .ok_or_else(too_large)?;
             db::credit::insert_note(&mut tx, tenant_id, &note).await?;
+            enqueue_for_stripe(&mut tx, tenant_id, invoice_id, &note, &inv.currency, true).await?;
             let id = crate::ids::new_id("cbtxn");
             db::credit::add(
                 &mut tx,

@@ -220,6 +220,7 @@ pub async fn set_stripe_invoice_id(
 /// A row's invoice as far as Stripe is concerned.
 pub struct InvoiceInStripe {
     pub status: String,
+    pub currency: String,
     pub stripe_invoice_id: Option<String>,
     pub payment_attempts: i32,
     /// Its `invoice` row has not been sent yet.
@@ -233,7 +234,7 @@ pub async fn invoice_in_stripe(
 ) -> Result<Option<InvoiceInStripe>, sqlx::Error> {
     sqlx::query_as!(
         InvoiceInStripe,
-        "SELECT i.status, i.stripe_invoice_id, i.payment_attempts,
+        "SELECT i.status, i.currency, i.stripe_invoice_id, i.payment_attempts,
                 EXISTS (SELECT 1 FROM stripe_outbox o WHERE o.tenant_id = i.tenant_id
                         AND o.kind = 'invoice' AND o.resource_id = i.invoice_id
                         AND o.status = 'pending') AS \"invoice_pending!\"

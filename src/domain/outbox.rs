@@ -13,6 +13,8 @@ pub enum OutboxKind {
     InvoiceVoid,
     /// One Billing Meter event for one usage event.
     MeterEvent,
+    /// A credit note issued on an invoice (`resource_id` is the invoice).
+    CreditNote,
 }
 
 impl OutboxKind {
@@ -23,6 +25,7 @@ impl OutboxKind {
             OutboxKind::InvoicePayment => "invoice_payment",
             OutboxKind::InvoiceVoid => "invoice_void",
             OutboxKind::MeterEvent => "meter_event",
+            OutboxKind::CreditNote => "credit_note",
         }
     }
 
@@ -32,6 +35,7 @@ impl OutboxKind {
             "invoice" => OutboxKind::Invoice,
             "invoice_payment" => OutboxKind::InvoicePayment,
             "invoice_void" => OutboxKind::InvoiceVoid,
+            "credit_note" => OutboxKind::CreditNote,
             "meter_event" => OutboxKind::MeterEvent,
             _ => return None,
         })

@@ -27,10 +27,12 @@ use stripe::{
     StripeError, StripeRequest,
 };
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
+use stripe_billing::credit_note::CreateCreditNote;
 use stripe_billing::invoice::{
     CreateInvoice, FinalizeInvoiceInvoice, PayInvoice, VoidInvoiceInvoice,
 };
 use stripe_billing::invoice_item::{CreateInvoiceItem, Period};
+use stripe_billing::CreditNoteReason;
 use stripe_billing::InvoiceCollectionMethod;
 use stripe_core::customer::CreateCustomer;
 use stripe_types::Currency;
@@ -196,6 +198,7 @@ async fn send(db: &PgPool, client: &Client, row: &Claimed) -> Outcome {
         Some(Kind::Invoice) => send_invoice(db, client, row).await,
         Some(Kind::InvoicePayment) => send_payment(db, client, row).await,
         Some(Kind::InvoiceVoid) => send_void(db, client, row).await,
+        Some(Kind::CreditNote) => send_credit_note(db, client, row).await,
         None => Ok(Outcome::Permanent(format!("unknown kind {}", row.kind))),
     };
     result.unwrap_or_else(|e| Outcome::Retry(e.to_string()))
@@ -587,6 +590,61 @@ async fn send_void(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcom
     };
     Ok(
         match VoidInvoiceInvoice::new(stripe_id.as_str())
+            .customize()
+            .request_strategy(key(row, ""))
+            .send(client)
+            .await
+        {
+            Ok(_) => Outcome::Sent(Apply::Nothing),
+            Err(e) => classify(e),
+        },
+    )
+}
+
+/// A credit note: on an open invoice it lowers what the Stripe invoice asks; on a paid one
+/// it is credited out of band (the credit stays in Tollgate's balance, not Stripe's).
+async fn send_credit_note(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
+    let found = invoice_in_stripe(db, row).await?;
+    let Some(found) = found else {
+        return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
+    };
+    let Some(stripe_id) = found.stripe_invoice_id else {
+        if found.invoice_pending {
+            return Ok(Outcome::Deferred("waiting for the invoice to reach Stripe"));
+        }
+        // Never sent to Stripe: nothing there to credit.
+        return Ok(Outcome::Sent(Apply::Nothing));
+    };
+    let payload = &row.payload;
+    let amount = payload["amount"]
+        .as_str()
+        .and_then(|a| a.parse::<Decimal>().ok());
+    let currency = found.currency.as_str();
+    let Some(amount) = amount.and_then(|a| minor_units(a, currency)) else {
+        return Ok(Outcome::Permanent(format!(
+            "credit note amount {} is not a whole number of minor units",
+            payload["amount"]
+        )));
+    };
+    let mut req = CreateCreditNote::new(stripe_id.as_str()).amount(amount);
+    if payload["paid"].as_bool() == Some(true) {
+        req = req.out_of_band_amount(amount);
+    }
+    let reason = match payload["reason"].as_str() {
+        Some("duplicate") => Some(CreditNoteReason::Duplicate),
+        Some("fraudulent") => Some(CreditNoteReason::Fraudulent),
+        Some("order_change") => Some(CreditNoteReason::OrderChange),
+        Some("product_unsatisfactory") => Some(CreditNoteReason::ProductUnsatisfactory),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        req = req.reason(reason);
+    }
+    if let Some(id) = payload["credit_note"].as_str() {
+        req = req.memo(format!("Tollgate credit note {id}"));
+    }
+    Ok(
+        match req
             .customize()
             .request_strategy(key(row, ""))
             .send(client)

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 const CUSTOMER: &str = r#"{"id":"ID","object":"customer","created":1700000000,"livemode":false}"#;
 const INVOICE: &str = r#"{"id":"ID","object":"invoice","amount_due":1000,"amount_overpaid":0,"amount_paid":0,"amount_remaining":1000,"amount_shipping":0,"attempt_count":ATTEMPTS,"attempted":false,"automatic_tax":{"enabled":false},"collection_method":"charge_automatically","created":1700000000,"currency":"usd","default_tax_rates":[],"discounts":[],"issuer":{"type":"self"},"lines":{"object":"list","data":[],"has_more":false,"url":"/v1/invoices/ID/lines"},"livemode":false,"payment_settings":{},"period_end":1700000000,"period_start":1700000000,"post_payment_credit_notes_amount":0,"pre_payment_credit_notes_amount":0,"starting_balance":0,"status":"STATUS","status_transitions":{},"subtotal":1000,"total":1000,"metadata":{}}"#;
 const ITEM: &str = r#"{"id":"ID","object":"invoiceitem","amount":1,"currency":"usd","customer":"cus_1","date":1700000000,"discountable":true,"livemode":false,"period":{"start":1,"end":2},"proration":false,"quantity":1,"quantity_decimal":"1"}"#;
+const CREDIT_NOTE: &str = r#"{"id":"ID","object":"credit_note","amount":AMOUNT,"amount_shipping":0,"created":1700000000,"currency":"usd","customer":"cus_1","discount_amount":0,"discount_amounts":[],"invoice":"INVOICE","lines":{"object":"list","data":[],"has_more":false,"url":"/v1/credit_notes/ID/lines"},"livemode":false,"number":"CN-1","pdf":"https://example.invalid/cn.pdf","post_payment_amount":0,"pre_payment_amount":AMOUNT,"pretax_credit_amounts":[],"refunds":[],"status":"issued","subtotal":AMOUNT,"total":AMOUNT,"type":"pre_payment"}"#;
 const METER_EVENT: &str = r#"{"object":"billing.meter_event","created":1700000000,"event_name":"NAME","identifier":"IDENT","livemode":false,"payload":{},"timestamp":1700000000}"#;
 
 /// One request as the fake saw it.
@@ -34,6 +35,8 @@ pub struct FakeInvoice {
     /// Each item's `(quantity, unit_amount_decimal)`, when it was sent with them.
     pub item_units: Vec<Option<(u64, String)>>,
     pub attempt_count: u32,
+    /// Credit notes: `(amount, out_of_band_amount)` in minor units.
+    pub credit_notes: Vec<(i64, Option<i64>)>,
 }
 
 #[derive(Default)]
@@ -214,6 +217,37 @@ fn carry_out(
                 "No such invoice.",
             ),
         },
+        ("POST", ["credit_notes"]) => {
+            let invoice = form.get("invoice").cloned().unwrap_or_default();
+            let amount: i64 = form.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let out_of_band: Option<i64> =
+                form.get("out_of_band_amount").and_then(|a| a.parse().ok());
+            match st.invoices.get_mut(&invoice) {
+                Some(inv) if inv.status == "open" || inv.status == "paid" => {
+                    inv.credit_notes.push((amount, out_of_band));
+                    // An open invoice credited in full is settled.
+                    let due: i64 = inv.items.iter().sum::<i64>()
+                        - inv.credit_notes.iter().map(|c| c.0).sum::<i64>();
+                    if inv.status == "open" && due <= 0 {
+                        inv.status = "paid".into();
+                    }
+                    let n = inv.credit_notes.len();
+                    (
+                        200,
+                        CREDIT_NOTE
+                            .replace("ID", &format!("cn_{invoice}_{n}"))
+                            .replace("INVOICE", &invoice)
+                            .replace("AMOUNT", &amount.to_string()),
+                    )
+                }
+                _ => stripe_error(
+                    400,
+                    "invalid_request_error",
+                    "invoice_not_creditable",
+                    "Only open or paid invoices can be credited.",
+                ),
+            }
+        }
         ("POST", ["invoices", id, "void"]) => match st.invoices.get_mut(*id) {
             Some(inv) if inv.status == "open" => {
                 inv.status = "void".into();

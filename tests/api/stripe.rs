@@ -949,3 +949,63 @@ async fn seat_lines_go_to_stripe_with_quantity_and_unit_and_credit_as_a_negative
         "the seat line as 3 × 12.50; the credit as an amount"
     );
 }
+
+#[tokio::test]
+async fn credit_notes_reach_stripe_lowering_an_open_invoice_or_out_of_band_on_a_paid_one() {
+    let app = spawn_app().await;
+    let fake = FakeStripe::start().await;
+    let t = billing_tenant(&app, "2026-03-01T00:00:00Z").await;
+    connect(&app, &t, Some(&fake)).await;
+    // Net 30, so Stripe does not collect at once and the invoice stays open.
+    let r = app
+        .put("/v1/customers/acme", &t.key, json!({"net_days": 30}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = app
+        .post(
+            "/v1/subscriptions",
+            &t.key,
+            json!({"customer": "acme", "plan": "pro"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let inv = only_invoice(&app, &t, "acme").await;
+    let id = inv["id"].as_str().unwrap();
+    // Credited before the invoice reached Stripe: the note waits for it.
+    let r = app
+        .post(
+            &format!("/v1/invoices/{id}/credit_notes"),
+            &t.key,
+            json!({"amount": "5.00", "reason": "product_unsatisfactory"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    drain_stripe(&app, 2).await;
+    {
+        let st = fake.lock();
+        let sinv = &st.invoices[&st.invoice_order[0]];
+        assert_eq!(sinv.status, "open");
+        assert_eq!(sinv.credit_notes, vec![(500, None)], "lowers what it asks");
+    }
+    // Paid, then credited: out of band in Stripe (the credit is Tollgate's balance).
+    let r = app
+        .post(
+            &format!("/v1/invoices/{id}/pay"),
+            &t.key,
+            json!({"paid_out_of_band": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/v1/invoices/{id}/credit_notes"),
+            &t.key,
+            json!({"amount": "10.00", "reason": "other"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    drain_stripe(&app, 1).await;
+    let st = fake.lock();
+    let sinv = &st.invoices[&st.invoice_order[0]];
+    assert_eq!(sinv.credit_notes, vec![(500, None), (1000, Some(1000))]);
+}
