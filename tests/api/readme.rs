@@ -80,6 +80,9 @@ async fn the_readme_walkthrough_runs_as_written() {
         r#""paid_out_of_band":true"#,
         r#""status":"void""#,
         r#""cancel_at_period_end":false"#,
+        r#""member_id":"ann""#,
+        r#""type":"manual""#,
+        r#""credit_balance":"1.00""#,
     ] {
         assert!(stdout.contains(expected), "no {expected} in:\n{stdout}");
     }
