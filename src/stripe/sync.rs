@@ -551,10 +551,12 @@ async fn send_payment(db: &PgPool, client: &Client, row: &Claimed) -> Result<Out
         return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
     };
     let out_of_band = row.payload["paid_out_of_band"].as_bool() == Some(true);
+    // Only a finalized Stripe invoice can be paid: wait until its own row is done (it may have
+    // a Stripe id while its items are still being added).
+    if found.invoice_pending {
+        return Ok(Outcome::Deferred("waiting for the invoice to reach Stripe"));
+    }
     let Some(stripe_id) = found.stripe_invoice_id else {
-        if found.invoice_pending {
-            return Ok(Outcome::Deferred("waiting for the invoice to reach Stripe"));
-        }
         return Ok(if out_of_band {
             // Never sent to Stripe: nothing there to mark paid.
             Outcome::Sent(Apply::Nothing)
@@ -581,10 +583,11 @@ async fn send_void(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcom
     let Some(found) = found else {
         return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
     };
+    // Only a finalized Stripe invoice can be voided: wait until its own row is done.
+    if found.invoice_pending {
+        return Ok(Outcome::Deferred("waiting for the invoice to reach Stripe"));
+    }
     let Some(stripe_id) = found.stripe_invoice_id else {
-        if found.invoice_pending {
-            return Ok(Outcome::Deferred("waiting for the invoice to reach Stripe"));
-        }
         // Never sent to Stripe: nothing there to void.
         return Ok(Outcome::Sent(Apply::Nothing));
     };
@@ -608,10 +611,12 @@ async fn send_credit_note(db: &PgPool, client: &Client, row: &Claimed) -> Result
     let Some(found) = found else {
         return Ok(Outcome::Permanent("The invoice no longer exists.".into()));
     };
+    // Stripe credits only a finalized invoice: wait until its own row is done (it may have a
+    // Stripe id while its items are still being added).
+    if found.invoice_pending {
+        return Ok(Outcome::Deferred("waiting for the invoice to reach Stripe"));
+    }
     let Some(stripe_id) = found.stripe_invoice_id else {
-        if found.invoice_pending {
-            return Ok(Outcome::Deferred("waiting for the invoice to reach Stripe"));
-        }
         // Never sent to Stripe: nothing there to credit.
         return Ok(Outcome::Sent(Apply::Nothing));
     };
