@@ -3,6 +3,7 @@
 //! `build_app` makes the router from an [`AppState`]; `serve` runs it on an already-bound
 //! listener until a shutdown signal, so tests bind port 0 and start the real app in-process.
 
+pub mod analytics;
 pub mod billing;
 pub mod catalog;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! returning `sqlx::Error`. Nothing here knows HTTP or the services above.
 
 pub mod alerts;
+pub mod analytics;
 pub mod api_keys;
 pub mod check_batch;
 pub mod credit;

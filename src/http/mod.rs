@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod analytics;
 pub mod auth;
 pub mod customers;
 pub mod error;
@@ -50,7 +51,7 @@ use crate::AppState;
     security(("bearer" = [])),
     tags(
         (name = "tenant"), (name = "features"), (name = "plans"), (name = "customers"),
-        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "webhooks"), (name = "stripe"),
+        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "webhooks"), (name = "stripe"), (name = "analytics"),
         (name = "admin"), (name = "ops")
     )
 )]
@@ -97,6 +98,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invoices::create_credit_note))
         .routes(routes!(invoices::grant_credit))
         .routes(routes!(invoices::balance_transactions))
+        .routes(routes!(analytics::summary))
         .routes(routes!(test_clock::get_clock))
         .routes(routes!(test_clock::advance))
         .routes(routes!(usage::check::entitlements))

@@ -1,6 +1,7 @@
 //! Black-box tests over HTTP against the real app and a real PostgreSQL. One test binary, so
 //! one throwaway cluster serves every test.
 
+mod analytics;
 mod cli;
 mod conventions;
 mod credit;

@@ -1,0 +1,73 @@
+//! Reads for analytics: the live subscriptions with their customers' seat counts, and the
+//! 30-day counts (started, ended, live then, paid).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+use crate::domain::id::TenantId;
+use crate::domain::period::Interval;
+use crate::domain::status::SubscriptionStatus;
+
+/// A live subscription as analytics weighs it.
+pub struct LiveRow {
+    pub plan_key: String,
+    pub plan_version: i32,
+    pub interval: Interval,
+    pub status: SubscriptionStatus,
+    /// The customer's member count.
+    pub members: i64,
+}
+
+/// The tenant's live subscriptions (trialing, active, past due).
+pub async fn live(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+) -> Result<Vec<LiveRow>, sqlx::Error> {
+    sqlx::query_as!(
+        LiveRow,
+        r#"SELECT s.plan_key, s.plan_version, s.interval AS "interval: Interval",
+                  s.status AS "status: SubscriptionStatus",
+                  (SELECT count(*) FROM customer_members m
+                    WHERE m.tenant_id = s.tenant_id AND m.customer_id = s.customer_id) AS "members!"
+           FROM subscriptions s
+           WHERE s.tenant_id = $1 AND s.status IN ('trialing', 'active', 'past_due')"#,
+        tenant_id.as_str()
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Counts over `(since, until]`: subscriptions started and ended, those live at `since`, and
+/// the amounts paid on invoices paid.
+pub struct Window {
+    pub started: i64,
+    pub ended: i64,
+    pub live_at_start: i64,
+    pub paid: Decimal,
+}
+
+pub async fn window(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Window, sqlx::Error> {
+    sqlx::query_as!(
+        Window,
+        r#"SELECT
+             (SELECT count(*) FROM subscriptions WHERE tenant_id = $1
+                AND created_at > $2 AND created_at <= $3) AS "started!",
+             (SELECT count(*) FROM subscriptions WHERE tenant_id = $1
+                AND ended_at > $2 AND ended_at <= $3) AS "ended!",
+             (SELECT count(*) FROM subscriptions WHERE tenant_id = $1
+                AND created_at <= $2 AND (ended_at IS NULL OR ended_at > $2)) AS "live_at_start!",
+             (SELECT COALESCE(sum(amount_paid), 0) FROM invoices WHERE tenant_id = $1
+                AND status = 'paid' AND paid_at > $2 AND paid_at <= $3) AS "paid!""#,
+        tenant_id.as_str(),
+        since,
+        until
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
