@@ -1,6 +1,7 @@
 //! Billing analytics on the tenant's clock: MRR and ARR from the live subscriptions (annual
 //! prices count as 1/12; per-seat prices at the current member count; `trialing` counts as a
-//! subscription but brings no MRR), and the last 30 days' new, churned and paid.
+//! subscription but brings no MRR), the last 30 days' new, churned and paid, and the MRR of
+//! past months with its movements, from the subscription and seat histories.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,8 @@ use sqlx::PgPool;
 use crate::db;
 use crate::db::plans::PlanCache;
 use crate::domain::money;
+use crate::domain::mrr::movements;
+use crate::domain::period::add_months_clamped;
 use crate::domain::status::SubscriptionStatus;
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
@@ -113,4 +116,132 @@ pub async fn summary(
         churn_rate_30d: churn_rate.to_string(),
         revenue_30d: money::format(window.paid, &currency),
     })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MonthMrr {
+    /// `YYYY-MM`.
+    #[schema(example = "2027-03")]
+    pub month: String,
+    /// MRR at the end of the month (now, for the current month).
+    pub mrr: String,
+    pub new: String,
+    pub expansion: String,
+    pub contraction: String,
+    pub churned: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MrrSeries {
+    /// Oldest first; the current month last.
+    pub data: Vec<MonthMrr>,
+}
+
+/// The most months one series may span.
+pub const MAX_MONTHS: u32 = 60;
+
+/// MRR per customer at `at` (entries at or after `at` excluded; `inclusive` takes those at
+/// `at` too), from the subscription and seat histories.
+async fn mrr_by_customer(
+    conn: &mut sqlx::PgConnection,
+    plans: &PlanCache,
+    tenant_id: &TenantId,
+    (history, seats): (&[db::analytics::HistoryRow], &[db::analytics::SeatRow]),
+    at: DateTime<Utc>,
+    inclusive: bool,
+) -> Result<BTreeMap<String, Decimal>> {
+    let before = |t: DateTime<Utc>| if inclusive { t <= at } else { t < at };
+    // Each subscription's latest state, each customer's latest seat count (both in order).
+    let mut state: BTreeMap<&str, &db::analytics::HistoryRow> = BTreeMap::new();
+    for h in history.iter().take_while(|h| before(h.at)) {
+        state.insert(h.subscription_id.as_str(), h);
+    }
+    let mut members: BTreeMap<&str, i64> = BTreeMap::new();
+    for s in seats.iter().take_while(|s| before(s.at)) {
+        members.insert(s.customer_id.as_str(), i64::from(s.seats));
+    }
+    let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
+    for h in state.values() {
+        if !matches!(
+            h.status,
+            SubscriptionStatus::Active | SubscriptionStatus::PastDue
+        ) {
+            continue;
+        }
+        let plan = plans
+            .get(conn, tenant_id, &h.plan_key, h.plan_version)
+            .await?
+            .ok_or_else(|| Error::internal("subscription plan version missing"))?;
+        let count = members.get(h.customer_id.as_str()).copied().unwrap_or(0);
+        let monthly = plan.base_amount(h.interval, count) / Decimal::from(h.interval.months());
+        *out.entry(h.customer_id.clone()).or_default() += monthly;
+    }
+    Ok(out)
+}
+
+/// The MRR at the end of each of the last `months` calendar months (the current one last,
+/// at `now`), with its movements, on the tenant's clock.
+pub async fn mrr_series(
+    db: &PgPool,
+    plans: &PlanCache,
+    tenant_id: &TenantId,
+    months: u32,
+    now: DateTime<Utc>,
+) -> Result<MrrSeries> {
+    if !(1..=MAX_MONTHS).contains(&months) {
+        return Err(Error::invalid_param(
+            "invalid_months",
+            "months",
+            format!("months must be between 1 and {MAX_MONTHS}."),
+        ));
+    }
+    let mut conn = db.acquire().await?;
+    let history = db::analytics::history(&mut conn, tenant_id, now).await?;
+    let seats = db::analytics::seats(&mut conn, tenant_id, now).await?;
+    let current = crate::domain::period::month_containing(now).start;
+    let first = add_months_clamped(current, -i64::from(months - 1));
+    let mut currency = "usd".to_string();
+    for h in history.iter().take(1) {
+        if let Some(plan) = plans
+            .get(&mut conn, tenant_id, &h.plan_key, h.plan_version)
+            .await?
+        {
+            if !plan.prices.is_empty() {
+                currency = plan.currency().to_string();
+            }
+        }
+    }
+    let mut start = mrr_by_customer(
+        &mut conn,
+        plans,
+        tenant_id,
+        (&history, &seats),
+        first,
+        false,
+    )
+    .await?;
+    let mut data = Vec::with_capacity(months as usize);
+    for i in 0..months {
+        let month_start = add_months_clamped(first, i64::from(i));
+        let last = i + 1 == months;
+        let end = if last {
+            mrr_by_customer(&mut conn, plans, tenant_id, (&history, &seats), now, true).await?
+        } else {
+            let next = add_months_clamped(first, i64::from(i) + 1);
+            mrr_by_customer(&mut conn, plans, tenant_id, (&history, &seats), next, false).await?
+        };
+        let m = movements(&start, &end);
+        let total: Decimal = end.values().copied().sum();
+        let f = |d: Decimal| money::format(d, &currency);
+        data.push(MonthMrr {
+            month: month_start.format("%Y-%m").to_string(),
+            mrr: f(total),
+            new: f(m.new),
+            expansion: f(m.expansion),
+            contraction: f(m.contraction),
+            churned: f(m.churned),
+        });
+        start = end;
+    }
+    Ok(MrrSeries { data })
 }

@@ -71,3 +71,58 @@ pub async fn window(
     .fetch_one(&mut *conn)
     .await
 }
+
+/// One entry of a subscription's history.
+pub struct HistoryRow {
+    pub subscription_id: String,
+    pub customer_id: String,
+    pub plan_key: String,
+    pub plan_version: i32,
+    pub interval: Interval,
+    pub status: SubscriptionStatus,
+    pub at: DateTime<Utc>,
+}
+
+/// The tenant's subscription history up to `until`, in order.
+pub async fn history(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    until: DateTime<Utc>,
+) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    sqlx::query_as!(
+        HistoryRow,
+        r#"SELECT subscription_id, customer_id, plan_key, plan_version,
+                  interval AS "interval: Interval", status AS "status: SubscriptionStatus", at
+           FROM subscription_history
+           WHERE tenant_id = $1 AND at <= $2
+           ORDER BY at, seq"#,
+        tenant_id.as_str(),
+        until
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// One change of a customer's member count.
+pub struct SeatRow {
+    pub customer_id: String,
+    pub seats: i32,
+    pub at: DateTime<Utc>,
+}
+
+/// The tenant's seat history up to `until`, in order.
+pub async fn seats(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    until: DateTime<Utc>,
+) -> Result<Vec<SeatRow>, sqlx::Error> {
+    sqlx::query_as!(
+        SeatRow,
+        "SELECT customer_id, seats, at FROM seat_changes
+         WHERE tenant_id = $1 AND at <= $2 ORDER BY at, seq",
+        tenant_id.as_str(),
+        until
+    )
+    .fetch_all(&mut *conn)
+    .await
+}

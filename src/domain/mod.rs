@@ -4,6 +4,7 @@ pub mod entitlement;
 pub mod id;
 pub mod invoice;
 pub mod money;
+pub mod mrr;
 pub mod outbox;
 pub mod period;
 pub mod plan;

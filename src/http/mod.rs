@@ -99,6 +99,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invoices::grant_credit))
         .routes(routes!(invoices::balance_transactions))
         .routes(routes!(analytics::summary))
+        .routes(routes!(analytics::mrr))
         .routes(routes!(test_clock::get_clock))
         .routes(routes!(test_clock::advance))
         .routes(routes!(usage::check::entitlements))

@@ -140,3 +140,116 @@ async fn summary_figures_from_a_known_history() {
         })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mrr_series_with_new_expansion_contraction_and_churn() {
+    let app = spawn_app().await;
+    let t = app.tenant("test").await;
+    for plan in [
+        json!({"key": "basic", "name": "Basic",
+               "prices": [{"interval": "month", "amount": "10.00", "currency": "usd"}]}),
+        json!({"key": "pro", "name": "Pro",
+               "prices": [{"interval": "month", "amount": "30.00", "currency": "usd"},
+                          {"interval": "year", "amount": "300.00", "currency": "usd"}]}),
+        json!({"key": "team", "name": "Team",
+               "prices": [{"interval": "month", "amount": "20.00", "currency": "usd"},
+                          {"interval": "month", "amount": "5.00", "currency": "usd", "per_seat": true}]}),
+    ] {
+        let r = app.post("/v1/plans", &t.key, plan).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    app.set_clock(&t, "2027-01-01T00:00:00Z").await;
+    for c in ["a", "b", "c", "d", "e", "f"] {
+        app.customer(&t, c).await;
+    }
+    // January: a, b and d on Basic (10.00), f on Pro (30.00): 60.00, all new.
+    subscribe(&app, &t, "a", json!({"plan": "basic"})).await;
+    let b = subscribe(&app, &t, "b", json!({"plan": "basic"})).await;
+    let d = subscribe(&app, &t, "d", json!({"plan": "basic"})).await;
+    let f = subscribe(&app, &t, "f", json!({"plan": "pro"})).await;
+    // February: b up to Pro (+20.00 expansion); c annual Pro (300.00 / 12 = 25.00 new): 105.00.
+    advance(&app, &t, "2027-02-10T00:00:00Z").await;
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{}/change", b["id"].as_str().unwrap()),
+            &t.key,
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    advance(&app, &t, "2027-02-15T00:00:00Z").await;
+    subscribe(&app, &t, "c", json!({"plan": "pro", "interval": "year"})).await;
+    // March: e on Team with 2 members (20.00 + 2 × 5.00 = 30.00 new); d canceled (10.00
+    // churned): 125.00.
+    advance(&app, &t, "2027-03-01T00:00:00Z").await;
+    for m in ["m1", "m2"] {
+        let r = app
+            .put(
+                &format!("/v1/customers/e/members/{m}"),
+                &t.key,
+                json!({"role": "member"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    subscribe(&app, &t, "e", json!({"plan": "team"})).await;
+    advance(&app, &t, "2027-03-10T00:00:00Z").await;
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{}/cancel", d["id"].as_str().unwrap()),
+            &t.key,
+            json!({"at_period_end": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // April (to the 20th): f down to Basic now (−20.00 contraction); e a third member (+5.00
+    // expansion): 110.00.
+    advance(&app, &t, "2027-04-02T00:00:00Z").await;
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{}/change", f["id"].as_str().unwrap()),
+            &t.key,
+            json!({"plan": "basic", "when": "now"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    advance(&app, &t, "2027-04-05T00:00:00Z").await;
+    let r = app
+        .put(
+            "/v1/customers/e/members/m3",
+            &t.key,
+            json!({"role": "member"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    advance(&app, &t, "2027-04-20T00:00:00Z").await;
+
+    let r = app.get("/v1/analytics/mrr?months=4", &t.key).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let month = |m: &str, mrr: &str, new: &str, exp: &str, con: &str, churn: &str| {
+        json!({"month": m, "mrr": mrr, "new": new, "expansion": exp,
+               "contraction": con, "churned": churn})
+    };
+    assert_eq!(
+        r.body["data"],
+        json!([
+            month("2027-01", "60.00", "60.00", "0.00", "0.00", "0.00"),
+            month("2027-02", "105.00", "25.00", "20.00", "0.00", "0.00"),
+            month("2027-03", "125.00", "30.00", "0.00", "0.00", "10.00"),
+            month("2027-04", "110.00", "0.00", "5.00", "20.00", "0.00"),
+        ])
+    );
+    // The summary agrees on today's MRR.
+    let s = app.get("/v1/analytics/summary", &t.key).await;
+    assert_eq!(s.body["mrr"], "110.00");
+    // Twelve months by default: the months before any subscription are zero.
+    let r = app.get("/v1/analytics/mrr", &t.key).await;
+    let data = r.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 12);
+    assert_eq!(data[0]["month"], "2026-05");
+    assert_eq!(data[0]["mrr"], "0.00");
+    assert_eq!(data[11]["month"], "2027-04");
+    let r = app.get("/v1/analytics/mrr?months=0", &t.key).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "invalid_months");
+}
