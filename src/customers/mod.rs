@@ -2,6 +2,7 @@
 //! customer is created in Stripe (through the outbox) and subscribed to the tenant's default
 //! plan, in the transaction that creates it.
 
+pub mod export;
 pub mod members;
 
 use crate::ids::TenantId;

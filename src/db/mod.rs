@@ -135,3 +135,11 @@ decode_text!(crate::domain::id::LeaseId, "lease id", |s| {
 decode_text!(crate::domain::id::EndpointId, "webhook endpoint id", |s| {
     crate::domain::id::PrefixedId::parse(s)
 });
+
+/// Makes the caller's (just begun) transaction one read-only snapshot of the whole database.
+pub async fn snapshot(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+}

@@ -400,3 +400,56 @@ pub async fn record_history(
     .await
     .map(drop)
 }
+
+/// Every subscription a customer has had, oldest first.
+pub async fn for_customer(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    customer_id: &str,
+) -> Result<Vec<SubscriptionRow>, sqlx::Error> {
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"SELECT subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at
+           FROM subscriptions
+           WHERE tenant_id = $1 AND customer_id = $2
+           ORDER BY created_at, subscription_id"#,
+        tenant_id.as_str(),
+        customer_id
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// One entry of a subscription's history.
+pub struct HistoryEntry {
+    pub subscription_id: String,
+    pub event: String,
+    pub plan_key: String,
+    pub plan_version: i32,
+    pub interval: String,
+    pub status: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The history of a customer's subscriptions, in order.
+pub async fn history_for_customer(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    customer_id: &str,
+) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    sqlx::query_as!(
+        HistoryEntry,
+        "SELECT subscription_id, event, plan_key, plan_version, interval, status, at
+         FROM subscription_history
+         WHERE tenant_id = $1 AND customer_id = $2 ORDER BY at, seq",
+        tenant_id.as_str(),
+        customer_id
+    )
+    .fetch_all(&mut *conn)
+    .await
+}

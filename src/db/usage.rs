@@ -303,3 +303,32 @@ pub async fn end_billing_period_counters(
     .await
     .map(drop)
 }
+
+/// A raw usage event as stored.
+pub struct EventRow {
+    pub event_id: String,
+    pub feature_key: String,
+    pub quantity: Decimal,
+    pub occurred_at: DateTime<Utc>,
+    pub member_id: Option<String>,
+    pub billable: bool,
+    pub properties: Option<serde_json::Value>,
+}
+
+/// A customer's raw usage events still kept, oldest first.
+pub async fn events_of(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    customer_id: &str,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    sqlx::query_as!(
+        EventRow,
+        "SELECT event_id, feature_key, quantity, occurred_at, member_id, billable, properties
+         FROM usage_events WHERE tenant_id = $1 AND customer_id = $2
+         ORDER BY occurred_at, event_id",
+        tenant_id.as_str(),
+        customer_id
+    )
+    .fetch_all(&mut *conn)
+    .await
+}

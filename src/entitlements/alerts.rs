@@ -25,6 +25,21 @@ pub struct Alert {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<db::alerts::AlertRow> for Alert {
+    fn from(r: db::alerts::AlertRow) -> Self {
+        Alert {
+            id: r.alert_id,
+            customer: r.customer_id,
+            feature: r.feature_key,
+            level: r.level,
+            period_start: r.period_start,
+            used: Qty(r.used),
+            limit: Qty(r.limit_value),
+            created_at: r.created_at,
+        }
+    }
+}
+
 impl Entitlements {
     /// Up to `limit` of a customer's alerts after `starting_after`, newest first, plus one
     /// more if there is one.
@@ -40,18 +55,6 @@ impl Entitlements {
         let rows =
             db::alerts::for_customer(&mut conn, tenant_id, customer, starting_after, limit + 1)
                 .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Alert {
-                id: r.alert_id,
-                customer: r.customer_id,
-                feature: r.feature_key,
-                level: r.level,
-                period_start: r.period_start,
-                used: Qty(r.used),
-                limit: Qty(r.limit_value),
-                created_at: r.created_at,
-            })
-            .collect())
+        Ok(rows.into_iter().map(Alert::from).collect())
     }
 }

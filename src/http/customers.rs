@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 
 use super::error::ApiResult;
 use super::extract::{Json, List, PageParams, Path, Query};
+use crate::customers::export::{self, Export};
 use crate::customers::members::{self, Member, MemberInput};
 use crate::customers::{self, Customer, CustomerInput};
 use crate::tenancy::TenantCtx;
@@ -140,4 +141,18 @@ pub async fn list_members(
     )
     .await?;
     Ok(axum::Json(List::from_rows(rows, limit)))
+}
+
+#[utoipa::path(get, path = "/v1/customers/{id}/export", tag = "customers",
+    params(("id" = String, Path, description = "Customer id")),
+    responses((status = 200, description = "Everything held about the customer, as one document", body = Export),
+              (status = 404, body = crate::http::error::ErrorBody)))]
+pub async fn export_customer(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Export>> {
+    Ok(axum::Json(
+        export::export(&state.db, &ctx.tenant_id, &id).await?,
+    ))
 }

@@ -82,6 +82,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(customers::list_customers))
         .routes(routes!(customers::put_customer, customers::get_customer))
         .routes(routes!(customers::list_members))
+        .routes(routes!(customers::export_customer))
         .routes(routes!(customers::put_member, customers::delete_member))
         .routes(routes!(subscriptions::create_subscription))
         .routes(routes!(subscriptions::get_subscription))

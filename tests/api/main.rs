@@ -5,6 +5,7 @@ mod analytics;
 mod cli;
 mod conventions;
 mod credit;
+mod export;
 mod fakes;
 mod helpers;
 mod isolation;
