@@ -5,13 +5,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, Tenant, TestApp};
 
-async fn advance(app: &TestApp, t: &Tenant, to: &str) {
-    let r = app
-        .post("/v1/test_clock/advance", &t.key, json!({"to": to}))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-}
-
 async fn subscribe(app: &TestApp, t: &Tenant, customer: &str, body: Value) -> Value {
     let mut body = body;
     body["customer"] = json!(customer);
@@ -38,9 +31,9 @@ async fn pay_latest(app: &TestApp, t: &Tenant, customer: &str) {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn summary_figures_from_a_known_history() {
-    let app = spawn_app().await;
+/// A test tenant with Basic (10.00 a month), Pro (30.00 a month, 300.00 a year) and Team
+/// (20.00 a month plus 5.00 a seat).
+async fn priced_tenant(app: &TestApp) -> Tenant {
     let t = app.tenant("test").await;
     for plan in [
         json!({"key": "basic", "name": "Basic",
@@ -55,6 +48,13 @@ async fn summary_figures_from_a_known_history() {
         let r = app.post("/v1/plans", &t.key, plan).await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_figures_from_a_known_history() {
+    let app = spawn_app().await;
+    let t = priced_tenant(&app).await;
     app.set_clock(&t, "2027-01-01T00:00:00Z").await;
     for c in ["old", "churn", "annual", "team", "trial"] {
         app.customer(&t, c).await;
@@ -70,7 +70,7 @@ async fn summary_figures_from_a_known_history() {
     .await;
     pay_latest(&app, &t, "annual").await; // paid 2027-01-01: before the window
 
-    advance(&app, &t, "2027-02-05T00:00:00Z").await; // the monthly ones renewed on Feb 1
+    app.advance_clock(&t, "2027-02-05T00:00:00Z").await; // the monthly ones renewed on Feb 1
     for m in ["a", "b", "c"] {
         let r = app
             .put(
@@ -84,10 +84,10 @@ async fn summary_figures_from_a_known_history() {
     subscribe(&app, &t, "team", json!({"plan": "team"})).await;
     pay_latest(&app, &t, "team").await; // 20.00 + 3 × 5.00 = 35.00, paid Feb 5
 
-    advance(&app, &t, "2027-02-10T00:00:00Z").await;
+    app.advance_clock(&t, "2027-02-10T00:00:00Z").await;
     subscribe(&app, &t, "trial", json!({"plan": "pro", "trial_days": 14})).await;
 
-    advance(&app, &t, "2027-02-15T00:00:00Z").await;
+    app.advance_clock(&t, "2027-02-15T00:00:00Z").await;
     let r = app
         .post(
             &format!("/v1/subscriptions/{}/cancel", churn["id"].as_str().unwrap()),
@@ -97,7 +97,7 @@ async fn summary_figures_from_a_known_history() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 
-    advance(&app, &t, "2027-02-20T00:00:00Z").await;
+    app.advance_clock(&t, "2027-02-20T00:00:00Z").await;
     pay_latest(&app, &t, "old").await; // its February renewal, 10.00, paid Feb 20
 
     // Now 2027-02-20; the window is (2027-01-21, 2027-02-20].
@@ -144,20 +144,7 @@ async fn summary_figures_from_a_known_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mrr_series_with_new_expansion_contraction_and_churn() {
     let app = spawn_app().await;
-    let t = app.tenant("test").await;
-    for plan in [
-        json!({"key": "basic", "name": "Basic",
-               "prices": [{"interval": "month", "amount": "10.00", "currency": "usd"}]}),
-        json!({"key": "pro", "name": "Pro",
-               "prices": [{"interval": "month", "amount": "30.00", "currency": "usd"},
-                          {"interval": "year", "amount": "300.00", "currency": "usd"}]}),
-        json!({"key": "team", "name": "Team",
-               "prices": [{"interval": "month", "amount": "20.00", "currency": "usd"},
-                          {"interval": "month", "amount": "5.00", "currency": "usd", "per_seat": true}]}),
-    ] {
-        let r = app.post("/v1/plans", &t.key, plan).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    }
+    let t = priced_tenant(&app).await;
     app.set_clock(&t, "2027-01-01T00:00:00Z").await;
     for c in ["a", "b", "c", "d", "e", "f"] {
         app.customer(&t, c).await;
@@ -168,7 +155,7 @@ async fn mrr_series_with_new_expansion_contraction_and_churn() {
     let d = subscribe(&app, &t, "d", json!({"plan": "basic"})).await;
     let f = subscribe(&app, &t, "f", json!({"plan": "pro"})).await;
     // February: b up to Pro (+20.00 expansion); c annual Pro (300.00 / 12 = 25.00 new): 105.00.
-    advance(&app, &t, "2027-02-10T00:00:00Z").await;
+    app.advance_clock(&t, "2027-02-10T00:00:00Z").await;
     let r = app
         .post(
             &format!("/v1/subscriptions/{}/change", b["id"].as_str().unwrap()),
@@ -177,11 +164,11 @@ async fn mrr_series_with_new_expansion_contraction_and_churn() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    advance(&app, &t, "2027-02-15T00:00:00Z").await;
+    app.advance_clock(&t, "2027-02-15T00:00:00Z").await;
     subscribe(&app, &t, "c", json!({"plan": "pro", "interval": "year"})).await;
     // March: e on Team with 2 members (20.00 + 2 × 5.00 = 30.00 new); d canceled (10.00
     // churned): 125.00.
-    advance(&app, &t, "2027-03-01T00:00:00Z").await;
+    app.advance_clock(&t, "2027-03-01T00:00:00Z").await;
     for m in ["m1", "m2"] {
         let r = app
             .put(
@@ -193,7 +180,7 @@ async fn mrr_series_with_new_expansion_contraction_and_churn() {
         assert_eq!(r.status, StatusCode::CREATED);
     }
     subscribe(&app, &t, "e", json!({"plan": "team"})).await;
-    advance(&app, &t, "2027-03-10T00:00:00Z").await;
+    app.advance_clock(&t, "2027-03-10T00:00:00Z").await;
     let r = app
         .post(
             &format!("/v1/subscriptions/{}/cancel", d["id"].as_str().unwrap()),
@@ -204,7 +191,7 @@ async fn mrr_series_with_new_expansion_contraction_and_churn() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     // April (to the 20th): f down to Basic now (−20.00 contraction); e a third member (+5.00
     // expansion): 110.00.
-    advance(&app, &t, "2027-04-02T00:00:00Z").await;
+    app.advance_clock(&t, "2027-04-02T00:00:00Z").await;
     let r = app
         .post(
             &format!("/v1/subscriptions/{}/change", f["id"].as_str().unwrap()),
@@ -213,7 +200,7 @@ async fn mrr_series_with_new_expansion_contraction_and_churn() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    advance(&app, &t, "2027-04-05T00:00:00Z").await;
+    app.advance_clock(&t, "2027-04-05T00:00:00Z").await;
     let r = app
         .put(
             "/v1/customers/e/members/m3",
@@ -222,7 +209,7 @@ async fn mrr_series_with_new_expansion_contraction_and_churn() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    advance(&app, &t, "2027-04-20T00:00:00Z").await;
+    app.advance_clock(&t, "2027-04-20T00:00:00Z").await;
 
     let r = app.get("/v1/analytics/mrr?months=4", &t.key).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);

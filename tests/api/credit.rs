@@ -38,25 +38,6 @@ async fn subscribe(app: &TestApp, t: &Tenant, customer: &str, plan: &str) -> Val
     r.body
 }
 
-async fn invoices(app: &TestApp, t: &Tenant, customer: &str) -> Vec<Value> {
-    let r = app
-        .get(
-            &format!("/v1/customers/{customer}/invoices?limit=100"),
-            &t.key,
-        )
-        .await;
-    let mut v = r.body["data"].as_array().unwrap().clone();
-    v.reverse(); // oldest first
-    v
-}
-
-async fn advance(app: &TestApp, t: &Tenant, to: &str) {
-    let r = app
-        .post("/v1/test_clock/advance", &t.key, json!({"to": to}))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-}
-
 /// The customer's balance, checked to be the sum of its transactions; and the transactions
 /// as `(type, amount)`, newest first.
 async fn balance(app: &TestApp, t: &Tenant, customer: &str) -> (String, Vec<(String, String)>) {
@@ -103,7 +84,7 @@ async fn a_downgrade_credit_is_kept_and_used_by_the_next_invoices() {
     let sub = subscribe(&app, &t, "c1", "max").await;
     // Exactly half-way through January (15.5 of 31 days), down to Pro now:
     // credit -99.00 × ½ = -49.50, charge 30.00 × ½ = 15.00: total -34.50.
-    advance(&app, &t, "2027-01-16T12:00:00Z").await;
+    app.advance_clock(&t, "2027-01-16T12:00:00Z").await;
     let r = app
         .post(
             &format!("/v1/subscriptions/{}/change", sub["id"].as_str().unwrap()),
@@ -112,7 +93,7 @@ async fn a_downgrade_credit_is_kept_and_used_by_the_next_invoices() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let all = invoices(&app, &t, "c1").await;
+    let all = app.invoices(&t, "c1").await;
     let downgrade = &all[1];
     assert_eq!(downgrade["total"], "-34.50");
     assert_eq!(downgrade["amount_due"], "0.00");
@@ -123,8 +104,8 @@ async fn a_downgrade_credit_is_kept_and_used_by_the_next_invoices() {
     );
 
     // February's renewal (30.00) uses 30.00 of it when it is finalized after the grace hour.
-    advance(&app, &t, "2027-02-01T02:00:00Z").await;
-    let all = invoices(&app, &t, "c1").await;
+    app.advance_clock(&t, "2027-02-01T02:00:00Z").await;
+    let all = app.invoices(&t, "c1").await;
     let renewal = &all[2];
     assert_eq!(renewal["total"], "30.00");
     assert_eq!(renewal["credit_applied"], "30.00");
@@ -138,8 +119,8 @@ async fn a_downgrade_credit_is_kept_and_used_by_the_next_invoices() {
         )
     );
     // March: 4.50 left to use, 25.50 due.
-    advance(&app, &t, "2027-03-01T02:00:00Z").await;
-    let march = &invoices(&app, &t, "c1").await[3];
+    app.advance_clock(&t, "2027-03-01T02:00:00Z").await;
+    let march = &app.invoices(&t, "c1").await[3];
     assert_eq!(march["credit_applied"], "4.50");
     assert_eq!(march["amount_due"], "25.50");
     assert_eq!(march["status"], "open");
@@ -215,7 +196,7 @@ async fn credit_granted_by_hand_is_checked_and_used() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    let inv = &invoices(&app, &t, "c1").await[0];
+    let inv = &app.invoices(&t, "c1").await[0];
     assert_eq!(inv["credit_applied"], "40.00");
     assert_eq!(inv["amount_due"], "59.00");
     // The PDF shows it too.
@@ -252,7 +233,7 @@ async fn credit_notes_lower_an_open_invoice_or_credit_a_paid_one() {
     let app = spawn_app().await;
     let t = tenant(&app).await;
     subscribe(&app, &t, "open", "max").await;
-    let open = invoices(&app, &t, "open").await[0].clone();
+    let open = app.invoices(&t, "open").await[0].clone();
     let open_id = open["id"].as_str().unwrap();
     let note = |amount: &str| json!({"amount": amount, "reason": "order_change"});
     let path = format!("/v1/invoices/{open_id}/credit_notes");
@@ -291,7 +272,7 @@ async fn credit_notes_lower_an_open_invoice_or_credit_a_paid_one() {
 
     // A paid invoice: notes add to the balance, up to what was paid.
     subscribe(&app, &t, "paid", "max").await;
-    let paid_id = invoices(&app, &t, "paid").await[0]["id"]
+    let paid_id = app.invoices(&t, "paid").await[0]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -320,8 +301,8 @@ async fn credit_notes_lower_an_open_invoice_or_credit_a_paid_one() {
 
     // A draft (the renewal during its grace hour) and a void invoice are not creditable.
     subscribe(&app, &t, "drafty", "pro").await;
-    advance(&app, &t, "2027-02-01T00:00:00Z").await;
-    let draft = invoices(&app, &t, "drafty").await[1].clone();
+    app.advance_clock(&t, "2027-02-01T00:00:00Z").await;
+    let draft = app.invoices(&t, "drafty").await[1].clone();
     assert_eq!(draft["status"], "draft");
     let r = app
         .post(
@@ -385,7 +366,7 @@ async fn concurrent_credit_notes_never_exceed_the_invoice() {
     let app = Arc::new(spawn_app().await);
     let t = Arc::new(tenant(&app).await);
     subscribe(&app, &t, "c1", "max").await;
-    let id = invoices(&app, &t, "c1").await[0]["id"]
+    let id = app.invoices(&t, "c1").await[0]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -424,7 +405,7 @@ async fn retried_credits_and_credit_notes_apply_once() {
     let app = spawn_app().await;
     let t = tenant(&app).await;
     subscribe(&app, &t, "c1", "max").await;
-    let id = invoices(&app, &t, "c1").await[0]["id"]
+    let id = app.invoices(&t, "c1").await[0]["id"]
         .as_str()
         .unwrap()
         .to_string();

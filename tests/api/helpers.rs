@@ -303,6 +303,29 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Advances a test tenant's clock to `to` (running what falls due); the answer.
+    pub async fn advance_clock(&self, t: &Tenant, to: &str) -> Value {
+        let r = self
+            .post("/v1/test_clock/advance", &t.key, json!({"to": to}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        r.body
+    }
+
+    /// A customer's invoices, oldest first.
+    pub async fn invoices(&self, t: &Tenant, customer: &str) -> Vec<Value> {
+        let r = self
+            .get(
+                &format!("/v1/customers/{customer}/invoices?limit=100"),
+                &t.key,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let mut v = r.body["data"].as_array().unwrap().clone();
+        v.reverse();
+        v
+    }
+
     /// Freezes a test tenant's clock at `at`, which may lie in the past (the API only moves a
     /// clock forward, so tests that start at a fixed date set it through the test support).
     pub async fn set_clock(&self, t: &Tenant, at: &str) {

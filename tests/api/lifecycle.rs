@@ -40,12 +40,9 @@ async fn billing_tenant(app: &TestApp, at: &str) -> Tenant {
 }
 
 async fn advance(app: &TestApp, t: &Tenant, to: &str) -> Value {
-    let r = app
-        .post("/v1/test_clock/advance", &t.key, json!({"to": to}))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.body["now"], to);
-    r.body
+    let body = app.advance_clock(t, to).await;
+    assert_eq!(body["now"], to);
+    body
 }
 
 async fn subscribe(app: &TestApp, t: &Tenant, customer: &str, body: Value) -> Value {
@@ -62,19 +59,6 @@ async fn make_free_the_default(app: &TestApp, t: &Tenant) {
         .patch("/v1/tenant", &t.key, json!({"default_plan": "free"}))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-}
-
-async fn invoices(app: &TestApp, t: &Tenant, customer: &str) -> Vec<Value> {
-    let r = app
-        .get(
-            &format!("/v1/customers/{customer}/invoices?limit=100"),
-            &t.key,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let mut v = r.body["data"].as_array().unwrap().clone();
-    v.reverse(); // oldest first
-    v
 }
 
 fn amounts(inv: &Value) -> Vec<(String, String)> {
@@ -98,7 +82,7 @@ async fn a_year_of_renewals_with_month_end_clamping_and_gapless_numbers() {
     let sub = subscribe(&app, &t, "u1", json!({"plan": "pro"})).await;
     assert_eq!(sub["status"], "active");
     assert_eq!(sub["current_period_end"], "2026-02-28T10:00:00Z");
-    let first = invoices(&app, &t, "u1").await;
+    let first = app.invoices(&t, "u1").await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["number"], "INV-000001");
     assert_eq!(first[0]["status"], "open");
@@ -108,7 +92,7 @@ async fn a_year_of_renewals_with_month_end_clamping_and_gapless_numbers() {
     let done = advance(&app, &t, "2027-01-31T12:00:00Z").await;
     assert_eq!(done["processed"]["renewals"], 12);
     assert_eq!(done["processed"]["invoices_finalized"], 12);
-    let all = invoices(&app, &t, "u1").await;
+    let all = app.invoices(&t, "u1").await;
     assert_eq!(all.len(), 13);
     let numbers: Vec<&str> = all.iter().map(|i| i["number"].as_str().unwrap()).collect();
     let expected: Vec<String> = (1..=13).map(|n| format!("INV-{n:06}")).collect();
@@ -201,7 +185,7 @@ async fn upgrade_at_half_period_prorates_exactly_and_downgrade_waits_for_period_
     assert_eq!(r.body["plan"], "max");
     assert_eq!(r.body["current_period_start"], "2026-11-01T00:00:00Z");
     assert_eq!(r.body["current_period_end"], "2026-12-01T00:00:00Z");
-    let all = invoices(&app, &t, "u1").await;
+    let all = app.invoices(&t, "u1").await;
     let proration = all.last().unwrap();
     assert_eq!(proration["billing_reason"], "subscription_update");
     assert_eq!(proration["status"], "open");
@@ -245,13 +229,13 @@ async fn upgrade_at_half_period_prorates_exactly_and_downgrade_waits_for_period_
     assert_eq!(r.body["plan"], "max");
     assert_eq!(r.body["pending_change"]["plan"], "pro");
     assert_eq!(r.body["pending_change"]["at"], "2026-12-01T00:00:00Z");
-    let before = invoices(&app, &t, "u1").await.len();
+    let before = app.invoices(&t, "u1").await.len();
     let done = advance(&app, &t, "2026-12-01T02:00:00Z").await;
     assert_eq!(done["processed"]["scheduled_changes"], 1);
     let s = app.get(&format!("/v1/subscriptions/{id}"), &t.key).await;
     assert_eq!(s.body["plan"], "pro");
     assert!(s.body["pending_change"].is_null());
-    let all = invoices(&app, &t, "u1").await;
+    let all = app.invoices(&t, "u1").await;
     assert_eq!(all.len(), before + 1);
     // The next period at the new price; the ended period was on max (no overage prices).
     assert_eq!(
@@ -297,7 +281,7 @@ async fn trial_then_conversion_invoices_at_trial_end() {
     assert_eq!(sub["trial_end"], "2026-03-24T08:00:00Z");
     assert_eq!(sub["current_period_end"], "2026-03-24T08:00:00Z");
     assert!(
-        invoices(&app, &t, "u1").await.is_empty(),
+        app.invoices(&t, "u1").await.is_empty(),
         "no invoice while trialing"
     );
     let done = advance(&app, &t, "2026-03-24T08:00:00Z").await;
@@ -311,7 +295,7 @@ async fn trial_then_conversion_invoices_at_trial_end() {
     assert_eq!(s.body["status"], "active");
     assert_eq!(s.body["current_period_start"], "2026-03-24T08:00:00Z");
     assert_eq!(s.body["current_period_end"], "2026-04-24T08:00:00Z");
-    let all = invoices(&app, &t, "u1").await;
+    let all = app.invoices(&t, "u1").await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0]["billing_reason"], "subscription_create");
     assert_eq!(all[0]["status"], "open");
@@ -386,7 +370,7 @@ async fn cancel_at_period_end_reactivate_and_fall_back_to_the_default_plan() {
         .await;
     assert_eq!(num(&c.body["limit"]), "10");
     // Only the first invoice: no renewal was billed, and the free plan bills nothing.
-    assert_eq!(invoices(&app, &t, "u1").await.len(), 1);
+    assert_eq!(app.invoices(&t, "u1").await.len(), 1);
     let r = app
         .post(
             &format!("/v1/subscriptions/{id}/reactivate"),
@@ -413,7 +397,7 @@ async fn cancel_at_period_end_reactivate_and_fall_back_to_the_default_plan() {
         )
         .await;
     assert_eq!(r.body["plan"], "pro");
-    let upgrade = invoices(&app, &t, "u2").await;
+    let upgrade = app.invoices(&t, "u2").await;
     assert_eq!(upgrade.len(), 1);
     assert_eq!(
         amounts(&upgrade[0]),
@@ -476,7 +460,7 @@ async fn overage_is_invoiced_on_renewal_and_late_events_stop_at_finalization() {
 
     // Period ends: a draft with the overage so far, open to late usage for an hour.
     advance(&app, &t, "2026-05-01T00:30:00Z").await;
-    let all = invoices(&app, &t, "u1").await;
+    let all = app.invoices(&t, "u1").await;
     let renewal = all.last().unwrap().clone();
     assert_eq!(renewal["status"], "draft");
     assert_eq!(renewal["finalizes_at"], "2026-05-01T01:00:00Z");
@@ -574,7 +558,7 @@ async fn invoice_pdf_parses_back_with_its_number_lines_and_totals() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let all = invoices(&app, &t, "acme").await;
+    let all = app.invoices(&t, "acme").await;
     let inv = all.last().unwrap();
     assert_eq!(inv["due_date"], "2026-05-01T00:00:00Z", "net 30");
     let id = inv["id"].as_str().unwrap();
@@ -724,8 +708,8 @@ async fn the_worker_renews_on_real_time_and_leaves_frozen_test_clocks_alone() {
         .parse()
         .unwrap();
     assert!(end > chrono::Utc::now() + chrono::Duration::days(25));
-    assert_eq!(invoices(&app, &live, "l1").await.len(), 2);
-    assert_eq!(invoices(&app, &frozen, "f1").await.len(), 1, "untouched");
+    assert_eq!(app.invoices(&live, "l1").await.len(), 2);
+    assert_eq!(app.invoices(&frozen, "f1").await.len(), 1, "untouched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,7 +729,7 @@ async fn when_overrides_the_default_timing_of_a_change() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["plan"], "pro");
-    let inv = invoices(&app, &t, "u1").await.pop().unwrap();
+    let inv = app.invoices(&t, "u1").await.pop().unwrap();
     assert_eq!(
         amounts(&inv),
         vec![
@@ -757,7 +741,7 @@ async fn when_overrides_the_default_timing_of_a_change() {
     assert_eq!(inv["amount_due"], "0.00");
     assert_eq!(inv["status"], "paid", "nothing to collect");
     // An upgrade at period end: scheduled, nothing invoiced now.
-    let before = invoices(&app, &t, "u1").await.len();
+    let before = app.invoices(&t, "u1").await.len();
     let r = app
         .post(
             &format!("/v1/subscriptions/{id}/change"),
@@ -767,7 +751,7 @@ async fn when_overrides_the_default_timing_of_a_change() {
         .await;
     assert_eq!(r.body["plan"], "pro");
     assert_eq!(r.body["pending_change"]["plan"], "max");
-    assert_eq!(invoices(&app, &t, "u1").await.len(), before);
+    assert_eq!(app.invoices(&t, "u1").await.len(), before);
     // Unknown plan, bad version, bad timing: clear 4xx, nothing changed.
     let r = app
         .post(

@@ -35,19 +35,6 @@ async fn subscribe(app: &TestApp, t: &Tenant, customer: &str, plan: &str) -> Val
     r.body
 }
 
-async fn invoices(app: &TestApp, t: &Tenant, customer: &str) -> Vec<Value> {
-    let r = app
-        .get(
-            &format!("/v1/customers/{customer}/invoices?limit=100"),
-            &t.key,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let mut v = r.body["data"].as_array().unwrap().clone();
-    v.reverse(); // oldest first
-    v
-}
-
 /// `(type, quantity, unit_amount, amount)` of a line.
 type Shown = (String, String, String, String);
 
@@ -235,7 +222,7 @@ async fn start_invoices_bill_seats_by_tier_at_each_boundary() {
         app.customer(&t, &customer).await;
         add_members(&app, &t, &customer, (0..members).map(|m| format!("m{m}"))).await;
         subscribe(&app, &t, &customer, plan_key).await;
-        let inv = &invoices(&app, &t, &customer).await[0];
+        let inv = &app.invoices(&t, &customer).await[0];
         let mut want = vec![line("subscription", "1", "100.00", "100.00")];
         want.extend(seat_lines);
         assert_eq!(lines(inv), want, "{plan_key} with {members} members");
@@ -244,7 +231,7 @@ async fn start_invoices_bill_seats_by_tier_at_each_boundary() {
     // No members: the price's min_seats (default 1).
     app.customer(&t, "solo").await;
     subscribe(&app, &t, "solo", "vol").await;
-    let inv = &invoices(&app, &t, "solo").await[0];
+    let inv = &app.invoices(&t, "solo").await[0];
     assert_eq!(inv["total"], "150.00");
 }
 
@@ -265,7 +252,7 @@ async fn seat_changes_mid_period_are_prorated_onto_the_next_invoice() {
     add_members(&app, &t, "org", (1..=3).map(|m| format!("m{m}"))).await;
     subscribe(&app, &t, "org", "team").await;
     // The period is January: 31 days. Its first invoice: 3 seats in advance.
-    let first = &invoices(&app, &t, "org").await[0];
+    let first = &app.invoices(&t, "org").await[0];
     assert_eq!(lines(first), [line("seat", "3", "30.00", "90.00")]);
 
     // Exactly half-way (15.5 of 31 days) a fourth member: half a seat, 15.00.
@@ -313,7 +300,7 @@ async fn seat_changes_mid_period_are_prorated_onto_the_next_invoice() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let all = invoices(&app, &t, "org").await;
+    let all = app.invoices(&t, "org").await;
     assert_eq!(all.len(), 2);
     let renewal = &all[1];
     let mut want = vec![line("seat", "4", "30.00", "120.00")];
@@ -396,7 +383,7 @@ async fn plan_changes_weigh_and_prorate_seats_at_the_current_count() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["plan"], "big");
-    let all = invoices(&app, &t, "two").await;
+    let all = app.invoices(&t, "two").await;
     let change = &all[1];
     let amounts: Vec<String> = lines(change).into_iter().map(|l| l.3).collect();
     assert_eq!(amounts, ["-20.00", "30.00"]);

@@ -7,14 +7,6 @@ use serde_json::{json, Value};
 use crate::helpers::{num, Tenant, TestApp};
 use crate::seeds::seeded;
 
-async fn advance(app: &TestApp, t: &Tenant, to: &str) -> Value {
-    let r = app
-        .post("/v1/test_clock/advance", &t.key, json!({"to": to}))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    r.body
-}
-
 /// Moves a customer's live subscription to `plan` (an upgrade is charged now).
 async fn change(app: &TestApp, t: &Tenant, customer: &str, body: Value) -> Value {
     let live = app
@@ -109,7 +101,7 @@ async fn seed_000_overage_is_capped_on_renewal_and_human_calls_bill_per_call() {
         .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     }
-    let done = advance(&app, &t, "2026-04-01T02:00:00Z").await;
+    let done = app.advance_clock(&t, "2026-04-01T02:00:00Z").await;
     assert_eq!(done["processed"]["renewals"], 2);
     let life = latest_invoice(&app, &t, "life").await;
     assert_eq!(life["billing_reason"], "subscription_cycle");
@@ -160,7 +152,7 @@ async fn seed_001_starter_to_premium_mid_month_prorates() {
         lines(&first),
         vec![("subscription".into(), None, "30.00".into())]
     );
-    advance(&app, &t, "2026-11-16T00:00:00Z").await;
+    app.advance_clock(&t, "2026-11-16T00:00:00Z").await;
     let s = change(&app, &t, "cand", json!({"plan": "premium"})).await;
     assert_eq!(s["plan"], "premium");
     let inv = latest_invoice(&app, &t, "cand").await;
@@ -211,12 +203,12 @@ async fn seed_002_annual_standard_renews_after_a_year_with_storage_overage() {
         .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     }
-    let done = advance(&app, &t, "2026-12-31T00:00:00Z").await;
+    let done = app.advance_clock(&t, "2026-12-31T00:00:00Z").await;
     assert_eq!(
         done["processed"]["renewals"], 0,
         "no renewal within the year"
     );
-    let done = advance(&app, &t, "2027-02-10T14:00:00Z").await;
+    let done = app.advance_clock(&t, "2027-02-10T14:00:00Z").await;
     assert_eq!(done["processed"]["renewals"], 1);
     let renewal = latest_invoice(&app, &t, "fam").await;
     assert_eq!(renewal["period_start"], "2027-02-10T12:00:00Z");
@@ -237,7 +229,7 @@ async fn seed_003_pro_to_free_downgrade_happens_at_period_end() {
     app.set_clock(&t, "2026-07-05T00:00:00Z").await;
     app.customer(&t, "pod").await;
     change(&app, &t, "pod", json!({"plan": "pro"})).await;
-    advance(&app, &t, "2026-07-20T00:00:00Z").await;
+    app.advance_clock(&t, "2026-07-20T00:00:00Z").await;
     let s = change(&app, &t, "pod", json!({"plan": "free"})).await;
     assert_eq!(s["plan"], "pro", "not yet");
     assert_eq!(s["pending_change"]["plan"], "free");
@@ -257,7 +249,7 @@ async fn seed_003_pro_to_free_downgrade_happens_at_period_end() {
         }
     };
     assert_eq!(check(200).await, true, "Pro's 200 MB until period end");
-    let done = advance(&app, &t, "2026-08-05T00:00:01Z").await;
+    let done = app.advance_clock(&t, "2026-08-05T00:00:01Z").await;
     assert_eq!(done["processed"]["scheduled_changes"], 1);
     assert_eq!(check(200).await, false, "Free's 50 MB from then on");
     assert_eq!(check(50).await, true);
@@ -323,7 +315,7 @@ async fn seed_002_enterprise_seats_and_standard_overage_through_a_year() {
     // 2027-05-27: day 146 of 365, so 219/365 = 0.6 of the year is left. Two members join:
     //   12 → 13: (13 − 12) × 480.00 × 0.6 = 288.00
     //   13 → 14: (14 − 13) × 480.00 × 0.6 = 288.00
-    advance(&app, &t, "2027-05-27T00:00:00Z").await;
+    app.advance_clock(&t, "2027-05-27T00:00:00Z").await;
     for m in ["user_13", "user_14"] {
         let r = app
             .put(
@@ -336,7 +328,7 @@ async fn seed_002_enterprise_seats_and_standard_overage_through_a_year() {
     }
     // 2027-10-20: day 292, so 73/365 = 0.2 is left. One leaves:
     //   14 → 13: −480.00 × 0.2 = −96.00
-    advance(&app, &t, "2027-10-20T00:00:00Z").await;
+    app.advance_clock(&t, "2027-10-20T00:00:00Z").await;
     let r = app
         .delete("/v1/customers/acme/members/user_07", &t.key)
         .await;
@@ -356,7 +348,7 @@ async fn seed_002_enterprise_seats_and_standard_overage_through_a_year() {
     // The renewal, 2028-01-01, finalized after the grace hour: the new year in advance at 13
     // seats (13 × 480.00 = 6,240.00) plus the three changes (288 + 288 − 96 = 480.00):
     //   10,000.00 + 6,240.00 + 480.00 = 16,720.00, due 2028-01-31.
-    advance(&app, &t, "2028-01-01T02:00:00Z").await;
+    app.advance_clock(&t, "2028-01-01T02:00:00Z").await;
     let renewal = latest_invoice(&app, &t, "acme").await;
     assert_eq!(renewal["billing_reason"], "subscription_cycle");
     assert_eq!(
@@ -425,7 +417,7 @@ async fn seed_002_standard_storage_and_api_overage_on_renewal() {
     // From Free at the very start of the month: all of January at 49.99.
     let first = latest_invoice(&app, &t, "solo").await;
     assert_eq!(first["total"], "49.99");
-    advance(&app, &t, "2027-01-20T00:00:00Z").await;
+    app.advance_clock(&t, "2027-01-20T00:00:00Z").await;
     for (feature, quantity) in [
         ("storage_gb", json!(63.4)),
         ("storage_gb", json!(41)),
@@ -444,7 +436,7 @@ async fn seed_002_standard_storage_and_api_overage_on_renewal() {
     //   storage: peak 63.4 GB, 13.4 over → 14 GB × 0.10    1.40
     //   API calls: 10,250, 250 over × 0.01                 2.50
     //   total                                             53.89
-    advance(&app, &t, "2027-02-01T02:00:00Z").await;
+    app.advance_clock(&t, "2027-02-01T02:00:00Z").await;
     let renewal = latest_invoice(&app, &t, "solo").await;
     assert_eq!(renewal["status"], "open", "{renewal:?}");
     let mut got = lines(&renewal);

@@ -578,14 +578,6 @@ async fn subscription_events_out_of_order_leave_the_newest_state() {
     assert_eq!(status().await, "canceled");
 }
 
-async fn advance(app: &TestApp, t: &Tenant, to: &str) -> Value {
-    let r = app
-        .post("/v1/test_clock/advance", &t.key, json!({"to": to}))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    r.body
-}
-
 async fn dunning_state(app: &TestApp, t: &Tenant) -> (String, i32, Option<String>) {
     let collection = tollgate::testing::stored::collection(&app.db, &t.tid())
         .await
@@ -634,7 +626,7 @@ async fn a_failed_payment_walks_the_dunning_schedule_and_ends_on_the_default_pla
         ("2026-03-04T00:00:00Z", 3, Some("2026-03-06T00:00:00+00:00")),
     ];
     for (to, attempts, next) in schedule {
-        let done = advance(&app, &t, to).await;
+        let done = app.advance_clock(&t, to).await;
         assert_eq!(done["processed"]["payment_retries"], 1, "{done:?}");
         drain_stripe(&app, 1).await;
         assert_eq!(
@@ -643,9 +635,9 @@ async fn a_failed_payment_walks_the_dunning_schedule_and_ends_on_the_default_pla
         );
     }
     // Not due before its time.
-    let early = advance(&app, &t, "2026-03-05T23:59:59Z").await;
+    let early = app.advance_clock(&t, "2026-03-05T23:59:59Z").await;
     assert_eq!(early["processed"]["payment_retries"], 0);
-    let done = advance(&app, &t, "2026-03-06T00:00:00Z").await;
+    let done = app.advance_clock(&t, "2026-03-06T00:00:00Z").await;
     assert_eq!(done["processed"]["payment_retries"], 1);
     drain_stripe(&app, 1).await;
     assert_eq!(
@@ -760,7 +752,7 @@ async fn the_dunning_schedule_is_the_tenants_and_is_validated() {
         dunning_state(&app, &t).await,
         ("open".into(), 1, Some("2026-03-03T00:00:00+00:00".into()))
     );
-    let done = advance(&app, &t, "2026-03-03T00:00:00Z").await;
+    let done = app.advance_clock(&t, "2026-03-03T00:00:00Z").await;
     assert_eq!(done["processed"]["payment_retries"], 1);
     assert_eq!(
         dunning_state(&app, &t).await,
@@ -820,7 +812,7 @@ async fn seed_004_meters_each_suggestion_once_and_never_bills_its_overage_twice(
         check.body["overage"]["billed_so_far"], "1.75",
         "5 over at $0.35"
     );
-    advance(&app, &t, "2026-06-01T02:00:00Z").await;
+    app.advance_clock(&t, "2026-06-01T02:00:00Z").await;
     drain_stripe(&app, 2).await;
 
     {
@@ -879,7 +871,7 @@ async fn voiding_an_invoice_voids_it_in_stripe_and_stops_dunning() {
         let st = fake.lock();
         assert_eq!(st.invoices[&st.invoice_order[0]].status, "void");
     }
-    let done = advance(&app, &t, "2026-03-10T00:00:00Z").await;
+    let done = app.advance_clock(&t, "2026-03-10T00:00:00Z").await;
     assert_eq!(
         done["processed"]["payment_retries"], 0,
         "no retries for a void invoice"
