@@ -310,7 +310,9 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             command: TenantCommand::Create { name, mode },
         } => {
             crate::MIGRATOR.run(&pool).await?;
-            let t = crate::tenancy::create_tenant(&pool, &name, &mode).await?;
+            let origin = crate::audit::Origin::cli();
+            let now = crate::clock::Clock::real_time();
+            let t = crate::tenancy::create_tenant(&pool, &origin, &name, &mode, now).await?;
             println!("{}", serde_json::to_string_pretty(&t)?);
         }
         Command::Plans {
@@ -322,7 +324,9 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             let parsed = crate::catalog::toml::parse(&text)?;
             let tenant = crate::ids::TenantId::try_from_str(&tenant)
                 .map_err(|_| anyhow::anyhow!("no such tenant: {tenant}"))?;
-            let summary = crate::catalog::toml::apply(&pool, &tenant, parsed).await?;
+            let summary =
+                crate::catalog::toml::apply(&pool, &crate::audit::Origin::cli(), &tenant, parsed)
+                    .await?;
             println!("features created: {}", summary.features_created);
             for (k, v) in &summary.plans_written {
                 println!("plan {k}: version {v} written");

@@ -4,6 +4,7 @@
 //! listener until a shutdown signal, so tests bind port 0 and start the real app in-process.
 
 pub mod analytics;
+pub mod audit;
 pub mod billing;
 pub mod catalog;
 pub mod cli;

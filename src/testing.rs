@@ -76,7 +76,10 @@ pub async fn run_due_for_tenant(
     crate::billing::due::run(
         db,
         &PlanCache::default(),
-        crate::billing::due::Scope::Tenant(tenant_id),
+        (
+            crate::billing::due::Scope::Tenant(tenant_id),
+            &crate::audit::Origin::worker(),
+        ),
         until,
         u32::MAX,
     )
@@ -123,6 +126,20 @@ pub mod stored {
     };
     use crate::error::Result;
     use crate::ids::{SubscriptionId, TenantId};
+
+    /// `UPDATE`, `DELETE` or `TRUNCATE` on the audit log, straight to the database.
+    pub async fn tamper_with_audit_log(
+        pool: &PgPool,
+        tenant: &TenantId,
+        how: &str,
+    ) -> std::result::Result<u64, sqlx::Error> {
+        db::tamper_with_audit_log(&mut *pool.acquire().await?, tenant, how).await
+    }
+
+    /// The ids of the raw usage events still kept.
+    pub async fn raw_event_ids(pool: &PgPool, tenant: &TenantId) -> Result<Vec<String>> {
+        Ok(db::raw_event_ids(&mut *pool.acquire().await?, tenant).await?)
+    }
 
     /// Row counts of one tenant, or of the whole database.
     pub async fn row_counts(pool: &PgPool, tenant: Option<&TenantId>) -> Result<RowCounts> {

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::billing::due::{self, Processed, Scope};
 use crate::db::plans::PlanCache;
+use crate::entitlements::retention::PurgeScope;
 use crate::stripe::sync::{self as stripe_sync, SyncConfig};
 use crate::webhooks::{self, DeliveryConfig};
 
@@ -28,12 +29,23 @@ pub async fn cleanup(db: &PgPool) -> Result<u64, sqlx::Error> {
     crate::db::retention::cleanup(db).await
 }
 
+/// Purges the raw usage events past their plan's retention, for tenants whose clock follows
+/// real time (a test clock's advance purges its own tenant). Bounded per call; the rest waits
+/// for the next pass.
+pub async fn purge_usage(db: &PgPool) -> crate::error::Result<u64> {
+    crate::entitlements::retention::purge(db, PurgeScope::RealTime, PURGE_BATCHES).await
+}
+
+/// Retention batches per cleanup pass (each `entitlements::retention::BATCH` events).
+const PURGE_BATCHES: u32 = 100;
+
 /// Runs all billing work due by real time, for tenants whose clock follows real time.
 pub async fn run_due(db: &PgPool, plans: &PlanCache) -> crate::error::Result<Processed> {
     let mut total = Processed::default();
     loop {
         let now = crate::clock::Clock.real_now();
-        let done = due::run(db, plans, Scope::RealTime, now, DUE_BATCH).await?;
+        let worker = crate::audit::Origin::worker();
+        let done = due::run(db, plans, (Scope::RealTime, &worker), now, DUE_BATCH).await?;
         let n = done.total();
         total.add(&done);
         if n < DUE_BATCH {
@@ -95,6 +107,13 @@ async fn due_loop(db: PgPool, plans: Arc<PlanCache>, token: CancellationToken) {
         if pass % CLEANUP_EVERY == 0 {
             if let Err(e) = cleanup(&db).await {
                 tracing::warn!(error = %e, "cleanup failed; retrying later");
+            }
+            match purge_usage(&db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "usage events past retention purged"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "usage retention purge failed; retrying later")
+                }
             }
         }
         pass = pass.wrapping_add(1);

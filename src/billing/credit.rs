@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use crate::audit::{self, Change, Origin, Resource};
 use crate::db;
 use crate::db::credit::{CreditNoteRow, NewTransaction, TransactionRow};
 use crate::domain::money;
@@ -123,6 +124,7 @@ fn check_description(description: Option<&str>, required: bool) -> Result<()> {
 /// Grants credit by hand.
 pub async fn grant(
     db: &PgPool,
+    origin: &Origin,
     tenant_id: &TenantId,
     customer_id: &str,
     body: &GrantCredit,
@@ -130,10 +132,10 @@ pub async fn grant(
 ) -> Result<BalanceTransaction> {
     check_amount(body.amount, BALANCE_CURRENCY)?;
     check_description(Some(&body.description), true)?;
-    let mut conn = db.acquire().await?;
+    let mut tx = audit::begin(db, origin).await?;
     let id = crate::ids::new_id("cbtxn");
     let row = db::credit::add(
-        &mut conn,
+        &mut tx,
         tenant_id,
         &NewTransaction {
             transaction_id: &id,
@@ -148,7 +150,11 @@ pub async fn grant(
     )
     .await?
     .ok_or_else(customer_not_found)?;
-    Ok(row.into())
+    let transaction = BalanceTransaction::from(row);
+    let change = Change::new(Resource::Customer(customer_id), "credited").after(&transaction);
+    audit::record(&mut tx, tenant_id, change, now).await?;
+    tx.commit().await?;
+    Ok(transaction)
 }
 
 /// A customer's balance transactions, newest first.
@@ -200,6 +206,7 @@ async fn enqueue_for_stripe(
 /// what was paid, less earlier notes). Anything else is `409 invoice_not_creditable`.
 pub async fn credit_note(
     db: &PgPool,
+    origin: &Origin,
     tenant_id: &TenantId,
     invoice_id: &InvoiceId,
     body: &CreateCreditNote,
@@ -213,8 +220,9 @@ pub async fn credit_note(
         ));
     }
     check_description(body.description.as_deref(), false)?;
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     let inv = super::invoices::get(&mut tx, tenant_id, invoice_id, true).await?;
+    let before = super::invoices::shown(&mut tx, tenant_id, invoice_id).await?;
     check_amount(body.amount, &inv.currency)?;
     let too_large = || {
         Error::invalid_param(
@@ -275,13 +283,20 @@ pub async fn credit_note(
             ));
         }
     }
-    tx.commit().await?;
-    Ok(CreditNote {
+    let shown = CreditNote {
         amount: money::format(note.amount, &inv.currency),
         id: note.credit_note_id,
         invoice: note.invoice_id,
         reason: note.reason,
         description: note.description,
         created_at: note.created_at,
-    })
+    };
+    let after = super::invoices::shown(&mut tx, tenant_id, invoice_id).await?;
+    let change = Change::new(Resource::Invoice(invoice_id), "credit_note_created")
+        .customer(&inv.customer_id)
+        .before(&before)
+        .after(&serde_json::json!({ "invoice": after, "credit_note": shown }));
+    audit::record(&mut tx, tenant_id, change, now).await?;
+    tx.commit().await?;
+    Ok(shown)
 }

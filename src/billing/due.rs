@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use super::dunning;
 use super::invoices;
 use super::lifecycle::{self, PeriodEndKind};
+use crate::audit::{self, Origin};
 use crate::db;
 use crate::db::plans::PlanCache;
 use crate::error::Result;
@@ -36,6 +37,8 @@ pub struct Processed {
     pub invoices_finalized: u32,
     /// Dunning: payment retries started.
     pub payment_retries: u32,
+    /// Raw usage events purged past their plan's retention (a test-clock advance purges too).
+    pub usage_events_purged: u64,
 }
 
 impl Processed {
@@ -55,6 +58,7 @@ impl Processed {
         self.cancellations += other.cancellations;
         self.invoices_finalized += other.invoices_finalized;
         self.payment_retries += other.payment_retries;
+        self.usage_events_purged += other.usage_events_purged;
     }
 }
 
@@ -66,16 +70,18 @@ enum Step {
 
 /// Runs every item due at or before `until` in `scope`, earliest first, until none is left
 /// (or `max_items` were done).
+/// Every change it makes is logged as `origin`'s (the worker's; inside a test-clock advance,
+/// with the advance's request id).
 pub async fn run(
     db: &PgPool,
     plans: &PlanCache,
-    scope: Scope<'_>,
+    (scope, origin): (Scope<'_>, &Origin),
     until: DateTime<Utc>,
     max_items: u32,
 ) -> Result<Processed> {
     let mut done = Processed::default();
     while done.total() < max_items {
-        match next(db, plans, scope, until).await? {
+        match next(db, plans, (scope, origin), until).await? {
             None => break,
             Some(Step::Finalized) => done.invoices_finalized += 1,
             Some(Step::PaymentRetry) => done.payment_retries += 1,
@@ -94,14 +100,14 @@ pub async fn run(
 async fn next(
     db: &PgPool,
     plans: &PlanCache,
-    scope: Scope<'_>,
+    (scope, origin): (Scope<'_>, &Origin),
     until: DateTime<Utc>,
 ) -> Result<Option<Step>> {
     let tenant = match scope {
         Scope::Tenant(t) => Some(t),
         Scope::RealTime => None,
     };
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     // The earliest due period end and the earliest due finalization, each claimed (locked)
     // unless another runner holds it; the earlier of the two is processed, and the other's
     // lock is released at commit.

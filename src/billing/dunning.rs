@@ -62,6 +62,7 @@ pub async fn payment_failed(
         return Ok(Failure::Ignored);
     }
     let tenant = db::tenants::dunning_settings(conn, tenant_id).await?;
+    let before = invoices::shown(conn, tenant_id, invoice_id).await?;
     let first_failed = state.payment_failed_at.unwrap_or(now);
     // Attempt n (n >= 1) failed: retry n is next, if the schedule has one.
     let retry_at = tenant
@@ -85,6 +86,9 @@ pub async fn payment_failed(
         },
     )
     .await?;
+    if outcome == Failure::Exhausted {
+        invoices::audit(conn, tenant_id, &inv, "uncollectible", Some(&before), now).await?;
+    }
     invoices::emit(
         conn,
         tenant_id,
@@ -104,8 +108,7 @@ pub async fn payment_failed(
                     tenant_id,
                     sub,
                     tenant.invoice_grace_minutes,
-                    now,
-                    "payment_failed",
+                    (now, "payment_failed", subs::Ending::Ended),
                 )
                 .await?;
             }

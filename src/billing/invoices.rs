@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::views::invoice_not_found;
+use crate::audit::{self, Change, Resource};
 use crate::db;
 pub use crate::db::invoices::{InvoiceRow, LineRow};
 use crate::db::plans::PlanCache;
@@ -91,10 +92,41 @@ pub async fn create(
         .await?;
         db::invoices::insert_lines(conn, new.tenant_id, &invoice_id, &lines).await?;
     }
+    let row = db::invoices::refresh_totals(conn, new.tenant_id, &invoice_id).await?;
+    audit(conn, new.tenant_id, &row, "created", None, new.now).await?;
     if new.finalize_at <= new.now {
         return finalize(conn, plans, new.tenant_id, &invoice_id, new.now).await;
     }
-    Ok(db::invoices::refresh_totals(conn, new.tenant_id, &invoice_id).await?)
+    Ok(row)
+}
+
+/// An invoice as the API shows it, with its lines (for the audit log).
+pub async fn shown(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
+) -> Result<super::views::Invoice> {
+    super::views::load_invoice(conn, tenant_id, invoice_id).await
+}
+
+/// The audit entry of an invoice change: `invoice.<verb>`, the invoice after it as the API
+/// shows it, and before it when given.
+pub async fn audit(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    row: &InvoiceRow,
+    verb: &str,
+    before: Option<&super::views::Invoice>,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let after = shown(conn, tenant_id, &row.invoice_id).await?;
+    let mut change = Change::new(Resource::Invoice(&row.invoice_id), verb)
+        .customer(&row.customer_id)
+        .after(&after);
+    if let Some(before) = before {
+        change = change.before(before);
+    }
+    audit::record(conn, tenant_id, change, at).await
 }
 
 /// One `overage` line per feature for the usage of `window`, at the window's plan version's
@@ -224,6 +256,7 @@ pub async fn finalize(
             "Only a draft invoice can be finalized.",
         ));
     }
+    let before = shown(conn, tenant_id, invoice_id).await?;
     if let (Some(start), Some(end), Some(key), Some(version)) = (
         inv.usage_period_start,
         inv.usage_period_end,
@@ -252,6 +285,7 @@ pub async fn finalize(
     let totals = db::invoices::refresh_totals(conn, tenant_id, invoice_id).await?;
     super::balance::settle_at_finalization(conn, tenant_id, &totals, now).await?;
     let row = db::invoices::mark_finalized(conn, tenant_id, invoice_id, now).await?;
+    audit(conn, tenant_id, &row, "finalized", Some(&before), now).await?;
     emit(
         conn,
         tenant_id,
@@ -354,7 +388,9 @@ pub async fn mark_paid(
 ) -> Result<InvoiceRow> {
     let inv = get(conn, tenant_id, invoice_id, true).await?;
     payable(&inv)?;
+    let before = shown(conn, tenant_id, invoice_id).await?;
     let row = db::invoices::mark_paid(conn, tenant_id, invoice_id, now, out_of_band).await?;
+    audit(conn, tenant_id, &row, "paid", Some(&before), now).await?;
     if let Some(sub) = &row.subscription_id {
         // Active again once nothing else of it is in dunning.
         let reactivate = db::invoices::dunning_over(conn, tenant_id, sub).await?;
@@ -402,8 +438,10 @@ pub async fn void(
             format!("A {} invoice cannot be voided.", inv.status),
         ));
     }
+    let before = shown(conn, tenant_id, invoice_id).await?;
     let row = db::invoices::mark_void(conn, tenant_id, invoice_id, now).await?;
     super::balance::return_applied(conn, tenant_id, &inv, now).await?;
+    audit(conn, tenant_id, &row, "voided", Some(&before), now).await?;
     crate::db::outbox::enqueue(
         conn,
         tenant_id,

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use super::invoices::{self as inv, UsageWindow};
 use super::lifecycle::base_lines;
 use super::views::{self, Invoice, UpcomingInvoice};
+use crate::audit::{self, Origin};
 use crate::db;
 use crate::db::plans::PlanCache;
 use crate::domain::invoice as lines;
@@ -51,12 +52,13 @@ pub enum Payment {
 
 pub async fn pay(
     db: &PgPool,
+    origin: &Origin,
     tenant_id: &TenantId,
     invoice_id: &InvoiceId,
     how: Payment,
     now: DateTime<Utc>,
 ) -> Result<Invoice> {
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     match how {
         Payment::OutOfBand => {
             inv::mark_paid(&mut tx, tenant_id, invoice_id, now, true).await?;
@@ -88,11 +90,12 @@ pub async fn pay(
 
 pub async fn void(
     db: &PgPool,
+    origin: &Origin,
     tenant_id: &TenantId,
     invoice_id: &InvoiceId,
     now: DateTime<Utc>,
 ) -> Result<Invoice> {
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     inv::void(&mut tx, tenant_id, invoice_id, now).await?;
     tx.commit().await?;
     get(db, tenant_id, invoice_id).await

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use super::invoices::{self, NewInvoice, UsageWindow};
-use crate::billing::subscriptions::{self as subs, NewSubscription, NextPeriod};
+use crate::billing::subscriptions::{self as subs, Ending, NewSubscription, NextPeriod};
 use crate::db;
 use crate::db::plans::{PlanCache, PlanVersion};
 use crate::db::subscriptions::SubscriptionRow;
@@ -234,7 +234,7 @@ pub async fn period_end(
     });
 
     if sub.cancel_at_period_end {
-        subs::end(conn, tenant_id, &sub.subscription_id, at, "canceled").await?;
+        subs::end(conn, tenant_id, &sub, (at, "canceled", Ending::Ended)).await?;
         // The ended period's overage and waiting seat changes, in arrears (no invoice when
         // there are neither).
         if let Some(window) = window {
@@ -292,7 +292,12 @@ pub async fn period_end(
         start: at,
         end: next_end,
     };
-    subs::roll(conn, tenant_id, &sub.subscription_id, &next).await?;
+    let verb = match kind {
+        PeriodEndKind::TrialEnd => "trial_ended",
+        PeriodEndKind::ScheduledChange => "changed",
+        PeriodEndKind::Renewal | PeriodEndKind::Cancellation => "renewed",
+    };
+    subs::roll(conn, tenant_id, &sub, &next, verb).await?;
 
     // The next period's seats are the members at its start.
     let members = members_at(conn, tenant_id, &sub.customer_id, at).await?;
@@ -408,38 +413,24 @@ pub async fn change(
         return subs::schedule_change(
             conn,
             tenant_id,
-            &sub.subscription_id,
+            &sub,
             Some((new_plan, req.interval, sub.current_period_end)),
+            now,
         )
         .await;
     }
 
     // Now. During a trial nothing is charged: the trial goes on, on the new plan.
     if sub.status == SubscriptionStatus::Trialing {
-        return subs::switch_plan(
-            conn,
-            tenant_id,
-            &sub.subscription_id,
-            (new_plan, req.interval),
-            None,
-            now,
-        )
-        .await;
+        return subs::switch_plan(conn, tenant_id, &sub, (new_plan, req.interval), None, now).await;
     }
     let currency = new_plan.currency();
     let old_price = price_of(&old_plan, old_interval, members);
     let new_price = price_of(new_plan, req.interval, members);
     if req.interval == old_interval {
         // Same period; proration for the rest of it.
-        let row = subs::switch_plan(
-            conn,
-            tenant_id,
-            &sub.subscription_id,
-            (new_plan, req.interval),
-            None,
-            now,
-        )
-        .await?;
+        let row =
+            subs::switch_plan(conn, tenant_id, &sub, (new_plan, req.interval), None, now).await?;
         if old_price != new_price {
             let mut lines = proration_lines(
                 (&old_plan.name, old_price),
@@ -477,7 +468,7 @@ pub async fn change(
     let row = subs::switch_plan(
         conn,
         tenant_id,
-        &sub.subscription_id,
+        &sub,
         (new_plan, req.interval),
         Some((now, end)),
         now,
@@ -529,24 +520,24 @@ pub async fn cancel(
     now: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {
     if at_period_end {
-        return subs::set_cancel_at_period_end(conn, tenant_id, &sub.subscription_id, true, now)
-            .await;
+        return subs::set_cancel_at_period_end(conn, tenant_id, &sub, true, now).await;
     }
-    end_now(conn, plans, tenant_id, sub, grace_minutes, now, "canceled").await
+    let ending = (now, "canceled", Ending::CanceledNow);
+    end_now(conn, plans, tenant_id, sub, grace_minutes, ending).await
 }
 
 /// Ends a (locked) subscription now: the ended part of the period's overage is invoiced and
-/// the customer falls back to the default plan. `reason` is kept as `ended_reason`.
+/// the customer falls back to the default plan (unless it was erased). `reason` is kept as
+/// `ended_reason`.
 pub async fn end_now(
     conn: &mut PgConnection,
     plans: &PlanCache,
     tenant_id: &TenantId,
     sub: SubscriptionRow,
     grace_minutes: i32,
-    now: DateTime<Utc>,
-    reason: &str,
+    (now, reason, ending): (DateTime<Utc>, &str, Ending),
 ) -> Result<SubscriptionRow> {
-    let row = subs::end(conn, tenant_id, &sub.subscription_id, now, reason).await?;
+    let row = subs::end(conn, tenant_id, &sub, (now, reason, ending)).await?;
     if sub.status != SubscriptionStatus::Trialing {
         let window = UsageWindow {
             start: sub.current_period_start,
@@ -651,6 +642,21 @@ async fn final_overage_invoice(
     Ok(())
 }
 
+/// Ends the live subscription of a customer being erased (already marked deleted, so there is
+/// no fall-back plan), with its final invoice as any cancellation has.
+pub async fn erase_subscription(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &TenantId,
+    sub: SubscriptionRow,
+    now: DateTime<Utc>,
+) -> Result<SubscriptionRow> {
+    let sub = subs::get(conn, tenant_id, &sub.subscription_id, true).await?;
+    let grace = db::tenants::invoice_grace_minutes(conn, tenant_id).await?;
+    let ending = (now, "customer_erased", Ending::CanceledNow);
+    end_now(conn, plans, tenant_id, sub, grace, ending).await
+}
+
 /// Undoes a cancellation at period end, before the period has ended.
 pub async fn reactivate(
     conn: &mut PgConnection,
@@ -670,5 +676,5 @@ pub async fn reactivate(
             "The subscription is not scheduled to cancel.",
         ));
     }
-    subs::set_cancel_at_period_end(conn, tenant_id, &sub.subscription_id, false, now).await
+    subs::set_cancel_at_period_end(conn, tenant_id, &sub, false, now).await
 }

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use super::lifecycle::{self, ChangeRequest, When};
 use super::subscriptions::{self as subs, NewSubscription};
 use super::views::Subscription;
+use crate::audit::{self, Origin};
 use crate::db;
 use crate::db::plans::PlanCache;
 use crate::db::subscriptions::SubscriptionRow;
@@ -57,6 +58,7 @@ fn plan_not_found() -> Error {
 /// transaction.
 pub async fn subscribe(
     db: &PgPool,
+    origin: &Origin,
     plans: &PlanCache,
     tenant_id: &TenantId,
     body: &CreateSubscription,
@@ -69,7 +71,7 @@ pub async fn subscribe(
             "trial_days must be between 0 and 730.",
         ));
     }
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     customer_must_exist(&mut tx, tenant_id, &body.customer).await?;
     let version = crate::db::plans::latest_version(&mut tx, tenant_id, &body.plan)
         .await?
@@ -145,13 +147,14 @@ fn live_or_409(row: &SubscriptionRow) -> Result<()> {
 /// `when` says otherwise).
 pub async fn change(
     db: &PgPool,
+    origin: &Origin,
     plans: &PlanCache,
     tenant_id: &TenantId,
     subscription_id: &SubscriptionId,
     body: &ChangeSubscription,
     now: DateTime<Utc>,
 ) -> Result<Subscription> {
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     let sub = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
     live_or_409(&sub)?;
     let latest = crate::db::plans::latest_version(&mut tx, tenant_id, &body.plan)
@@ -195,13 +198,14 @@ pub async fn change(
 /// Cancels at period end, or now (with its final invoice).
 pub async fn cancel(
     db: &PgPool,
+    origin: &Origin,
     plans: &PlanCache,
     tenant_id: &TenantId,
     subscription_id: &SubscriptionId,
     at_period_end: bool,
     now: DateTime<Utc>,
 ) -> Result<Subscription> {
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     let sub = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
     live_or_409(&sub)?;
     let grace = crate::db::tenants::invoice_grace_minutes(&mut tx, tenant_id).await?;
@@ -213,11 +217,12 @@ pub async fn cancel(
 /// Undoes a cancellation at period end.
 pub async fn reactivate(
     db: &PgPool,
+    origin: &Origin,
     tenant_id: &TenantId,
     subscription_id: &SubscriptionId,
     now: DateTime<Utc>,
 ) -> Result<Subscription> {
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     let sub = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
     let row = lifecycle::reactivate(&mut tx, tenant_id, sub, now).await?;
     tx.commit().await?;

@@ -1,11 +1,12 @@
-//! Subscription writes as every service makes them: each one the database write and its
-//! webhook event (`subscription.created`, `.updated`, `.canceled`) in the caller's
-//! transaction, so no caller can forget the event.
+//! Subscription writes as every service makes them: each one the database write, its history
+//! row, its webhook event (`subscription.created`, `.updated`, `.canceled`) and its audit
+//! entry in the caller's transaction, so no caller can forget any of them.
 
 use crate::ids::{SubscriptionId, TenantId};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use crate::audit::{self, Change, Resource};
 use crate::db::plans::PlanVersion;
 use crate::db::subscriptions::{self as db, SubscriptionRow};
 pub use crate::db::subscriptions::{NewSubscription, NextPeriod};
@@ -23,6 +24,25 @@ async fn emit(
 ) -> Result<()> {
     let data = super::views::Subscription::from(row.clone());
     events::emit(conn, tenant_id, event_type, &data).await
+}
+
+/// The audit entry of a subscription write: `subscription.<verb>`, before and after as the
+/// API shows them.
+async fn audit(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    verb: &str,
+    (before, after): (Option<&SubscriptionRow>, &SubscriptionRow),
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let shown = |r: &SubscriptionRow| super::views::Subscription::from(r.clone());
+    let mut change = Change::new(Resource::Subscription(&after.subscription_id), verb)
+        .customer(&after.customer_id)
+        .after(&shown(after));
+    if let Some(before) = before {
+        change = change.before(&shown(before));
+    }
+    audit::record(conn, tenant_id, change, at).await
 }
 
 pub fn subscription_not_found() -> Error {
@@ -57,33 +77,51 @@ pub async fn create(conn: &mut PgConnection, new: &NewSubscription<'_>) -> Resul
     })?;
     db::record_history(conn, new.tenant_id, &row, "created", new.now).await?;
     emit(conn, new.tenant_id, events::SUBSCRIPTION_CREATED, &row).await?;
+    audit(conn, new.tenant_id, "created", (None, &row), new.now).await?;
     Ok(row)
+}
+
+/// How a subscription came to end, for the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Canceled now, at the caller's request (`subscription.canceled`).
+    CanceledNow,
+    /// Its time ran out: the end of a period it was canceled at, dunning, erasure
+    /// (`subscription.ended`).
+    Ended,
 }
 
 /// Ends a subscription at `at`.
 pub async fn end(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
-    subscription_id: &SubscriptionId,
-    at: DateTime<Utc>,
-    reason: &str,
+    before: &SubscriptionRow,
+    (at, reason, ending): (DateTime<Utc>, &str, Ending),
 ) -> Result<SubscriptionRow> {
-    let row = db::end(conn, tenant_id, subscription_id, at, reason).await?;
+    let row = db::end(conn, tenant_id, &before.subscription_id, at, reason).await?;
     db::record_history(conn, tenant_id, &row, "ended", at).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_CANCELED, &row).await?;
+    let verb = match ending {
+        Ending::CanceledNow => "canceled",
+        Ending::Ended => "ended",
+    };
+    audit(conn, tenant_id, verb, (Some(before), &row), at).await?;
     Ok(row)
 }
 
-/// Moves a subscription into its next period; a trial becomes active.
+/// Moves a subscription into its next period; a trial becomes active. `verb` says what the
+/// period end was (`renewed`, `trial_ended`, or `changed` when a scheduled change applied).
 pub async fn roll(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
-    subscription_id: &SubscriptionId,
+    before: &SubscriptionRow,
     next: &NextPeriod<'_>,
+    verb: &str,
 ) -> Result<SubscriptionRow> {
-    let row = db::roll(conn, tenant_id, subscription_id, next).await?;
+    let row = db::roll(conn, tenant_id, &before.subscription_id, next).await?;
     db::record_history(conn, tenant_id, &row, "renewed", next.start).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    audit(conn, tenant_id, verb, (Some(before), &row), next.start).await?;
     Ok(row)
 }
 
@@ -91,11 +129,18 @@ pub async fn roll(
 pub async fn schedule_change(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
-    subscription_id: &SubscriptionId,
+    before: &SubscriptionRow,
     change: Option<(&PlanVersion, Interval, DateTime<Utc>)>,
+    now: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {
-    let row = db::schedule_change(conn, tenant_id, subscription_id, change).await?;
+    let verb = if change.is_some() {
+        "change_scheduled"
+    } else {
+        "changed"
+    };
+    let row = db::schedule_change(conn, tenant_id, &before.subscription_id, change).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    audit(conn, tenant_id, verb, (Some(before), &row), now).await?;
     Ok(row)
 }
 
@@ -103,14 +148,16 @@ pub async fn schedule_change(
 pub async fn switch_plan(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
-    subscription_id: &SubscriptionId,
+    before: &SubscriptionRow,
     (plan, interval): (&PlanVersion, Interval),
     period: Option<(DateTime<Utc>, DateTime<Utc>)>,
     at: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {
-    let row = db::switch_plan(conn, tenant_id, subscription_id, plan, interval, period).await?;
+    let id = &before.subscription_id;
+    let row = db::switch_plan(conn, tenant_id, id, plan, interval, period).await?;
     db::record_history(conn, tenant_id, &row, "plan_changed", at).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    audit(conn, tenant_id, "changed", (Some(before), &row), at).await?;
     Ok(row)
 }
 
@@ -123,22 +170,32 @@ pub async fn set_status(
     status: SubscriptionStatus,
     at: DateTime<Utc>,
 ) -> Result<Option<SubscriptionRow>> {
+    let before = get(conn, tenant_id, subscription_id, true).await?;
     let row = db::set_status(conn, tenant_id, subscription_id, status).await?;
     if let Some(row) = &row {
         db::record_history(conn, tenant_id, row, "status_changed", at).await?;
         emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, row).await?;
+        let verb = match status {
+            SubscriptionStatus::PastDue => "past_due",
+            _ => "changed",
+        };
+        audit(conn, tenant_id, verb, (Some(&before), row), at).await?;
     }
     Ok(row)
 }
 
+/// Cancels at period end (`subscription.canceled`) or undoes that (`.reactivated`).
 pub async fn set_cancel_at_period_end(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
-    subscription_id: &SubscriptionId,
+    before: &SubscriptionRow,
     cancel: bool,
     now: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {
-    let row = db::set_cancel_at_period_end(conn, tenant_id, subscription_id, cancel, now).await?;
+    let id = &before.subscription_id;
+    let row = db::set_cancel_at_period_end(conn, tenant_id, id, cancel, now).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    let verb = if cancel { "canceled" } else { "reactivated" };
+    audit(conn, tenant_id, verb, (Some(before), &row), now).await?;
     Ok(row)
 }

@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::due::{self, Processed, Scope};
+use crate::audit::{self, Actor, Change, Origin, Resource};
 use crate::clock::Clock;
 use crate::db;
 use crate::db::plans::PlanCache;
+use crate::entitlements::retention::{self, PurgeScope};
 use crate::error::{Error, Result};
 use crate::tenancy::TenantCtx;
 
@@ -60,14 +62,14 @@ pub async fn advance(
     db: &PgPool,
     plans: &PlanCache,
     clock: &Clock,
-    ctx: &TenantCtx,
+    (ctx, origin): (&TenantCtx, &Origin),
     to: DateTime<Utc>,
 ) -> Result<Advanced> {
     test_mode_only(ctx)?;
     let to = to.trunc_subsecs(6);
     // One advance per tenant at a time: this transaction holds the tenant's advisory lock
     // until the clock is set (and releases it if the request is dropped).
-    let mut guard = db.begin().await?;
+    let mut guard = audit::begin(db, origin).await?;
     db::tenants::lock_test_clock(&mut guard, &ctx.tenant_id).await?;
     // Read the clock under the lock (a concurrent advance may just have moved it).
     let current = db::tenants::test_clock(&mut guard, &ctx.tenant_id).await?;
@@ -91,8 +93,17 @@ pub async fn advance(
         let mut conn = db.acquire().await?;
         db::tenants::freeze_test_clock(&mut conn, &ctx.tenant_id, now).await?;
     }
-    let processed = due::run(db, plans, Scope::Tenant(&ctx.tenant_id), to, u32::MAX).await?;
+    // The work due on the way is the worker's, done for this request.
+    let worker = origin.as_actor(Actor::Worker);
+    let scope = (Scope::Tenant(&ctx.tenant_id), &worker);
+    let mut processed = due::run(db, plans, scope, to, u32::MAX).await?;
+    let purge = PurgeScope::Tenant(&ctx.tenant_id, to);
+    processed.usage_events_purged = retention::purge(db, purge, u32::MAX).await?;
     db::tenants::set_test_clock(&mut guard, &ctx.tenant_id, to).await?;
+    let change = Change::new(Resource::TestClock(&ctx.tenant_id), "advanced")
+        .before(&serde_json::json!({ "now": now }))
+        .after(&serde_json::json!({ "now": to }));
+    audit::record(&mut guard, &ctx.tenant_id, change, to).await?;
     guard.commit().await?;
     Ok(Advanced {
         now: to,

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
+use crate::audit::{self, Change, Origin, Resource};
 use crate::db::features::{self as db, FeatureRow, NewFeature};
 use crate::domain::entitlement::{Aggregation, FeatureType};
 use crate::error::{Error, Result};
@@ -75,6 +76,7 @@ pub async fn insert(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     f: &CreateFeature,
+    now: DateTime<Utc>,
 ) -> Result<Option<Feature>> {
     validate_key(&f.key, "key")?;
     if f.name.trim().is_empty() {
@@ -112,7 +114,10 @@ pub async fn insert(
         },
     )
     .await?;
-    Ok(created_at.map(|created_at| Feature {
+    let Some(created_at) = created_at else {
+        return Ok(None);
+    };
+    let feature = Feature {
         key: f.key.clone(),
         name: f.name.clone(),
         feature_type: f.feature_type,
@@ -120,19 +125,30 @@ pub async fn insert(
         aggregation,
         stripe_meter_event_name: f.stripe_meter_event_name.clone(),
         created_at,
-    }))
+    };
+    let change = Change::new(Resource::Feature(&f.key), "created").after(&feature);
+    audit::record(conn, tenant_id, change, now).await?;
+    Ok(Some(feature))
 }
 
 /// Creates a feature; a key that exists is `409 feature_exists`.
-pub async fn create(db: &PgPool, tenant_id: &TenantId, f: &CreateFeature) -> Result<Feature> {
-    let mut conn = db.acquire().await?;
-    insert(&mut conn, tenant_id, f).await?.ok_or_else(|| {
+pub async fn create(
+    db: &PgPool,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    f: &CreateFeature,
+    now: DateTime<Utc>,
+) -> Result<Feature> {
+    let mut tx = audit::begin(db, origin).await?;
+    let feature = insert(&mut tx, tenant_id, f, now).await?.ok_or_else(|| {
         Error::conflict(
             "feature_exists",
             format!("A feature with key `{}` already exists.", f.key),
         )
         .with_param("key")
-    })
+    })?;
+    tx.commit().await?;
+    Ok(feature)
 }
 
 pub async fn find(

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
+use crate::audit::{self, Change, Origin, Resource};
 use crate::db;
 use crate::db::plans::{PlanCache, PlanVersion};
 use crate::domain::entitlement::FeatureType;
@@ -170,6 +171,7 @@ pub async fn write(
     key: &str,
     input: &PlanInput,
     mode: WriteMode,
+    now: DateTime<Utc>,
 ) -> Result<(i32, bool)> {
     super::features::validate_key(key, "key")?;
     let types = db::features::types(conn, tenant_id).await?;
@@ -177,6 +179,7 @@ pub async fn write(
         .map_err(|e| Error::invalid_param(e.code, &e.param, e.message))?;
     let def_json = serde_json::to_value(&def).map_err(anyhow::Error::from)?;
 
+    let mut before = None;
     let version = match db::plans::insert_plan(conn, tenant_id, key).await? {
         Some(v) => v,
         None => {
@@ -192,12 +195,15 @@ pub async fn write(
             // Lock the plan so concurrent PUTs make consecutive versions.
             let latest = db::plans::lock_latest_version(conn, tenant_id, key).await?;
             let current = db::plans::definition(conn, tenant_id, key, latest).await?;
-            let unchanged =
-                serde_json::from_value::<Definition>(current).ok().as_ref() == Some(&def);
+            let unchanged = serde_json::from_value::<Definition>(current.clone())
+                .ok()
+                .as_ref()
+                == Some(&def);
             if unchanged {
                 apply_default(conn, tenant_id, key, input.default).await?;
                 return Ok((latest, false));
             }
+            before = Some(version_json(key, latest, current));
             let next = latest + 1;
             db::plans::set_latest_version(conn, tenant_id, key, next).await?;
             next
@@ -205,7 +211,21 @@ pub async fn write(
     };
     db::plans::insert_version(conn, tenant_id, key, version, &def, &def_json).await?;
     apply_default(conn, tenant_id, key, input.default).await?;
+    let verb = if before.is_some() {
+        "version_created"
+    } else {
+        "created"
+    };
+    let mut change =
+        Change::new(Resource::Plan(key), verb).after(&version_json(key, version, def_json));
+    change.before = before;
+    audit::record(conn, tenant_id, change, now).await?;
     Ok((version, true))
+}
+
+/// A plan version in the audit log: its key, number and normalized definition.
+fn version_json(key: &str, version: i32, definition: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "key": key, "version": version, "definition": definition })
 }
 
 async fn apply_default(
@@ -231,9 +251,10 @@ pub async fn save(
     key: &str,
     input: &PlanInput,
     mode: WriteMode,
+    (origin, now): (&Origin, DateTime<Utc>),
 ) -> Result<(Plan, bool)> {
-    let mut tx = db.begin().await?;
-    let (version, written) = write(&mut tx, tenant_id, key, input, mode).await?;
+    let mut tx = audit::begin(db, origin).await?;
+    let (version, written) = write(&mut tx, tenant_id, key, input, mode, now).await?;
     tx.commit().await?;
     let plan = get(db, plans, tenant_id, key, Some(version)).await?;
     Ok((plan, written))

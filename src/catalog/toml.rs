@@ -8,6 +8,8 @@ use sqlx::PgPool;
 
 use super::features::{self, CreateFeature};
 use super::plans::{self, WriteMode};
+use crate::audit::{Change, Origin, Resource};
+use crate::clock::Clock;
 use crate::db;
 use crate::domain::entitlement::{Aggregation, FeatureType};
 use crate::domain::plan::PlanInput;
@@ -86,15 +88,19 @@ pub fn parse(text: &str) -> Result<PlanFile, ApplyError> {
 
 pub async fn apply(
     db: &PgPool,
+    origin: &Origin,
     tenant_id: &TenantId,
     file: PlanFile,
 ) -> Result<ApplySummary, ApplyError> {
     let mut summary = ApplySummary::default();
     let mut tx = db.begin().await?;
+    db::audit::act_as(&mut tx, origin).await?;
     if db::tenants::mode(&mut tx, tenant_id).await?.is_none() {
         return Err(ApplyError::Parse(format!("no tenant with id {tenant_id}")));
     }
+    let now = Clock.tenant_now(db::tenants::test_clock(&mut tx, tenant_id).await?);
     if let Some(t) = &file.tenant {
+        let before = crate::tenancy::settings::read(&mut tx, tenant_id).await?;
         db::tenants::apply_settings(
             &mut tx,
             tenant_id,
@@ -103,6 +109,11 @@ pub async fn apply(
             t.invoice_grace_minutes,
         )
         .await?;
+        let after = crate::tenancy::settings::read(&mut tx, tenant_id).await?;
+        let change = Change::new(Resource::Tenant(tenant_id), "updated")
+            .before(&before)
+            .after(&after);
+        crate::audit::record(&mut tx, tenant_id, change, now).await?;
     }
     for (i, raw) in file.features.into_iter().enumerate() {
         let what = format!("features[{i}]");
@@ -125,7 +136,7 @@ pub async fn apply(
                 }
             }
             None => {
-                features::insert(&mut tx, tenant_id, &f)
+                features::insert(&mut tx, tenant_id, &f, now)
                     .await
                     .map_err(|err| ApplyError::Invalid { what, err })?;
                 summary.features_created += 1;
@@ -139,7 +150,7 @@ pub async fn apply(
             .key
             .clone()
             .ok_or_else(|| ApplyError::Parse(format!("{what}: missing `key`")))?;
-        let (version, written) = plans::write(&mut tx, tenant_id, &key, &p, WriteMode::Upsert)
+        let (version, written) = plans::write(&mut tx, tenant_id, &key, &p, WriteMode::Upsert, now)
             .await
             .map_err(|err| ApplyError::Invalid {
                 what: format!("{what} ({key})"),

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use super::members::Member;
 use super::Customer;
+use crate::audit::{self, AuditEntry};
 use crate::billing::credit::BalanceTransaction;
 use crate::billing::views::{self, Invoice, Subscription};
 use crate::db;
@@ -65,9 +66,9 @@ pub struct Export {
     pub usage_events: Vec<UsageEvent>,
     pub alerts: Vec<Alert>,
     pub balance_transactions: Vec<BalanceTransaction>,
-    /// Audit-log entries about the customer (none until the audit log lands).
-    #[schema(value_type = Vec<Object>)]
-    pub audit_log: Vec<serde_json::Value>,
+    /// Audit-log entries about the customer, its members, subscriptions and invoices, oldest
+    /// first.
+    pub audit_log: Vec<AuditEntry>,
 }
 
 /// The whole record of a customer, read in one snapshot.
@@ -95,6 +96,7 @@ pub async fn export(db: &PgPool, tenant_id: &TenantId, customer_id: &str) -> Res
     let events = db::usage::events_of(&mut tx, tenant_id, customer_id).await?;
     let alerts = db::alerts::for_customer(&mut tx, tenant_id, customer_id, None, ALL).await?;
     let transactions = db::credit::transactions(&mut tx, tenant_id, customer_id, None, ALL).await?;
+    let audit_log = audit::about_customer(&mut tx, tenant_id, customer_id).await?;
     tx.commit().await?;
     Ok(Export {
         customer,
@@ -140,6 +142,6 @@ pub async fn export(db: &PgPool, tenant_id: &TenantId, customer_id: &str) -> Res
             .into_iter()
             .map(BalanceTransaction::from)
             .collect(),
-        audit_log: Vec::new(),
+        audit_log,
     })
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use crate::audit::{self, Change, Origin, Resource};
 use crate::db;
 use crate::db::members::{MemberFields, MemberRow};
 use crate::db::plans::PlanCache;
@@ -92,17 +93,20 @@ fn validate(member_id: &str, body: &MemberInput) -> Result<MemberRole> {
 pub async fn put(
     db: &PgPool,
     plans: &PlanCache,
+    origin: &Origin,
     tenant_id: &TenantId,
-    customer_id: &str,
-    member_id: &str,
+    (customer_id, member_id): (&str, &str),
     body: &MemberInput,
     now: DateTime<Utc>,
 ) -> Result<(Member, bool)> {
     let role = validate(member_id, body)?;
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     if !db::members::lock_customer(&mut tx, tenant_id, customer_id).await? {
         return Err(customer_not_found());
     }
+    let before = db::members::get(&mut tx, tenant_id, customer_id, member_id)
+        .await?
+        .map(Member::from);
     let fields = MemberFields {
         role,
         email: body.email.as_deref(),
@@ -125,20 +129,31 @@ pub async fn put(
         )
         .await?;
     }
+    let member = Member::from(row);
+    let resource = Resource::Member {
+        customer: customer_id,
+        member: member_id,
+    };
+    let change = match &before {
+        None => Change::new(resource, "added"),
+        Some(before) => Change::new(resource, "updated").before(before),
+    };
+    audit::record(&mut tx, tenant_id, change.after(&member), now).await?;
     tx.commit().await?;
-    Ok((row.into(), added))
+    Ok((member, added))
 }
 
 /// Removes a member from a customer; the removed member.
 pub async fn remove(
     db: &PgPool,
     plans: &PlanCache,
+    origin: &Origin,
     tenant_id: &TenantId,
     customer_id: &str,
     member_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Member> {
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     if !db::members::lock_customer(&mut tx, tenant_id, customer_id).await? {
         return Err(customer_not_found());
     }
@@ -158,8 +173,15 @@ pub async fn remove(
         now,
     )
     .await?;
+    let member = Member::from(row);
+    let resource = Resource::Member {
+        customer: customer_id,
+        member: member_id,
+    };
+    let change = Change::new(resource, "removed").before(&member);
+    audit::record(&mut tx, tenant_id, change, now).await?;
     tx.commit().await?;
-    Ok(row.into())
+    Ok(member)
 }
 
 /// Up to `limit` members of a customer after `starting_after`, plus one more if there is one.

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use crate::audit::{self, Change, Origin, Resource};
 use crate::billing::subscriptions::NewSubscription;
 use crate::db;
 use crate::db::customers::{CustomerFields, CustomerRow};
@@ -105,14 +106,17 @@ impl From<CustomerRow> for Customer {
 pub async fn put(
     db: &PgPool,
     plans: &PlanCache,
-    ctx: &TenantCtx,
+    (ctx, origin): (&TenantCtx, &Origin),
     id: &str,
     body: &CustomerInput,
     now: DateTime<Utc>,
 ) -> Result<(Customer, bool)> {
     validate(id, body)?;
     let tenant_id = &ctx.tenant_id;
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
+    let before = db::customers::get(&mut tx, tenant_id, id)
+        .await?
+        .map(Customer::from);
     let fields = CustomerFields {
         email: body.email.as_deref(),
         name: body.name.as_deref(),
@@ -121,8 +125,13 @@ pub async fn put(
     };
     let (row, inserted) = db::customers::upsert(&mut tx, tenant_id, id, &fields, now)
         .await?
-        .ok_or_else(customer_not_found)?;
+        .ok_or_else(customer_erased)?;
     let customer = Customer::from(row);
+    let change = match &before {
+        None => Change::new(Resource::Customer(id), "created"),
+        Some(before) => Change::new(Resource::Customer(id), "updated").before(before),
+    };
+    audit::record(&mut tx, tenant_id, change.after(&customer), now).await?;
     if inserted {
         crate::webhooks::events::emit(
             &mut tx,
@@ -160,6 +169,78 @@ pub async fn put(
     }
     tx.commit().await?;
     Ok((customer, inserted))
+}
+
+/// `PUT` of an id whose customer was erased: the id is not reused.
+fn customer_erased() -> Error {
+    Error::conflict(
+        "customer_erased",
+        "This customer was erased; its id cannot be used again.",
+    )
+}
+
+/// Erases a customer (GDPR): its live subscription ends now (with its final invoice, and no
+/// fall-back to the default plan), and its email, name and metadata and its members' emails
+/// and names are removed from every table and every stored copy (the audit log keeps the
+/// facts, with those fields `"[erased]"`). Usage, invoices and history stay for accounting;
+/// the Stripe customer's email and name are cleared through the outbox. Returns the erased
+/// customer.
+pub async fn erase(
+    db: &PgPool,
+    plans: &PlanCache,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Customer> {
+    let mut tx = audit::begin(db, origin).await?;
+    if !db::members::lock_customer(&mut tx, tenant_id, id).await? {
+        return Err(customer_not_found());
+    }
+    let before = db::customers::get(&mut tx, tenant_id, id)
+        .await?
+        .ok_or_else(customer_not_found)?;
+    // The values to scrub from stored copies, read before they are cleared.
+    let members = db::members::list(&mut tx, tenant_id, id, None, i64::MAX).await?;
+    let emails: Vec<String> = before
+        .email
+        .iter()
+        .chain(members.iter().filter_map(|m| m.email.as_ref()))
+        .cloned()
+        .collect();
+    let personal: Vec<String> = emails
+        .iter()
+        .chain(&before.name)
+        .chain(members.iter().filter_map(|m| m.name.as_ref()))
+        .cloned()
+        .collect();
+    let erased = db::customers::erase(&mut tx, tenant_id, id, now)
+        .await?
+        .ok_or_else(customer_not_found)?;
+    db::members::erase(&mut tx, tenant_id, id).await?;
+    // The customer is gone now, so ending its subscription does not fall back to the default
+    // plan.
+    if let Some(sub) = db::subscriptions::live_for_customer(&mut tx, tenant_id, id).await? {
+        crate::billing::lifecycle::erase_subscription(&mut tx, plans, tenant_id, sub, now).await?;
+    }
+    crate::db::outbox::enqueue(
+        &mut tx,
+        tenant_id,
+        crate::domain::outbox::OutboxKind::CustomerErase,
+        id,
+        None,
+    )
+    .await?;
+    let erased = Customer::from(erased);
+    let change = Change::new(Resource::Customer(id), "erased")
+        .before(&Customer::from(before))
+        .after(&erased);
+    audit::record(&mut tx, tenant_id, change, now).await?;
+    // Last, so that the entries just written are scrubbed too.
+    db::erasure::scrub_copies(&mut tx, tenant_id, id, &emails, &personal).await?;
+    db::audit::erase_customer(&mut tx, tenant_id, id).await?;
+    tx.commit().await?;
+    Ok(erased)
 }
 
 pub async fn get(db: &PgPool, tenant_id: &TenantId, id: &str) -> Result<Customer> {

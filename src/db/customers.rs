@@ -84,6 +84,28 @@ pub async fn upsert(
     }))
 }
 
+/// Erases a customer: its personal fields cleared and the row marked deleted (it stays, as
+/// usage and invoices refer to it). `None` if there was no such live customer.
+pub async fn erase(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    id: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<CustomerRow>, sqlx::Error> {
+    sqlx::query_as!(
+        CustomerRow,
+        "UPDATE customers SET email = NULL, name = NULL, metadata = '{}'::jsonb,
+                              deleted_at = $3, updated_at = now()
+         WHERE tenant_id = $1 AND customer_id = $2 AND deleted_at IS NULL
+         RETURNING customer_id AS id, email, name, metadata, net_days, credit_balance, created_at",
+        tenant_id.as_str(),
+        id,
+        at
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
 pub async fn get(
     conn: &mut PgConnection,
     tenant_id: &TenantId,

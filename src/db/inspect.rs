@@ -26,6 +26,8 @@ pub struct RowCounts {
     pub stripe_events: i64,
     pub webhook_events: i64,
     pub webhook_deliveries: i64,
+    pub audit_log: i64,
+    pub usage_events_purged: i64,
 }
 
 pub async fn row_counts(
@@ -54,7 +56,11 @@ pub async fn row_counts(
              (SELECT count(*) FROM webhook_events WHERE $1::text IS NULL OR tenant_id = $1)
                AS "webhook_events!",
              (SELECT count(*) FROM webhook_deliveries WHERE $1::text IS NULL OR tenant_id = $1)
-               AS "webhook_deliveries!""#,
+               AS "webhook_deliveries!",
+             (SELECT count(*) FROM audit_log WHERE $1::text IS NULL OR tenant_id = $1)
+               AS "audit_log!",
+             (SELECT count(*) FROM usage_events_purged WHERE $1::text IS NULL OR tenant_id = $1)
+               AS "usage_events_purged!""#,
         tenant.map(TenantId::as_str)
     )
     .fetch_one(&mut *conn)
@@ -355,6 +361,50 @@ pub async fn subscription_history(
          WHERE tenant_id = $1 AND customer_id = $2 ORDER BY at, seq",
         tenant.as_str(),
         customer
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Tries to change the audit log behind the application's back: `UPDATE` (`"update"`),
+/// `DELETE` (`"delete"`) or `TRUNCATE` (`"truncate"`) of a tenant's entries, as the superuser
+/// the tests connect as. The database refuses each.
+pub async fn tamper_with_audit_log(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    how: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = match how {
+        "update" => sqlx::query!(
+            "UPDATE audit_log SET actor = 'someone else' WHERE tenant_id = $1",
+            tenant.as_str()
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        "delete" => sqlx::query!(
+            "DELETE FROM audit_log WHERE tenant_id = $1",
+            tenant.as_str()
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        _ => sqlx::query!("TRUNCATE audit_log")
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+    };
+    Ok(done)
+}
+
+/// The ids of a tenant's raw usage events still kept, in order.
+pub async fn raw_event_ids(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT event_id FROM usage_events WHERE tenant_id = $1 ORDER BY event_id",
+        tenant.as_str()
     )
     .fetch_all(&mut *conn)
     .await

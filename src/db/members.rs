@@ -86,6 +86,43 @@ pub async fn upsert(
     ))
 }
 
+/// One member of a customer.
+pub async fn get(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    customer_id: &str,
+    member_id: &str,
+) -> Result<Option<MemberRow>, sqlx::Error> {
+    sqlx::query_as!(
+        MemberRow,
+        r#"SELECT customer_id, member_id, role AS "role: MemberRole", email, name, created_at
+           FROM customer_members
+           WHERE tenant_id = $1 AND customer_id = $2 AND member_id = $3"#,
+        tenant_id.as_str(),
+        customer_id,
+        member_id
+    )
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// Clears the email and name of every member of a customer (erasure).
+pub async fn erase(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    customer_id: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "UPDATE customer_members SET email = NULL, name = NULL
+         WHERE tenant_id = $1 AND customer_id = $2",
+        tenant_id.as_str(),
+        customer_id
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
 /// Removes a member; the removed row, if there was one.
 pub async fn delete(
     conn: &mut PgConnection,

@@ -4,10 +4,12 @@
 pub mod alerts;
 pub mod analytics;
 pub mod api_keys;
+pub mod audit;
 pub mod check_batch;
 pub mod credit;
 pub mod customers;
 pub mod due;
+pub mod erasure;
 pub mod features;
 pub mod hot_pool;
 pub mod idempotency;
@@ -130,6 +132,9 @@ decode_text!(crate::domain::id::InvoiceId, "invoice id", |s| {
     crate::domain::id::PrefixedId::parse(s)
 });
 decode_text!(crate::domain::id::LeaseId, "lease id", |s| {
+    crate::domain::id::PrefixedId::parse(s)
+});
+decode_text!(crate::domain::id::AuditId, "audit entry id", |s| {
     crate::domain::id::PrefixedId::parse(s)
 });
 decode_text!(crate::domain::id::EndpointId, "webhook endpoint id", |s| {

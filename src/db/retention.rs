@@ -1,6 +1,9 @@
 //! Retention: what is deleted once it has served its purpose.
 
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+use crate::domain::id::TenantId;
 
 /// Removes expired idempotency keys, long-expired leases, and sent outbox rows, Stripe events
 /// and webhook events older than 30 days; returns how many rows went.
@@ -50,4 +53,62 @@ pub async fn cleanup(db: &PgPool) -> Result<u64, sqlx::Error> {
     .await?
     .rows_affected();
     Ok(keys + leases + outbox + stripe_events + events)
+}
+
+/// Whose raw usage events a purge looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum PurgeScope<'a> {
+    /// Every tenant whose clock is real time, at `now`.
+    RealTime,
+    /// One tenant, with its clock at the given instant (a test-clock advance).
+    Tenant(&'a TenantId, DateTime<Utc>),
+}
+
+/// Deletes up to `batch` raw usage events older than the retention of their customer's
+/// current plan (the plan of its live subscription; `retention_days` null keeps them for
+/// ever, as does having no live subscription), and keeps their ids in `usage_events_purged`
+/// so that one sent again is still a duplicate. Rows another purge holds are skipped, so
+/// purges may run on every worker at once; usage recording never waits on them (it inserts
+/// new rows). Returns how many went.
+pub async fn purge_usage_events(
+    conn: &mut PgConnection,
+    scope: PurgeScope<'_>,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let (tenant, at) = match scope {
+        PurgeScope::RealTime => (None, None),
+        PurgeScope::Tenant(t, at) => (Some(t.as_str()), Some(at)),
+    };
+    let purged = sqlx::query!(
+        r#"WITH due AS (
+               SELECT old.tenant_id, old.event_id
+               FROM tenants t
+               JOIN subscriptions s ON s.tenant_id = t.tenant_id
+                    AND s.status IN ('trialing', 'active', 'past_due')
+               JOIN plan_versions v ON v.tenant_id = s.tenant_id AND v.plan_key = s.plan_key
+                    AND v.version = s.plan_version AND v.retention_days IS NOT NULL
+               CROSS JOIN LATERAL (
+                   SELECT e.tenant_id, e.event_id FROM usage_events e
+                   WHERE e.tenant_id = s.tenant_id AND e.customer_id = s.customer_id
+                     AND e.occurred_at < COALESCE($2, now()) - make_interval(days => v.retention_days)
+                   LIMIT $3
+                   FOR UPDATE OF e SKIP LOCKED) old
+               WHERE CASE WHEN $1::text IS NULL THEN t.test_clock_now IS NULL
+                          ELSE t.tenant_id = $1 END
+               LIMIT $3),
+           gone AS (
+               DELETE FROM usage_events u USING due
+               WHERE u.tenant_id = due.tenant_id AND u.event_id = due.event_id
+               RETURNING u.tenant_id, u.event_id)
+           INSERT INTO usage_events_purged (tenant_id, event_id)
+           SELECT tenant_id, event_id FROM gone
+           ON CONFLICT DO NOTHING"#,
+        tenant,
+        at,
+        batch
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(purged)
 }

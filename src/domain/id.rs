@@ -181,6 +181,14 @@ prefixed_id!(
     "No such webhook endpoint."
 );
 
+prefixed_id!(
+    /// An audit log entry.
+    AuditId,
+    "aud",
+    "audit_entry_not_found",
+    "No such audit log entry."
+);
+
 /// Ids chosen by tenants (customers, features, plans, usage events): 1–255 printable ASCII
 /// characters without spaces or slashes, so they are safe in paths.
 pub fn is_valid_external_id(id: &str) -> bool {

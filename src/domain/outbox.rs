@@ -15,6 +15,8 @@ pub enum OutboxKind {
     MeterEvent,
     /// A credit note issued on an invoice (`resource_id` is the invoice).
     CreditNote,
+    /// Clear the email and name of an erased customer's Stripe customer.
+    CustomerErase,
 }
 
 impl OutboxKind {
@@ -26,6 +28,7 @@ impl OutboxKind {
             OutboxKind::InvoiceVoid => "invoice_void",
             OutboxKind::MeterEvent => "meter_event",
             OutboxKind::CreditNote => "credit_note",
+            OutboxKind::CustomerErase => "customer_erase",
         }
     }
 
@@ -37,6 +40,7 @@ impl OutboxKind {
             "invoice_void" => OutboxKind::InvoiceVoid,
             "credit_note" => OutboxKind::CreditNote,
             "meter_event" => OutboxKind::MeterEvent,
+            "customer_erase" => OutboxKind::CustomerErase,
             _ => return None,
         })
     }

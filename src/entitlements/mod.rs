@@ -7,6 +7,7 @@ pub mod leases;
 pub mod readouts;
 pub mod record;
 pub mod resolve;
+pub mod retention;
 
 use std::sync::Arc;
 

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{IdPath, Json};
+use crate::audit::Origin;
 use crate::domain::id::TenantId;
 use crate::tenancy::{self, CreatedKey, CreatedTenant};
 use crate::AppState;
@@ -23,10 +24,12 @@ pub struct CreateTenant {
               (status = 401, body = crate::http::error::ErrorBody)))]
 pub async fn create_tenant(
     State(state): State<AppState>,
+    origin: Origin,
     Json(body): Json<CreateTenant>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedTenant>)> {
     let mode = body.mode.as_deref().unwrap_or("test");
-    let created = tenancy::create_tenant(&state.db, &body.name, mode).await?;
+    let now = state.clock.real_now();
+    let created = tenancy::create_tenant(&state.db, &origin, &body.name, mode, now).await?;
     tracing::info!(tenant = %created.id, mode, "tenant created");
     Ok((StatusCode::CREATED, axum::Json(created)))
 }
@@ -36,8 +39,9 @@ pub async fn create_tenant(
     responses((status = 201, body = CreatedKey), (status = 404, body = crate::http::error::ErrorBody)))]
 pub async fn create_api_key(
     State(state): State<AppState>,
+    origin: Origin,
     IdPath(tenant_id): IdPath<TenantId>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedKey>)> {
-    let created = tenancy::create_api_key(&state.db, &tenant_id).await?;
+    let created = tenancy::create_api_key(&state.db, &state.clock, &origin, &tenant_id).await?;
     Ok((StatusCode::CREATED, axum::Json(created)))
 }

@@ -12,6 +12,8 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::idempotency::{self, HEADER as IDEMPOTENCY_KEY};
+use crate::audit::{Actor, Origin};
+use crate::ids::{ApiKeyId, PrefixedId};
 use crate::tenancy::{self, Caller, DeferredKey, TenantCtx};
 use crate::AppState;
 
@@ -42,6 +44,37 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantCtx {
             .ok_or_else(|| ApiError::unauthenticated("Missing API key."))
     }
 }
+
+/// Who a request acts as, for the audit log: the tenant's API key on `/v1`, the operator on
+/// `/admin/v1` (set by [`require_admin`]), with the request's `x-request-id`.
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if parts.extensions.get::<AdminCaller>().is_some() {
+            return Ok(Origin::new(Actor::Admin, request_id));
+        }
+        let ctx = parts
+            .extensions
+            .get::<TenantCtx>()
+            .ok_or_else(|| ApiError::unauthenticated("Missing API key."))?;
+        let key = ApiKeyId::parse(&ctx.key_id)
+            .ok_or_else(|| ApiError::unauthenticated("Missing API key."))?;
+        Ok(Origin::new(Actor::Key(key), request_id))
+    }
+}
+
+/// Marks a request authenticated by the admin token.
+#[derive(Debug, Clone, Copy)]
+struct AdminCaller;
+
+/// The header tower-http's request-id layers set and propagate.
+pub const REQUEST_ID: &str = "x-request-id";
 
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
@@ -108,7 +141,7 @@ pub async fn require_admin(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let Some(expected) = &state.admin_token else {
         return Err(ApiError::forbidden(
             "admin_disabled",
@@ -125,6 +158,7 @@ pub async fn require_admin(
     if !ok {
         return Err(ApiError::unauthenticated("Invalid admin token."));
     }
+    parts.extensions.insert(AdminCaller);
     // Idempotency-Key handling runs inside the same middleware: one layer per request.
     idempotency::idempotency(State(state), Request::from_parts(parts, body), next).await
 }

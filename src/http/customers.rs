@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 
 use super::error::ApiResult;
 use super::extract::{Json, List, PageParams, Path, Query};
+use crate::audit::Origin;
 use crate::customers::export::{self, Export};
 use crate::customers::members::{self, Member, MemberInput};
 use crate::customers::{self, Customer, CustomerInput};
@@ -15,16 +16,19 @@ use crate::AppState;
     params(("id" = String, Path, description = "The tenant's own id for the customer")),
     responses((status = 201, description = "Created (and subscribed to the default plan)", body = Customer),
               (status = 200, description = "Updated", body = Customer),
-              (status = 400, body = crate::http::error::ErrorBody)))]
+              (status = 400, body = crate::http::error::ErrorBody),
+              (status = 409, description = "`customer_erased`: the id belonged to an erased customer", body = crate::http::error::ErrorBody)))]
 pub async fn put_customer(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Path(id): Path<String>,
     Json(body): Json<CustomerInput>,
 ) -> ApiResult<(StatusCode, axum::Json<Customer>)> {
     let now = ctx.now(&state.clock);
+    let caller = (&ctx, &origin);
     let (customer, created) =
-        customers::put(&state.db, &state.plans, &ctx, &id, &body, now).await?;
+        customers::put(&state.db, &state.plans, caller, &id, &body, now).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -43,6 +47,22 @@ pub async fn get_customer(
 ) -> ApiResult<axum::Json<Customer>> {
     Ok(axum::Json(
         customers::get(&state.db, &ctx.tenant_id, &id).await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/customers/{id}", tag = "customers",
+    params(("id" = String, Path, description = "Customer id")),
+    responses((status = 200, description = "Erased: personal data gone everywhere, live subscription ended, usage and invoices kept", body = Customer),
+              (status = 404, body = crate::http::error::ErrorBody)))]
+pub async fn delete_customer(
+    State(state): State<AppState>,
+    ctx: TenantCtx,
+    origin: Origin,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Customer>> {
+    let now = ctx.now(&state.clock);
+    Ok(axum::Json(
+        customers::erase(&state.db, &state.plans, &origin, &ctx.tenant_id, &id, now).await?,
     ))
 }
 
@@ -75,6 +95,7 @@ pub async fn list_customers(
 pub async fn put_member(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Path((id, member_id)): Path<(String, String)>,
     Json(body): Json<MemberInput>,
 ) -> ApiResult<(StatusCode, axum::Json<Member>)> {
@@ -82,9 +103,9 @@ pub async fn put_member(
     let (member, added) = members::put(
         &state.db,
         &state.plans,
+        &origin,
         &ctx.tenant_id,
-        &id,
-        &member_id,
+        (&id, &member_id),
         &body,
         now,
     )
@@ -105,6 +126,7 @@ pub async fn put_member(
 pub async fn delete_member(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Path((id, member_id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Member>> {
     let now = ctx.now(&state.clock);
@@ -112,6 +134,7 @@ pub async fn delete_member(
         members::remove(
             &state.db,
             &state.plans,
+            &origin,
             &ctx.tenant_id,
             &id,
             &member_id,

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 
 use super::error::ApiResult;
 use super::extract::{Json, List, PageParams, Path, Query};
+use crate::audit::Origin;
 use crate::catalog::features::{self, CreateFeature, Feature};
 use crate::tenancy::TenantCtx;
 use crate::AppState;
@@ -15,9 +16,11 @@ use crate::AppState;
 pub async fn create_feature(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Json(body): Json<CreateFeature>,
 ) -> ApiResult<(StatusCode, axum::Json<Feature>)> {
-    let feature = features::create(&state.db, &ctx.tenant_id, &body).await?;
+    let now = ctx.now(&state.clock);
+    let feature = features::create(&state.db, &origin, &ctx.tenant_id, &body, now).await?;
     Ok((StatusCode::CREATED, axum::Json(feature)))
 }
 

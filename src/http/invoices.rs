@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{IdPath, Json, List, OptionalJson, PageParams, Path, Query};
+use crate::audit::Origin;
 use crate::billing::credit::{self, BalanceTransaction, CreateCreditNote, CreditNote, GrantCredit};
 use crate::billing::invoicing::{self, Payment};
 use crate::billing::views::{Invoice, UpcomingInvoice};
@@ -67,6 +68,7 @@ pub struct PayInvoice {
 pub async fn pay_invoice(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     IdPath(id): IdPath<InvoiceId>,
     OptionalJson(body): OptionalJson<PayInvoice>,
 ) -> ApiResult<(StatusCode, axum::Json<Invoice>)> {
@@ -76,7 +78,7 @@ pub async fn pay_invoice(
     } else {
         (Payment::Stripe, StatusCode::ACCEPTED)
     };
-    let invoice = invoicing::pay(&state.db, &ctx.tenant_id, &id, how, now).await?;
+    let invoice = invoicing::pay(&state.db, &origin, &ctx.tenant_id, &id, how, now).await?;
     Ok((status, axum::Json(invoice)))
 }
 
@@ -87,11 +89,12 @@ pub async fn pay_invoice(
 pub async fn void_invoice(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     IdPath(id): IdPath<InvoiceId>,
 ) -> ApiResult<axum::Json<Invoice>> {
     let now = ctx.now(&state.clock);
     Ok(axum::Json(
-        invoicing::void(&state.db, &ctx.tenant_id, &id, now).await?,
+        invoicing::void(&state.db, &origin, &ctx.tenant_id, &id, now).await?,
     ))
 }
 
@@ -142,11 +145,12 @@ pub async fn upcoming_invoice(
 pub async fn create_credit_note(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     IdPath(id): IdPath<InvoiceId>,
     Json(body): Json<CreateCreditNote>,
 ) -> ApiResult<(StatusCode, axum::Json<CreditNote>)> {
     let now = ctx.now(&state.clock);
-    let note = credit::credit_note(&state.db, &ctx.tenant_id, &id, &body, now).await?;
+    let note = credit::credit_note(&state.db, &origin, &ctx.tenant_id, &id, &body, now).await?;
     Ok((StatusCode::CREATED, axum::Json(note)))
 }
 
@@ -159,11 +163,12 @@ pub async fn create_credit_note(
 pub async fn grant_credit(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Path(customer): Path<String>,
     Json(body): Json<GrantCredit>,
 ) -> ApiResult<(StatusCode, axum::Json<BalanceTransaction>)> {
     let now = ctx.now(&state.clock);
-    let t = credit::grant(&state.db, &ctx.tenant_id, &customer, &body, now).await?;
+    let t = credit::grant(&state.db, &origin, &ctx.tenant_id, &customer, &body, now).await?;
     Ok((StatusCode::CREATED, axum::Json(t)))
 }
 

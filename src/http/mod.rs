@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod analytics;
+pub mod audit;
 pub mod auth;
 pub mod customers;
 pub mod error;
@@ -51,7 +52,7 @@ use crate::AppState;
     security(("bearer" = [])),
     tags(
         (name = "tenant"), (name = "features"), (name = "plans"), (name = "customers"),
-        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "webhooks"), (name = "stripe"), (name = "analytics"),
+        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "webhooks"), (name = "stripe"), (name = "analytics"), (name = "governance"),
         (name = "admin"), (name = "ops")
     )
 )]
@@ -80,7 +81,11 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(plans::create_plan, plans::list_plans))
         .routes(routes!(plans::get_plan, plans::put_plan))
         .routes(routes!(customers::list_customers))
-        .routes(routes!(customers::put_customer, customers::get_customer))
+        .routes(routes!(
+            customers::put_customer,
+            customers::get_customer,
+            customers::delete_customer
+        ))
         .routes(routes!(customers::list_members))
         .routes(routes!(customers::export_customer))
         .routes(routes!(customers::put_member, customers::delete_member))
@@ -101,6 +106,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invoices::balance_transactions))
         .routes(routes!(analytics::summary))
         .routes(routes!(analytics::mrr))
+        .routes(routes!(audit::list))
         .routes(routes!(test_clock::get_clock))
         .routes(routes!(test_clock::advance))
         .routes(routes!(usage::check::entitlements))
@@ -184,7 +190,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(ops_routes())
         .split_for_parts();
 
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = HeaderName::from_static(auth::REQUEST_ID);
     router
         .route(
             "/openapi.json",

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, List, PageParams, Path, Query};
+use crate::audit::Origin;
 use crate::catalog::plans::{self, Plan, WriteMode};
 use crate::domain::plan::PlanInput;
 use crate::tenancy::TenantCtx;
@@ -18,6 +19,7 @@ use crate::AppState;
 pub async fn create_plan(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Json(body): Json<PlanInput>,
 ) -> ApiResult<(StatusCode, axum::Json<Plan>)> {
     let key = body.key.clone().ok_or_else(|| {
@@ -30,6 +32,7 @@ pub async fn create_plan(
         &key,
         &body,
         WriteMode::Create,
+        (&origin, ctx.now(&state.clock)),
     )
     .await?;
     Ok((StatusCode::CREATED, axum::Json(plan)))
@@ -43,6 +46,7 @@ pub async fn create_plan(
 pub async fn put_plan(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Path(key): Path<String>,
     Json(body): Json<PlanInput>,
 ) -> ApiResult<(StatusCode, axum::Json<Plan>)> {
@@ -60,6 +64,7 @@ pub async fn put_plan(
         &key,
         &body,
         WriteMode::Upsert,
+        (&origin, ctx.now(&state.clock)),
     )
     .await?;
     let status = if written && plan.version == 1 {

@@ -29,10 +29,13 @@ pub async fn stripe_webhook(
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
+    let request_id = headers
+        .get(super::auth::REQUEST_ID)
+        .and_then(|v| v.to_str().ok());
     let received = inbound::receive(
         &state.db,
         &state.plans,
-        &state.clock,
+        (&state.clock, request_id),
         &tenant_id,
         signature,
         &body,

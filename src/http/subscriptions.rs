@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{IdPath, Json, OptionalJson, Path};
+use crate::audit::Origin;
 use crate::billing::subscribing::{self as subs, ChangeSubscription, CreateSubscription};
 use crate::billing::views::Subscription;
 use crate::domain::id::SubscriptionId;
@@ -18,10 +19,11 @@ use crate::AppState;
 pub async fn create_subscription(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Json(body): Json<CreateSubscription>,
 ) -> ApiResult<(StatusCode, axum::Json<Subscription>)> {
     let now = ctx.now(&state.clock);
-    let sub = subs::subscribe(&state.db, &state.plans, &ctx.tenant_id, &body, now).await?;
+    let sub = subs::subscribe(&state.db, &origin, &state.plans, &ctx.tenant_id, &body, now).await?;
     Ok((StatusCode::CREATED, axum::Json(sub)))
 }
 
@@ -61,11 +63,21 @@ pub async fn customer_subscription(
 pub async fn change_subscription(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     IdPath(id): IdPath<SubscriptionId>,
     Json(body): Json<ChangeSubscription>,
 ) -> ApiResult<axum::Json<Subscription>> {
     let now = ctx.now(&state.clock);
-    let sub = subs::change(&state.db, &state.plans, &ctx.tenant_id, &id, &body, now).await?;
+    let sub = subs::change(
+        &state.db,
+        &origin,
+        &state.plans,
+        &ctx.tenant_id,
+        &id,
+        &body,
+        now,
+    )
+    .await?;
     Ok(axum::Json(sub))
 }
 
@@ -84,6 +96,7 @@ pub struct CancelSubscription {
 pub async fn cancel_subscription(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     IdPath(id): IdPath<SubscriptionId>,
     OptionalJson(body): OptionalJson<CancelSubscription>,
 ) -> ApiResult<axum::Json<Subscription>> {
@@ -91,6 +104,7 @@ pub async fn cancel_subscription(
     let at_period_end = body.and_then(|b| b.at_period_end).unwrap_or(true);
     let sub = subs::cancel(
         &state.db,
+        &origin,
         &state.plans,
         &ctx.tenant_id,
         &id,
@@ -108,10 +122,11 @@ pub async fn cancel_subscription(
 pub async fn reactivate_subscription(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     IdPath(id): IdPath<SubscriptionId>,
 ) -> ApiResult<axum::Json<Subscription>> {
     let now = ctx.now(&state.clock);
     Ok(axum::Json(
-        subs::reactivate(&state.db, &ctx.tenant_id, &id, now).await?,
+        subs::reactivate(&state.db, &origin, &ctx.tenant_id, &id, now).await?,
     ))
 }

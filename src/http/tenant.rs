@@ -4,6 +4,7 @@ use axum::extract::State;
 
 use super::error::ApiResult;
 use super::extract::{IdPath, Json, List};
+use crate::audit::Origin;
 use crate::domain::id::ApiKeyId;
 use crate::tenancy::settings::{self, ApiKey, Tenant, TenantPatch};
 use crate::tenancy::TenantCtx;
@@ -22,10 +23,12 @@ pub async fn get_tenant(
 pub async fn patch_tenant(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Json(patch): Json<TenantPatch>,
 ) -> ApiResult<axum::Json<Tenant>> {
+    let now = ctx.now(&state.clock);
     Ok(axum::Json(
-        settings::patch(&state.db, &ctx.tenant_id, &patch).await?,
+        settings::patch(&state.db, &origin, &ctx.tenant_id, &patch, now).await?,
     ))
 }
 
@@ -48,9 +51,11 @@ pub async fn list_api_keys(
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     IdPath(key_id): IdPath<ApiKeyId>,
 ) -> ApiResult<axum::Json<ApiKey>> {
+    let now = ctx.now(&state.clock);
     Ok(axum::Json(
-        settings::revoke_key(&state.db, &ctx.tenant_id, &key_id).await?,
+        settings::revoke_key(&state.db, &origin, &ctx.tenant_id, &key_id, now).await?,
     ))
 }

@@ -4,6 +4,7 @@ use axum::extract::State;
 
 use super::error::ApiResult;
 use super::extract::Json;
+use crate::audit::Origin;
 use crate::billing::test_clock::{self, AdvanceInput, Advanced, TestClock};
 use crate::tenancy::TenantCtx;
 use crate::AppState;
@@ -25,9 +26,11 @@ pub async fn get_clock(
 pub async fn advance(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Json(body): Json<AdvanceInput>,
 ) -> ApiResult<axum::Json<Advanced>> {
+    let caller = (&ctx, &origin);
     let advanced =
-        test_clock::advance(&state.db, &state.plans, &state.clock, &ctx, body.to).await?;
+        test_clock::advance(&state.db, &state.plans, &state.clock, caller, body.to).await?;
     Ok(axum::Json(advanced))
 }

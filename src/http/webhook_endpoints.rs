@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 
 use super::error::ApiResult;
 use super::extract::{IdPath, Json, List, PageParams, Query};
+use crate::audit::Origin;
 use crate::domain::id::EndpointId;
 use crate::tenancy::TenantCtx;
 use crate::webhooks::endpoints::{self, CreateEndpoint, Delivery, Endpoint};
@@ -16,9 +17,17 @@ use crate::AppState;
 pub async fn create_endpoint(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     Json(body): Json<CreateEndpoint>,
 ) -> ApiResult<(StatusCode, axum::Json<Endpoint>)> {
-    let endpoint = endpoints::create(&state.db, &ctx.tenant_id, &body).await?;
+    let endpoint = endpoints::create(
+        &state.db,
+        &origin,
+        &ctx.tenant_id,
+        &body,
+        ctx.now(&state.clock),
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(endpoint)))
 }
 
@@ -42,9 +51,17 @@ pub async fn list_endpoints(
 pub async fn delete_endpoint(
     State(state): State<AppState>,
     ctx: TenantCtx,
+    origin: Origin,
     IdPath(id): IdPath<EndpointId>,
 ) -> ApiResult<StatusCode> {
-    endpoints::delete(&state.db, &ctx.tenant_id, &id).await?;
+    endpoints::delete(
+        &state.db,
+        &origin,
+        &ctx.tenant_id,
+        &id,
+        ctx.now(&state.clock),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

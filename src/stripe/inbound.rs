@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use stripe_webhook::{Webhook, WebhookError};
 
+use crate::audit::{self, Actor, Origin};
 use crate::billing::subscriptions as subs;
 use crate::billing::{dunning, invoices, lifecycle};
 use crate::clock::Clock;
@@ -66,7 +67,7 @@ fn bad_signature(message: &'static str) -> Error {
 pub async fn receive(
     db: &PgPool,
     plans: &PlanCache,
-    clock: &Clock,
+    (clock, request_id): (&Clock, Option<&str>),
     tenant_id: &TenantId,
     signature: Option<&str>,
     body: &[u8],
@@ -102,7 +103,11 @@ pub async fn receive(
         .ok_or_else(|| Error::invalid("invalid_body", "created is out of range."))?;
     let now = clock.tenant_now(tenant.test_clock_now);
 
-    let mut tx = db.begin().await?;
+    let origin = Origin::new(
+        Actor::Stripe(event.id.clone()),
+        request_id.map(str::to_string),
+    );
+    let mut tx = audit::begin(db, &origin).await?;
     if !db::stripe_events::claim(&mut tx, tenant_id, &event.id, &event.event_type, created).await? {
         return Ok(WebhookReceived {
             received: true,
@@ -199,7 +204,8 @@ async fn apply(
             if ended {
                 if sub.status != SubscriptionStatus::Canceled {
                     let grace = db::tenants::invoice_grace_minutes(conn, tenant_id).await?;
-                    lifecycle::end_now(conn, plans, tenant_id, sub, grace, now, "stripe").await?;
+                    let ending = (now, "stripe", subs::Ending::Ended);
+                    lifecycle::end_now(conn, plans, tenant_id, sub, grace, ending).await?;
                 }
                 return Ok("applied");
             }

@@ -34,7 +34,7 @@ use stripe_billing::invoice::{
 use stripe_billing::invoice_item::{CreateInvoiceItem, Period};
 use stripe_billing::CreditNoteReason;
 use stripe_billing::InvoiceCollectionMethod;
-use stripe_core::customer::CreateCustomer;
+use stripe_core::customer::{CreateCustomer, UpdateCustomer};
 use stripe_types::Currency;
 
 use crate::domain::status::InvoiceStatus;
@@ -199,6 +199,7 @@ async fn send(db: &PgPool, client: &Client, row: &Claimed) -> Outcome {
         Some(Kind::InvoicePayment) => send_payment(db, client, row).await,
         Some(Kind::InvoiceVoid) => send_void(db, client, row).await,
         Some(Kind::CreditNote) => send_credit_note(db, client, row).await,
+        Some(Kind::CustomerErase) => send_customer_erase(db, client, row).await,
         None => Ok(Outcome::Permanent(format!("unknown kind {}", row.kind))),
     };
     result.unwrap_or_else(|e| Outcome::Retry(e.to_string()))
@@ -233,6 +234,31 @@ async fn send_customer(db: &PgPool, client: &Client, row: &Claimed) -> Result<Ou
             .await
         {
             Ok(customer) => Outcome::Sent(Apply::CustomerCreated(customer.id.as_str().to_string())),
+            Err(e) => classify(e),
+        },
+    )
+}
+
+/// An erased customer: its Stripe customer's email and name are cleared (Stripe unsets a
+/// field sent empty). A customer never sent to Stripe has nothing there to clear (and, if its
+/// row is still queued, is created without them, as they are gone).
+async fn send_customer_erase(db: &PgPool, client: &Client, row: &Claimed) -> Result<Outcome> {
+    let mut conn = db.acquire().await?;
+    let id = db::outbox::stripe_customer_id(&mut conn, &row.tenant_id, &row.resource_id).await?;
+    drop(conn);
+    let Some(id) = id else {
+        return Ok(Outcome::Sent(Apply::Nothing));
+    };
+    Ok(
+        match UpdateCustomer::new(id.as_str())
+            .email("")
+            .name("")
+            .customize()
+            .request_strategy(key(row, ""))
+            .send(client)
+            .await
+        {
+            Ok(_) => Outcome::Sent(Apply::Nothing),
             Err(e) => classify(e),
         },
     )
@@ -669,7 +695,8 @@ async fn record(
     row: &Claimed,
     outcome: Outcome,
 ) -> Result<()> {
-    let mut tx = db.begin().await?;
+    // What a send changes in Tollgate (an invoice paid, dunning) is the worker's doing.
+    let mut tx = crate::audit::begin(db, &crate::audit::Origin::worker()).await?;
     let (status, error, wait, attempts_back) = match &outcome {
         Outcome::Sent(_) => ("sent", None, Duration::ZERO, 0),
         Outcome::Deferred(why) => ("pending", Some(why.to_string()), cfg.base_delay, 1),

@@ -14,6 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use crate::audit::{self, Change, Origin, Resource};
 use crate::clock::Clock;
 use crate::db;
 use crate::domain::entitlement::Thresholds;
@@ -175,7 +176,13 @@ pub struct CreatedKey {
 
 /// Creates a tenant and its first API key in one transaction (the admin API and
 /// `tollgate tenant create`).
-pub async fn create_tenant(db: &PgPool, name: &str, mode: &str) -> Result<CreatedTenant> {
+pub async fn create_tenant(
+    db: &PgPool,
+    origin: &Origin,
+    name: &str,
+    mode: &str,
+    now: DateTime<Utc>,
+) -> Result<CreatedTenant> {
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(Error::invalid_param(
@@ -193,9 +200,10 @@ pub async fn create_tenant(db: &PgPool, name: &str, mode: &str) -> Result<Create
     }
     let tenant_id: TenantId = crate::ids::new();
     let key = mint_key(&tenant_id, mode);
-    let mut tx = db.begin().await?;
+    let mut tx = audit::begin(db, origin).await?;
     let created_at = db::tenants::insert(&mut tx, &tenant_id, name, mode).await?;
     db::api_keys::insert(&mut tx, &tenant_id, &key.key_id, &key.hash, &key.hint).await?;
+    record_key_created(&mut tx, &tenant_id, &key, created_at, now).await?;
     tx.commit().await?;
     Ok(CreatedTenant {
         id: tenant_id.into_string(),
@@ -208,20 +216,46 @@ pub async fn create_tenant(db: &PgPool, name: &str, mode: &str) -> Result<Create
 }
 
 /// Mints another key for a tenant.
-pub async fn create_api_key(db: &PgPool, tenant_id: &TenantId) -> Result<CreatedKey> {
-    let mut conn = db.acquire().await?;
-    let mode = db::tenants::mode(&mut conn, tenant_id)
+pub async fn create_api_key(
+    db: &PgPool,
+    clock: &Clock,
+    origin: &Origin,
+    tenant_id: &TenantId,
+) -> Result<CreatedKey> {
+    let mut tx = audit::begin(db, origin).await?;
+    let mode = db::tenants::mode(&mut tx, tenant_id)
         .await?
         .ok_or_else(Error::no_such::<TenantId>)?;
+    let now = clock.tenant_now(db::tenants::test_clock(&mut tx, tenant_id).await?);
     let key = mint_key(tenant_id, &mode);
     let created_at =
-        db::api_keys::insert(&mut conn, tenant_id, &key.key_id, &key.hash, &key.hint).await?;
+        db::api_keys::insert(&mut tx, tenant_id, &key.key_id, &key.hash, &key.hint).await?;
+    record_key_created(&mut tx, tenant_id, &key, created_at, now).await?;
+    tx.commit().await?;
     Ok(CreatedKey {
         id: key.key_id.into_string(),
         tenant: tenant_id.to_string(),
         api_key: key.secret,
         created_at,
     })
+}
+
+/// `api_key.created`: the key's id and hint, never its secret.
+async fn record_key_created(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: &TenantId,
+    key: &NewKey,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let shown = settings::ApiKey {
+        id: key.key_id.clone(),
+        hint: key.hint.clone(),
+        created_at,
+        revoked_at: None,
+    };
+    let change = Change::new(Resource::ApiKey(&key.key_id), "created").after(&shown);
+    audit::record(conn, tenant_id, change, now).await
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@ use crate::ids::{ApiKeyId, TenantId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
+use crate::audit::{self, Change, Origin, Resource};
 use crate::db;
 use crate::domain::qty::Qty;
 use crate::error::{Error, Result};
@@ -73,7 +74,12 @@ where
 
 pub async fn get(db: &PgPool, tenant_id: &TenantId) -> Result<Tenant> {
     let mut conn = db.acquire().await?;
-    let r = db::tenants::settings(&mut conn, tenant_id)
+    read(&mut conn, tenant_id).await
+}
+
+/// The tenant as the API shows it (secrets only as "set"), read on `conn`.
+pub async fn read(conn: &mut PgConnection, tenant_id: &TenantId) -> Result<Tenant> {
+    let r = db::tenants::settings(conn, tenant_id)
         .await?
         .ok_or_else(Error::no_such::<TenantId>)?;
     Ok(Tenant {
@@ -97,8 +103,15 @@ pub async fn get(db: &PgPool, tenant_id: &TenantId) -> Result<Tenant> {
 }
 
 /// Applies a patch in one transaction: all of it, or (on any invalid part) none of it.
-pub async fn patch(db: &PgPool, tenant_id: &TenantId, patch: &TenantPatch) -> Result<Tenant> {
-    let mut tx = db.begin().await?;
+pub async fn patch(
+    db: &PgPool,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    patch: &TenantPatch,
+    now: DateTime<Utc>,
+) -> Result<Tenant> {
+    let mut tx = audit::begin(db, origin).await?;
+    let before = read(&mut tx, tenant_id).await?;
     if let Some(default_plan) = &patch.default_plan {
         if let Some(key) = default_plan {
             if !db::plans::exists(&mut tx, tenant_id, key).await? {
@@ -163,8 +176,13 @@ pub async fn patch(db: &PgPool, tenant_id: &TenantId, patch: &TenantPatch) -> Re
         )
         .await?;
     }
+    let after = read(&mut tx, tenant_id).await?;
+    let change = Change::new(Resource::Tenant(tenant_id), "updated")
+        .before(&before)
+        .after(&after);
+    audit::record(&mut tx, tenant_id, change, now).await?;
     tx.commit().await?;
-    get(db, tenant_id).await
+    Ok(after)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -194,10 +212,20 @@ pub async fn list_keys(db: &PgPool, tenant_id: &TenantId) -> Result<Vec<ApiKey>>
     Ok(rows.into_iter().map(ApiKey::from).collect())
 }
 
-pub async fn revoke_key(db: &PgPool, tenant_id: &TenantId, key_id: &ApiKeyId) -> Result<ApiKey> {
-    let mut conn = db.acquire().await?;
-    db::api_keys::revoke(&mut conn, tenant_id, key_id)
+pub async fn revoke_key(
+    db: &PgPool,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    key_id: &ApiKeyId,
+    now: DateTime<Utc>,
+) -> Result<ApiKey> {
+    let mut tx = audit::begin(db, origin).await?;
+    let key = db::api_keys::revoke(&mut tx, tenant_id, key_id)
         .await?
         .map(ApiKey::from)
-        .ok_or_else(Error::no_such::<ApiKeyId>)
+        .ok_or_else(Error::no_such::<ApiKeyId>)?;
+    let change = Change::new(Resource::ApiKey(key_id), "revoked").after(&key);
+    audit::record(&mut tx, tenant_id, change, now).await?;
+    tx.commit().await?;
+    Ok(key)
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use crate::audit::{self, Change, Origin, Resource};
 use crate::db;
 use crate::db::webhooks::{DeliveryRow, EndpointRow, NewEndpoint};
 use crate::error::{Error, Result};
@@ -129,16 +130,22 @@ impl From<DeliveryRow> for Delivery {
 }
 
 /// Creates an endpoint with a new signing secret (shown only in this answer).
-pub async fn create(db: &PgPool, tenant_id: &TenantId, body: &CreateEndpoint) -> Result<Endpoint> {
+pub async fn create(
+    db: &PgPool,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    body: &CreateEndpoint,
+    now: DateTime<Utc>,
+) -> Result<Endpoint> {
     validate(body)?;
     let mut events = body.events.clone();
     events.sort();
     events.dedup();
     let id: EndpointId = crate::ids::new();
     let secret = super::new_secret();
-    let mut conn = db.acquire().await?;
+    let mut tx = audit::begin(db, origin).await?;
     let created_at = db::webhooks::insert_endpoint(
-        &mut conn,
+        &mut tx,
         tenant_id,
         &NewEndpoint {
             endpoint_id: &id,
@@ -149,14 +156,20 @@ pub async fn create(db: &PgPool, tenant_id: &TenantId, body: &CreateEndpoint) ->
         },
     )
     .await?;
-    Ok(Endpoint {
+    let mut endpoint = Endpoint {
         id,
         url: body.url.clone(),
         events,
         description: body.description.clone(),
-        secret: Some(secret),
+        secret: None,
         created_at,
-    })
+    };
+    // The signing secret is shown once, here, and never logged.
+    let change = Change::new(Resource::WebhookEndpoint(&endpoint.id), "created").after(&endpoint);
+    audit::record(&mut tx, tenant_id, change, now).await?;
+    tx.commit().await?;
+    endpoint.secret = Some(secret);
+    Ok(endpoint)
 }
 
 pub async fn list(db: &PgPool, tenant_id: &TenantId) -> Result<Vec<Endpoint>> {
@@ -166,13 +179,21 @@ pub async fn list(db: &PgPool, tenant_id: &TenantId) -> Result<Vec<Endpoint>> {
 }
 
 /// Deletes an endpoint; its pending deliveries are given up.
-pub async fn delete(db: &PgPool, tenant_id: &TenantId, endpoint_id: &EndpointId) -> Result<()> {
-    let mut conn = db.acquire().await?;
-    if db::webhooks::delete_endpoint(&mut conn, tenant_id, endpoint_id).await? {
-        Ok(())
-    } else {
-        Err(endpoint_not_found())
+pub async fn delete(
+    db: &PgPool,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    endpoint_id: &EndpointId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut tx = audit::begin(db, origin).await?;
+    if !db::webhooks::delete_endpoint(&mut tx, tenant_id, endpoint_id).await? {
+        return Err(endpoint_not_found());
     }
+    let change = Change::new(Resource::WebhookEndpoint(endpoint_id), "deleted");
+    audit::record(&mut tx, tenant_id, change, now).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Up to `limit` deliveries to an endpoint after `starting_after`, newest first, plus one

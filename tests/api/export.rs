@@ -100,7 +100,30 @@ async fn the_export_holds_everything_about_the_customer() {
     assert_eq!(e["alerts"][0]["feature"], "calls");
     assert_eq!(e["balance_transactions"][0]["type"], "manual");
     assert_eq!(e["balance_transactions"][0]["amount"], "3.00");
-    assert_eq!(e["audit_log"], json!([]));
+    // Every change about the customer, oldest first: its own, its member's, its
+    // subscription's and its invoice's (usage events are not copied into the log).
+    let actions: Vec<&str> = e["audit_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "customer.created",
+            "member.added",
+            "subscription.created",
+            "invoice.created",
+            "invoice.finalized",
+            "customer.credited",
+        ]
+    );
+    assert_eq!(e["audit_log"][0]["after"]["email"], "billing@acme.test");
+    assert_eq!(
+        e["audit_log"][2]["resource"],
+        format!("subscription/{sub_id}")
+    );
     for (section, n) in [
         ("members", 1),
         ("subscriptions", 1),

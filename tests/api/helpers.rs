@@ -298,7 +298,7 @@ impl TestApp {
     ) -> tollgate::catalog::toml::ApplySummary {
         let text = std::fs::read_to_string(path).unwrap();
         let file = tollgate::catalog::toml::parse(&text).unwrap();
-        tollgate::catalog::toml::apply(&self.db, &t.tid(), file)
+        tollgate::catalog::toml::apply(&self.db, &tollgate::audit::Origin::cli(), &t.tid(), file)
             .await
             .unwrap()
     }
