@@ -7,6 +7,7 @@ mod conventions;
 mod credit;
 mod export;
 mod fakes;
+mod governance;
 mod helpers;
 mod isolation;
 mod lifecycle;
