@@ -179,6 +179,29 @@ async fn tenant_create_and_plans_apply_commands() {
         text.contains("plan premium: unchanged (version 1)"),
         "{text}"
     );
+    // Both commands are the CLI's doing in the audit log; the unchanged second apply logs
+    // nothing.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let query = tollgate::audit::Query {
+        resource: None,
+        actor: None,
+        action: None,
+        starting_after: None,
+        limit: 100,
+    };
+    let log = tollgate::audit::list(&pool, &id.parse().unwrap(), &query)
+        .await
+        .unwrap();
+    assert!(log.iter().all(|e| e.actor == "cli"), "{log:?}");
+    let count = |action: &str| log.iter().filter(|e| e.action == action).count();
+    assert_eq!(count("api_key.created"), 1);
+    assert_eq!(count("feature.created"), 5);
+    assert_eq!(count("plan.version_created"), 0);
+    assert!(count("plan.created") >= 2);
+    assert_eq!(
+        log.len(),
+        1 + 5 + count("plan.created") + count("tenant.updated")
+    );
     let bad = Command::new(BIN)
         .args([
             "plans",

@@ -768,3 +768,136 @@ async fn retention_purges_raw_events_past_the_plan_and_keeps_totals_and_duplicat
     let kept = stored::raw_event_ids(&app.db, &t.tid()).await.unwrap();
     assert_eq!(kept, ["biz-coach-jan", "biz-coach-late", "pro-coach-late"]);
 }
+
+#[tokio::test]
+async fn the_subscription_lifecycle_is_logged_verb_by_verb() {
+    let app = spawn_app().await;
+    let t = app.tenant("test").await;
+    app.set_clock(&t, "2027-01-01T00:00:00Z").await;
+    ok(
+        &app.post(
+            "/v1/features",
+            &t.key,
+            json!({"key": "calls", "name": "Calls", "type": "metered"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    );
+    for (key, amount) in [("basic", "10.00"), ("pro", "30.00")] {
+        let plan = json!({"key": key, "name": key, "trial_days": 14,
+            "prices": [{"interval": "month", "amount": amount, "currency": "usd"}],
+            "entitlements": [{"feature": "calls", "limit": 100, "reset": "month"}]});
+        ok(
+            &app.post("/v1/plans", &t.key, plan).await,
+            StatusCode::CREATED,
+        );
+    }
+    app.customer(&t, "acme").await;
+    let sub = app
+        .post(
+            "/v1/subscriptions",
+            &t.key,
+            json!({"customer": "acme", "plan": "basic"}),
+        )
+        .await;
+    ok(&sub, StatusCode::CREATED);
+    assert_eq!(sub.body["status"], "trialing");
+    let id = sub.body["id"].as_str().unwrap().to_string();
+    let change = |plan: &'static str| {
+        let (app, key, id) = (&app, t.key.clone(), id.clone());
+        async move {
+            let r = app
+                .post(
+                    &format!("/v1/subscriptions/{id}/change"),
+                    &key,
+                    json!({"plan": plan}),
+                )
+                .await;
+            ok(&r, StatusCode::OK);
+        }
+    };
+    change("pro").await; // during the trial: now
+    app.advance_clock(&t, "2027-01-15T00:00:00Z").await; // the trial ends
+    change("basic").await; // a downgrade: at period end
+    app.advance_clock(&t, "2027-02-15T00:00:00Z").await; // it applies
+    ok(
+        &app.post(&format!("/v1/subscriptions/{id}/cancel"), &t.key, json!({}))
+            .await,
+        StatusCode::OK,
+    );
+    app.advance_clock(&t, "2027-03-15T00:00:00Z").await; // it ends
+
+    let log = audit_log(&app, &t, &format!("resource=subscription/{id}")).await;
+    let seen: Vec<(&str, &str, &str)> = log
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                if e["actor"] == "worker" {
+                    "worker"
+                } else {
+                    "key"
+                },
+                e["created_at"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("subscription.ended", "worker", "2027-03-15T00:00:00Z"),
+            ("subscription.canceled", "key", "2027-02-15T00:00:00Z"),
+            ("subscription.changed", "worker", "2027-02-15T00:00:00Z"),
+            (
+                "subscription.change_scheduled",
+                "key",
+                "2027-01-15T00:00:00Z"
+            ),
+            ("subscription.trial_ended", "worker", "2027-01-15T00:00:00Z"),
+            ("subscription.changed", "key", "2027-01-01T00:00:00Z"),
+            ("subscription.created", "key", "2027-01-01T00:00:00Z"),
+        ]
+    );
+    assert_eq!(log[1]["after"]["cancel_at_period_end"], true);
+    assert_eq!(log[2]["before"]["plan"], "pro");
+    assert_eq!(log[2]["after"]["plan"], "basic");
+    assert_eq!(log[4]["before"]["status"], "trialing");
+    assert_eq!(log[4]["after"]["status"], "active");
+    assert_eq!(log[5]["before"]["plan"], "basic");
+    assert_eq!(log[5]["after"]["plan"], "pro");
+
+    // An open invoice voided, and one credited: both logged with the invoice before and after.
+    let invoices = app.invoices(&t, "acme").await;
+    let open: Vec<&Value> = invoices.iter().filter(|i| i["status"] == "open").collect();
+    assert!(open.len() >= 2, "{invoices:?}");
+    let (first, second) = (
+        open[0]["id"].as_str().unwrap(),
+        open[1]["id"].as_str().unwrap(),
+    );
+    ok(
+        &app.post(&format!("/v1/invoices/{first}/void"), &t.key, json!({}))
+            .await,
+        StatusCode::OK,
+    );
+    ok(
+        &app.post(
+            &format!("/v1/invoices/{second}/credit_notes"),
+            &t.key,
+            json!({"amount": "1.00", "reason": "order_change"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    );
+    let voided = audit_log(&app, &t, &format!("resource=invoice/{first}")).await;
+    assert_eq!(voided[0]["action"], "invoice.voided");
+    assert_eq!(voided[0]["before"]["status"], "open");
+    assert_eq!(voided[0]["after"]["status"], "void");
+    let credited = audit_log(&app, &t, &format!("resource=invoice/{second}")).await;
+    assert_eq!(credited[0]["action"], "invoice.credit_note_created");
+    assert_eq!(credited[0]["before"]["credit_notes_total"], "0.00");
+    assert_eq!(
+        credited[0]["after"]["invoice"]["credit_notes_total"],
+        "1.00"
+    );
+    assert_eq!(credited[0]["after"]["credit_note"]["amount"], "1.00");
+}

@@ -470,6 +470,16 @@ async fn the_same_stripe_event_five_times_is_applied_once() {
     let r = post_stripe(&app, &t, &again, Some(&sign(&again, WHSEC, now))).await;
     assert_eq!(r.body["outcome"], "ignored");
 
+    // The audit log names the Stripe event as the actor, once.
+    let log = app
+        .get("/v1/audit_log?action=subscription.past_due", &t.key)
+        .await;
+    let entries = log.body["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{:?}", log.body);
+    assert_eq!(entries[0]["actor"], "stripe:evt_fail_1");
+    assert_eq!(entries[0]["before"]["status"], "active");
+    assert_eq!(entries[0]["after"]["status"], "past_due");
+
     drain_webhooks(&app).await;
     assert_eq!(receiver.of_type("invoice.payment_failed").len(), 1);
 }
@@ -678,6 +688,36 @@ async fn a_failed_payment_walks_the_dunning_schedule_and_ends_on_the_default_pla
     assert_eq!(canceled[0]["timestamp"], "2026-03-06T00:00:00.000000Z");
     let created: Vec<Value> = receiver.of_type("subscription.created");
     assert!(created.iter().any(|e| e["data"]["plan"] == "free"));
+
+    // Dunning in the audit log: the worker (which applies Stripe's answers) put the
+    // subscription past due, made the invoice uncollectible and ended the subscription.
+    let log = app
+        .get(
+            &format!("/v1/audit_log?resource=subscription/{sub_id}"),
+            &t.key,
+        )
+        .await;
+    let entries: Vec<(&str, &str)> = log.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        entries[..2],
+        [
+            ("subscription.ended", "worker"),
+            ("subscription.past_due", "worker")
+        ]
+    );
+    let uncollectible = app
+        .get("/v1/audit_log?action=invoice.uncollectible", &t.key)
+        .await;
+    let e = &uncollectible.body["data"][0];
+    assert_eq!(e["actor"], "worker");
+    assert_eq!(e["before"]["status"], "open");
+    assert_eq!(e["after"]["status"], "uncollectible");
+    assert_eq!(e["created_at"], "2026-03-06T00:00:00Z");
 }
 
 #[tokio::test]
