@@ -72,13 +72,17 @@ fn json(value: &impl Serialize) -> Value {
 }
 
 /// Appends `change`, made at `at` on the tenant's clock, in the caller's transaction (which
-/// must have named its actor: [`begin`] or [`act_as`]).
+/// must have named its actor: [`begin`] or [`act_as`]). A change whose after equals its before
+/// (a `PUT` of what is already there) changed nothing and is not logged.
 pub async fn record(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     change: Change<'_>,
     at: DateTime<Utc>,
 ) -> Result<()> {
+    if change.before.is_some() && change.before == change.after {
+        return Ok(());
+    }
     let customer = match change.resource {
         Resource::Customer(id) => Some(id),
         Resource::Member { customer, .. } => Some(customer),

@@ -91,6 +91,12 @@ pub async fn cleanup(db: &PgPool) -> Result<u64> {
     Ok(crate::worker::cleanup(db).await?)
 }
 
+/// The worker's purge of raw usage events past retention (real-time tenants); returns how
+/// many went.
+pub async fn purge_usage(db: &PgPool) -> Result<u64> {
+    crate::worker::purge_usage(db).await
+}
+
 /// Sets a tenant's test clock to `at` directly, even backwards (test setup starting at a fixed
 /// date; the API only moves a clock forward).
 pub async fn set_test_clock(db: &PgPool, tenant_id: &TenantId, at: DateTime<Utc>) -> Result<()> {

@@ -81,11 +81,14 @@ async fn every_change_is_logged_with_its_actor_action_resource_and_before_and_af
         )
         .await;
     ok(&created, StatusCode::CREATED);
-    ok(
-        &app.put("/v1/customers/acme", &t.key, json!({"name": "Acme"}))
-            .await,
-        StatusCode::OK,
-    );
+    // The second identical PUT changes nothing, and logs nothing.
+    for _ in 0..2 {
+        ok(
+            &app.put("/v1/customers/acme", &t.key, json!({"name": "Acme"}))
+                .await,
+            StatusCode::OK,
+        );
+    }
     let member = "/v1/customers/acme/members/ann";
     ok(
         &app.put(member, &t.key, json!({"role": "owner"})).await,
@@ -900,4 +903,51 @@ async fn the_subscription_lifecycle_is_logged_verb_by_verb() {
         "1.00"
     );
     assert_eq!(credited[0]["after"]["credit_note"]["amount"], "1.00");
+}
+
+#[tokio::test]
+async fn workers_purging_at_once_purge_each_event_exactly_once() {
+    let app = spawn_app().await;
+    // A real-time tenant: the worker's own purge, not an advance.
+    let t = app.tenant("test").await;
+    app.apply_toml(&t, "config/examples/003_transcription.toml")
+        .await;
+    let now = chrono::Utc::now();
+    let mut customers = Vec::new();
+    for c in 0..6 {
+        let customer = format!("coach-{c}");
+        app.customer(&t, &customer).await;
+        customers.push(customer);
+    }
+    // 40 days old (past Free's 30) and 2 days old, for each customer.
+    let mut old = 0;
+    for customer in &customers {
+        for (i, days) in [40, 40, 40, 2].into_iter().enumerate() {
+            let at = (now - chrono::Duration::days(days)).to_rfc3339();
+            let r = app
+                .post(
+                    "/v1/usage",
+                    &t.key,
+                    json!({"customer": customer, "feature": "sessions", "quantity": 1,
+                           "id": format!("{customer}-{i}"), "timestamp": at}),
+                )
+                .await;
+            ok(&r, StatusCode::OK);
+            old += usize::from(days == 40);
+        }
+    }
+    let runs = (0..4).map(|_| tollgate::testing::purge_usage(&app.db));
+    let purged: u64 = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    assert_eq!(purged, old as u64);
+    let kept = stored::raw_event_ids(&app.db, &t.tid()).await.unwrap();
+    let expected: Vec<String> = customers.iter().map(|c| format!("{c}-3")).collect();
+    assert_eq!(kept, expected);
+    let counts = stored::row_counts(&app.db, Some(&t.tid())).await.unwrap();
+    assert_eq!(counts.usage_events_purged, old as i64);
+    // Nothing is left to purge.
+    assert_eq!(tollgate::testing::purge_usage(&app.db).await.unwrap(), 0);
 }

@@ -31,6 +31,8 @@ async fn another_tenants_resources_are_404() {
         "/v1/customers/u1/usage?period=current".into(),
         "/v1/customers/u1/usage/history".into(),
         "/v1/customers/u1/usage/members".into(),
+        "/v1/customers/u1/export".into(),
+        "/v1/customers/u1/members".into(),
         format!("/v1/subscriptions/{sub_id}"),
         "/v1/plans/p".into(),
         "/v1/features/f".into(),
@@ -40,8 +42,26 @@ async fn another_tenants_resources_are_404() {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "GET {path}: {:?}", r.body);
         assert_eq!(r.error_type(), "not_found");
     }
+    for path in [
+        format!("/v1/api_keys/{a_key_id}"),
+        "/v1/customers/u1".to_string(),
+    ] {
+        let r = app.delete(&path, &b.key).await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "DELETE {path}: {:?}",
+            r.body
+        );
+    }
+    // A's audit log is not B's: B sees only its own key's creation, and A's entry ids are
+    // not cursors for B.
+    let a_log = app.get("/v1/audit_log", &a.key).await;
+    let b_log = app.get("/v1/audit_log", &b.key).await;
+    assert_eq!(b_log.body["data"].as_array().unwrap().len(), 1);
+    let a_entry = a_log.body["data"][0]["id"].as_str().unwrap();
     let r = app
-        .delete(&format!("/v1/api_keys/{a_key_id}"), &b.key)
+        .get(&format!("/v1/audit_log?starting_after={a_entry}"), &b.key)
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     for (path, body) in [
