@@ -142,6 +142,15 @@ pub mod stored {
         db::tamper_with_audit_log(&mut *pool.acquire().await?, tenant, how).await
     }
 
+    /// Expires a customer session now.
+    pub async fn expire_customer_session(
+        pool: &PgPool,
+        tenant: &TenantId,
+        session_id: &str,
+    ) -> Result<u64> {
+        Ok(db::expire_customer_session(&mut *pool.acquire().await?, tenant, session_id).await?)
+    }
+
     /// The ids of the raw usage events still kept.
     pub async fn raw_event_ids(pool: &PgPool, tenant: &TenantId) -> Result<Vec<String>> {
         Ok(db::raw_event_ids(&mut *pool.acquire().await?, tenant).await?)

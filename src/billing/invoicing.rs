@@ -106,8 +106,13 @@ pub async fn pdf(
     db: &PgPool,
     tenant_id: &TenantId,
     invoice_id: &InvoiceId,
+    owner: Option<&str>,
 ) -> Result<(String, Vec<u8>)> {
     let invoice = get(db, tenant_id, invoice_id).await?;
+    // Through a customer session, another customer's invoice does not exist.
+    if owner.is_some_and(|c| c != invoice.customer) {
+        return Err(views::invoice_not_found());
+    }
     let mut conn = db.acquire().await?;
     let who = db::invoices::parties(&mut conn, tenant_id, &invoice.customer).await?;
     let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();

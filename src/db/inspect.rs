@@ -409,3 +409,21 @@ pub async fn raw_event_ids(
     .fetch_all(&mut *conn)
     .await
 }
+
+/// Moves a customer session's expiry into the past (lifetimes run on real time, so a test
+/// cannot wait for one).
+pub async fn expire_customer_session(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    session_id: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "UPDATE customer_sessions SET expires_at = now() - interval '1 second'
+         WHERE tenant_id = $1 AND session_id = $2",
+        tenant.as_str(),
+        session_id
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}

@@ -23,6 +23,7 @@ pub mod plans;
 pub mod resolve;
 pub mod retention;
 pub mod schema;
+pub mod sessions;
 pub mod stripe_events;
 pub mod subscriptions;
 pub mod tenants;
@@ -137,6 +138,11 @@ decode_text!(crate::domain::id::LeaseId, "lease id", |s| {
 decode_text!(crate::domain::id::AuditId, "audit entry id", |s| {
     crate::domain::id::PrefixedId::parse(s)
 });
+decode_text!(
+    crate::domain::id::CustomerSessionId,
+    "customer session id",
+    |s| { crate::domain::id::PrefixedId::parse(s) }
+);
 decode_text!(crate::domain::id::EndpointId, "webhook endpoint id", |s| {
     crate::domain::id::PrefixedId::parse(s)
 });

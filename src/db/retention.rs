@@ -5,8 +5,9 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::domain::id::TenantId;
 
-/// Removes expired idempotency keys, long-expired leases, and sent outbox rows, Stripe events
-/// and webhook events older than 30 days; returns how many rows went.
+/// Removes expired idempotency keys, long-expired leases and customer sessions, and sent
+/// outbox rows, Stripe events and webhook events older than 30 days; returns how many rows
+/// went.
 pub async fn cleanup(db: &PgPool) -> Result<u64, sqlx::Error> {
     let keys =
         sqlx::query!("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
@@ -52,7 +53,13 @@ pub async fn cleanup(db: &PgPool) -> Result<u64, sqlx::Error> {
     .execute(db)
     .await?
     .rows_affected();
-    Ok(keys + leases + outbox + stripe_events + events)
+    // Customer sessions a day past their expiry (on real time; they no longer authenticate).
+    let sessions =
+        sqlx::query!("DELETE FROM customer_sessions WHERE expires_at < now() - interval '1 day'")
+            .execute(db)
+            .await?
+            .rows_affected();
+    Ok(keys + leases + outbox + stripe_events + events + sessions)
 }
 
 /// Whose raw usage events a purge looks at.

@@ -76,6 +76,9 @@ pub struct SettingsRow {
     pub sk: bool,
     pub whs: bool,
     pub stripe_api_base: Option<String>,
+    pub portal_name: Option<String>,
+    pub portal_accent_color: Option<String>,
+    pub portal_return_url: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -87,7 +90,8 @@ pub async fn settings(
         SettingsRow,
         "SELECT tenant_id AS \"tenant_id: TenantId\", name, mode, default_plan, warning_threshold, critical_threshold,
                 invoice_grace_minutes, dunning_retry_days, stripe_secret_key IS NOT NULL AS \"sk!\",
-                stripe_webhook_secret IS NOT NULL AS \"whs!\", stripe_api_base, created_at
+                stripe_webhook_secret IS NOT NULL AS \"whs!\", stripe_api_base,
+                portal_name, portal_accent_color, portal_return_url, created_at
          FROM tenants WHERE tenant_id = $1",
         tenant_id.as_str()
     )
@@ -177,6 +181,34 @@ pub async fn set_stripe(
         secret_key,
         webhook_secret,
         api_base
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// The portal's branding; `None` keeps a value as it is, `Some(None)` clears it.
+pub async fn set_portal(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    name: Option<Option<&str>>,
+    accent_color: Option<Option<&str>>,
+    return_url: Option<Option<&str>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET
+                 portal_name = CASE WHEN $2 THEN $3 ELSE portal_name END,
+                 portal_accent_color = CASE WHEN $4 THEN $5 ELSE portal_accent_color END,
+                 portal_return_url = CASE WHEN $6 THEN $7 ELSE portal_return_url END,
+                 updated_at = now()
+             WHERE tenant_id = $1",
+        tenant_id.as_str(),
+        name.is_some(),
+        name.flatten(),
+        accent_color.is_some(),
+        accent_color.flatten(),
+        return_url.is_some(),
+        return_url.flatten()
     )
     .execute(&mut *conn)
     .await

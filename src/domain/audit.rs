@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::id::{ApiKeyId, EndpointId, InvoiceId, SubscriptionId, TenantId};
+use super::id::{ApiKeyId, CustomerSessionId, EndpointId, InvoiceId, SubscriptionId, TenantId};
 
 /// Who made a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub enum Actor {
     /// The operator, through the command line.
     Cli,
     /// A customer session (`session:<id>`).
-    Session(String),
+    Session(CustomerSessionId),
     /// A Stripe webhook (`stripe:<event id>`).
     Stripe(String),
     /// The due-work runner (also inside a test-clock advance).
@@ -78,7 +78,7 @@ pub enum Resource<'a> {
     Invoice(&'a InvoiceId),
     WebhookEndpoint(&'a EndpointId),
     TestClock(&'a TenantId),
-    CustomerSession(&'a str),
+    CustomerSession(&'a CustomerSessionId),
 }
 
 impl Resource<'_> {
@@ -112,7 +112,8 @@ impl fmt::Display for Resource<'_> {
             Resource::Tenant(id) | Resource::TestClock(id) => write!(f, "{kind}/{id}"),
             Resource::ApiKey(id) => write!(f, "{kind}/{id}"),
             Resource::Feature(key) | Resource::Plan(key) => write!(f, "{kind}/{key}"),
-            Resource::Customer(id) | Resource::CustomerSession(id) => write!(f, "{kind}/{id}"),
+            Resource::Customer(id) => write!(f, "{kind}/{id}"),
+            Resource::CustomerSession(id) => write!(f, "{kind}/{id}"),
             Resource::Member { customer, member } => write!(f, "{kind}/{customer}/{member}"),
             Resource::Subscription(id) => write!(f, "{kind}/{id}"),
             Resource::Invoice(id) => write!(f, "{kind}/{id}"),
@@ -140,7 +141,12 @@ mod tests {
             format!("key_{}", "0".repeat(32))
         );
         assert_eq!(Actor::Stripe("evt_1".into()).to_string(), "stripe:evt_1");
-        assert_eq!(Actor::Session("cs_9".into()).to_string(), "session:cs_9");
+        let session =
+            <CustomerSessionId as crate::domain::id::PrefixedId>::from_uuid(uuid::Uuid::nil());
+        assert_eq!(
+            Actor::Session(session).to_string(),
+            format!("session:csn_{}", "0".repeat(32))
+        );
         assert_eq!(Actor::Worker.to_string(), "worker");
         let member = Resource::Member {
             customer: "org_1",

@@ -189,6 +189,14 @@ prefixed_id!(
     "No such audit log entry."
 );
 
+prefixed_id!(
+    /// A customer session: a frontend acting for one customer.
+    CustomerSessionId,
+    "csn",
+    "customer_session_not_found",
+    "No such customer session."
+);
+
 /// Ids chosen by tenants (customers, features, plans, usage events): 1–255 printable ASCII
 /// characters without spaces or slashes, so they are safe in paths.
 pub fn is_valid_external_id(id: &str) -> bool {

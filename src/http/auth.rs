@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::idempotency::{self, HEADER as IDEMPOTENCY_KEY};
 use crate::audit::{Actor, Origin};
 use crate::ids::{ApiKeyId, PrefixedId};
+use crate::tenancy::sessions::{self, SessionCtx};
 use crate::tenancy::{self, Caller, DeferredKey, TenantCtx};
 use crate::AppState;
 
@@ -59,6 +60,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
         if parts.extensions.get::<AdminCaller>().is_some() {
             return Ok(Origin::new(Actor::Admin, request_id));
         }
+        if let Some(session) = parts.extensions.get::<SessionCtx>() {
+            let actor = Actor::Session(session.session_id.clone());
+            return Ok(Origin::new(actor, request_id));
+        }
         let ctx = parts
             .extensions
             .get::<TenantCtx>()
@@ -89,7 +94,58 @@ fn parse_key(parts: &Parts) -> Result<DeferredKey, ApiError> {
     let key = bearer(parts).ok_or_else(|| {
         ApiError::unauthenticated("Missing API key: send `Authorization: Bearer <key>`.")
     })?;
+    if key.starts_with(sessions::PREFIX) {
+        return Err(session_not_allowed());
+    }
     tenancy::parse_key(key).ok_or_else(|| tenancy::invalid_key().into())
+}
+
+/// A customer session's token on a route that is not one of its own (SPEC §9: 403).
+fn session_not_allowed() -> ApiError {
+    ApiError::forbidden(
+        "customer_session_not_allowed",
+        "A customer session may only use the /v1/me routes.",
+    )
+}
+
+/// Middleware for `/v1/me`: a customer session's token (`cs_…`), checked in one query; the
+/// session (and its tenant) are left in the request extensions, then Idempotency-Key handling.
+/// A tenant key here is 403: these routes act for the session's one customer.
+pub async fn require_session(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let token = bearer(&parts).ok_or_else(|| {
+        ApiError::unauthenticated("Missing customer session: send `Authorization: Bearer cs_…`.")
+    })?;
+    if tenancy::parse_key(token).is_some() {
+        return Err(ApiError::forbidden(
+            "customer_session_required",
+            "The /v1/me routes act for a customer session; use a cs_… token \
+             (POST /v1/customer_sessions).",
+        ));
+    }
+    let token =
+        sessions::parse_token(token).ok_or_else(|| ApiError::from(sessions::invalid_session()))?;
+    let session = sessions::authenticate(&state.db, &token).await?;
+    tracing::Span::current().record("tenant", session.tenant.tenant_id.as_str());
+    parts.extensions.insert(session.tenant.clone());
+    parts.extensions.insert(session);
+    idempotency::idempotency(State(state), Request::from_parts(parts, body), next).await
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionCtx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<SessionCtx>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthenticated("Missing customer session."))
+    }
 }
 
 /// Middleware for the `/v1` routes: authenticates once (one query), leaves the tenant in the

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use super::extract::{too_large, MAX_BODY_BYTES};
 use crate::db::idempotency as db;
+use crate::tenancy::sessions::SessionCtx;
 use crate::tenancy::TenantCtx;
 use crate::AppState;
 
@@ -48,11 +49,20 @@ pub async fn idempotency(
             )
         })?
         .to_string();
-    // Keys are scoped per tenant; operator (admin API) requests share one scope of their own.
-    let scope = match req.extensions().get::<TenantCtx>() {
-        Some(tenant) => tenant.tenant_id.to_string(),
-        None if req.uri().path().starts_with("/admin/") => ADMIN_SCOPE.to_string(),
-        None => return Ok(next.run(req).await),
+    // Keys are scoped per tenant, and a customer session's within the tenant to that session
+    // (so one customer's key can never replay another's response); operator (admin API)
+    // requests share one scope of their own.
+    let (scope, key) = match (
+        req.extensions().get::<SessionCtx>(),
+        req.extensions().get::<TenantCtx>(),
+    ) {
+        (Some(session), _) => (
+            session.tenant.tenant_id.to_string(),
+            format!("{}:{key}", session.session_id),
+        ),
+        (None, Some(tenant)) => (tenant.tenant_id.to_string(), key),
+        (None, None) if req.uri().path().starts_with("/admin/") => (ADMIN_SCOPE.to_string(), key),
+        (None, None) => return Ok(next.run(req).await),
     };
 
     let (parts, body) = req.into_parts();

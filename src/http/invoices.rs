@@ -107,7 +107,7 @@ pub async fn invoice_pdf(
     ctx: TenantCtx,
     IdPath(id): IdPath<InvoiceId>,
 ) -> ApiResult<Response> {
-    let (number, bytes) = invoicing::pdf(&state.db, &ctx.tenant_id, &id).await?;
+    let (number, bytes) = invoicing::pdf(&state.db, &ctx.tenant_id, &id, None).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/pdf".to_string()),

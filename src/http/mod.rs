@@ -14,6 +14,7 @@ pub mod features;
 pub mod idempotency;
 pub mod invoices;
 pub mod leases;
+pub mod me;
 pub mod ops;
 pub mod plans;
 pub mod state;
@@ -52,7 +53,7 @@ use crate::AppState;
     security(("bearer" = [])),
     tags(
         (name = "tenant"), (name = "features"), (name = "plans"), (name = "customers"),
-        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "webhooks"), (name = "stripe"), (name = "analytics"), (name = "governance"),
+        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "webhooks"), (name = "stripe"), (name = "analytics"), (name = "governance"), (name = "customer_sessions"), (name = "me"),
         (name = "admin"), (name = "ops")
     )
 )]
@@ -107,6 +108,8 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(analytics::summary))
         .routes(routes!(analytics::mrr))
         .routes(routes!(audit::list))
+        .routes(routes!(me::create_session))
+        .routes(routes!(me::revoke_session))
         .routes(routes!(test_clock::get_clock))
         .routes(routes!(test_clock::advance))
         .routes(routes!(usage::check::entitlements))
@@ -137,6 +140,24 @@ fn usage_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(usage::record::record_usage))
 }
 
+/// `/v1/me`: a customer session acting for its one customer.
+fn me_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me::me))
+        .routes(routes!(me::entitlements))
+        .routes(routes!(me::check))
+        .routes(routes!(me::usage))
+        .routes(routes!(me::subscription))
+        .routes(routes!(me::invoices))
+        .routes(routes!(me::invoice_pdf))
+        .routes(routes!(me::upcoming_invoice))
+        .routes(routes!(me::list_members))
+        .routes(routes!(me::export))
+        .routes(routes!(me::change_subscription))
+        .routes(routes!(me::cancel_subscription))
+        .routes(routes!(me::reactivate_subscription))
+}
+
 fn admin_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(admin::create_tenant))
@@ -158,6 +179,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(v1_routes())
         .merge(check_routes())
         .merge(usage_routes())
+        .merge(me_routes())
         .merge(admin_routes())
         .merge(ops_routes())
         .split_for_parts();
@@ -178,6 +200,10 @@ pub fn build_app(state: AppState) -> Router {
         auth::defer_tenant_unless_idempotent,
     ));
     let usage = usage_routes().layer(axum::middleware::from_fn(auth::defer_tenant));
+    let me = me_routes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_session,
+    ));
     let admin = admin_routes().layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_admin,
@@ -186,6 +212,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(v1)
         .merge(check)
         .merge(usage)
+        .merge(me)
         .merge(admin)
         .merge(ops_routes())
         .split_for_parts();

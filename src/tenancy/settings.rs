@@ -37,7 +37,36 @@ pub struct Tenant {
     /// Dunning: payment retries, in days after the first failed payment.
     pub dunning_retry_days: Vec<i32>,
     pub stripe: StripeSettings,
+    pub portal: PortalSettings,
     pub created_at: DateTime<Utc>,
+}
+
+/// The hosted portal's branding.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortalSettings {
+    /// Shown as the portal's title (default: the tenant's name).
+    pub name: Option<String>,
+    /// `#RRGGBB`.
+    #[schema(example = "#4F46E5")]
+    pub accent_color: Option<String>,
+    /// Where the portal's "back" link goes (http or https).
+    pub return_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortalPatch {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    /// `#RRGGBB`; other colour forms are refused.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, example = "#4F46E5")]
+    pub accent_color: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub return_url: Option<Option<String>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -61,6 +90,8 @@ pub struct TenantPatch {
     /// 1 to 60, at most 10 (default `[1, 3, 5]`; `[]`: no retries).
     pub dunning_retry_days: Option<Vec<i32>>,
     pub stripe: Option<StripePatch>,
+    /// The hosted portal's branding; a field set to null goes back to the default.
+    pub portal: Option<PortalPatch>,
 }
 
 /// Tells an explicit `null` (Some(None)) from an absent field (None).
@@ -97,6 +128,11 @@ pub async fn read(conn: &mut PgConnection, tenant_id: &TenantId) -> Result<Tenan
             secret_key_set: r.sk,
             webhook_secret_set: r.whs,
             api_base: r.stripe_api_base,
+        },
+        portal: PortalSettings {
+            name: r.portal_name,
+            accent_color: r.portal_accent_color,
+            return_url: r.portal_return_url,
         },
         created_at: r.created_at,
     })
@@ -176,6 +212,17 @@ pub async fn patch(
         )
         .await?;
     }
+    if let Some(portal) = &patch.portal {
+        check_portal(portal)?;
+        db::tenants::set_portal(
+            &mut tx,
+            tenant_id,
+            portal.name.as_ref().map(Option::as_deref),
+            portal.accent_color.as_ref().map(Option::as_deref),
+            portal.return_url.as_ref().map(Option::as_deref),
+        )
+        .await?;
+    }
     let after = read(&mut tx, tenant_id).await?;
     let change = Change::new(Resource::Tenant(tenant_id), "updated")
         .before(&before)
@@ -183,6 +230,43 @@ pub async fn patch(
     audit::record(&mut tx, tenant_id, change, now).await?;
     tx.commit().await?;
     Ok(after)
+}
+
+/// Whether a colour is `#RRGGBB` (the one form the portal takes).
+pub fn is_hex_color(c: &str) -> bool {
+    c.len() == 7 && c.starts_with('#') && c[1..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_portal(p: &PortalPatch) -> Result<()> {
+    if let Some(Some(name)) = &p.name {
+        if name.trim().is_empty() || name.len() > 100 {
+            return Err(Error::invalid_param(
+                "invalid_name",
+                "portal.name",
+                "portal.name must be 1 to 100 characters.",
+            ));
+        }
+    }
+    if let Some(Some(color)) = &p.accent_color {
+        if !is_hex_color(color) {
+            return Err(Error::invalid_param(
+                "invalid_color",
+                "portal.accent_color",
+                "portal.accent_color must be a #RRGGBB colour.",
+            ));
+        }
+    }
+    if let Some(Some(url)) = &p.return_url {
+        let ok = (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 2000;
+        if !ok {
+            return Err(Error::invalid_param(
+                "invalid_url",
+                "portal.return_url",
+                "portal.return_url must be an http(s) URL.",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -166,7 +166,8 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
 
     let after = counts(&app).await;
     let one_more_feature = tollgate::testing::stored::RowCounts {
-        features: before.features + 1, // `g`, defined on purpose above
+        features: before.features + 1,   // `g`, defined on purpose above
+        audit_log: before.audit_log + 1, // and its `feature.created`
         ..before
     };
     assert_eq!(after, one_more_feature, "nothing half-written");

@@ -19,6 +19,7 @@ mod schema;
 mod seats;
 mod seed_lifecycle;
 mod seeds;
+mod sessions;
 mod stripe;
 mod usage;
 mod webhooks;
