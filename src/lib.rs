@@ -18,6 +18,7 @@ pub mod entitlements;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod portal;
 pub mod retry;
 pub mod stripe;
 pub mod tenancy;

@@ -353,7 +353,9 @@ pub async fn period_end(
 }
 
 /// When a change takes effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum When {
     Now,
@@ -366,21 +368,50 @@ pub struct ChangeRequest<'a> {
     pub when: Option<When>,
 }
 
-/// Changes a (locked) subscription's plan. Upgrades (a higher monthly-equivalent price) take
-/// effect now with proration; downgrades at period end; `when` overrides both.
-pub async fn change(
+/// What a plan change does, worked out once: for the change itself and for its preview (the
+/// portal's "this upgrade charges … now"), so the two can never disagree.
+#[derive(Debug, Clone)]
+pub enum ChangeEffect {
+    /// At period end (a downgrade, or `when: period_end`): nothing is charged now.
+    Scheduled { at: DateTime<Utc> },
+    /// During a trial: the trial goes on, on the new plan; nothing is charged.
+    TrialSwitch,
+    /// Now: the plan switches, with a new period when the interval changes, and `lines` are
+    /// invoiced at once (credit for the unused old time, the new price), over
+    /// `invoice_period`.
+    Now {
+        new_period: Option<(DateTime<Utc>, DateTime<Utc>)>,
+        lines: Vec<Line>,
+        invoice_period: (DateTime<Utc>, DateTime<Utc>),
+    },
+}
+
+impl ChangeEffect {
+    /// What the change invoices at once (zero when nothing is).
+    pub fn amount_now(&self) -> Decimal {
+        match self {
+            ChangeEffect::Now { lines, .. } => lines.iter().map(|l| l.amount).sum(),
+            _ => Decimal::ZERO,
+        }
+    }
+}
+
+/// Works out what changing a subscription's plan would do, without doing it. Upgrades (a
+/// higher monthly-equivalent price) take effect now with proration; downgrades at period end;
+/// `when` overrides both.
+pub async fn plan_change(
     conn: &mut PgConnection,
     plans: &PlanCache,
     tenant_id: &TenantId,
-    sub: SubscriptionRow,
-    req: ChangeRequest<'_>,
+    sub: &SubscriptionRow,
+    req: &ChangeRequest<'_>,
     now: DateTime<Utc>,
-) -> Result<SubscriptionRow> {
+) -> Result<ChangeEffect> {
     let old_plan = plans
         .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
         .await?
         .ok_or_else(|| Error::internal("subscription plan version missing"))?;
-    let old_interval = interval_of(&sub);
+    let old_interval = interval_of(sub);
     let new_plan = req.plan;
     if new_plan.key == sub.plan_key
         && new_plan.version == sub.plan_version
@@ -410,70 +441,40 @@ pub async fn change(
         .when
         .unwrap_or(if upgrade { When::Now } else { When::PeriodEnd });
     if when == When::PeriodEnd {
-        return subs::schedule_change(
-            conn,
-            tenant_id,
-            &sub,
-            Some((new_plan, req.interval, sub.current_period_end)),
-            now,
-        )
-        .await;
+        return Ok(ChangeEffect::Scheduled {
+            at: sub.current_period_end,
+        });
     }
-
-    // Now. During a trial nothing is charged: the trial goes on, on the new plan.
     if sub.status == SubscriptionStatus::Trialing {
-        return subs::switch_plan(conn, tenant_id, &sub, (new_plan, req.interval), None, now).await;
+        return Ok(ChangeEffect::TrialSwitch);
     }
     let currency = new_plan.currency();
     let old_price = price_of(&old_plan, old_interval, members);
     let new_price = price_of(new_plan, req.interval, members);
     if req.interval == old_interval {
         // Same period; proration for the rest of it.
-        let row =
-            subs::switch_plan(conn, tenant_id, &sub, (new_plan, req.interval), None, now).await?;
-        if old_price != new_price {
-            let mut lines = proration_lines(
+        let mut lines = if old_price == new_price {
+            Vec::new()
+        } else {
+            proration_lines(
                 (&old_plan.name, old_price),
                 (&new_plan.name, new_price),
                 sub.current_period_start,
                 sub.current_period_end,
                 now,
                 currency,
-            );
-            lines.retain(|l| !l.amount.is_zero());
-            invoices::create(
-                conn,
-                plans,
-                NewInvoice {
-                    tenant_id,
-                    customer_id: &sub.customer_id,
-                    subscription_id: Some(&sub.subscription_id),
-                    billing_reason: "subscription_update",
-                    currency,
-                    period_start: now,
-                    period_end: sub.current_period_end,
-                    lines,
-                    usage: None,
-                    finalize_at: now,
-                    now,
-                },
             )
-            .await?;
-        }
-        return Ok(row);
+        };
+        lines.retain(|l| !l.amount.is_zero());
+        return Ok(ChangeEffect::Now {
+            new_period: None,
+            lines,
+            invoice_period: (now, sub.current_period_end),
+        });
     }
     // A new interval starts a new period now: credit the unused old time, charge the new
     // period in full.
     let end = add_months_clamped(now, req.interval.months() as i64);
-    let row = subs::switch_plan(
-        conn,
-        tenant_id,
-        &sub,
-        (new_plan, req.interval),
-        Some((now, end)),
-        now,
-    )
-    .await?;
     let mut lines = proration_lines(
         (&old_plan.name, old_price),
         (&new_plan.name, Decimal::ZERO),
@@ -485,6 +486,41 @@ pub async fn change(
     lines.truncate(1);
     lines.extend(base_lines(new_plan, req.interval, members, now, end));
     lines.retain(|l| !l.amount.is_zero());
+    Ok(ChangeEffect::Now {
+        new_period: Some((now, end)),
+        lines,
+        invoice_period: (now, end),
+    })
+}
+
+/// Changes a (locked) subscription's plan, as [`plan_change`] works it out.
+pub async fn change(
+    conn: &mut PgConnection,
+    plans: &PlanCache,
+    tenant_id: &TenantId,
+    sub: SubscriptionRow,
+    req: ChangeRequest<'_>,
+    now: DateTime<Utc>,
+) -> Result<SubscriptionRow> {
+    let new_plan = req.plan;
+    let effect = plan_change(conn, plans, tenant_id, &sub, &req, now).await?;
+    let (new_period, lines, invoice_period) = match effect {
+        ChangeEffect::Scheduled { at } => {
+            let change = Some((new_plan, req.interval, at));
+            return subs::schedule_change(conn, tenant_id, &sub, change, now).await;
+        }
+        ChangeEffect::TrialSwitch => {
+            let plan = (new_plan, req.interval);
+            return subs::switch_plan(conn, tenant_id, &sub, plan, None, now).await;
+        }
+        ChangeEffect::Now {
+            new_period,
+            lines,
+            invoice_period,
+        } => (new_period, lines, invoice_period),
+    };
+    let plan = (new_plan, req.interval);
+    let row = subs::switch_plan(conn, tenant_id, &sub, plan, new_period, now).await?;
     if !lines.is_empty() {
         invoices::create(
             conn,
@@ -494,9 +530,9 @@ pub async fn change(
                 customer_id: &sub.customer_id,
                 subscription_id: Some(&sub.subscription_id),
                 billing_reason: "subscription_update",
-                currency,
-                period_start: now,
-                period_end: end,
+                currency: new_plan.currency(),
+                period_start: invoice_period.0,
+                period_end: invoice_period.1,
                 lines,
                 usage: None,
                 finalize_at: now,

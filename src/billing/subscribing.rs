@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use super::lifecycle::{self, ChangeRequest, When};
+use super::lifecycle::{self, ChangeEffect, ChangeRequest, When};
 use super::subscriptions::{self as subs, NewSubscription};
 use super::views::Subscription;
 use crate::audit::{self, Origin};
@@ -143,21 +143,16 @@ fn live_or_409(row: &SubscriptionRow) -> Result<()> {
     Ok(())
 }
 
-/// Changes plan or interval: upgrades now with proration, downgrades at period end (unless
-/// `when` says otherwise).
-pub async fn change(
-    db: &PgPool,
-    origin: &Origin,
+/// The plan version a change asks for: `version` (or the newest for another plan, the one held
+/// for the same plan).
+async fn target_plan(
+    conn: &mut sqlx::PgConnection,
     plans: &PlanCache,
     tenant_id: &TenantId,
-    subscription_id: &SubscriptionId,
+    sub: &SubscriptionRow,
     body: &ChangeSubscription,
-    now: DateTime<Utc>,
-) -> Result<Subscription> {
-    let mut tx = audit::begin(db, origin).await?;
-    let sub = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
-    live_or_409(&sub)?;
-    let latest = crate::db::plans::latest_version(&mut tx, tenant_id, &body.plan)
+) -> Result<std::sync::Arc<crate::db::plans::PlanVersion>> {
+    let latest = crate::db::plans::latest_version(conn, tenant_id, &body.plan)
         .await?
         .ok_or_else(plan_not_found)?;
     let version = match &body.version {
@@ -173,26 +168,81 @@ pub async fn change(
         None if body.plan == sub.plan_key => sub.plan_version,
         None => latest,
     };
-    let plan = plans
-        .get(&mut tx, tenant_id, &body.plan, version)
+    plans
+        .get(conn, tenant_id, &body.plan, version)
         .await?
-        .ok_or_else(plan_not_found)?;
-    let interval = body.interval.unwrap_or(sub.interval);
-    let row = lifecycle::change(
-        &mut tx,
-        plans,
-        tenant_id,
-        sub,
-        ChangeRequest {
-            plan: &plan,
-            interval,
-            when: body.when,
-        },
-        now,
-    )
-    .await?;
+        .ok_or_else(plan_not_found)
+}
+
+/// Changes plan or interval: upgrades now with proration, downgrades at period end (unless
+/// `when` says otherwise).
+pub async fn change(
+    db: &PgPool,
+    origin: &Origin,
+    plans: &PlanCache,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
+    body: &ChangeSubscription,
+    now: DateTime<Utc>,
+) -> Result<Subscription> {
+    let mut tx = audit::begin(db, origin).await?;
+    let sub = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
+    live_or_409(&sub)?;
+    let plan = target_plan(&mut tx, plans, tenant_id, &sub, body).await?;
+    let request = ChangeRequest {
+        plan: &plan,
+        interval: body.interval.unwrap_or(sub.interval),
+        when: body.when,
+    };
+    let row = lifecycle::change(&mut tx, plans, tenant_id, sub, request, now).await?;
     tx.commit().await?;
     Ok(row.into())
+}
+
+/// What a change would do, worked out by the code that makes it (`lifecycle::plan_change`)
+/// and not made.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChangePreview {
+    pub plan: String,
+    pub interval: Interval,
+    pub takes_effect: When,
+    pub effective_at: DateTime<Utc>,
+    /// What is invoiced at once (zero for a change at period end or during a trial).
+    pub amount_now: rust_decimal::Decimal,
+    pub currency: String,
+}
+
+/// Previews a change of a live subscription, read-only.
+pub async fn preview_change(
+    db: &PgPool,
+    plans: &PlanCache,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
+    body: &ChangeSubscription,
+    now: DateTime<Utc>,
+) -> Result<ChangePreview> {
+    let mut conn = db.acquire().await?;
+    let sub = subs::get(&mut conn, tenant_id, subscription_id, false).await?;
+    live_or_409(&sub)?;
+    let plan = target_plan(&mut conn, plans, tenant_id, &sub, body).await?;
+    let request = ChangeRequest {
+        plan: &plan,
+        interval: body.interval.unwrap_or(sub.interval),
+        when: body.when,
+    };
+    let effect = lifecycle::plan_change(&mut conn, plans, tenant_id, &sub, &request, now).await?;
+    let (takes_effect, effective_at) = match &effect {
+        ChangeEffect::Scheduled { at } => (When::PeriodEnd, *at),
+        ChangeEffect::TrialSwitch | ChangeEffect::Now { .. } => (When::Now, now),
+    };
+    Ok(ChangePreview {
+        plan: plan.key.clone(),
+        interval: request.interval,
+        takes_effect,
+        effective_at,
+        amount_now: effect.amount_now(),
+        currency: plan.currency().to_string(),
+    })
 }
 
 /// Cancels at period end, or now (with its final invoice).

@@ -115,6 +115,17 @@ pub enum WarningLevel {
     Exceeded,
 }
 
+impl WarningLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningLevel::Safe => "safe",
+            WarningLevel::Warning => "warning",
+            WarningLevel::Critical => "critical",
+            WarningLevel::Exceeded => "exceeded",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
     pub warning: Decimal,

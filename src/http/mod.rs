@@ -17,6 +17,7 @@ pub mod leases;
 pub mod me;
 pub mod ops;
 pub mod plans;
+pub mod portal;
 pub mod state;
 pub mod stripe;
 pub mod subscriptions;
@@ -227,6 +228,7 @@ pub fn build_app(state: AppState) -> Router {
             }),
         )
         .merge(Scalar::with_url("/docs", api))
+        .merge(portal::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

@@ -2,6 +2,7 @@
 //! one throwaway cluster serves every test.
 
 mod analytics;
+mod browser;
 mod cli;
 mod conventions;
 mod credit;
@@ -14,6 +15,7 @@ mod lifecycle;
 mod members;
 mod outage;
 mod plans;
+mod portal;
 mod readme;
 mod schema;
 mod seats;

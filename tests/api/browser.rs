@@ -1,0 +1,185 @@
+//! A real headless Chromium, driven over WebDriver (Debian's `chromium` and
+//! `chromium-driver`; `.ci/run` installs them). Each test gets its own chromedriver and
+//! browser profile, on loopback only.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+/// Where Debian puts them; `CHROMIUM` and `CHROMEDRIVER` override.
+fn binary(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_string())
+}
+
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _profile: tempfile_dir::TempDir,
+}
+
+/// A throwaway directory (the browser profile), removed on drop.
+mod tempfile_dir {
+    pub struct TempDir(pub std::path::PathBuf);
+
+    impl TempDir {
+        pub fn new() -> TempDir {
+            let dir = std::env::temp_dir().join(format!("tg-chromium-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port (reading its own "started" line rather than
+    /// waiting) and a headless Chromium session.
+    pub async fn start() -> Browser {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver_bin = binary("CHROMEDRIVER", "/usr/bin/chromedriver");
+        let mut driver = Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{driver_bin} could not start ({e}): install chromium and chromium-driver")
+            });
+        let stdout = driver.stdout.take().unwrap();
+        let ready = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
+                if line
+                    .map(|l| l.contains("started successfully"))
+                    .unwrap_or(false)
+                {
+                    // Keep draining so chromedriver never blocks on a full pipe.
+                    std::thread::spawn(move || for _ in lines {});
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap();
+        assert!(ready, "chromedriver did not start");
+        let profile = tempfile_dir::TempDir::new();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": binary("CHROMIUM", "/usr/bin/chromium"),
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,1600",
+                    format!("--user-data-dir={}", profile.0.display()),
+                ],
+            }),
+        );
+        // chromedriver is plain HTTP on loopback: no TLS in the way.
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session");
+        Browser {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    /// The text of the first element matching `css`.
+    pub async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .attr(name)
+            .await
+            .unwrap()
+    }
+
+    pub async fn count(&self, css: &str) -> usize {
+        self.client.find_all(Locator::Css(css)).await.unwrap().len()
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Clicks what navigates, and waits (by WebDriver's own polling) until the browser is at
+    /// `url`, so nothing is read from the page being left.
+    pub async fn click_to(&self, css: &str, url: &str) {
+        self.click(css).await;
+        let url = reqwest::Url::parse(url).unwrap();
+        self.client
+            .wait()
+            .at_most(std::time::Duration::from_secs(10))
+            .for_url(&url)
+            .await
+            .unwrap_or_else(|e| panic!("never reached {url}: {e}"));
+    }
+
+    /// A computed style property of the first element matching `css`.
+    pub async fn style(&self, css: &str, property: &str) -> String {
+        let v = self
+            .client
+            .execute(
+                "return getComputedStyle(document.querySelector(arguments[0]))\
+                 .getPropertyValue(arguments[1]);",
+                vec![json!(css), json!(property)],
+            )
+            .await
+            .unwrap();
+        v.as_str().unwrap_or_default().trim().to_string()
+    }
+
+    pub async fn url(&self) -> String {
+        self.client.current_url().await.unwrap().to_string()
+    }
+
+    pub async fn screenshot(&self, path: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
