@@ -138,7 +138,8 @@ fn price_text(p: &PriceOut) -> String {
     }
 }
 
-fn plan_price(plan: &Plan) -> String {
+/// A plan's price, as the pages word it ("31.00 USD / month", "Free").
+pub fn plan_price(plan: &Plan) -> String {
     if plan.prices.is_empty() {
         return "Free".to_string();
     }
@@ -149,7 +150,8 @@ fn plan_price(plan: &Plan) -> String {
         .join(" + ")
 }
 
-fn entitlement_text(e: &EntitlementOut) -> String {
+/// What a plan grants of one feature ("100 / month", "unlimited", "yes").
+pub fn entitlement_text(e: &EntitlementOut) -> String {
     match e.feature_type {
         FeatureType::Boolean => if e.enabled { "yes" } else { "no" }.to_string(),
         _ if e.unlimited => "unlimited".to_string(),
@@ -192,7 +194,8 @@ fn changes(from: Option<&Plan>, to: &Plan, name_of: &dyn Fn(&str) -> String) -> 
     out
 }
 
-fn meter(r: &CheckResult, name: String) -> Meter {
+/// A usage bar from a feature's check result.
+pub fn meter(r: &CheckResult, name: String) -> Meter {
     let used = r.used.map(|u| u.0).unwrap_or_default();
     let percent = match (r.unlimited, r.limit) {
         (false, Some(limit)) if !limit.0.is_zero() => {

@@ -262,3 +262,18 @@ pub async fn list(
     let rows = db::customers::list(&mut conn, tenant_id, starting_after, limit + 1).await?;
     Ok(rows.into_iter().map(Customer::from).collect())
 }
+
+/// Up to `limit` customers whose id starts with `query` or whose email contains it, after
+/// `starting_after`, plus one more if there is one.
+pub async fn search(
+    db: &PgPool,
+    tenant_id: &TenantId,
+    query: &str,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Customer>> {
+    let mut conn = db.acquire().await?;
+    let rows =
+        db::customers::search(&mut conn, tenant_id, query, starting_after, limit + 1).await?;
+    Ok(rows.into_iter().map(Customer::from).collect())
+}

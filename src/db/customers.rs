@@ -143,3 +143,34 @@ pub async fn list(
     .fetch_all(&mut *conn)
     .await
 }
+
+/// A page of customers whose id starts with `query` or whose email contains it (either
+/// case-insensitively), by id.
+pub async fn search(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    query: &str,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<CustomerRow>, sqlx::Error> {
+    // The query is matched literally: LIKE's own wildcards in it are escaped.
+    let literal = query
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    sqlx::query_as!(
+        CustomerRow,
+        r#"SELECT customer_id AS id, email, name, metadata, net_days, credit_balance, created_at
+           FROM customers
+           WHERE tenant_id = $1 AND deleted_at IS NULL
+             AND (customer_id ILIKE $2 || '%' OR email ILIKE '%' || $2 || '%')
+             AND ($3::text IS NULL OR customer_id > $3)
+           ORDER BY customer_id LIMIT $4"#,
+        tenant_id.as_str(),
+        literal,
+        starting_after,
+        limit
+    )
+    .fetch_all(&mut *conn)
+    .await
+}

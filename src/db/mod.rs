@@ -6,6 +6,7 @@ pub mod analytics;
 pub mod api_keys;
 pub mod audit;
 pub mod check_batch;
+pub mod console_sessions;
 pub mod credit;
 pub mod customers;
 pub mod due;

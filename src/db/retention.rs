@@ -59,7 +59,11 @@ pub async fn cleanup(db: &PgPool) -> Result<u64, sqlx::Error> {
             .execute(db)
             .await?
             .rows_affected();
-    Ok(keys + leases + outbox + stripe_events + events + sessions)
+    let console = sqlx::query!("DELETE FROM console_sessions WHERE expires_at < now()")
+        .execute(db)
+        .await?
+        .rows_affected();
+    Ok(keys + leases + outbox + stripe_events + events + sessions + console)
 }
 
 /// Whose raw usage events a purge looks at.

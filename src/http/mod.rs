@@ -7,6 +7,8 @@ pub mod alerts;
 pub mod analytics;
 pub mod audit;
 pub mod auth;
+pub mod chart;
+pub mod console;
 pub mod customers;
 pub mod error;
 pub mod extract;
@@ -16,6 +18,7 @@ pub mod invoices;
 pub mod leases;
 pub mod me;
 pub mod ops;
+pub mod pages;
 pub mod plans;
 pub mod portal;
 pub mod state;
@@ -229,6 +232,7 @@ pub fn build_app(state: AppState) -> Router {
         )
         .merge(Scalar::with_url("/docs", api))
         .merge(portal::routes())
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

@@ -11,16 +11,15 @@
 
 use askama::Template;
 use axum::extract::{Form, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::pages::{csrf_token, new_nonce, Html};
 use crate::audit::{Actor, Origin};
 use crate::billing::invoicing;
 use crate::billing::subscribing::{self as subs, ChangeSubscription};
@@ -42,56 +41,6 @@ pub fn routes() -> Router<AppState> {
         .route("/portal/reactivate", post(reactivate))
         .route("/portal/invoices/{id}/pdf", get(invoice_pdf))
         .route("/static/portal.css", get(stylesheet))
-}
-
-/// The CSRF token of a session: a hash of its secret token under a purpose of its own, so
-/// only a holder of the (HttpOnly) cookie can know it, and it needs no storage.
-pub fn csrf_token(session_token: &str) -> String {
-    hex::encode(Sha256::digest(
-        format!("tollgate portal csrf\n{session_token}").as_bytes(),
-    ))
-}
-
-fn new_nonce() -> String {
-    use rand::Rng;
-    hex::encode(rand::thread_rng().gen::<[u8; 16]>())
-}
-
-/// An HTML page with the headers every portal page carries.
-struct Html {
-    status: StatusCode,
-    body: String,
-    nonce: String,
-}
-
-impl IntoResponse for Html {
-    fn into_response(self) -> Response {
-        let csp = format!(
-            "default-src 'none'; style-src 'self' 'nonce-{}'; img-src 'self' data:; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            self.nonce
-        );
-        let mut res = (self.status, self.body).into_response();
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        if let Ok(v) = HeaderValue::from_str(&csp) {
-            h.insert(header::CONTENT_SECURITY_POLICY, v);
-        }
-        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        res
-    }
 }
 
 #[derive(Template)]
@@ -220,20 +169,13 @@ impl IntoResponse for PageError {
 type PageResult<T> = Result<T, PageError>;
 
 fn render<T: Template>(status: StatusCode, t: &T, nonce: String) -> PageResult<Response> {
-    let body = t.render().map_err(|e| {
-        tracing::error!(error = %e, "portal template failed");
+    super::pages::render(status, t, nonce).map_err(|_| {
         PageError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "The page could not be shown.",
         )
-    })?;
-    Ok(Html {
-        status,
-        body,
-        nonce,
-    }
-    .into_response())
+    })
 }
 
 /// The session the cookie names, with its token; an expired, revoked or forged one is the
@@ -366,10 +308,7 @@ async fn checked(
 ) -> PageResult<(SessionCtx, Origin, Brand)> {
     let (s, token) = session(state, jar).await?;
     let brand = portal::branding(&state.db, &s).await?;
-    let expected = csrf_token(&token);
-    let ok: bool = csrf
-        .map(|c| c.as_bytes().ct_eq(expected.as_bytes()).into())
-        .unwrap_or(false);
+    let ok = super::pages::csrf_ok(&token, csrf);
     if !ok {
         return Err(PageError::csrf().with_brand(brand));
     }

@@ -3,6 +3,7 @@
 //! A key is `tg_<mode>_<tenant>_<secret>`: the tenant part lets the lookup use the
 //! tenant-leading unique index, and only the SHA-256 of the whole key is stored.
 
+pub mod console;
 pub mod sessions;
 pub mod settings;
 

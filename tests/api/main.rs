@@ -4,6 +4,7 @@
 mod analytics;
 mod browser;
 mod cli;
+mod console;
 mod conventions;
 mod credit;
 mod export;
