@@ -42,7 +42,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_scalar::{Scalar, Servable};
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use tokio::net::TcpListener;
 
@@ -190,6 +190,31 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api
 }
 
+/// `GET /docs`: Swagger UI over `/openapi.json`, its assets served from the binary (no CDN:
+/// it works offline), under a Content-Security-Policy that allows scripts from this origin
+/// only — none inline.
+fn docs_routes() -> Router<AppState> {
+    let ui = SwaggerUi::new("/docs").config(SwaggerConfig::new(["/openapi.json"]));
+    Router::from(ui).layer(axum::middleware::map_response(
+        |mut res: axum::response::Response| async move {
+            let h = res.headers_mut();
+            h.insert(
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                axum::http::HeaderValue::from_static(
+                    "default-src 'none'; script-src 'self'; style-src 'self'; \
+                     img-src 'self' data:; connect-src 'self'; font-src 'self' data:; \
+                     frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                ),
+            );
+            h.insert(
+                axum::http::header::X_FRAME_OPTIONS,
+                axum::http::HeaderValue::from_static("DENY"),
+            );
+            res
+        },
+    ))
+}
+
 /// Builds the whole application router.
 pub fn build_app(state: AppState) -> Router {
     ops::prometheus();
@@ -230,7 +255,7 @@ pub fn build_app(state: AppState) -> Router {
                 move || async move { axum::Json(api) }
             }),
         )
-        .merge(Scalar::with_url("/docs", api))
+        .merge(docs_routes())
         .merge(portal::routes())
         .merge(console::routes())
         .fallback(not_found)

@@ -175,3 +175,38 @@ async fn staff_sign_in_search_customers_read_one_and_see_mrr_by_month() {
     assert_eq!(b.url().await, format!("{}/console/login", app.base));
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_docs_render_from_the_binary_without_the_internet() {
+    let app = spawn_app().await;
+    let b = Browser::start().await;
+    b.goto(&format!("{}/docs", app.base)).await;
+    // Swagger UI draws the operations from /openapi.json; everything it loads comes from
+    // Tollgate itself (this machine has no internet, and the CSP allows only 'self').
+    let first = b
+        .client
+        .wait()
+        .at_most(std::time::Duration::from_secs(20))
+        .for_element(Locator::Css(".opblock"))
+        .await
+        .expect("the operations are listed");
+    assert!(!first.text().await.unwrap().is_empty());
+    let spec = app.get("/openapi.json", "").await;
+    let operations: usize = spec.body["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(b.count(".opblock").await, operations);
+    let page = b.client.source().await.unwrap();
+    assert!(page.contains("/v1/customers/{id}"));
+    assert!(!page.contains("cdn."));
+    b.close().await;
+    let res = reqwest::get(format!("{}/docs/", app.base)).await.unwrap();
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+}
