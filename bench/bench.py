@@ -66,6 +66,94 @@ def setup(base, admin_token, n):
     print(key)
 
 
+def pages(base, admin_token, out, rounds=100):
+    """The portal and console pages for a customer with 20 features and 100 invoices, and
+    /v1/me/check next to /v1/check: sequential requests on one connection each, latency per
+    request (loopback, so it is the server's time plus a little)."""
+    import http.client
+    import time
+    from urllib.parse import urlparse, urlencode
+
+    u = urlparse(base)
+    tenant = request("POST", base + "/admin/v1/tenants", admin_token,
+                     {"name": "pages", "mode": "test"}, (200, 201))
+    key = tenant["api_key"]
+    for i in range(20):
+        request("POST", base + "/v1/features", key,
+                {"key": f"f{i:02}", "name": f"Feature {i:02}", "type": "metered"}, (200, 201))
+    ents = [{"feature": f"f{i:02}", "limit": 1000, "reset": "month"} for i in range(20)]
+    for plan, amount, default in (("small", "10.00", True), ("big", "20.00", False)):
+        request("POST", base + "/v1/plans", key,
+                {"key": plan, "name": plan.title(), "default": default, "entitlements": ents,
+                 "prices": [{"interval": "month", "amount": amount, "currency": "usd"}]}, (200, 201))
+    request("PUT", base + "/v1/customers/heavy", key, {"email": "heavy@example.test"}, (200, 201))
+    sub = request("GET", base + "/v1/customers/heavy/subscription", key, None, (200,))
+    # 99 plan changes now, each invoiced: 100 invoices with the first.
+    for i in range(99):
+        plan = "big" if i % 2 == 0 else "small"
+        request("POST", f"{base}/v1/subscriptions/{sub['id']}/change", key,
+                {"plan": plan, "when": "now"}, (200,))
+    for i in range(20):
+        request("POST", base + "/v1/usage", key,
+                {"customer": "heavy", "feature": f"f{i:02}", "quantity": 10 * i}, (200,))
+    session = request("POST", base + "/v1/customer_sessions", key, {"customer": "heavy"}, (201,))
+
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+
+    def call(method, path, headers=None, body=None):
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, r.getheader("Set-Cookie") or "", data
+
+    def cookie_of(set_cookie, name):
+        m = re.search(name + r"=([^;]+)", set_cookie)
+        if not m:
+            raise SystemExit(f"no {name} cookie in {set_cookie!r}")
+        return m.group(1)
+
+    status, sc, _ = call("GET", "/portal?" + urlencode({"session": session["token"]}))
+    if status not in (303, 307):
+        raise SystemExit(f"/portal?session= answered {status}")
+    portal_cookie = "tg_portal=" + cookie_of(sc, "tg_portal")
+    status, sc, body = call("GET", "/console/login")
+    login_csrf = cookie_of(sc, "tg_console_login")
+    status, sc, _ = call("POST", "/console/login",
+                         {"Cookie": f"tg_console_login={login_csrf}",
+                          "Content-Type": "application/x-www-form-urlencoded"},
+                         urlencode({"csrf": login_csrf, "api_key": key}))
+    if status not in (303, 307):
+        raise SystemExit(f"/console/login answered {status}")
+    console_cookie = "tg_console=" + cookie_of(sc, "tg_console")
+
+    def timed(label, method, path, headers, body=None, n=rounds):
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            status, _sc, data = call(method, path, headers, body)
+            times.append((time.perf_counter() - t0) * 1000)
+            if status != 200:
+                raise SystemExit(f"{label}: {status} {data[:200]!r}")
+        times.sort()
+        return {"requests": n, "p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99),
+                "bytes": len(data)}
+
+    auth = {"Authorization": "Bearer " + key, "Content-Type": "application/json"}
+    me = {"Authorization": "Bearer " + session["token"], "Content-Type": "application/json"}
+    result = {
+        "portal": timed("portal", "GET", "/portal", {"Cookie": portal_cookie}),
+        "console": timed("console", "GET", "/console", {"Cookie": console_cookie}),
+        "console_customer": timed("console customer", "GET", "/console/customers/heavy",
+                                  {"Cookie": console_cookie}),
+        "check": timed("check", "POST", "/v1/check", auth,
+                       json.dumps({"customer": "heavy", "feature": "f01"}), n=10 * rounds),
+        "me_check": timed("me check", "POST", "/v1/me/check", me,
+                          json.dumps({"feature": "f01"}), n=10 * rounds),
+    }
+    with open(out, "w") as f:
+        json.dump(result, f)
+
+
 def wrk(out):
     text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
     m = re.search(r"^BENCH_JSON (\{.*\})$", text, re.M)
@@ -260,6 +348,19 @@ def report(d, out):
     lines.append(f"check / pgbench -S           = {fmt(rc)}  (target >= 0.50: {ok(t['check_ratio_ge_0.5'])}); "
                  f"check p99 <= 10 ms: {ok(t['check_p99_le_10ms'])}")
     lines.append(f"usage / pgbench usage script = {fmt(ru)}  (target >= 0.50: {ok(t['usage_ratio_ge_0.5'])})")
+    pages = load("pages")
+    if pages:
+        result["pages"] = pages
+        lines.append("pages (one connection, sequential; 20 features, 100 invoices):")
+        for k, label in (("portal", "GET /portal"), ("console", "GET /console"),
+                         ("console_customer", "GET /console/customers/{id}"),
+                         ("check", "POST /v1/check"), ("me_check", "POST /v1/me/check")):
+            r = pages[k]
+            lines.append(f"  {label:<30} p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
+                         f"  ({r['requests']} requests, {r['bytes']} bytes)")
+        portal_ok = pages["portal"]["p99_ms"] <= 50 and pages["console"]["p99_ms"] <= 50
+        result["targets"]["pages_p99_le_50ms"] = portal_ok
+        lines.append(f"  portal and console p99 <= 50 ms: {ok(portal_ok)}")
     if meta:
         lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
     lines.append("cpu% = whole-machine CPU busy during the run (load generator, server and PostgreSQL share it); "
@@ -288,6 +389,8 @@ def main(argv):
         freeport()
     elif cmd == "setup":
         setup(args[0].rstrip("/"), args[1], int(args[2]))
+    elif cmd == "pages":
+        pages(args[0].rstrip("/"), args[1], args[2])
     elif cmd == "wrk":
         wrk(args[0])
     elif cmd == "pgbench":

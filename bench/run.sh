@@ -185,6 +185,8 @@ run_wrk() {  # name path
 }
 run_wrk check /v1/check
 run_wrk usage /v1/usage
+log "pages: portal and console for 20 features and 100 invoices; /v1/me/check next to /v1/check"
+timeout 600 "$PY" "$HELPER" pages "$BASE" "$ADMIN_TOKEN" "$OUT/pages.json" || die "pages bench failed"
 
 # Stop tollgate so the baselines get the machine to themselves, as the HTTP runs did.
 kill "$TOLLGATE_PID" 2>/dev/null || true
