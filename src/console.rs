@@ -1,6 +1,7 @@
 //! The tenant console's content (SPEC §9): plans side by side, customers (search and cursor
 //! pages), MRR over the last 12 months, and one customer's subscription, usage, invoices,
-//! alerts and audit entries — from the services the API uses. The pages are `http::console`.
+//! alerts and audit entries — from the services the API uses. The pages are rendered at the
+//! HTTP edge.
 
 use chrono::{DateTime, Utc};
 

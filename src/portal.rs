@@ -2,7 +2,7 @@
 //! gathered from the same services the API uses — the plan and period, usage against limits,
 //! the other plans with what an upgrade would charge now (worked out by the change's own code,
 //! `billing::lifecycle::plan_change`), the upcoming invoice, invoices, credit and members. The
-//! page itself (HTML, cookies, CSRF) is the edge's: `http::portal`.
+//! page itself (HTML, cookies, CSRF) is rendered at the HTTP edge.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;

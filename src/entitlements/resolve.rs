@@ -12,7 +12,7 @@ use super::Entitlements;
 use crate::db::plans::PlanVersion;
 use crate::db::resolve::{self, Lookup, ResolveRow};
 use crate::domain::period::{BillingCycle, Interval, Period};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tenancy::{invalid_key, Caller, TenantCtx};
 
 /// What a customer is entitled to right now.
@@ -43,9 +43,7 @@ impl Resolved {
     }
 }
 
-pub fn customer_not_found() -> Error {
-    Error::not_found("customer_not_found", "No such customer.").with_param("customer")
-}
+pub use crate::tenancy::customer_not_found;
 
 /// `customer_not_found` unless the customer exists (and is not deleted).
 pub async fn customer_must_exist(

@@ -94,6 +94,11 @@ impl Caller {
     }
 }
 
+/// The error for a customer that does not exist (or was erased), for every service.
+pub fn customer_not_found() -> Error {
+    Error::not_found("customer_not_found", "No such customer.").with_param("customer")
+}
+
 pub fn invalid_key() -> Error {
     Error::unauthenticated("Invalid API key.")
 }

@@ -9,12 +9,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::{hash_key, DeferredKey, TenantCtx};
+use super::{customer_not_found, hash_key, DeferredKey, TenantCtx};
 use crate::audit::{self, Change, Origin, Resource};
 use crate::clock::Clock;
 use crate::db;
 use crate::db::sessions::{NewSession, SessionRow};
-use crate::entitlements::resolve::customer_not_found;
 use crate::error::{Error, Result};
 use crate::ids::{CustomerSessionId, PrefixedId, TenantId};
 
