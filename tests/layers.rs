@@ -247,3 +247,22 @@ fn the_checks_can_fail() {
         ["a -> b -> c -> a", "b -> c -> a -> b", "c -> a -> b -> c"]
     );
 }
+
+#[test]
+fn no_folder_imports_itself_around_a_loop() {
+    // The same rule between the top-level modules (`billing`, `tenancy`, …): a service may
+    // use another, but two may not use each other, even through different files.
+    let all = modules();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, text) in &all {
+        let from = top(m).to_string();
+        let deps = graph.entry(from.clone()).or_default();
+        for dep in imports(m, text, &all) {
+            let to = top(&dep).to_string();
+            if to != from {
+                deps.insert(to);
+            }
+        }
+    }
+    assert_eq!(cycles(&graph), Vec::<String>::new(), "folder import cycles");
+}
