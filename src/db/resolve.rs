@@ -13,6 +13,9 @@ pub struct Lookup {
     pub tenant_id: TenantId,
     /// Empty when the caller is already authenticated.
     pub key_hash: Vec<u8>,
+    /// `key_hash` is a customer session's: it is checked against `customer_sessions`, and the
+    /// customer is the session's (`customer` is ignored).
+    pub session: bool,
     pub customer: String,
     pub feature: String,
 }
@@ -71,6 +74,7 @@ pub async fn fetch_batch(
     let hashes: Vec<&[u8]> = lookups.iter().map(|l| l.key_hash.as_slice()).collect();
     let customers: Vec<&str> = lookups.iter().map(|l| l.customer.as_str()).collect();
     let features: Vec<&str> = lookups.iter().map(|l| l.feature.as_str()).collect();
+    let sessions: Vec<bool> = lookups.iter().map(|l| l.session).collect();
     let rows = sqlx::query_as!(
         BatchRow,
         // Every lookup is its own LATERAL subquery (OFFSET 0 keeps the planner from
@@ -87,8 +91,8 @@ pub async fn fetch_batch(
               s.current_period_end AS "current_period_end?",
               t.default_version AS "default_version?",
               u.period_start AS "counter_start?", u.used AS "counter_used?"
-       FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[])
-              WITH ORDINALITY AS r(tenant_id, key_hash, customer_id, feature_key, ord)
+       FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $6::bool[])
+              WITH ORDINALITY AS r(tenant_id, key_hash, customer_id, feature_key, is_session, ord)
        LEFT JOIN LATERAL (
            SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
                   t.critical_threshold, t.test_clock_now,
@@ -96,12 +100,23 @@ pub async fn fetch_batch(
                     WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version
            FROM tenants t WHERE t.tenant_id = r.tenant_id OFFSET 0) t ON true
        LEFT JOIN LATERAL (
-           SELECT k.key_id FROM api_keys k
-           WHERE k.tenant_id = r.tenant_id AND k.key_hash = r.key_hash
-             AND k.revoked_at IS NULL OFFSET 0) k ON true
+           SELECT k.key_id, NULL::text AS session_customer FROM api_keys k
+           WHERE NOT r.is_session AND k.tenant_id = r.tenant_id AND k.key_hash = r.key_hash
+             AND k.revoked_at IS NULL
+           UNION ALL
+           SELECT s.session_id, s.customer_id FROM customer_sessions s
+           WHERE r.is_session AND s.tenant_id = r.tenant_id AND s.token_hash = r.key_hash
+             AND s.revoked_at IS NULL AND s.expires_at > now()
+             -- An erased customer's sessions end with it.
+             AND EXISTS (SELECT 1 FROM customers e
+                         WHERE e.tenant_id = s.tenant_id AND e.customer_id = s.customer_id
+                           AND e.deleted_at IS NULL)
+           LIMIT 1) k ON true
        LEFT JOIN LATERAL (
            SELECT c.customer_id FROM customers c
-           WHERE c.tenant_id = r.tenant_id AND c.customer_id = r.customer_id
+           WHERE c.tenant_id = r.tenant_id
+             AND c.customer_id = CASE WHEN r.is_session THEN k.session_customer
+                                      ELSE r.customer_id END
              AND c.deleted_at IS NULL OFFSET 0) c ON true
        LEFT JOIN LATERAL (
            SELECT s.plan_key, s.plan_version, s.interval, s.billing_anchor,
@@ -119,7 +134,8 @@ pub async fn fetch_batch(
         &hashes as &[&[u8]],
         &customers as &[&str],
         &features as &[&str],
-        now
+        now,
+        &sessions as &[bool]
     )
     .fetch_all(&mut *conn)
     .await?;

@@ -179,6 +179,18 @@ impl Entitlements {
         let (ctx, resolved) = self
             .resolve_batched(caller, &input.customer, &input.feature)
             .await?;
+        // A customer session names no customer: it is the session's, as resolved.
+        let session_input;
+        let input = if caller.is_session() {
+            session_input = CheckInput {
+                customer: resolved.customer_id.clone(),
+                feature: input.feature.clone(),
+                quantity: input.quantity,
+            };
+            &session_input
+        } else {
+            input
+        };
         let now = ctx.now(&self.clock);
         let ent = match gate(resolved.plan.as_deref(), &input.feature) {
             Ok(ent) => ent,

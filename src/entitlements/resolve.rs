@@ -17,6 +17,8 @@ use crate::tenancy::{invalid_key, Caller, TenantCtx};
 
 /// What a customer is entitled to right now.
 pub struct Resolved {
+    /// The customer (for a customer session's check, the session's).
+    pub customer_id: String,
     /// `None`: no live subscription and no default plan.
     pub plan: Option<Arc<PlanVersion>>,
     pub billing: Option<BillingCycle>,
@@ -104,6 +106,7 @@ impl Entitlements {
             .lookup(Lookup {
                 tenant_id: caller.tenant_id().clone(),
                 key_hash: caller.key_hash().to_vec(),
+                session: caller.is_session(),
                 customer: clean(customer_id),
                 feature: clean(feature),
             })
@@ -133,9 +136,16 @@ impl Entitlements {
         row: Option<ResolveRow>,
         counter_read: bool,
     ) -> Result<(TenantCtx, Resolved)> {
+        let refused = || {
+            if caller.is_session() {
+                crate::tenancy::sessions::invalid_session()
+            } else {
+                invalid_key()
+            }
+        };
         let row = match (caller, row) {
-            (_, None) => return Err(invalid_key()),
-            (Caller::Deferred(_), Some(r)) if r.key_id.is_none() => return Err(invalid_key()),
+            (_, None) => return Err(refused()),
+            (Caller::Deferred(_), Some(r)) if r.key_id.is_none() => return Err(refused()),
             (_, Some(r)) => r,
         };
         let ctx = match caller {
@@ -150,9 +160,9 @@ impl Entitlements {
                 test_clock_now: row.test_clock_now,
             },
         };
-        if row.customer_id.is_none() {
+        let Some(customer_id) = row.customer_id.clone() else {
             return Err(customer_not_found());
-        }
+        };
         let latest_counter = row.counter_start.zip(row.counter_used);
         if let (Some(key), Some(version), Some(interval), Some(anchor), Some(start), Some(end)) = (
             row.plan_key,
@@ -175,6 +185,7 @@ impl Entitlements {
             return Ok((
                 ctx,
                 Resolved {
+                    customer_id,
                     plan,
                     billing,
                     latest_counter,
@@ -191,6 +202,7 @@ impl Entitlements {
         Ok((
             ctx,
             Resolved {
+                customer_id,
                 plan,
                 billing: None,
                 latest_counter,

@@ -121,11 +121,7 @@ pub async fn require_session(
         ApiError::unauthenticated("Missing customer session: send `Authorization: Bearer cs_…`.")
     })?;
     if tenancy::parse_key(token).is_some() {
-        return Err(ApiError::forbidden(
-            "customer_session_required",
-            "The /v1/me routes act for a customer session; use a cs_… token \
-             (POST /v1/customer_sessions).",
-        ));
+        return Err(session_required());
     }
     let token =
         sessions::parse_token(token).ok_or_else(|| ApiError::from(sessions::invalid_session()))?;
@@ -134,6 +130,69 @@ pub async fn require_session(
     parts.extensions.insert(session.tenant.clone());
     parts.extensions.insert(session);
     idempotency::idempotency(State(state), Request::from_parts(parts, body), next).await
+}
+
+/// Middleware for `POST /v1/me/check`: the session's token is only parsed here and checked
+/// inside the check's own statement (`db::resolve::fetch_batch`), as `/v1/check` does with
+/// keys, so a session's check is one round trip too. With an Idempotency-Key it goes the
+/// ordinary way ([`require_session`]), since replaying needs the session first.
+pub async fn defer_session_unless_idempotent(
+    state: State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if req.headers().contains_key(IDEMPOTENCY_KEY) {
+        return require_session(state, req, next).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let token = bearer(&parts).ok_or_else(|| {
+        ApiError::unauthenticated("Missing customer session: send `Authorization: Bearer cs_…`.")
+    })?;
+    if tenancy::parse_key(token).is_some() {
+        return Err(session_required());
+    }
+    let key =
+        sessions::parse_token(token).ok_or_else(|| ApiError::from(sessions::invalid_session()))?;
+    tracing::Span::current().record("tenant", key.tenant_id.as_str());
+    parts.extensions.insert(key);
+    Ok(next.run(Request::from_parts(parts, body)).await)
+}
+
+/// A tenant key on a `/v1/me` route (SPEC §9: these act for a customer session).
+fn session_required() -> ApiError {
+    ApiError::forbidden(
+        "customer_session_required",
+        "The /v1/me routes act for a customer session; use a cs_… token \
+         (POST /v1/customer_sessions).",
+    )
+}
+
+/// Who a `/v1/me` check is for: a session already authenticated (its customer known), or a
+/// session token the check's own statement will authenticate (its customer resolved there).
+pub struct MeCaller {
+    pub caller: Caller,
+    /// Empty when the check resolves it from the session.
+    pub customer: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for MeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(s) = parts.extensions.get::<SessionCtx>() {
+            return Ok(MeCaller {
+                caller: Caller::Ready(s.tenant.clone()),
+                customer: s.customer_id.clone(),
+            });
+        }
+        match parts.extensions.get::<DeferredKey>() {
+            Some(key) if key.session => Ok(MeCaller {
+                caller: Caller::Deferred(key.clone()),
+                customer: String::new(),
+            }),
+            _ => Err(ApiError::unauthenticated("Missing customer session.")),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for SessionCtx {

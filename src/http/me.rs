@@ -7,6 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::auth::MeCaller;
 use super::error::ApiResult;
 use super::extract::{IdPath, Json, List, OptionalJson, PageParams, Query};
 use crate::audit::Origin;
@@ -22,7 +23,7 @@ use crate::entitlements::check::{CheckInput, CheckResult, EntitlementList};
 use crate::entitlements::readouts::CurrentUsage;
 use crate::ids::{CustomerSessionId, InvoiceId};
 use crate::tenancy::sessions::{self, CreateSession, CreatedSession, CustomerSession, SessionCtx};
-use crate::tenancy::{Caller, TenantCtx};
+use crate::tenancy::TenantCtx;
 use crate::AppState;
 
 #[utoipa::path(post, path = "/v1/customer_sessions", tag = "customer_sessions",
@@ -92,16 +93,17 @@ pub struct MeCheck {
     responses((status = 200, body = CheckResult), (status = 400, body = crate::http::error::ErrorBody)))]
 pub async fn check(
     State(state): State<AppState>,
-    s: SessionCtx,
+    me: MeCaller,
     Json(body): Json<MeCheck>,
 ) -> ApiResult<axum::Json<CheckResult>> {
     let input = CheckInput {
-        customer: s.customer_id,
+        customer: me.customer,
         feature: body.feature,
         quantity: body.quantity,
     };
-    let caller = Caller::Ready(s.tenant);
-    Ok(axum::Json(state.entitlements.check(&caller, &input).await?))
+    Ok(axum::Json(
+        state.entitlements.check(&me.caller, &input).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/me/usage", tag = "me",

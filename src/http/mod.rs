@@ -149,7 +149,6 @@ fn me_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(me::me))
         .routes(routes!(me::entitlements))
-        .routes(routes!(me::check))
         .routes(routes!(me::usage))
         .routes(routes!(me::subscription))
         .routes(routes!(me::invoices))
@@ -160,6 +159,12 @@ fn me_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(me::change_subscription))
         .routes(routes!(me::cancel_subscription))
         .routes(routes!(me::reactivate_subscription))
+}
+
+/// `POST /v1/me/check`: the session is checked inside the check's own statement (unless the
+/// request carries an Idempotency-Key; see `auth::defer_session_unless_idempotent`).
+fn me_check_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(me::check))
 }
 
 fn admin_routes() -> OpenApiRouter<AppState> {
@@ -184,6 +189,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(check_routes())
         .merge(usage_routes())
         .merge(me_routes())
+        .merge(me_check_routes())
         .merge(admin_routes())
         .merge(ops_routes())
         .split_for_parts();
@@ -233,6 +239,10 @@ pub fn build_app(state: AppState) -> Router {
         state.clone(),
         auth::require_session,
     ));
+    let me_check = me_check_routes().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::defer_session_unless_idempotent,
+    ));
     let admin = admin_routes().layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_admin,
@@ -242,6 +252,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(check)
         .merge(usage)
         .merge(me)
+        .merge(me_check)
         .merge(admin)
         .merge(ops_routes())
         .split_for_parts();

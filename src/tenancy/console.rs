@@ -60,6 +60,7 @@ fn parse(token: &str) -> Option<DeferredKey> {
     Some(DeferredKey {
         tenant_id: TenantId::parse(&format!("ten_{tenant}"))?,
         key_hash: hash_key(token),
+        session: false,
     })
 }
 

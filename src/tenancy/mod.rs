@@ -68,6 +68,9 @@ impl From<db::tenants::TenantKeyRow> for TenantCtx {
 pub struct DeferredKey {
     pub tenant_id: TenantId,
     pub key_hash: Vec<u8>,
+    /// A customer session's token (`cs_…`) rather than an API key: the query checks it
+    /// against `customer_sessions`, and the customer is the session's.
+    pub session: bool,
 }
 
 /// Who is calling: already authenticated, or to be authenticated by the operation's query.
@@ -92,6 +95,11 @@ impl Caller {
             Caller::Deferred(k) => &k.key_hash,
         }
     }
+
+    /// Whether the deferred credential is a customer session's token.
+    pub fn is_session(&self) -> bool {
+        matches!(self, Caller::Deferred(k) if k.session)
+    }
 }
 
 /// The error for a customer that does not exist (or was erased), for every service.
@@ -112,6 +120,7 @@ pub fn parse_key(token: &str) -> Option<DeferredKey> {
     Some(DeferredKey {
         tenant_id: tenant_of_key(token)?,
         key_hash: hash_key(token),
+        session: false,
     })
 }
 

@@ -85,6 +85,7 @@ pub fn parse_token(token: &str) -> Option<DeferredKey> {
     Some(DeferredKey {
         tenant_id: TenantId::parse(&format!("ten_{tenant}"))?,
         key_hash: hash_key(token),
+        session: true,
     })
 }
 

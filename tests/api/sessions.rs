@@ -299,6 +299,10 @@ async fn a_session_sees_nothing_else_and_ends_when_revoked_or_expired() {
     let r = app.get("/v1/me", &t.key).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.code(), "customer_session_required");
+    let r = app
+        .post("/v1/me/check", &t.key, json!({"feature": "calls"}))
+        .await;
+    assert_eq!(r.code(), "customer_session_required");
 
     // Unknown or forged tokens are 401.
     for bad in [
@@ -326,6 +330,12 @@ async fn a_session_sees_nothing_else_and_ends_when_revoked_or_expired() {
     assert!(revoked.body["revoked_at"].is_string());
     let r = app.get("/v1/me", cs).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // The check authenticates the session inside its own statement: revoked is 401 there too.
+    let r = app
+        .post("/v1/me/check", cs, json!({"feature": "calls"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    assert_eq!(r.error_type(), "authentication");
 
     // Lifetimes: 60 s to a day; another customer's or a missing one is a 404.
     for ttl in [59, 86_401] {
@@ -364,6 +374,10 @@ async fn a_session_sees_nothing_else_and_ends_when_revoked_or_expired() {
     );
     let r = app.get("/v1/me", token(&bob)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = app
+        .post("/v1/me/check", token(&bob), json!({"feature": "calls"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
     // An expired one is 401 (expiry is real time: staged through the test support).
     let short = session(&app, &t, "alice").await;
     tollgate::testing::stored::expire_customer_session(
@@ -375,6 +389,10 @@ async fn a_session_sees_nothing_else_and_ends_when_revoked_or_expired() {
     .unwrap();
     let r = app.get("/v1/me", token(&short)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = app
+        .post("/v1/me/check", token(&short), json!({"feature": "calls"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
 }
 
 #[tokio::test]
