@@ -46,8 +46,9 @@ impl<S: Send + Sync> FromRequestParts<S> for TenantCtx {
     }
 }
 
-/// Who a request acts as, for the audit log: the tenant's API key on `/v1`, the operator on
-/// `/admin/v1` (set by [`require_admin`]), with the request's `x-request-id`.
+/// Who a request acts as, for the audit log: the tenant's API key on `/v1`, the customer
+/// session on `/v1/me`, the operator on `/admin/v1` (set by [`require_admin`]), with the
+/// request's `x-request-id`.
 impl<S: Send + Sync> FromRequestParts<S> for Origin {
     type Rejection = ApiError;
 
