@@ -199,9 +199,12 @@ def pgbench(out, logdir):
                 else:  # "failed" / "skipped"
                     failed += 1
     lat.sort()
+    tm = re.search(r"^number of transactions actually processed: (\d+)", text, re.M)
     res = {
         "tps": tps,
-        "transactions": len(lat),
+        "transactions": int(tm.group(1)) if tm else None,
+        # From the separate, sampled latency run.
+        "latency_samples": len(lat),
         "p50_ms": percentile(lat, 50) / 1000,
         "p90_ms": percentile(lat, 90) / 1000,
         "p99_ms": percentile(lat, 99) / 1000,
