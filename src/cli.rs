@@ -264,6 +264,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 admin_token(&config, db.embedded.is_some())?,
                 std::time::Duration::from_secs(config.request_timeout_seconds),
                 config.check_batch_workers,
+                config.usage_batch_workers,
             );
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await

@@ -16,7 +16,7 @@ pub use secrecy::{ExposeSecret, SecretString as Secret};
 const BUILTIN_DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// The keys a file or a `TOLLGATE_<KEY>` variable may set.
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "listen",
     "data_dir",
     "log",
@@ -24,6 +24,7 @@ const KEYS: [&str; 8] = [
     "db_max_connections",
     "request_timeout_seconds",
     "check_batch_workers",
+    "usage_batch_workers",
     "stripe_max_attempts",
 ];
 
@@ -38,6 +39,7 @@ struct Layers {
     db_max_connections: u32,
     request_timeout_seconds: u64,
     check_batch_workers: Option<usize>,
+    usage_batch_workers: Option<usize>,
     stripe_max_attempts: i32,
 }
 
@@ -58,6 +60,8 @@ pub struct Config {
     pub request_timeout_seconds: u64,
     /// Check statements in flight at once (`None`: half the cores, at least one).
     pub check_batch_workers: Option<usize>,
+    /// Usage statements (group commits) in flight at once (`None`: the cores, at least two).
+    pub usage_batch_workers: Option<usize>,
     /// Attempts at sending an outbox row to Stripe before it is parked as failed.
     pub stripe_max_attempts: i32,
     pub database_url: Option<Secret>,
@@ -101,6 +105,7 @@ impl Config {
             db_max_connections: layers.db_max_connections.max(1),
             request_timeout_seconds: layers.request_timeout_seconds.max(1),
             check_batch_workers: layers.check_batch_workers.filter(|n| *n > 0),
+            usage_batch_workers: layers.usage_batch_workers.filter(|n| *n > 0),
             stripe_max_attempts: layers.stripe_max_attempts.max(1),
             database_url: secret("DATABASE_URL"),
             admin_token: secret("TOLLGATE_ADMIN_TOKEN"),

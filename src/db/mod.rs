@@ -12,6 +12,7 @@ pub mod customers;
 pub mod due;
 pub mod erasure;
 pub mod features;
+pub mod gather;
 pub mod hot_pool;
 pub mod idempotency;
 pub mod inspect;
@@ -29,6 +30,7 @@ pub mod stripe_events;
 pub mod subscriptions;
 pub mod tenants;
 pub mod usage;
+pub mod usage_batch;
 pub mod webhooks;
 
 /// Is this error a unique violation of the named constraint/index?

@@ -1,6 +1,6 @@
-//! Usage events and per-period counters. Recording is one statement: the event insert
-//! (deduplicated by its id) and a conditional counter upsert that refuses to pass the ceiling.
-//! Nothing reads a counter and then writes it.
+//! Usage events and per-period counters. Recording is one statement for a whole batch of
+//! events: the event inserts (deduplicated by id) and conditional counter upserts that refuse
+//! to pass the ceiling. Nothing reads a counter and then writes it.
 
 use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
@@ -10,17 +10,19 @@ use sqlx::PgConnection;
 use crate::domain::entitlement::{Aggregation, Thresholds};
 use crate::domain::period::Period;
 
-pub struct NewEvent<'a> {
-    pub tenant_id: &'a TenantId,
-    pub event_id: &'a str,
-    pub customer_id: &'a str,
-    pub feature_key: &'a str,
+/// One usage event to record (owned: events wait in the group-commit queue, `usage_batch`).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub tenant_id: TenantId,
+    pub event_id: String,
+    pub customer_id: String,
+    pub feature_key: String,
     pub quantity: Decimal,
     pub occurred_at: DateTime<Utc>,
     pub period: Period,
-    pub member_id: Option<&'a str>,
+    pub member_id: Option<String>,
     pub billable: bool,
-    pub properties: Option<&'a serde_json::Value>,
+    pub properties: Option<serde_json::Value>,
     pub aggregation: Aggregation,
     /// The highest counter level the event may leave (`None` = no ceiling).
     pub ceiling: Option<Decimal>,
@@ -28,7 +30,10 @@ pub struct NewEvent<'a> {
     pub limit: Option<Decimal>,
     pub thresholds: Thresholds,
     /// The Stripe meter the event is reported to, if any.
-    pub meter_event: Option<&'a str>,
+    pub meter_event: Option<String>,
+    /// The plan refuses it: it is answered [`Outcome::Duplicate`] if its id was recorded
+    /// before, else [`Outcome::Refused`], and nothing is written.
+    pub refused: bool,
     /// The tenant's clock (alert times).
     pub now: DateTime<Utc>,
 }
@@ -48,104 +53,104 @@ pub enum Outcome {
     Recorded { used: Decimal },
     /// The id was seen before; nothing changed.
     Duplicate { event: StoredEvent, used: Decimal },
-    /// It would pass the ceiling; nothing was written.
+    /// It would pass the ceiling (or the plan refuses it); nothing was written.
     Refused,
     /// Its timestamp is in a period whose invoice is finalized; nothing was written.
     PeriodClosed,
 }
 
-/// Records one event in one round trip (`tollgate_record_usage`, migration 4): the event
-/// insert, the conditional counter upsert, the alerts it crosses into (with their webhook
-/// events) and its Stripe meter outbox row commit or abort together.
-pub async fn record(conn: &mut PgConnection, ev: &NewEvent<'_>) -> Result<Outcome, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"SELECT outcome AS "outcome!", used AS "used!", customer_id AS "customer_id!",
-                  feature_key AS "feature_key!", quantity AS "quantity!",
-                  occurred_at AS "occurred_at!"
-           FROM tollgate_record_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                                      $14, $15, $16, $17, $18)"#,
-        ev.tenant_id.as_str(),
-        ev.event_id,
-        ev.customer_id,
-        ev.feature_key,
-        ev.quantity,
-        ev.occurred_at,
-        ev.period.start,
-        ev.period.end,
-        ev.member_id,
-        ev.billable,
-        ev.properties,
-        ev.aggregation == Aggregation::Max,
-        ev.ceiling,
-        ev.limit,
-        ev.thresholds.warning,
-        ev.thresholds.critical,
-        ev.meter_event,
-        ev.now
-    )
-    .fetch_one(&mut *conn)
-    .await;
-    let row = match row {
-        Ok(row) => row,
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(REFUSED) => {
-            return Ok(Outcome::Refused)
-        }
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(CLOSED) => {
-            return Ok(Outcome::PeriodClosed)
-        }
-        Err(e) => return Err(e),
-    };
-    if row.outcome == "duplicate" {
-        return Ok(Outcome::Duplicate {
-            event: StoredEvent {
-                event_id: ev.event_id.to_string(),
-                customer_id: row.customer_id,
-                feature_key: row.feature_key,
-                quantity: row.quantity,
-                occurred_at: row.occurred_at,
-            },
-            used: row.used,
-        });
-    }
-    Ok(Outcome::Recorded { used: row.used })
-}
-
-/// The SQLSTATE `tollgate_record_usage` raises when an event would pass its ceiling.
-const REFUSED: &str = "TG402";
-/// The SQLSTATE it raises for an event in a closed period.
-const CLOSED: &str = "TG409";
-
-/// A stored event and its counter's value now, if the id was recorded.
-pub async fn stored_event(
+/// Records a batch of events in one statement, so in one transaction and one commit
+/// (`tollgate_record_usage_batch`, migration 10): the events (deduplicated by id, also within
+/// the batch), their counters (coalesced per counter, applied in arrival order against the
+/// ceiling), the alerts they cross into (with their webhook events) and their Stripe meter
+/// outbox rows commit or abort together. One outcome per event, in order.
+pub async fn record_batch(
     conn: &mut PgConnection,
-    tenant_id: &TenantId,
-    event_id: &str,
-) -> Result<Option<(StoredEvent, Decimal)>, sqlx::Error> {
-    let row = sqlx::query!(
-        r#"SELECT e.event_id, e.customer_id, e.feature_key, e.quantity, e.occurred_at,
-                  COALESCE(c.used, 0) AS "used!"
-           FROM usage_events e
-           LEFT JOIN usage_counters c
-             ON c.tenant_id = e.tenant_id AND c.customer_id = e.customer_id
-            AND c.feature_key = e.feature_key AND c.period_start = e.period_start
-           WHERE e.tenant_id = $1 AND e.event_id = $2"#,
-        tenant_id.as_str(),
-        event_id
+    events: &[NewEvent],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let col = |f: fn(&NewEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
+    let tenants = col(|e| e.tenant_id.as_str());
+    let ids = col(|e| &e.event_id);
+    let customers = col(|e| &e.customer_id);
+    let features = col(|e| &e.feature_key);
+    let quantities: Vec<Decimal> = events.iter().map(|e| e.quantity).collect();
+    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let starts: Vec<DateTime<Utc>> = events.iter().map(|e| e.period.start).collect();
+    let ends: Vec<Option<DateTime<Utc>>> = events.iter().map(|e| e.period.end).collect();
+    let members: Vec<Option<&str>> = events.iter().map(|e| e.member_id.as_deref()).collect();
+    let billable: Vec<bool> = events.iter().map(|e| e.billable).collect();
+    let properties: Vec<Option<serde_json::Value>> =
+        events.iter().map(|e| e.properties.clone()).collect();
+    let is_max: Vec<bool> = events
+        .iter()
+        .map(|e| e.aggregation == Aggregation::Max)
+        .collect();
+    let ceilings: Vec<Option<Decimal>> = events.iter().map(|e| e.ceiling).collect();
+    let limits: Vec<Option<Decimal>> = events.iter().map(|e| e.limit).collect();
+    let warnings: Vec<Decimal> = events.iter().map(|e| e.thresholds.warning).collect();
+    let criticals: Vec<Decimal> = events.iter().map(|e| e.thresholds.critical).collect();
+    let meters: Vec<Option<&str>> = events.iter().map(|e| e.meter_event.as_deref()).collect();
+    let refused: Vec<bool> = events.iter().map(|e| e.refused).collect();
+    let nows: Vec<DateTime<Utc>> = events.iter().map(|e| e.now).collect();
+    let rows = sqlx::query!(
+        r#"SELECT out_ord AS "ord!", out_outcome AS "outcome!", out_used AS used,
+                  out_customer AS "customer_id!", out_feature AS "feature_key!",
+                  out_quantity AS "quantity!", out_occurred_at AS "occurred_at!"
+           FROM tollgate_record_usage_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                            $13, $14, $15, $16, $17, $18, $19)"#,
+        &tenants as &[&str],
+        &ids as &[&str],
+        &customers as &[&str],
+        &features as &[&str],
+        &quantities,
+        &occurred,
+        &starts,
+        &ends as &[Option<DateTime<Utc>>],
+        &members as &[Option<&str>],
+        &billable,
+        &properties as &[Option<serde_json::Value>],
+        &is_max,
+        &ceilings as &[Option<Decimal>],
+        &limits as &[Option<Decimal>],
+        &warnings,
+        &criticals,
+        &meters as &[Option<&str>],
+        &refused,
+        &nows
     )
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(row.map(|r| {
-        (
-            StoredEvent {
-                event_id: r.event_id,
-                customer_id: r.customer_id,
-                feature_key: r.feature_key,
-                quantity: r.quantity,
-                occurred_at: r.occurred_at,
+    if rows.len() != events.len() {
+        return Err(sqlx::Error::Protocol(format!(
+            "tollgate_record_usage_batch answered {} of {} events",
+            rows.len(),
+            events.len()
+        )));
+    }
+    Ok(rows
+        .into_iter()
+        .zip(events)
+        .map(|(row, ev)| match row.outcome.as_str() {
+            "recorded" => Outcome::Recorded {
+                used: row.used.unwrap_or_default(),
             },
-            r.used,
-        )
-    }))
+            "duplicate" => Outcome::Duplicate {
+                event: StoredEvent {
+                    event_id: ev.event_id.clone(),
+                    customer_id: row.customer_id,
+                    feature_key: row.feature_key,
+                    quantity: row.quantity,
+                    occurred_at: row.occurred_at,
+                },
+                used: row.used.unwrap_or_default(),
+            },
+            "period_closed" => Outcome::PeriodClosed,
+            _ => Outcome::Refused,
+        })
+        .collect())
 }
 
 /// A counter's value (0 when nothing was recorded in the period).

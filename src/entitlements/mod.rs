@@ -14,9 +14,10 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::clock::Clock;
-use crate::db::check_batch::CheckBatcher;
+use crate::db::check_batch::{CheckBatcher, CheckJob};
 use crate::db::hot_pool::HotPool;
 use crate::db::plans::PlanCache;
+use crate::db::usage_batch::{UsageBatcher, UsageJob};
 
 /// What the entitlement operations need: the general pool, the hot path's pool and check
 /// batcher (`db::hot_pool`, `db::check_batch`), the plan-version cache and the clock.
@@ -26,25 +27,37 @@ pub struct Entitlements {
     pub hot: Arc<HotPool>,
     /// Resolves concurrent checks together (see `db::check_batch`).
     pub checks: CheckBatcher,
+    /// Records concurrent usage events together, one commit for all (see `db::usage_batch`).
+    pub usage: UsageBatcher,
     pub plans: Arc<PlanCache>,
     pub clock: Clock,
 }
 
 impl Entitlements {
-    /// Builds the hot path's pool beside `db` (as many connections as `db` may open) and
-    /// `check_workers` check statements in flight at once.
-    pub fn new(db: PgPool, plans: Arc<PlanCache>, clock: Clock, check_workers: usize) -> Self {
+    /// Builds the hot path's pool beside `db` (as many connections as `db` may open), with
+    /// `check_workers` check statements and `usage_workers` usage statements in flight at once.
+    pub fn new(
+        db: PgPool,
+        plans: Arc<PlanCache>,
+        clock: Clock,
+        check_workers: usize,
+        usage_workers: usize,
+    ) -> Self {
         let max = db.options().get_max_connections() as usize;
         let hot = Arc::new(HotPool::new((*db.connect_options()).clone(), max));
         let checks = CheckBatcher::new(
             hot.clone(),
             check_workers.clamp(1, max.max(1)),
-            Clock::real_time,
+            CheckJob {
+                now: Clock::real_time,
+            },
         );
+        let usage = UsageBatcher::new(hot.clone(), usage_workers.clamp(1, max.max(1)), UsageJob);
         Entitlements {
             db,
             hot,
             checks,
+            usage,
             plans,
             clock,
         }

@@ -1,18 +1,26 @@
 //! Recording usage (`POST /v1/usage`, `POST /v1/usage/batch`): validation, the gate, then
-//! one atomic statement (`db::usage::record`). A retry of a recorded event id answers
-//! `duplicate: true` whatever has changed since.
+//! one atomic statement for many events (`db::usage::record_batch`). A single event is
+//! gathered with concurrent ones (`db::usage_batch`, group commit); a batch is its own. A
+//! retry of a recorded event id answers `duplicate: true` whatever has changed since.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 
 use super::check::{completed, feature_type};
+use super::resolve::Resolved;
 use super::Entitlements;
+use crate::db::hot_pool::LazyConn;
 use crate::db::plans::PlanVersion;
-use crate::db::usage::{self, NewEvent, Outcome, StoredEvent};
-use crate::domain::entitlement::{Denial, FeatureType, Thresholds, WarningLevel};
-use crate::domain::period::counter_period;
+use crate::db::usage::{NewEvent, Outcome, StoredEvent};
+use crate::db::usage_batch::record_isolated;
+use crate::domain::entitlement::{
+    Aggregation, Denial, Entitlement, FeatureType, Thresholds, WarningLevel,
+};
+use crate::domain::period::{counter_period, epoch, Period};
 use crate::domain::plan::gate;
 use crate::domain::qty::{validate_quantity, Qty};
 use crate::error::{Error, Kind, Result};
@@ -164,31 +172,105 @@ fn validate(input: &UsageInput, header_id: Option<&str>) -> Result<(Decimal, Str
     Ok((quantity, event_id))
 }
 
+/// An event ready to record, and what its answer needs.
+struct Prepared {
+    event: NewEvent,
+    answer: Answer,
+}
+
+/// What turns an [`Outcome`] into the API's answer.
+struct Answer {
+    id: String,
+    customer: String,
+    feature: String,
+    quantity: Decimal,
+    timestamp: DateTime<Utc>,
+    /// `None` when the plan refuses the event.
+    ent: Option<Entitlement>,
+    plan: Option<Arc<PlanVersion>>,
+    thresholds: Thresholds,
+    /// What [`Outcome::Refused`] means for this event.
+    refusal: Denial,
+}
+
+impl Answer {
+    fn into_result(self, outcome: Outcome) -> Result<UsageResult> {
+        match outcome {
+            Outcome::Recorded { used } => {
+                let limit = self.ent.as_ref().and_then(|e| e.limit);
+                Ok(UsageResult {
+                    id: self.id,
+                    customer: self.customer,
+                    feature: self.feature,
+                    quantity: Qty(self.quantity),
+                    timestamp: self.timestamp,
+                    duplicate: false,
+                    used: Qty(used),
+                    remaining: self.ent.as_ref().and_then(|e| e.remaining(used)).map(Qty),
+                    limit: limit.map(Qty),
+                    warning_level: self.thresholds.level(used, limit),
+                })
+            }
+            Outcome::Duplicate { event, used } => Ok(duplicate_result(
+                self.plan.as_deref(),
+                &self.thresholds,
+                event,
+                used,
+            )),
+            Outcome::Refused => Err(refusal(self.refusal)),
+            Outcome::PeriodClosed => Err(period_closed()),
+        }
+    }
+}
+
+/// The features of one tenant known to exist (a refused event's feature is looked up once).
+type KnownFeatures = HashMap<String, ()>;
+
 impl Entitlements {
     /// Records one usage event. `header_id` is the request's Idempotency-Key, the event id
-    /// when the body has none.
+    /// when the body has none. The caller's key, tenant, customer and plan are resolved with
+    /// concurrent checks (`db::check_batch`), and the event is recorded with concurrent
+    /// events, committed together (`db::usage_batch`); the answer comes after the commit.
     pub async fn record(
         &self,
         caller: &Caller,
         input: UsageInput,
         header_id: Option<&str>,
     ) -> Result<UsageResult> {
-        let mut conn = self.hot.acquire().await?;
-        let result = self.record_on(&mut conn, caller, input, header_id).await;
-        conn.finish(completed(&result));
-        result
+        let (quantity, event_id) = validate(&input, header_id)?;
+        // The counter lookup of the resolve statement is not needed: no feature.
+        let (ctx, resolved) = self.resolve_batched(caller, &input.customer, "").await?;
+        let mut conn = LazyConn::new(&self.hot);
+        let prepared = self
+            .prepare(
+                &mut conn,
+                &mut KnownFeatures::new(),
+                &ctx,
+                &resolved,
+                input,
+                quantity,
+                event_id,
+            )
+            .await;
+        conn.finish(completed(&prepared));
+        let Prepared { event, answer } = prepared?;
+        let outcome = self.usage.submit(event).await??;
+        answer.into_result(outcome)
     }
 
-    async fn record_on(
+    /// Validates an event against the customer's plan and builds its row. A feature the plan
+    /// does not grant is looked up (once per batch) so an unknown one is a 404.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare(
         &self,
-        conn: &mut PgConnection,
-        caller: &Caller,
+        conn: &mut LazyConn<'_>,
+        known: &mut KnownFeatures,
+        ctx: &TenantCtx,
+        resolved: &Resolved,
         input: UsageInput,
-        header_id: Option<&str>,
-    ) -> Result<UsageResult> {
-        let (quantity, event_id) = validate(&input, header_id)?;
-        // Key (on the hot path), tenant, customer and plan in one round trip.
-        let (ctx, resolved) = self.resolve_on(conn, caller, &input.customer, None).await?;
+        quantity: Decimal,
+        event_id: String,
+    ) -> Result<Prepared> {
         let now = ctx.now(&self.clock);
         let timestamp = input.timestamp.map_or(now, |t| t.trunc_subsecs(6));
         if timestamp > now + MAX_CLOCK_SKEW {
@@ -199,89 +281,87 @@ impl Entitlements {
             ));
         }
         let plan = resolved.plan.as_deref();
-        let ent = match gate(plan, &input.feature) {
-            Ok(ent) => ent,
+        let thresholds = ctx.thresholds();
+        let granted = match gate(plan, &input.feature) {
+            Ok(ent) if ent.feature_type != FeatureType::Metered => {
+                return Err(Error::invalid_param(
+                    "feature_not_metered",
+                    "feature",
+                    "Usage is recorded only for metered features (concurrency features use leases).",
+                ))
+            }
+            Ok(ent) if ent.enabled => Ok(ent),
+            Ok(_) => Err(Denial::NotInPlan),
             Err(denial) => {
                 // An unknown feature is a 404 whatever the plan says.
-                feature_type(conn, &ctx.tenant_id, &input.feature).await?;
-                return self
-                    .refuse_unless_duplicate(conn, &ctx, plan, &event_id, refusal(denial))
-                    .await;
+                if !known.contains_key(&input.feature) {
+                    feature_type(conn.get().await?, &ctx.tenant_id, &input.feature).await?;
+                    known.insert(input.feature.clone(), ());
+                }
+                Err(denial)
             }
         };
-        if ent.feature_type != FeatureType::Metered {
-            return Err(Error::invalid_param(
-                "feature_not_metered",
-                "feature",
-                "Usage is recorded only for metered features (concurrency features use leases).",
-            ));
-        }
-        if !ent.enabled {
-            return self
-                .refuse_unless_duplicate(conn, &ctx, plan, &event_id, refusal(Denial::NotInPlan))
-                .await;
-        }
-        let period = counter_period(ent.reset, timestamp, resolved.billing.as_ref());
         let enforce = input.enforce.unwrap_or(true);
-        let thresholds = ctx.thresholds();
+        let (period, ceiling, refusal, ent) = match granted {
+            Ok(ent) => (
+                counter_period(ent.reset, timestamp, resolved.billing.as_ref()),
+                if enforce { ent.ceiling() } else { None },
+                ent.ceiling_denial(),
+                Some(ent.clone()),
+            ),
+            // Never counted: a retry of a recorded id is still a duplicate, else refused.
+            Err(denial) => (
+                Period {
+                    start: epoch(),
+                    end: None,
+                },
+                None,
+                denial,
+                None,
+            ),
+        };
         let event = NewEvent {
-            tenant_id: &ctx.tenant_id,
-            event_id: &event_id,
-            customer_id: &input.customer,
-            feature_key: &input.feature,
+            tenant_id: ctx.tenant_id.clone(),
+            event_id: event_id.clone(),
+            customer_id: input.customer.clone(),
+            feature_key: input.feature.clone(),
             quantity,
             occurred_at: timestamp,
             period,
-            member_id: input.member.as_deref(),
+            member_id: input.member,
             billable: input.billable.unwrap_or(true),
-            properties: input.properties.as_ref(),
-            aggregation: ent.aggregation,
-            ceiling: if enforce { ent.ceiling() } else { None },
-            limit: ent.limit,
+            properties: input.properties,
+            aggregation: ent.as_ref().map_or(Aggregation::Sum, |e| e.aggregation),
+            ceiling,
+            limit: ent.as_ref().and_then(|e| e.limit),
             thresholds,
-            meter_event: plan.and_then(|p| p.meter_event(&input.feature)),
+            meter_event: plan
+                .and_then(|p| p.meter_event(&input.feature))
+                .map(str::to_string),
+            refused: ent.is_none(),
             now,
         };
-        match usage::record(conn, &event).await? {
-            Outcome::Recorded { used } => Ok(UsageResult {
+        Ok(Prepared {
+            event,
+            answer: Answer {
                 id: event_id,
                 customer: input.customer,
                 feature: input.feature,
-                quantity: Qty(quantity),
+                quantity,
                 timestamp,
-                duplicate: false,
-                used: Qty(used),
-                remaining: ent.remaining(used).map(Qty),
-                limit: ent.limit.map(Qty),
-                warning_level: thresholds.level(used, ent.limit),
-            }),
-            Outcome::Duplicate { event, used } => {
-                Ok(duplicate_result(plan, &thresholds, event, used))
-            }
-            Outcome::Refused => Err(refusal(ent.ceiling_denial())),
-            Outcome::PeriodClosed => Err(period_closed()),
-        }
+                ent,
+                plan: resolved.plan.clone(),
+                thresholds,
+                refusal,
+            },
+        })
     }
 
-    /// A retry of an event recorded before is a duplicate even if the plan has changed
-    /// since; anything else gets `err`.
-    async fn refuse_unless_duplicate(
-        &self,
-        conn: &mut PgConnection,
-        ctx: &TenantCtx,
-        plan: Option<&PlanVersion>,
-        event_id: &str,
-        err: Error,
-    ) -> Result<UsageResult> {
-        match usage::stored_event(conn, &ctx.tenant_id, event_id).await? {
-            Some((event, used)) => Ok(duplicate_result(plan, &ctx.thresholds(), event, used)),
-            None => Err(err),
-        }
-    }
-
-    /// Records a batch of events one by one, each with its own outcome. A failure of the
-    /// database fails the whole batch (the events before it stay recorded: each is its own
-    /// transaction, and a retry of the batch reports them as duplicates).
+    /// Records a batch of events of one tenant, each with its own outcome: validated one by
+    /// one, the customers resolved in one statement, the events recorded in one more (one
+    /// transaction). A failure of the database fails the whole request; nothing of it is
+    /// then recorded (unless one event's data broke the statement, when the others were
+    /// recorded one by one), so a retry by the same ids counts each event once.
     pub async fn record_batch(
         &self,
         ctx: &TenantCtx,
@@ -294,12 +374,83 @@ impl Entitlements {
                 "A batch holds at most 1000 events.",
             ));
         }
-        let caller = Caller::Ready(ctx.clone());
-        let mut results = Vec::with_capacity(events.len());
-        for input in events {
-            let outcome = match input {
-                Ok(input) => self.record(&caller, input, None).await,
+        let mut conn = LazyConn::new(&self.hot);
+        let result = self.record_batch_on(&mut conn, ctx, events).await;
+        conn.finish(completed(&result));
+        result
+    }
+
+    async fn record_batch_on(
+        &self,
+        conn: &mut LazyConn<'_>,
+        ctx: &TenantCtx,
+        events: Vec<Result<UsageInput>>,
+    ) -> Result<Vec<(BatchStatus, Result<UsageResult>)>> {
+        // 1. What needs no database.
+        let checked: Vec<Result<(UsageInput, Decimal, String)>> = events
+            .into_iter()
+            .map(|e| e.and_then(|i| validate(&i, None).map(|(q, id)| (i, q, id))))
+            .collect();
+        // 2. Every customer named, in one statement.
+        let mut customers: Vec<&str> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok().map(|(i, _, _)| i.customer.as_str()))
+            .collect();
+        customers.sort_unstable();
+        customers.dedup();
+        let resolved = if customers.is_empty() {
+            Vec::new()
+        } else {
+            self.resolve_many(conn.get().await?, ctx, &customers)
+                .await?
+        };
+        let resolved: HashMap<String, Result<Resolved>> = customers
+            .into_iter()
+            .map(str::to_string)
+            .zip(resolved)
+            .collect();
+        // 3. Each event against its customer's plan.
+        let mut known = KnownFeatures::new();
+        let mut slots: Vec<Result<Answer>> = Vec::with_capacity(checked.len());
+        let mut rows: Vec<NewEvent> = Vec::new();
+        for item in checked {
+            let prepared = match item {
                 Err(e) => Err(e),
+                Ok((input, quantity, id)) => match resolved.get(&input.customer) {
+                    Some(Ok(r)) => {
+                        self.prepare(conn, &mut known, ctx, r, input, quantity, id)
+                            .await
+                    }
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(super::resolve::customer_not_found()),
+                },
+            };
+            match prepared {
+                Ok(Prepared { event, answer }) => {
+                    rows.push(event);
+                    slots.push(Ok(answer));
+                }
+                Err(e) if e.is_failure() => return Err(e),
+                Err(e) => slots.push(Err(e)),
+            }
+        }
+        // 4. Every event in one statement.
+        let mut outcomes = if rows.is_empty() {
+            Vec::new()
+        } else {
+            record_isolated(conn.get().await?, &rows).await?
+        }
+        .into_iter();
+        let mut results = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let outcome = match slot {
+                Err(e) => Err(e),
+                Ok(answer) => match outcomes.next() {
+                    Some(Ok(outcome)) => answer.into_result(outcome),
+                    // Tollgate or its database failed: the whole request fails.
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(Error::internal("a usage batch answer is missing")),
+                },
             };
             let status = match &outcome {
                 Ok(r) if r.duplicate => BatchStatus::Duplicate,
@@ -307,7 +458,6 @@ impl Entitlements {
                 Err(e) => match e.kind() {
                     Some(Kind::Refused | Kind::Conflict) => BatchStatus::Refused,
                     Some(_) => BatchStatus::Invalid,
-                    // Tollgate or its database failed: the whole request fails.
                     None => return Err(e.clone()),
                 },
             };

@@ -47,6 +47,15 @@ impl Resolved {
 
 pub use crate::tenancy::customer_not_found;
 
+/// PostgreSQL text cannot hold NUL; such ids match nothing anyway.
+fn no_nul(s: &str) -> String {
+    if s.contains('\0') {
+        String::new()
+    } else {
+        s.to_string()
+    }
+}
+
 /// `customer_not_found` unless the customer exists (and is not deleted).
 pub async fn customer_must_exist(
     conn: &mut PgConnection,
@@ -93,25 +102,46 @@ impl Entitlements {
         customer_id: &str,
         feature: &str,
     ) -> Result<(TenantCtx, Resolved)> {
-        // PostgreSQL text cannot hold NUL; such ids match nothing anyway.
-        let clean = |s: &str| {
-            if s.contains('\0') {
-                String::new()
-            } else {
-                s.to_string()
-            }
-        };
         let row = self
             .checks
-            .lookup(Lookup {
+            .submit(Lookup {
                 tenant_id: caller.tenant_id().clone(),
                 key_hash: caller.key_hash().to_vec(),
                 session: caller.is_session(),
-                customer: clean(customer_id),
-                feature: clean(feature),
+                customer: no_nul(customer_id),
+                feature: no_nul(feature),
             })
             .await?;
         self.finish(None, caller, row, true).await
+    }
+
+    /// [`Self::resolve_on`] for several customers of an authenticated tenant at once (usage
+    /// batches), without counters: one statement, one answer per customer, in order.
+    pub async fn resolve_many(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &TenantCtx,
+        customers: &[&str],
+    ) -> Result<Vec<Result<Resolved>>> {
+        let lookups: Vec<Lookup> = customers
+            .iter()
+            .map(|c| Lookup {
+                tenant_id: ctx.tenant_id.clone(),
+                key_hash: Vec::new(),
+                session: false,
+                customer: no_nul(c),
+                feature: String::new(),
+            })
+            .collect();
+        let refs: Vec<&Lookup> = lookups.iter().collect();
+        let rows = resolve::fetch_batch(conn, &refs, self.clock.real_now()).await?;
+        let caller = Caller::Ready(ctx.clone());
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let resolved = self.finish(Some(&mut *conn), &caller, row, false).await;
+            out.push(resolved.map(|(_, r)| r));
+        }
+        Ok(out)
     }
 
     /// [`Self::resolve_on`] for an authenticated tenant, without a counter.

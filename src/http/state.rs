@@ -42,7 +42,7 @@ impl AppState {
         admin_token: Option<Secret>,
         request_timeout: std::time::Duration,
     ) -> Self {
-        Self::build(db, admin_token, request_timeout, None)
+        Self::build(db, admin_token, request_timeout, None, None)
     }
 
     pub fn build(
@@ -50,14 +50,19 @@ impl AppState {
         admin_token: Option<Secret>,
         request_timeout: std::time::Duration,
         check_workers: Option<usize>,
+        usage_workers: Option<usize>,
     ) -> Self {
         // Check statements in flight at once: by default half the cores (at least one), so
         // concurrent checks share statements; measured on 2 cores, one in flight gave the
         // most checks per second (bench/README.md).
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = check_workers.unwrap_or(cores / 2);
+        // Usage statements in flight: while one batch waits for its commit's WAL flush, the
+        // next runs (bench/README.md).
+        let usage_workers = usage_workers.unwrap_or(cores.max(2));
         let plans = Arc::new(PlanCache::default());
-        let entitlements = Entitlements::new(db.clone(), plans.clone(), Clock, workers);
+        let entitlements =
+            Entitlements::new(db.clone(), plans.clone(), Clock, workers, usage_workers);
         AppState(Arc::new(AppStateInner {
             entitlements,
             db,

@@ -1,0 +1,338 @@
+-- Usage recording, version 5: many events in one statement (issue 13).
+--
+-- `POST /v1/usage` gathers concurrent events and `POST /v1/usage/batch` sends its own; either
+-- way one call of `tollgate_record_usage_batch` records them all in one transaction, so one
+-- commit (one WAL flush) acknowledges the lot. Per event the semantics are those of version 4
+-- (`tollgate_record_usage`, which this replaces):
+--
+-- * an id seen before — stored, purged by retention, or earlier in the same batch — is a
+--   duplicate and changes nothing;
+-- * an event timestamped before its customer's `usage_closed_before` is `period_closed`;
+-- * events of one counter apply in arrival order against their ceiling, a refused event
+--   recording nothing (its raw row is removed again in the same transaction);
+-- * alerts (with their webhook events) and the Stripe meter outbox row are written in the
+--   same transaction as the events.
+--
+-- Locks are taken in one global order (customers, then event ids, then counters, each sorted
+-- by key), so concurrent batches wait for each other but never deadlock.
+--
+-- Counters are coalesced: all of a batch's events for one counter are one upsert when they
+-- all fit under the ceiling (the common case, and always without a ceiling), so a hot counter
+-- takes one row version per batch rather than one per event; only a batch that reaches the
+-- ceiling falls back to one conditional upsert per event, in arrival order.
+
+-- The alerts for a counter that went from p_before to p_after (with their webhook events):
+-- each level crossed, once per customer, feature, period and level.
+CREATE FUNCTION tollgate_usage_alerts(
+    p_tenant text, p_customer text, p_feature text, p_period_start timestamptz,
+    p_before numeric, p_after numeric, p_limit numeric, p_warning numeric, p_critical numeric,
+    p_now timestamptz
+) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_from integer := tollgate_level(p_before, p_limit, p_warning, p_critical);
+    v_to integer := tollgate_level(p_after, p_limit, p_warning, p_critical);
+    v_alert record;
+BEGIN
+    IF p_limit IS NULL OR v_to <= v_from THEN
+        RETURN;
+    END IF;
+    FOR v_alert IN
+        INSERT INTO usage_alerts AS a (tenant_id, alert_id, customer_id, feature_key,
+                                       period_start, level, used, limit_value, created_at)
+        SELECT p_tenant, tollgate_new_id('alrt'), p_customer, p_feature, p_period_start,
+               l.name, p_after, p_limit, p_now
+        FROM (VALUES (1, 'warning'), (2, 'critical'), (3, 'exceeded')) AS l(n, name)
+        WHERE l.n > v_from AND l.n <= v_to
+        ORDER BY l.n
+        ON CONFLICT (tenant_id, customer_id, feature_key, period_start, level) DO NOTHING
+        RETURNING a.alert_id, a.level, a.used, a.limit_value, a.created_at
+    LOOP
+        PERFORM tollgate_emit_event(p_tenant, 'usage.threshold_reached',
+            jsonb_build_object('id', v_alert.alert_id, 'customer', p_customer,
+                               'feature', p_feature, 'level', v_alert.level,
+                               'period_start', to_char(p_period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                               'used', v_alert.used, 'limit', v_alert.limit_value,
+                               'created_at', to_char(v_alert.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+            p_now);
+    END LOOP;
+END;
+$$;
+
+-- Records a batch of usage events (parallel arrays, one element per event, in arrival order).
+-- p_refused marks an event the plan refuses (decided by the caller): it is answered as a
+-- duplicate if its id was seen before, else 'refused', and never written.
+-- Returns one row per event, in order: out_outcome is 'recorded', 'duplicate', 'refused' or
+-- 'period_closed'; out_used the counter after the event (recorded), or now (duplicate); the
+-- rest the stored event's fields for a duplicate, else the input's.
+CREATE FUNCTION tollgate_record_usage_batch(
+    p_tenant       text[],
+    p_event        text[],
+    p_customer     text[],
+    p_feature      text[],
+    p_quantity     numeric[],
+    p_occurred_at  timestamptz[],
+    p_period_start timestamptz[],
+    p_period_end   timestamptz[],
+    p_member       text[],
+    p_billable     boolean[],
+    p_properties   jsonb[],
+    p_is_max       boolean[],
+    p_ceiling      numeric[],
+    p_limit        numeric[],
+    p_warning      numeric[],
+    p_critical     numeric[],
+    p_meter_event  text[],
+    p_refused      boolean[],
+    p_now          timestamptz[]
+) RETURNS TABLE (
+    out_ord         integer,
+    out_outcome     text,
+    out_used        numeric,
+    out_customer    text,
+    out_feature     text,
+    out_quantity    numeric,
+    out_occurred_at timestamptz
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_n      integer := coalesce(cardinality(p_event), 0);
+    -- Per event: 'insert' (to be recorded), 'duplicate', 'refused', 'period_closed'; after
+    -- the insert 'recorded' or 'unrecorded' (inserted, then refused by its ceiling).
+    v_state  text[];
+    -- The first event of the batch with the same id.
+    v_first  integer[];
+    v_used   numeric[] := array_fill(NULL::numeric, ARRAY[coalesce(cardinality(p_event), 0)]);
+    v_group  record;
+    v_k      integer;
+    v_o      integer;
+    v_q      numeric;
+    v_ceil   numeric;
+    v_after  numeric;
+    v_before numeric;
+    v_run    numeric;
+BEGIN
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+
+    -- 1. The customers, locked against invoice finalization closing their periods meanwhile.
+    PERFORM 1 FROM customers c
+    WHERE (c.tenant_id, c.customer_id) IN
+          (SELECT x.t, x.c FROM unnest(p_tenant, p_customer) AS x(t, c))
+    ORDER BY c.tenant_id, c.customer_id
+    FOR KEY SHARE OF c;
+
+    -- 2. What each event is before anything is written. An id purged by retention is a
+    -- duplicate for ever (SPEC §12); a refused or closed event is a duplicate if its id is
+    -- known, and is otherwise not written at all.
+    SELECT array_agg(x.first ORDER BY x.ord), array_agg(x.state ORDER BY x.ord)
+    INTO v_first, v_state
+    FROM (
+        SELECT i.ord,
+               min(i.ord) OVER (PARTITION BY i.t, i.e) AS first,
+               CASE
+                   WHEN EXISTS (SELECT 1 FROM usage_events_purged x
+                                WHERE x.tenant_id = i.t AND x.event_id = i.e) THEN 'duplicate'
+                   WHEN i.refused OR i.at < cu.usage_closed_before THEN
+                       CASE WHEN EXISTS (SELECT 1 FROM usage_events e
+                                         WHERE e.tenant_id = i.t AND e.event_id = i.e)
+                                THEN 'duplicate'
+                            WHEN i.refused THEN 'refused'
+                            ELSE 'period_closed' END
+                   ELSE 'insert'
+               END AS state
+        FROM unnest(p_tenant, p_event, p_customer, p_occurred_at, p_refused)
+                 WITH ORDINALITY AS i(t, e, c, at, refused, ord)
+        LEFT JOIN customers cu ON cu.tenant_id = i.t AND cu.customer_id = i.c
+    ) x;
+
+    -- 3. The raw events (the first of each id), in id order. An id that conflicts was
+    -- recorded by someone else meanwhile: a duplicate.
+    WITH ins AS (
+        INSERT INTO usage_events AS e (tenant_id, event_id, customer_id, feature_key,
+                                       quantity, occurred_at, period_start, member_id,
+                                       billable, properties)
+        SELECT i.t, i.e, i.c, i.f, i.q, i.at, i.ps, i.m, i.b, i.props
+        FROM unnest(p_tenant, p_event, p_customer, p_feature, p_quantity, p_occurred_at,
+                    p_period_start, p_member, p_billable, p_properties, v_state, v_first)
+                 WITH ORDINALITY AS i(t, e, c, f, q, at, ps, m, b, props, s, first, ord)
+        WHERE i.s = 'insert' AND i.first = i.ord
+        ORDER BY i.t, i.e
+        ON CONFLICT ON CONSTRAINT usage_events_pkey DO NOTHING
+        RETURNING e.tenant_id, e.event_id
+    )
+    SELECT array_agg(CASE WHEN i.s <> 'insert' OR i.first <> i.ord THEN i.s
+                          WHEN ins.event_id IS NULL THEN 'duplicate'
+                          ELSE 'recorded' END ORDER BY i.ord)
+    INTO v_state
+    FROM unnest(p_tenant, p_event, v_state, v_first) WITH ORDINALITY AS i(t, e, s, first, ord)
+    LEFT JOIN ins ON ins.tenant_id = i.t AND ins.event_id = i.e;
+
+    -- 4. The counters, one at a time in key order; each counter's events in arrival order.
+    FOR v_group IN
+        SELECT i.t, i.c, i.f, i.ps, min(i.pe) AS pe, bool_or(i.is_max) AS is_max,
+               array_agg(i.ord ORDER BY i.ord) AS ords,
+               array_agg(i.q ORDER BY i.ord) AS qs,
+               array_agg(i.ceil ORDER BY i.ord) AS ceils,
+               sum(i.q) AS total, count(*) AS n,
+               -- One ceiling for all (or none): the whole group can be tried at once.
+               count(DISTINCT i.ceil) <= 1 AND (count(i.ceil) = 0 OR count(i.ceil) = count(*))
+                   AS one_ceiling,
+               min(i.ceil) AS ceil,
+               min(i.lim) AS lim, min(i.warn) AS warn, min(i.crit) AS crit, max(i.now) AS now
+        FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_period_end, p_quantity,
+                    p_billable, p_is_max, p_ceiling, p_limit, p_warning, p_critical, p_now,
+                    v_state)
+                 WITH ORDINALITY AS i(t, c, f, ps, pe, q, b, is_max, ceil, lim, warn, crit, now,
+                                      s, ord)
+        WHERE i.s = 'recorded' AND i.b
+        GROUP BY i.t, i.c, i.f, i.ps
+        ORDER BY i.t, i.c, i.f, i.ps
+    LOOP
+        v_after := NULL;
+        IF NOT v_group.is_max AND v_group.one_ceiling
+           AND (v_group.ceil IS NULL OR v_group.total <= v_group.ceil) THEN
+            INSERT INTO usage_counters AS c (tenant_id, customer_id, feature_key, period_start,
+                                             period_end, used, event_count)
+            VALUES (v_group.t, v_group.c, v_group.f, v_group.ps, v_group.pe, v_group.total,
+                    v_group.n)
+            ON CONFLICT ON CONSTRAINT usage_counters_pkey DO UPDATE SET
+                used = c.used + EXCLUDED.used,
+                event_count = c.event_count + EXCLUDED.event_count,
+                updated_at = now()
+            WHERE v_group.ceil IS NULL OR c.used + EXCLUDED.used <= v_group.ceil
+            RETURNING c.used INTO v_after;
+        END IF;
+
+        IF v_after IS NOT NULL THEN
+            -- All of them fit: each event's total is the running sum, in arrival order.
+            v_before := v_after - v_group.total;
+            v_run := v_before;
+            FOR v_k IN 1 .. v_group.n LOOP
+                v_run := v_run + v_group.qs[v_k];
+                v_used[v_group.ords[v_k]] := v_run;
+            END LOOP;
+            PERFORM tollgate_usage_alerts(v_group.t, v_group.c, v_group.f, v_group.ps,
+                                          v_before, v_after, v_group.lim, v_group.warn,
+                                          v_group.crit, v_group.now);
+            CONTINUE;
+        END IF;
+
+        -- The ceiling is reached within the batch (or the feature is a max): one event at a
+        -- time, each refused on its own if it would pass its ceiling.
+        FOR v_k IN 1 .. v_group.n LOOP
+            v_o := v_group.ords[v_k];
+            v_q := v_group.qs[v_k];
+            v_ceil := v_group.ceils[v_k];
+            v_after := NULL;
+            IF v_ceil IS NULL OR v_q <= v_ceil THEN
+                INSERT INTO usage_counters AS c (tenant_id, customer_id, feature_key,
+                                                 period_start, period_end, used, event_count)
+                VALUES (v_group.t, v_group.c, v_group.f, v_group.ps, v_group.pe, v_q, 1)
+                ON CONFLICT ON CONSTRAINT usage_counters_pkey DO UPDATE SET
+                    used = CASE WHEN v_group.is_max THEN GREATEST(c.used, EXCLUDED.used)
+                                ELSE c.used + EXCLUDED.used END,
+                    event_count = c.event_count + 1,
+                    updated_at = now()
+                WHERE v_ceil IS NULL
+                   OR (CASE WHEN v_group.is_max THEN GREATEST(c.used, EXCLUDED.used)
+                            ELSE c.used + EXCLUDED.used END) <= v_ceil
+                RETURNING c.used INTO v_after;
+            END IF;
+            IF v_after IS NULL THEN
+                v_state[v_o] := 'unrecorded';
+                CONTINUE;
+            END IF;
+            v_used[v_o] := v_after;
+            -- A max feature's level before is unknown when this event set it: every level
+            -- it reached is tried (the alerts' unique key keeps each once).
+            v_before := CASE WHEN NOT v_group.is_max THEN v_after - v_q
+                             WHEN v_after = v_q THEN 0
+                             ELSE v_after END;
+            PERFORM tollgate_usage_alerts(v_group.t, v_group.c, v_group.f, v_group.ps,
+                                          v_before, v_after, v_group.lim, v_group.warn,
+                                          v_group.crit, v_group.now);
+        END LOOP;
+    END LOOP;
+
+    -- 5. The raw rows of the events their ceiling refused go again.
+    IF 'unrecorded' = ANY (v_state) THEN
+        DELETE FROM usage_events e
+        USING unnest(p_tenant, p_event, v_state) AS i(t, ev, s)
+        WHERE i.s = 'unrecorded' AND e.tenant_id = i.t AND e.event_id = i.ev;
+        v_state := array_replace(v_state, 'unrecorded', 'refused');
+    END IF;
+
+    -- Later events with an id seen earlier in the batch: a duplicate of it if it was
+    -- recorded, else the same answer.
+    FOR v_o IN 1 .. v_n LOOP
+        IF v_first[v_o] <> v_o THEN
+            v_state[v_o] := CASE WHEN v_state[v_first[v_o]] IN ('recorded', 'duplicate')
+                                 THEN 'duplicate' ELSE v_state[v_first[v_o]] END;
+        END IF;
+    END LOOP;
+
+    -- 6. Per-member totals of what was counted (sum features, then max features).
+    INSERT INTO usage_member_counters AS m (tenant_id, customer_id, feature_key, period_start,
+                                            member_id, used)
+    SELECT i.t, i.c, i.f, i.ps, i.m, sum(i.q)
+    FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_member, p_quantity,
+                p_billable, p_is_max, v_state, v_first)
+             WITH ORDINALITY AS i(t, c, f, ps, m, q, b, is_max, s, first, ord)
+    WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.m IS NOT NULL AND NOT i.is_max
+    GROUP BY i.t, i.c, i.f, i.ps, i.m
+    ORDER BY i.t, i.c, i.f, i.ps, i.m
+    ON CONFLICT ON CONSTRAINT usage_member_counters_pkey DO UPDATE SET
+        used = m.used + EXCLUDED.used;
+
+    INSERT INTO usage_member_counters AS m (tenant_id, customer_id, feature_key, period_start,
+                                            member_id, used)
+    SELECT i.t, i.c, i.f, i.ps, i.m, max(i.q)
+    FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_member, p_quantity,
+                p_billable, p_is_max, v_state, v_first)
+             WITH ORDINALITY AS i(t, c, f, ps, m, q, b, is_max, s, first, ord)
+    WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.m IS NOT NULL AND i.is_max
+    GROUP BY i.t, i.c, i.f, i.ps, i.m
+    ORDER BY i.t, i.c, i.f, i.ps, i.m
+    ON CONFLICT ON CONSTRAINT usage_member_counters_pkey DO UPDATE SET
+        used = GREATEST(m.used, EXCLUDED.used);
+
+    -- 7. A Stripe meter event for each counted event, when its tenant is connected to Stripe.
+    INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
+    SELECT i.t, 'meter_event', i.e,
+           jsonb_build_object('event_name', i.meter, 'customer', i.c, 'value', i.q,
+                              'timestamp', extract(epoch FROM i.at)::bigint)
+    FROM unnest(p_tenant, p_event, p_customer, p_quantity, p_occurred_at, p_billable,
+                p_meter_event, v_state, v_first)
+             WITH ORDINALITY AS i(t, e, c, q, at, b, meter, s, first, ord)
+    WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.meter IS NOT NULL
+      AND EXISTS (SELECT 1 FROM tenants t
+                  WHERE t.tenant_id = i.t AND t.stripe_secret_key IS NOT NULL)
+    ORDER BY i.ord;
+
+    -- 8. The answers, in order.
+    RETURN QUERY
+        SELECT i.ord::integer,
+               i.s,
+               CASE WHEN i.s = 'recorded' AND i.b THEN i.u
+                    WHEN i.s IN ('recorded', 'duplicate') THEN COALESCE(cnt.used, 0) END,
+               COALESCE(e.customer_id, i.c), COALESCE(e.feature_key, i.f),
+               COALESCE(e.quantity, i.q), COALESCE(e.occurred_at, i.at)
+        FROM unnest(p_tenant, p_event, p_customer, p_feature, p_quantity, p_occurred_at,
+                    p_period_start, p_billable, v_state, v_used)
+                 WITH ORDINALITY AS i(t, ev, c, f, q, at, ps, b, s, u, ord)
+        LEFT JOIN usage_events e
+               ON i.s = 'duplicate' AND e.tenant_id = i.t AND e.event_id = i.ev
+        LEFT JOIN usage_counters cnt
+               ON (i.s = 'duplicate' OR (i.s = 'recorded' AND NOT i.b))
+              AND cnt.tenant_id = i.t AND cnt.customer_id = COALESCE(e.customer_id, i.c)
+              AND cnt.feature_key = COALESCE(e.feature_key, i.f)
+              AND cnt.period_start = COALESCE(e.period_start, i.ps)
+        ORDER BY i.ord;
+END;
+$$;
+
+DROP FUNCTION tollgate_record_usage(text, text, text, text, numeric, timestamptz, timestamptz,
+                                    timestamptz, text, boolean, jsonb, boolean, numeric, numeric,
+                                    numeric, numeric, text, timestamptz);
