@@ -114,6 +114,16 @@ pub fn queued_checks(state: &AppState) -> usize {
     state.entitlements.checks.queued()
 }
 
+/// `(statements, events)` the usage batcher (group commit) has run since start.
+pub fn usage_batch_stats(state: &AppState) -> (u64, u64) {
+    state.entitlements.usage.stats()
+}
+
+/// Usage events waiting for the usage batcher.
+pub fn queued_usage(state: &AppState) -> usize {
+    state.entitlements.usage.queued()
+}
+
 /// Takes a hot-path connection (to hold the pool busy); give it back with `HotConn::done`.
 pub async fn hold_hot_connection(state: &AppState) -> Result<HotConn<'_>> {
     Ok(state.entitlements.hot.acquire().await?)

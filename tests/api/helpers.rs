@@ -144,12 +144,23 @@ pub async fn spawn_app() -> TestApp {
 
 /// Another app process on the same database (for multi-process tests).
 pub async fn spawn_app_on(db_url: &str) -> TestApp {
+    spawn_app_with(db_url, None).await
+}
+
+/// An app on `db_url` with `usage_workers` usage statements in flight at most.
+pub async fn spawn_app_with(db_url: &str, usage_workers: Option<usize>) -> TestApp {
     let db = PgPoolOptions::new()
         .max_connections(20)
         .connect(db_url)
         .await
         .unwrap();
-    let state = AppState::new(db.clone(), Some(Secret::from(ADMIN_TOKEN)));
+    let state = AppState::build(
+        db.clone(),
+        Some(Secret::from(ADMIN_TOKEN)),
+        std::time::Duration::from_secs(30),
+        None,
+        usage_workers,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(tollgate::serve(

@@ -11,6 +11,7 @@ mod export;
 mod fakes;
 mod governance;
 mod helpers;
+mod ingest;
 mod isolation;
 mod lifecycle;
 mod members;
