@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Tollgate benchmark: POST /v1/check and POST /v1/usage under wrk, against pgbench baselines
-# on the same throwaway PostgreSQL 15. See bench/README.md.
+# Tollgate benchmark: POST /v1/check, POST /v1/usage (spread and on one hot counter) and
+# POST /v1/usage/batch under wrk, checks again after a million stored events, the server's
+# peak memory, against pgbench baselines on the same throwaway PostgreSQL 15. See
+# bench/README.md.
 #
 #   bash bench/run.sh
 #
 # Environment: DURATION (10s), CONNECTIONS (32), THREADS (2), CUSTOMERS (1000), WARMUP (2s, 0 = none),
+# GROWTH_EVENTS (1000000: raw events loaded through the batch API before the checks are run again),
 # CARGO_TARGET_DIR (/tmp/tollgate-bench-target), PG_BIN (/usr/lib/postgresql/15/bin),
 # STATEMENTS=1 (diagnostic: load pg_stat_statements and print the queries per HTTP request).
 set -euo pipefail
@@ -153,21 +156,22 @@ API_KEY="$(timeout 600 "$PY" "$HELPER" setup "$BASE" "$ADMIN_TOKEN" "$CUSTOMERS"
 if [ "$STATEMENTS" = 1 ]; then "${PSQL[@]}" -d tollgate -c "CREATE EXTENSION pg_stat_statements"; fi
 
 # --- 5. wrk ---------------------------------------------------------------------------------
-run_wrk() {  # name path
-  local name="$1" path="$2"
+run_wrk() {  # name path [mode [connections]]  (mode: one | batch:N | hot; see wrk.lua)
+  local name="$1" path="$2" mode="${3:-one}" conns="${4:-$CONNECTIONS}" per=1
+  case "$mode" in batch:*) per="${mode#batch:}" ;; esac
   if [ "$WARMUP_S" -gt 0 ]; then
-    timeout $(( WARMUP_S + 60 )) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP_S}s" \
-      -s "$BENCH_DIR/wrk.lua" "$BASE" -- "$path" "$API_KEY" "$CUSTOMERS" >"$OUT/$name.warmup.txt" 2>&1 \
+    timeout $(( WARMUP_S + 60 )) wrk -t"$THREADS" -c"$conns" -d"${WARMUP_S}s" \
+      -s "$BENCH_DIR/wrk.lua" "$BASE" -- "$path" "$API_KEY" "$CUSTOMERS" "$mode" >"$OUT/$name.warmup.txt" 2>&1 \
       || die "wrk warmup for $name failed"
   fi
   checkpoint
-  log "wrk $name: POST $path -t$THREADS -c$CONNECTIONS -d$DURATION"
+  log "wrk $name: POST $path ($mode) -t$THREADS -c$conns -d$DURATION"
   if [ "$STATEMENTS" = 1 ]; then "${PSQL[@]}" -d tollgate -c "SELECT pg_stat_statements_reset()" >/dev/null; fi
   cpu_before "$TOLLGATE_PID"
-  timeout "$RUN_TIMEOUT" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
-    -s "$BENCH_DIR/wrk.lua" "$BASE" -- "$path" "$API_KEY" "$CUSTOMERS" >"$OUT/$name.txt" 2>&1 \
+  timeout "$RUN_TIMEOUT" wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency \
+    -s "$BENCH_DIR/wrk.lua" "$BASE" -- "$path" "$API_KEY" "$CUSTOMERS" "$mode" >"$OUT/$name.txt" 2>&1 \
     || { cat "$OUT/$name.txt" >&2; die "wrk $name failed"; }
-  BENCH_PID="$TOLLGATE_PID" "$PY" "$HELPER" wrk "$OUT/$name.json" <"$OUT/$name.txt"
+  BENCH_PID="$TOLLGATE_PID" "$PY" "$HELPER" wrk "$OUT/$name.json" "$per" <"$OUT/$name.txt"
   grep -E 'Requests/sec|^ +(50|99)%|Non-2xx|Socket errors' "$OUT/$name.txt" | sed 's/^/    /' >&2 || true
   if [ "$STATEMENTS" = 1 ]; then
     local n
@@ -183,12 +187,33 @@ run_wrk() {  # name path
       ORDER BY calls DESC LIMIT 15" >&2
   fi
 }
+events() { "${PSQL[@]}" -d tollgate -At -c "SELECT count(*) FROM usage_events"; }
 run_wrk check /v1/check
 run_wrk usage /v1/usage
+run_wrk usage_batch /v1/usage/batch batch:100
+run_wrk usage_hot /v1/usage hot 64
+# Growth: at least GROWTH_EVENTS raw events through the batch API, then the checks again.
+GROWTH_EVENTS="${GROWTH_EVENTS:-1000000}"
+while [ "$(events)" -lt "$GROWTH_EVENTS" ]; do
+  log "loading events through /v1/usage/batch: $(events) of $GROWTH_EVENTS"
+  timeout 600 wrk -t"$THREADS" -c"$CONNECTIONS" -d10s -s "$BENCH_DIR/wrk.lua" "$BASE" \
+    -- /v1/usage/batch "$API_KEY" "$CUSTOMERS" batch:1000 >"$OUT/load.txt" 2>&1 \
+    || { cat "$OUT/load.txt" >&2; die "loading events failed"; }
+done
+LOADED_EVENTS="$(events)"
+log "$LOADED_EVENTS usage events stored"
+run_wrk check_grown /v1/check
 log "pages: portal and console for 20 features and 100 invoices; /v1/me/check next to /v1/check"
 timeout 600 "$PY" "$HELPER" pages "$BASE" "$ADMIN_TOKEN" "$OUT/pages.json" || die "pages bench failed"
 
-# Stop tollgate so the baselines get the machine to themselves, as the HTTP runs did.
+# Stop tollgate so the baselines get the machine to themselves, as the HTTP runs did. Its
+# peak memory first.
+"$PY" - "$TOLLGATE_PID" >"$OUT/rss.json" <<'PY'
+import json, sys
+for line in open(f"/proc/{sys.argv[1]}/status"):
+    if line.startswith("VmHWM:"):
+        print(json.dumps({"server_peak_rss_mb": round(int(line.split()[1]) / 1024, 1)}))
+PY
 kill "$TOLLGATE_PID" 2>/dev/null || true
 for _ in $(seq 1 100); do kill -0 "$TOLLGATE_PID" 2>/dev/null || break; sleep 0.1; done
 kill -9 "$TOLLGATE_PID" 2>/dev/null || true
@@ -198,23 +223,23 @@ TOLLGATE_PID=""
 PGBENCH=("$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U postgres)
 run_pgbench() {  # name db [pgbench args...]
   local name="$1" db="$2"; shift 2
-  local logdir="$OUT/$name.logs"
+  local logdir="$OUT/$name.logs" conns="${HOT_CONNECTIONS:-$CONNECTIONS}"
   mkdir -p "$logdir"
   if [ "$WARMUP_S" -gt 0 ]; then
-    timeout $(( WARMUP_S + 60 )) "${PGBENCH[@]}" -n -c "$CONNECTIONS" -j "$THREADS" -T "$WARMUP_S" \
+    timeout $(( WARMUP_S + 60 )) "${PGBENCH[@]}" -n -c "$conns" -j "$THREADS" -T "$WARMUP_S" \
       "$@" "$db" >"$OUT/$name.warmup.txt" 2>&1 || { cat "$OUT/$name.warmup.txt" >&2; die "pgbench warmup $name failed"; }
   fi
   checkpoint
   # The measured run: prepared statements (Tollgate's own statements are prepared) and no
   # per-transaction log (-l costs throughput of its own), so the baseline is not handicapped.
-  log "pgbench $name: -M prepared -c$CONNECTIONS -j$THREADS -T$DURATION_S $*"
+  log "pgbench $name: -M prepared -c$conns -j$THREADS -T$DURATION_S $*"
   cpu_before
-  timeout "$RUN_TIMEOUT" "${PGBENCH[@]}" -n -M prepared -c "$CONNECTIONS" -j "$THREADS" \
+  timeout "$RUN_TIMEOUT" "${PGBENCH[@]}" -n -M prepared -c "$conns" -j "$THREADS" \
       -T "$DURATION_S" "$@" "$db" >"$OUT/$name.txt" 2>&1 \
     || { cat "$OUT/$name.txt" >&2; die "pgbench $name failed"; }
   # Latency percentiles from a separate short run, with a sampled per-transaction log.
   local lat_s=$(( DURATION_S < 5 ? DURATION_S : 5 ))
-  (cd "$logdir" && timeout "$RUN_TIMEOUT" "${PGBENCH[@]}" -n -M prepared -c "$CONNECTIONS" \
+  (cd "$logdir" && timeout "$RUN_TIMEOUT" "${PGBENCH[@]}" -n -M prepared -c "$conns" \
       -j "$THREADS" -T "$lat_s" -l --sampling-rate=0.2 "$@" "$db") >"$OUT/$name.latency.txt" 2>&1 \
     || { cat "$OUT/$name.latency.txt" >&2; die "pgbench $name latency run failed"; }
   "$PY" "$HELPER" pgbench "$OUT/$name.json" "$logdir" <"$OUT/$name.txt"
@@ -246,11 +271,13 @@ CREATE TABLE usage_counters (
 );
 SQL
 run_pgbench pgbench_usage pgbench_usage -f "$BENCH_DIR/pgbench_usage.sql" -D customers="$CUSTOMERS"
+# The hot counter: 64 clients upserting one row, one transaction each.
+HOT_CONNECTIONS=64 run_pgbench pgbench_hot pgbench_usage -f "$BENCH_DIR/pgbench_hot.sql"
 
 # --- 7. report ------------------------------------------------------------------------------
 cat >"$OUT/meta.json" <<EOF
 {"duration_s": $DURATION_S, "warmup_s": $WARMUP_S, "connections": $CONNECTIONS, "threads": $THREADS,
- "customers": $CUSTOMERS, "cpus": $(nproc), "git_rev": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "customers": $CUSTOMERS, "loaded_events": $LOADED_EVENTS, "cpus": $(nproc), "git_rev": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"}
 EOF
 echo

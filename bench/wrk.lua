@@ -1,6 +1,9 @@
 -- wrk script for Tollgate's hot endpoints.
--- Usage: wrk ... -s bench/wrk.lua http://127.0.0.1:PORT -- PATH API_KEY CUSTOMERS
--- Every request is a POST of {"customer":"c<random 0..CUSTOMERS-1>","feature":"calls","quantity":1}.
+-- Usage: wrk ... -s bench/wrk.lua http://127.0.0.1:PORT -- PATH API_KEY CUSTOMERS [MODE]
+-- MODE "one" (default): every request is a POST of
+--   {"customer":"c<random 0..CUSTOMERS-1>","feature":"calls","quantity":1};
+-- MODE "batch:N": a POST of {"events":[N such events]} (for /v1/usage/batch);
+-- MODE "hot": every request names customer c0 and feature "hot" (one counter, with a limit).
 -- Responses other than 200 are counted per thread; done() prints one "BENCH_JSON {...}" line.
 
 local threads = {}
@@ -15,6 +18,8 @@ end
 function init(args)
   bench_path = args[1] or "/v1/check"
   customers = tonumber(args[3] or "1000")
+  mode = args[4] or "one"
+  batch = tonumber(string.match(mode, "^batch:(%d+)$") or "0")
   math.randomseed(os.time() * 1000 + (tid or 0) * 7919)
   wrk.method = "POST"
   wrk.path = bench_path
@@ -24,13 +29,31 @@ function init(args)
   first_error = ""
 end
 
+local function event()
+  return '{"customer":"c' .. math.random(0, customers - 1) .. '","feature":"calls","quantity":1}'
+end
+
 function request()
-  local body = '{"customer":"c' .. math.random(0, customers - 1) ..
-               '","feature":"calls","quantity":1}'
+  local body
+  if mode == "hot" then
+    body = '{"customer":"c0","feature":"hot","quantity":1}'
+  elseif batch > 0 then
+    local events = {}
+    for i = 1, batch do events[i] = event() end
+    body = '{"events":[' .. table.concat(events, ",") .. ']}'
+  else
+    body = event()
+  end
   return wrk.format("POST", bench_path, nil, body)
 end
 
 function response(status, headers, body)
+  -- A batch answers 200 with per-event results: anything not "recorded" is an error here.
+  if status == 200 and batch > 0 and
+     (string.find(body, '"status":"refused"', 1, true) or
+      string.find(body, '"status":"invalid"', 1, true)) then
+    status = 422
+  end
   if status ~= 200 then
     non200 = non200 + 1
     if first_error == "" then
