@@ -6,6 +6,7 @@
   bench.py wrk OUT.json [EVENTS] < wrk-output  pick the BENCH_JSON line out of wrk's output
                                              (EVENTS: events per request, for batches)
   bench.py pgbench OUT.json LOGDIR < output  tps from pgbench's output, p50/p99 from its -l logs
+  bench.py explain-sql REPO                  the psql script of EXPLAIN=1 (see run.sh)
   bench.py cpu PID PGPID                     print CPU counters (for BENCH_CPU_BEFORE; "" = none)
   bench.py report DIR OUT.json               print the results table and write the JSON
 """
@@ -159,6 +160,51 @@ def pages(base, admin_token, out, rounds=100):
     }
     with open(out, "w") as f:
         json.dump(result, f)
+
+
+def explain_sql(repo):
+    """The psql script of `EXPLAIN=1`: the batched check statement exactly as Tollgate sends
+    it (taken from the sqlx offline data, so it cannot drift), and a 100-event call of
+    tollgate_record_usage_batch under auto_explain (its inner statements' plans go to the
+    server log). Nothing is kept: the usage call is rolled back."""
+    needle = "WITH ORDINALITY AS r(tenant_id, key_hash"
+    resolve = None
+    for path in sorted(glob.glob(os.path.join(repo, ".sqlx", "query-*.json"))):
+        with open(path) as f:
+            q = json.load(f)["query"]
+        if needle in q:
+            resolve = q
+    if resolve is None:
+        raise SystemExit("the batched resolve statement is not in .sqlx")
+    n = 100
+    fill = lambda v, t: f"array_fill({v}::{t}, ARRAY[{n}])"
+    print(f"""\\set ON_ERROR_STOP 1
+SELECT tenant_id AS tenant FROM tenants WHERE name = 'bench' \\gset
+\\echo '## POST /v1/check: the batched resolve statement, 64 checks'
+PREPARE check_batch(text[], bytea[], text[], text[], timestamptz, bool[]) AS
+{resolve};
+EXPLAIN (ANALYZE, BUFFERS) EXECUTE check_batch(
+  array_fill(:'tenant'::text, ARRAY[64]), array_fill(''::bytea, ARRAY[64]),
+  ARRAY(SELECT 'c' || (g * 13 % 1000) FROM generate_series(1, 64) g),
+  array_fill('calls'::text, ARRAY[64]), now(), array_fill(false, ARRAY[64]));
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_analyze = on;
+SET auto_explain.log_buffers = on;
+SET auto_explain.log_nested_statements = on;
+BEGIN;
+SELECT count(*) AS recorded FROM tollgate_record_usage_batch(
+  {fill(":'tenant'", 'text')},
+  ARRAY(SELECT 'explain-' || g FROM generate_series(1, {n}) g),
+  ARRAY(SELECT 'c' || (g * 7 % 1000) FROM generate_series(1, {n}) g),
+  {fill("'calls'", 'text')}, {fill(1, 'numeric')}, {fill('now()', 'timestamptz')},
+  {fill("'epoch'", 'timestamptz')}, {fill('NULL', 'timestamptz')}, {fill('NULL', 'text')},
+  {fill('true', 'boolean')}, {fill('NULL', 'jsonb')}, {fill('false', 'boolean')},
+  {fill('NULL', 'numeric')}, {fill('NULL', 'numeric')}, {fill(0.8, 'numeric')},
+  {fill(0.95, 'numeric')}, {fill('NULL', 'text')}, {fill('false', 'boolean')},
+  {fill('now()', 'timestamptz')});
+ROLLBACK;
+""")
 
 
 def wrk(out, per_request=1):
@@ -453,6 +499,8 @@ def main(argv):
         setup(args[0].rstrip("/"), args[1], int(args[2]))
     elif cmd == "pages":
         pages(args[0].rstrip("/"), args[1], args[2])
+    elif cmd == "explain-sql":
+        explain_sql(args[0])
     elif cmd == "wrk":
         wrk(args[0], int(args[1]) if len(args) > 1 else 1)
     elif cmd == "pgbench":

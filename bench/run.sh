@@ -9,7 +9,8 @@
 # Environment: DURATION (10s), CONNECTIONS (32), THREADS (2), CUSTOMERS (1000), WARMUP (2s, 0 = none),
 # GROWTH_EVENTS (1000000: raw events loaded through the batch API before the checks are run again),
 # CARGO_TARGET_DIR (/tmp/tollgate-bench-target), PG_BIN (/usr/lib/postgresql/15/bin),
-# STATEMENTS=1 (diagnostic: load pg_stat_statements and print the queries per HTTP request).
+# STATEMENTS=1 (diagnostic: load pg_stat_statements and print the queries per HTTP request),
+# EXPLAIN=1 (after the growth load, write the hot statements' plans to bench/results/explain.txt).
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,6 +21,7 @@ THREADS="${THREADS:-2}"
 CUSTOMERS="${CUSTOMERS:-1000}"
 WARMUP="${WARMUP:-2s}"
 STATEMENTS="${STATEMENTS:-0}"
+EXPLAIN="${EXPLAIN:-0}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tollgate-bench-target}"
 PY="${PYTHON:-python3}"
@@ -203,6 +205,23 @@ done
 LOADED_EVENTS="$(events)"
 log "$LOADED_EVENTS usage events stored"
 run_wrk check_grown /v1/check
+if [ "$EXPLAIN" = 1 ]; then
+  # The plans of the hot statements at this size, nested ones included (auto_explain logs
+  # the statements inside tollgate_record_usage_batch).
+  log "EXPLAIN (ANALYZE, BUFFERS) at $LOADED_EVENTS events -> $BENCH_DIR/results/explain.txt"
+  mkdir -p "$BENCH_DIR/results"
+  LOG_BEFORE="$(wc -c <"$PGDATA/server.log")"
+  "$PY" "$HELPER" explain-sql "$REPO" >"$OUT/explain.sql"
+  "${PSQL[@]}" -d tollgate -f "$OUT/explain.sql" >"$OUT/explain.txt" 2>&1 \
+    || { cat "$OUT/explain.txt" >&2; die "explain failed"; }
+  {
+    echo "# EXPLAIN (ANALYZE, BUFFERS) with $LOADED_EVENTS usage events stored ($(date -u +%Y-%m-%d))"
+    cat "$OUT/explain.txt"
+    echo
+    echo "# auto_explain: the statements inside tollgate_record_usage_batch (100 events)"
+    tail -c +"$((LOG_BEFORE + 1))" "$PGDATA/server.log" | grep -v '^\s*$'
+  } >"$BENCH_DIR/results/explain.txt"
+fi
 log "pages: portal and console for 20 features and 100 invoices; /v1/me/check next to /v1/check"
 timeout 600 "$PY" "$HELPER" pages "$BASE" "$ADMIN_TOKEN" "$OUT/pages.json" || die "pages bench failed"
 

@@ -18,8 +18,18 @@
 --
 -- Counters are coalesced: all of a batch's events for one counter are one upsert when they
 -- all fit under the ceiling (the common case, and always without a ceiling), so a hot counter
--- takes one row version per batch rather than one per event; only a batch that reaches the
--- ceiling falls back to one conditional upsert per event, in arrival order.
+-- takes one row version per batch rather than one per event, and all those upserts are one
+-- statement; only a counter whose ceiling is reached within the batch (or a max feature)
+-- falls back to one conditional upsert per event, in arrival order.
+
+-- A counter's key as one text (for jsonb maps inside tollgate_record_usage_batch).
+CREATE FUNCTION tollgate_counter_key(p_tenant text, p_customer text, p_feature text,
+                                     p_period_start timestamptz) RETURNS text
+-- STABLE as its body is (extract from a timestamptz), so that it is inlined into queries.
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT p_tenant || chr(31) || p_customer || chr(31) || p_feature || chr(31)
+           || extract(epoch FROM p_period_start)::text
+$$;
 
 -- The alerts for a counter that went from p_before to p_after (with their webhook events):
 -- each level crossed, once per customer, feature, period and level.
@@ -65,6 +75,10 @@ $$;
 -- Returns one row per event, in order: out_outcome is 'recorded', 'duplicate', 'refused' or
 -- 'period_closed'; out_used the counter after the event (recorded), or now (duplicate); the
 -- rest the stored event's fields for a duplicate, else the input's.
+--
+-- Set-based: a handful of statements whatever the batch size. Every lookup is a LATERAL or
+-- scalar subquery, so an index probe per event whatever the cached (generic) plan estimates,
+-- never a join the planner might turn into a scan of millions of rows.
 CREATE FUNCTION tollgate_record_usage_batch(
     p_tenant       text[],
     p_event        text[],
@@ -94,47 +108,56 @@ CREATE FUNCTION tollgate_record_usage_batch(
     out_quantity    numeric,
     out_occurred_at timestamptz
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- The statements below are planned once per connection: their shape does not depend on the
+-- batch (re-planning them per call cost more than running them).
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
-    v_n      integer := coalesce(cardinality(p_event), 0);
+    v_n        integer := coalesce(cardinality(p_event), 0);
     -- Per event: 'insert' (to be recorded), 'duplicate', 'refused', 'period_closed'; after
     -- the insert 'recorded' or 'unrecorded' (inserted, then refused by its ceiling).
-    v_state  text[];
+    v_state    text[];
     -- The first event of the batch with the same id.
-    v_first  integer[];
-    v_used   numeric[] := array_fill(NULL::numeric, ARRAY[coalesce(cardinality(p_event), 0)]);
-    v_group  record;
-    v_k      integer;
-    v_o      integer;
-    v_q      numeric;
-    v_ceil   numeric;
-    v_after  numeric;
-    v_before numeric;
-    v_run    numeric;
+    v_first    integer[];
+    v_repeats  boolean;
+    -- The counters after the batch, by counter key, for the counters updated in one go.
+    v_after    jsonb;
+    -- The ceilings of those counters (those with one).
+    v_ceilings jsonb;
+    -- Per event, the counter after it (the counters updated one event at a time).
+    v_used     numeric[] := array_fill(NULL::numeric, ARRAY[coalesce(cardinality(p_event), 0)]);
+    v_group    record;
+    v_k        integer;
+    v_o        integer;
+    v_q        numeric;
+    v_ceil     numeric;
+    v_level    numeric;
+    v_before   numeric;
 BEGIN
     IF v_n = 0 THEN
         RETURN;
     END IF;
 
-    -- 1. The customers, locked against invoice finalization closing their periods meanwhile.
-    PERFORM 1 FROM customers c
-    WHERE (c.tenant_id, c.customer_id) IN
-          (SELECT x.t, x.c FROM unnest(p_tenant, p_customer) AS x(t, c))
-    ORDER BY c.tenant_id, c.customer_id
-    FOR KEY SHARE OF c;
-
-    -- 2. What each event is before anything is written. An id purged by retention is a
-    -- duplicate for ever (SPEC §12); a refused or closed event is a duplicate if its id is
-    -- known, and is otherwise not written at all.
-    SELECT array_agg(x.first ORDER BY x.ord), array_agg(x.state ORDER BY x.ord)
-    INTO v_first, v_state
-    FROM (
+    -- 1. The customers, locked (in key order) against invoice finalization closing their
+    -- periods meanwhile; then what each event is before anything is written. An id purged by
+    -- retention is a duplicate for ever (SPEC §12); a refused or closed event is a duplicate
+    -- if its id is known, and is otherwise not written at all.
+    WITH locked AS MATERIALIZED (
+        SELECT x.t, x.c, l.closed
+        FROM (SELECT DISTINCT x.t, x.c FROM unnest(p_tenant, p_customer) AS x(t, c)
+              ORDER BY x.t, x.c) x
+        CROSS JOIN LATERAL (SELECT c.usage_closed_before AS closed FROM customers c
+                            WHERE c.tenant_id = x.t AND c.customer_id = x.c
+                            OFFSET 0 FOR KEY SHARE) l
+    ),
+    classified AS (
         SELECT i.ord,
                min(i.ord) OVER (PARTITION BY i.t, i.e) AS first,
                CASE
                    WHEN EXISTS (SELECT 1 FROM usage_events_purged x
                                 WHERE x.tenant_id = i.t AND x.event_id = i.e) THEN 'duplicate'
-                   WHEN i.refused OR i.at < cu.usage_closed_before THEN
+                   WHEN i.refused OR i.at < k.closed THEN
                        CASE WHEN EXISTS (SELECT 1 FROM usage_events e
                                          WHERE e.tenant_id = i.t AND e.event_id = i.e)
                                 THEN 'duplicate'
@@ -144,10 +167,14 @@ BEGIN
                END AS state
         FROM unnest(p_tenant, p_event, p_customer, p_occurred_at, p_refused)
                  WITH ORDINALITY AS i(t, e, c, at, refused, ord)
-        LEFT JOIN customers cu ON cu.tenant_id = i.t AND cu.customer_id = i.c
-    ) x;
+        LEFT JOIN locked k ON k.t = i.t AND k.c = i.c
+    )
+    SELECT array_agg(x.first ORDER BY x.ord), array_agg(x.state ORDER BY x.ord),
+           bool_or(x.first <> x.ord)
+    INTO v_first, v_state, v_repeats
+    FROM classified x;
 
-    -- 3. The raw events (the first of each id), in id order. An id that conflicts was
+    -- 2. The raw events (the first of each id), in id order. An id that conflicts was
     -- recorded by someone else meanwhile: a duplicate.
     WITH ins AS (
         INSERT INTO usage_events AS e (tenant_id, event_id, customer_id, feature_key,
@@ -169,63 +196,93 @@ BEGIN
     FROM unnest(p_tenant, p_event, v_state, v_first) WITH ORDINALITY AS i(t, e, s, first, ord)
     LEFT JOIN ins ON ins.tenant_id = i.t AND ins.event_id = i.e;
 
-    -- 4. The counters, one at a time in key order; each counter's events in arrival order.
+    -- 3. The counters, coalesced: all of a counter's events in one upsert, in key order
+    -- (one row version, and one lock, per counter per batch). Under a ceiling the upsert
+    -- happens only if the whole group fits; the ceiling is looked up by counter key.
+    SELECT jsonb_object_agg(g.key, g.ceil) FILTER (WHERE g.ceil IS NOT NULL)
+    INTO v_ceilings
+    FROM (SELECT tollgate_counter_key(i.t, i.c, i.f, i.ps) AS key, min(i.ceil) AS ceil
+          FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_ceiling, v_state,
+                      p_billable) AS i(t, c, f, ps, ceil, s, b)
+          WHERE i.s = 'recorded' AND i.b AND i.ceil IS NOT NULL
+          GROUP BY 1) g;
+    WITH g AS (
+        SELECT i.t, i.c, i.f, i.ps, min(i.pe) AS pe, sum(i.q) AS total, count(*) AS n
+        FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_period_end,
+                    p_quantity, p_billable, p_is_max, p_ceiling, v_state)
+                 AS i(t, c, f, ps, pe, q, b, is_max, ceil, s)
+        WHERE i.s = 'recorded' AND i.b
+        GROUP BY i.t, i.c, i.f, i.ps
+        -- One ceiling for all its events (or none), a sum, and the whole group under it:
+        -- else one event at a time (below).
+        HAVING NOT bool_or(i.is_max)
+           AND count(DISTINCT i.ceil) <= 1
+           AND (count(i.ceil) = 0 OR count(i.ceil) = count(*))
+           AND (min(i.ceil) IS NULL OR sum(i.q) <= min(i.ceil))
+    ),
+    up AS (
+        INSERT INTO usage_counters AS c (tenant_id, customer_id, feature_key, period_start,
+                                         period_end, used, event_count)
+        SELECT g.t, g.c, g.f, g.ps, g.pe, g.total, g.n FROM g
+        ORDER BY g.t, g.c, g.f, g.ps
+        ON CONFLICT ON CONSTRAINT usage_counters_pkey DO UPDATE SET
+            used = c.used + EXCLUDED.used,
+            event_count = c.event_count + EXCLUDED.event_count,
+            updated_at = now()
+        WHERE v_ceilings IS NULL
+           OR c.used + EXCLUDED.used <= coalesce(
+                  (v_ceilings ->> tollgate_counter_key(c.tenant_id, c.customer_id,
+                                                       c.feature_key, c.period_start))::numeric,
+                  c.used + EXCLUDED.used)
+        RETURNING c.tenant_id, c.customer_id, c.feature_key, c.period_start, c.used
+    )
+    SELECT jsonb_object_agg(tollgate_counter_key(up.tenant_id, up.customer_id, up.feature_key,
+                                                 up.period_start), up.used)
+    INTO v_after
+    FROM up;
+
+    -- Alerts for the counters updated in one go: the levels between before and after.
+    IF v_after IS NOT NULL THEN
+        PERFORM tollgate_usage_alerts(g.t, g.c, g.f, g.ps, g.after - g.total, g.after,
+                                      g.lim, g.warn, g.crit, g.now)
+        FROM (SELECT i.t, i.c, i.f, i.ps, sum(i.q) AS total, min(i.lim) AS lim,
+                     min(i.warn) AS warn, min(i.crit) AS crit, max(i.now) AS now,
+                     (v_after ->> tollgate_counter_key(i.t, i.c, i.f, i.ps))::numeric AS after
+              FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_quantity,
+                          p_billable, p_limit, p_warning, p_critical, p_now, v_state)
+                       AS i(t, c, f, ps, q, b, lim, warn, crit, now, s)
+              WHERE i.s = 'recorded' AND i.b AND i.lim IS NOT NULL
+              GROUP BY i.t, i.c, i.f, i.ps) g
+        WHERE g.after IS NOT NULL
+          AND tollgate_level(g.after, g.lim, g.warn, g.crit)
+              > tollgate_level(g.after - g.total, g.lim, g.warn, g.crit);
+    END IF;
+
+    -- 4. The other counters (a max feature, or a ceiling reached within the batch): one
+    -- event at a time in arrival order, each refused on its own if it would pass its
+    -- ceiling. Counters in key order.
     FOR v_group IN
         SELECT i.t, i.c, i.f, i.ps, min(i.pe) AS pe, bool_or(i.is_max) AS is_max,
                array_agg(i.ord ORDER BY i.ord) AS ords,
                array_agg(i.q ORDER BY i.ord) AS qs,
                array_agg(i.ceil ORDER BY i.ord) AS ceils,
-               sum(i.q) AS total, count(*) AS n,
-               -- One ceiling for all (or none): the whole group can be tried at once.
-               count(DISTINCT i.ceil) <= 1 AND (count(i.ceil) = 0 OR count(i.ceil) = count(*))
-                   AS one_ceiling,
-               min(i.ceil) AS ceil,
-               min(i.lim) AS lim, min(i.warn) AS warn, min(i.crit) AS crit, max(i.now) AS now
+               count(*) AS n, min(i.lim) AS lim, min(i.warn) AS warn, min(i.crit) AS crit,
+               max(i.now) AS now
         FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_period_end, p_quantity,
                     p_billable, p_is_max, p_ceiling, p_limit, p_warning, p_critical, p_now,
                     v_state)
                  WITH ORDINALITY AS i(t, c, f, ps, pe, q, b, is_max, ceil, lim, warn, crit, now,
                                       s, ord)
         WHERE i.s = 'recorded' AND i.b
+          AND (v_after IS NULL OR NOT v_after ? tollgate_counter_key(i.t, i.c, i.f, i.ps))
         GROUP BY i.t, i.c, i.f, i.ps
         ORDER BY i.t, i.c, i.f, i.ps
     LOOP
-        v_after := NULL;
-        IF NOT v_group.is_max AND v_group.one_ceiling
-           AND (v_group.ceil IS NULL OR v_group.total <= v_group.ceil) THEN
-            INSERT INTO usage_counters AS c (tenant_id, customer_id, feature_key, period_start,
-                                             period_end, used, event_count)
-            VALUES (v_group.t, v_group.c, v_group.f, v_group.ps, v_group.pe, v_group.total,
-                    v_group.n)
-            ON CONFLICT ON CONSTRAINT usage_counters_pkey DO UPDATE SET
-                used = c.used + EXCLUDED.used,
-                event_count = c.event_count + EXCLUDED.event_count,
-                updated_at = now()
-            WHERE v_group.ceil IS NULL OR c.used + EXCLUDED.used <= v_group.ceil
-            RETURNING c.used INTO v_after;
-        END IF;
-
-        IF v_after IS NOT NULL THEN
-            -- All of them fit: each event's total is the running sum, in arrival order.
-            v_before := v_after - v_group.total;
-            v_run := v_before;
-            FOR v_k IN 1 .. v_group.n LOOP
-                v_run := v_run + v_group.qs[v_k];
-                v_used[v_group.ords[v_k]] := v_run;
-            END LOOP;
-            PERFORM tollgate_usage_alerts(v_group.t, v_group.c, v_group.f, v_group.ps,
-                                          v_before, v_after, v_group.lim, v_group.warn,
-                                          v_group.crit, v_group.now);
-            CONTINUE;
-        END IF;
-
-        -- The ceiling is reached within the batch (or the feature is a max): one event at a
-        -- time, each refused on its own if it would pass its ceiling.
         FOR v_k IN 1 .. v_group.n LOOP
             v_o := v_group.ords[v_k];
             v_q := v_group.qs[v_k];
             v_ceil := v_group.ceils[v_k];
-            v_after := NULL;
+            v_level := NULL;
             IF v_ceil IS NULL OR v_q <= v_ceil THEN
                 INSERT INTO usage_counters AS c (tenant_id, customer_id, feature_key,
                                                  period_start, period_end, used, event_count)
@@ -238,97 +295,117 @@ BEGIN
                 WHERE v_ceil IS NULL
                    OR (CASE WHEN v_group.is_max THEN GREATEST(c.used, EXCLUDED.used)
                             ELSE c.used + EXCLUDED.used END) <= v_ceil
-                RETURNING c.used INTO v_after;
+                RETURNING c.used INTO v_level;
             END IF;
-            IF v_after IS NULL THEN
+            IF v_level IS NULL THEN
                 v_state[v_o] := 'unrecorded';
                 CONTINUE;
             END IF;
-            v_used[v_o] := v_after;
+            v_used[v_o] := v_level;
             -- A max feature's level before is unknown when this event set it: every level
             -- it reached is tried (the alerts' unique key keeps each once).
-            v_before := CASE WHEN NOT v_group.is_max THEN v_after - v_q
-                             WHEN v_after = v_q THEN 0
-                             ELSE v_after END;
+            v_before := CASE WHEN NOT v_group.is_max THEN v_level - v_q
+                             WHEN v_level = v_q THEN 0
+                             ELSE v_level END;
             PERFORM tollgate_usage_alerts(v_group.t, v_group.c, v_group.f, v_group.ps,
-                                          v_before, v_after, v_group.lim, v_group.warn,
+                                          v_before, v_level, v_group.lim, v_group.warn,
                                           v_group.crit, v_group.now);
         END LOOP;
     END LOOP;
 
-    -- 5. The raw rows of the events their ceiling refused go again.
+    -- The raw rows of the events their ceiling refused go again.
     IF 'unrecorded' = ANY (v_state) THEN
-        DELETE FROM usage_events e
-        USING unnest(p_tenant, p_event, v_state) AS i(t, ev, s)
-        WHERE i.s = 'unrecorded' AND e.tenant_id = i.t AND e.event_id = i.ev;
-        v_state := array_replace(v_state, 'unrecorded', 'refused');
+        FOR v_o IN 1 .. v_n LOOP
+            IF v_state[v_o] = 'unrecorded' THEN
+                DELETE FROM usage_events e
+                WHERE e.tenant_id = p_tenant[v_o] AND e.event_id = p_event[v_o];
+                v_state[v_o] := 'refused';
+            END IF;
+        END LOOP;
     END IF;
 
     -- Later events with an id seen earlier in the batch: a duplicate of it if it was
     -- recorded, else the same answer.
-    FOR v_o IN 1 .. v_n LOOP
-        IF v_first[v_o] <> v_o THEN
-            v_state[v_o] := CASE WHEN v_state[v_first[v_o]] IN ('recorded', 'duplicate')
-                                 THEN 'duplicate' ELSE v_state[v_first[v_o]] END;
-        END IF;
-    END LOOP;
+    IF v_repeats THEN
+        FOR v_o IN 1 .. v_n LOOP
+            IF v_first[v_o] <> v_o THEN
+                v_state[v_o] := CASE WHEN v_state[v_first[v_o]] IN ('recorded', 'duplicate')
+                                     THEN 'duplicate' ELSE v_state[v_first[v_o]] END;
+            END IF;
+        END LOOP;
+    END IF;
 
-    -- 6. Per-member totals of what was counted (sum features, then max features).
-    INSERT INTO usage_member_counters AS m (tenant_id, customer_id, feature_key, period_start,
-                                            member_id, used)
-    SELECT i.t, i.c, i.f, i.ps, i.m, sum(i.q)
-    FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_member, p_quantity,
-                p_billable, p_is_max, v_state, v_first)
-             WITH ORDINALITY AS i(t, c, f, ps, m, q, b, is_max, s, first, ord)
-    WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.m IS NOT NULL AND NOT i.is_max
-    GROUP BY i.t, i.c, i.f, i.ps, i.m
-    ORDER BY i.t, i.c, i.f, i.ps, i.m
-    ON CONFLICT ON CONSTRAINT usage_member_counters_pkey DO UPDATE SET
-        used = m.used + EXCLUDED.used;
+    -- 5. Per-member totals of what was counted (sum features, then max features).
+    IF EXISTS (SELECT 1 FROM unnest(p_member) m WHERE m IS NOT NULL) THEN
+        INSERT INTO usage_member_counters AS m (tenant_id, customer_id, feature_key,
+                                                period_start, member_id, used)
+        SELECT i.t, i.c, i.f, i.ps, i.m, sum(i.q)
+        FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_member, p_quantity,
+                    p_billable, p_is_max, v_state, v_first)
+                 WITH ORDINALITY AS i(t, c, f, ps, m, q, b, is_max, s, first, ord)
+        WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.m IS NOT NULL AND NOT i.is_max
+        GROUP BY i.t, i.c, i.f, i.ps, i.m
+        ORDER BY i.t, i.c, i.f, i.ps, i.m
+        ON CONFLICT ON CONSTRAINT usage_member_counters_pkey DO UPDATE SET
+            used = m.used + EXCLUDED.used;
 
-    INSERT INTO usage_member_counters AS m (tenant_id, customer_id, feature_key, period_start,
-                                            member_id, used)
-    SELECT i.t, i.c, i.f, i.ps, i.m, max(i.q)
-    FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_member, p_quantity,
-                p_billable, p_is_max, v_state, v_first)
-             WITH ORDINALITY AS i(t, c, f, ps, m, q, b, is_max, s, first, ord)
-    WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.m IS NOT NULL AND i.is_max
-    GROUP BY i.t, i.c, i.f, i.ps, i.m
-    ORDER BY i.t, i.c, i.f, i.ps, i.m
-    ON CONFLICT ON CONSTRAINT usage_member_counters_pkey DO UPDATE SET
-        used = GREATEST(m.used, EXCLUDED.used);
+        INSERT INTO usage_member_counters AS m (tenant_id, customer_id, feature_key,
+                                                period_start, member_id, used)
+        SELECT i.t, i.c, i.f, i.ps, i.m, max(i.q)
+        FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_member, p_quantity,
+                    p_billable, p_is_max, v_state, v_first)
+                 WITH ORDINALITY AS i(t, c, f, ps, m, q, b, is_max, s, first, ord)
+        WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.m IS NOT NULL AND i.is_max
+        GROUP BY i.t, i.c, i.f, i.ps, i.m
+        ORDER BY i.t, i.c, i.f, i.ps, i.m
+        ON CONFLICT ON CONSTRAINT usage_member_counters_pkey DO UPDATE SET
+            used = GREATEST(m.used, EXCLUDED.used);
+    END IF;
 
-    -- 7. A Stripe meter event for each counted event, when its tenant is connected to Stripe.
-    INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
-    SELECT i.t, 'meter_event', i.e,
-           jsonb_build_object('event_name', i.meter, 'customer', i.c, 'value', i.q,
-                              'timestamp', extract(epoch FROM i.at)::bigint)
-    FROM unnest(p_tenant, p_event, p_customer, p_quantity, p_occurred_at, p_billable,
-                p_meter_event, v_state, v_first)
-             WITH ORDINALITY AS i(t, e, c, q, at, b, meter, s, first, ord)
-    WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.meter IS NOT NULL
-      AND EXISTS (SELECT 1 FROM tenants t
-                  WHERE t.tenant_id = i.t AND t.stripe_secret_key IS NOT NULL)
-    ORDER BY i.ord;
+    -- 6. A Stripe meter event for each counted event, when its tenant is connected to Stripe.
+    IF EXISTS (SELECT 1 FROM unnest(p_meter_event) m WHERE m IS NOT NULL) THEN
+        INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
+        SELECT i.t, 'meter_event', i.e,
+               jsonb_build_object('event_name', i.meter, 'customer', i.c, 'value', i.q,
+                                  'timestamp', extract(epoch FROM i.at)::bigint)
+        FROM unnest(p_tenant, p_event, p_customer, p_quantity, p_occurred_at, p_billable,
+                    p_meter_event, v_state, v_first)
+                 WITH ORDINALITY AS i(t, e, c, q, at, b, meter, s, first, ord)
+        WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.meter IS NOT NULL
+          AND EXISTS (SELECT 1 FROM tenants t
+                      WHERE t.tenant_id = i.t AND t.stripe_secret_key IS NOT NULL)
+        ORDER BY i.ord;
+    END IF;
 
-    -- 8. The answers, in order.
+    -- 7. The answers, in order. A counter updated in one go gives each of its events the
+    -- running total in arrival order (as if they had come one by one).
     RETURN QUERY
         SELECT i.ord::integer,
                i.s,
-               CASE WHEN i.s = 'recorded' AND i.b THEN i.u
+               CASE WHEN i.s = 'recorded' AND i.b THEN
+                        coalesce(i.u, (v_after ->> tollgate_counter_key(i.t, i.c, i.f, i.ps))::numeric
+                                      - sum(i.q) FILTER (WHERE i.s = 'recorded' AND i.b)
+                                            OVER (PARTITION BY i.t, i.c, i.f, i.ps)
+                                      + sum(i.q) FILTER (WHERE i.s = 'recorded' AND i.b)
+                                            OVER (PARTITION BY i.t, i.c, i.f, i.ps ORDER BY i.ord))
                     WHEN i.s IN ('recorded', 'duplicate') THEN COALESCE(cnt.used, 0) END,
                COALESCE(e.customer_id, i.c), COALESCE(e.feature_key, i.f),
                COALESCE(e.quantity, i.q), COALESCE(e.occurred_at, i.at)
         FROM unnest(p_tenant, p_event, p_customer, p_feature, p_quantity, p_occurred_at,
                     p_period_start, p_billable, v_state, v_used)
                  WITH ORDINALITY AS i(t, ev, c, f, q, at, ps, b, s, u, ord)
-        LEFT JOIN usage_events e
-               ON i.s = 'duplicate' AND e.tenant_id = i.t AND e.event_id = i.ev
-        LEFT JOIN usage_counters cnt
-               ON (i.s = 'duplicate' OR (i.s = 'recorded' AND NOT i.b))
+        LEFT JOIN LATERAL (
+            SELECT e.customer_id, e.feature_key, e.quantity, e.occurred_at, e.period_start
+            FROM usage_events e
+            WHERE i.s = 'duplicate' AND e.tenant_id = i.t AND e.event_id = i.ev
+            OFFSET 0) e ON true
+        LEFT JOIN LATERAL (
+            SELECT cnt.used FROM usage_counters cnt
+            WHERE (i.s = 'duplicate' OR (i.s = 'recorded' AND NOT i.b))
               AND cnt.tenant_id = i.t AND cnt.customer_id = COALESCE(e.customer_id, i.c)
               AND cnt.feature_key = COALESCE(e.feature_key, i.f)
               AND cnt.period_start = COALESCE(e.period_start, i.ps)
+            OFFSET 0) cnt ON true
         ORDER BY i.ord;
 END;
 $$;
