@@ -14,7 +14,11 @@
 --   same transaction as the events.
 --
 -- Locks are taken in one global order (customers, then event ids, then counters, each sorted
--- by key), so concurrent batches wait for each other but never deadlock.
+-- by key in byte order, COLLATE "C": ids are ASCII, and byte order sorts several times faster
+-- than a linguistic collation), so concurrent batches wait for each other rather than
+-- deadlock. (The one exception: a counter updated in one go by one batch and event by event
+-- by another, at its ceiling. PostgreSQL detects that deadlock, and the caller records the
+-- failed batch again one event at a time.)
 --
 -- Counters are coalesced: all of a batch's events for one counter are one upsert when they
 -- all fit under the ceiling (the common case, and always without a ceiling), so a hot counter
@@ -140,79 +144,73 @@ BEGIN
     END IF;
 
     -- 1. The customers, locked (in key order) against invoice finalization closing their
-    -- periods meanwhile; then what each event is before anything is written. An id purged by
-    -- retention is a duplicate for ever (SPEC §12); a refused or closed event is a duplicate
-    -- if its id is known, and is otherwise not written at all.
-    WITH locked AS MATERIALIZED (
-        SELECT x.t, x.c, l.closed
-        FROM (SELECT DISTINCT x.t, x.c FROM unnest(p_tenant, p_customer) AS x(t, c)
-              ORDER BY x.t, x.c) x
-        CROSS JOIN LATERAL (SELECT c.usage_closed_before AS closed FROM customers c
-                            WHERE c.tenant_id = x.t AND c.customer_id = x.c
-                            OFFSET 0 FOR KEY SHARE) l
-    ),
-    classified AS (
-        SELECT i.ord,
-               min(i.ord) OVER (PARTITION BY i.t, i.e) AS first,
+    -- periods meanwhile; then what each event is before anything is written: a later event
+    -- with an id seen earlier in the batch is a 'repeat'; an id stored, or purged by retention
+    -- (SPEC §12), is a duplicate; a refused or closed event is not written at all.
+    PERFORM 1
+    FROM (SELECT x.t, x.c FROM unnest(p_tenant, p_customer) AS x(t, c)
+          GROUP BY x.t, x.c ORDER BY x.t COLLATE "C", x.c COLLATE "C") x
+    CROSS JOIN LATERAL (SELECT 1 FROM customers c
+                        WHERE c.tenant_id = x.t AND c.customer_id = x.c
+                        OFFSET 0 FOR KEY SHARE) l;
+    WITH classified AS (
+        SELECT i.ord, i.first,
                CASE
-                   WHEN EXISTS (SELECT 1 FROM usage_events_purged x
+                   WHEN i.first <> i.ord THEN 'repeat'
+                   WHEN EXISTS (SELECT 1 FROM usage_events e
+                                WHERE e.tenant_id = i.t AND e.event_id = i.e)
+                     OR EXISTS (SELECT 1 FROM usage_events_purged x
                                 WHERE x.tenant_id = i.t AND x.event_id = i.e) THEN 'duplicate'
-                   WHEN i.refused OR i.at < k.closed THEN
-                       CASE WHEN EXISTS (SELECT 1 FROM usage_events e
-                                         WHERE e.tenant_id = i.t AND e.event_id = i.e)
-                                THEN 'duplicate'
-                            WHEN i.refused THEN 'refused'
-                            ELSE 'period_closed' END
+                   WHEN i.refused THEN 'refused'
+                   WHEN i.at < (SELECT c.usage_closed_before FROM customers c
+                                WHERE c.tenant_id = i.t AND c.customer_id = i.c)
+                   THEN 'period_closed'
                    ELSE 'insert'
                END AS state
-        FROM unnest(p_tenant, p_event, p_customer, p_occurred_at, p_refused)
-                 WITH ORDINALITY AS i(t, e, c, at, refused, ord)
-        LEFT JOIN locked k ON k.t = i.t AND k.c = i.c
+        FROM (SELECT i.*, min(i.ord) OVER (PARTITION BY i.t COLLATE "C", i.e COLLATE "C")
+                              AS first
+              FROM unnest(p_tenant, p_event, p_customer, p_occurred_at, p_refused)
+                       WITH ORDINALITY AS i(t, e, c, at, refused, ord)) i
     )
     SELECT array_agg(x.first ORDER BY x.ord), array_agg(x.state ORDER BY x.ord),
            bool_or(x.first <> x.ord)
     INTO v_first, v_state, v_repeats
     FROM classified x;
 
-    -- 2. The raw events (the first of each id), in id order. An id that conflicts was
-    -- recorded by someone else meanwhile: a duplicate.
-    WITH ins AS (
-        INSERT INTO usage_events AS e (tenant_id, event_id, customer_id, feature_key,
-                                       quantity, occurred_at, period_start, member_id,
-                                       billable, properties)
-        SELECT i.t, i.e, i.c, i.f, i.q, i.at, i.ps, i.m, i.b, i.props
-        FROM unnest(p_tenant, p_event, p_customer, p_feature, p_quantity, p_occurred_at,
-                    p_period_start, p_member, p_billable, p_properties, v_state, v_first)
-                 WITH ORDINALITY AS i(t, e, c, f, q, at, ps, m, b, props, s, first, ord)
-        WHERE i.s = 'insert' AND i.first = i.ord
-        ORDER BY i.t, i.e
-        ON CONFLICT ON CONSTRAINT usage_events_pkey DO NOTHING
-        RETURNING e.tenant_id, e.event_id
-    )
-    SELECT array_agg(CASE WHEN i.s <> 'insert' OR i.first <> i.ord THEN i.s
-                          WHEN ins.event_id IS NULL THEN 'duplicate'
-                          ELSE 'recorded' END ORDER BY i.ord)
-    INTO v_state
-    FROM unnest(p_tenant, p_event, v_state, v_first) WITH ORDINALITY AS i(t, e, s, first, ord)
-    LEFT JOIN ins ON ins.tenant_id = i.t AND ins.event_id = i.e;
+    -- 2. The raw events, in id order. A plain insert (no ON CONFLICT, which costs twice as
+    -- much): the ids were checked just above. An id recorded by a concurrent batch since is
+    -- a unique violation that fails this statement; the caller then records the batch one
+    -- event at a time, and that id is a duplicate.
+    INSERT INTO usage_events AS e (tenant_id, event_id, customer_id, feature_key, quantity,
+                                   occurred_at, period_start, member_id, billable, properties)
+    SELECT i.t, i.e, i.c, i.f, i.q, i.at, i.ps, i.m, i.b, i.props
+    FROM unnest(p_tenant, p_event, p_customer, p_feature, p_quantity, p_occurred_at,
+                p_period_start, p_member, p_billable, p_properties, v_state)
+             AS i(t, e, c, f, q, at, ps, m, b, props, s)
+    WHERE i.s = 'insert'
+    ORDER BY i.t COLLATE "C", i.e COLLATE "C";
+    v_state := array_replace(v_state, 'insert', 'recorded');
 
     -- 3. The counters, coalesced: all of a counter's events in one upsert, in key order
     -- (one row version, and one lock, per counter per batch). Under a ceiling the upsert
     -- happens only if the whole group fits; the ceiling is looked up by counter key.
-    SELECT jsonb_object_agg(g.key, g.ceil) FILTER (WHERE g.ceil IS NOT NULL)
-    INTO v_ceilings
-    FROM (SELECT tollgate_counter_key(i.t, i.c, i.f, i.ps) AS key, min(i.ceil) AS ceil
-          FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_ceiling, v_state,
-                      p_billable) AS i(t, c, f, ps, ceil, s, b)
-          WHERE i.s = 'recorded' AND i.b AND i.ceil IS NOT NULL
-          GROUP BY 1) g;
+    IF array_remove(p_ceiling, NULL) <> '{}' THEN
+        SELECT jsonb_object_agg(g.key, g.ceil)
+        INTO v_ceilings
+        FROM (SELECT tollgate_counter_key(i.t, i.c, i.f, i.ps) AS key, min(i.ceil) AS ceil
+              FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_ceiling, v_state,
+                          p_billable) AS i(t, c, f, ps, ceil, s, b)
+              WHERE i.s = 'recorded' AND i.b AND i.ceil IS NOT NULL
+              GROUP BY 1) g;
+    END IF;
     WITH g AS (
-        SELECT i.t, i.c, i.f, i.ps, min(i.pe) AS pe, sum(i.q) AS total, count(*) AS n
+        SELECT i.t COLLATE "C" AS t, i.c COLLATE "C" AS c, i.f COLLATE "C" AS f, i.ps,
+               min(i.pe) AS pe, sum(i.q) AS total, count(*) AS n
         FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_period_end,
                     p_quantity, p_billable, p_is_max, p_ceiling, v_state)
                  AS i(t, c, f, ps, pe, q, b, is_max, ceil, s)
         WHERE i.s = 'recorded' AND i.b
-        GROUP BY i.t, i.c, i.f, i.ps
+        GROUP BY 1, 2, 3, 4
         -- One ceiling for all its events (or none), a sum, and the whole group under it:
         -- else one event at a time (below).
         HAVING NOT bool_or(i.is_max)
@@ -242,7 +240,7 @@ BEGIN
     FROM up;
 
     -- Alerts for the counters updated in one go: the levels between before and after.
-    IF v_after IS NOT NULL THEN
+    IF v_after IS NOT NULL AND array_remove(p_limit, NULL) <> '{}' THEN
         PERFORM tollgate_usage_alerts(g.t, g.c, g.f, g.ps, g.after - g.total, g.after,
                                       g.lim, g.warn, g.crit, g.now)
         FROM (SELECT i.t, i.c, i.f, i.ps, sum(i.q) AS total, min(i.lim) AS lim,
@@ -260,58 +258,61 @@ BEGIN
 
     -- 4. The other counters (a max feature, or a ceiling reached within the batch): one
     -- event at a time in arrival order, each refused on its own if it would pass its
-    -- ceiling. Counters in key order.
-    FOR v_group IN
-        SELECT i.t, i.c, i.f, i.ps, min(i.pe) AS pe, bool_or(i.is_max) AS is_max,
-               array_agg(i.ord ORDER BY i.ord) AS ords,
-               array_agg(i.q ORDER BY i.ord) AS qs,
-               array_agg(i.ceil ORDER BY i.ord) AS ceils,
-               count(*) AS n, min(i.lim) AS lim, min(i.warn) AS warn, min(i.crit) AS crit,
-               max(i.now) AS now
-        FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_period_end, p_quantity,
-                    p_billable, p_is_max, p_ceiling, p_limit, p_warning, p_critical, p_now,
-                    v_state)
-                 WITH ORDINALITY AS i(t, c, f, ps, pe, q, b, is_max, ceil, lim, warn, crit, now,
-                                      s, ord)
-        WHERE i.s = 'recorded' AND i.b
-          AND (v_after IS NULL OR NOT v_after ? tollgate_counter_key(i.t, i.c, i.f, i.ps))
-        GROUP BY i.t, i.c, i.f, i.ps
-        ORDER BY i.t, i.c, i.f, i.ps
-    LOOP
-        FOR v_k IN 1 .. v_group.n LOOP
-            v_o := v_group.ords[v_k];
-            v_q := v_group.qs[v_k];
-            v_ceil := v_group.ceils[v_k];
-            v_level := NULL;
-            IF v_ceil IS NULL OR v_q <= v_ceil THEN
-                INSERT INTO usage_counters AS c (tenant_id, customer_id, feature_key,
-                                                 period_start, period_end, used, event_count)
-                VALUES (v_group.t, v_group.c, v_group.f, v_group.ps, v_group.pe, v_q, 1)
-                ON CONFLICT ON CONSTRAINT usage_counters_pkey DO UPDATE SET
-                    used = CASE WHEN v_group.is_max THEN GREATEST(c.used, EXCLUDED.used)
-                                ELSE c.used + EXCLUDED.used END,
-                    event_count = c.event_count + 1,
-                    updated_at = now()
-                WHERE v_ceil IS NULL
-                   OR (CASE WHEN v_group.is_max THEN GREATEST(c.used, EXCLUDED.used)
-                            ELSE c.used + EXCLUDED.used END) <= v_ceil
-                RETURNING c.used INTO v_level;
-            END IF;
-            IF v_level IS NULL THEN
-                v_state[v_o] := 'unrecorded';
-                CONTINUE;
-            END IF;
-            v_used[v_o] := v_level;
-            -- A max feature's level before is unknown when this event set it: every level
-            -- it reached is tried (the alerts' unique key keeps each once).
-            v_before := CASE WHEN NOT v_group.is_max THEN v_level - v_q
-                             WHEN v_level = v_q THEN 0
-                             ELSE v_level END;
-            PERFORM tollgate_usage_alerts(v_group.t, v_group.c, v_group.f, v_group.ps,
-                                          v_before, v_level, v_group.lim, v_group.warn,
-                                          v_group.crit, v_group.now);
+    -- ceiling. Counters in key order. (Without a ceiling or a max feature, there are none.)
+    IF v_ceilings IS NOT NULL OR array_position(p_is_max, true) IS NOT NULL THEN
+        FOR v_group IN
+            SELECT i.t COLLATE "C" AS t, i.c COLLATE "C" AS c, i.f COLLATE "C" AS f, i.ps,
+                   min(i.pe) AS pe, bool_or(i.is_max) AS is_max,
+                   array_agg(i.ord ORDER BY i.ord) AS ords,
+                   array_agg(i.q ORDER BY i.ord) AS qs,
+                   array_agg(i.ceil ORDER BY i.ord) AS ceils,
+                   count(*) AS n, min(i.lim) AS lim, min(i.warn) AS warn, min(i.crit) AS crit,
+                   max(i.now) AS now
+            FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_period_end, p_quantity,
+                        p_billable, p_is_max, p_ceiling, p_limit, p_warning, p_critical, p_now,
+                        v_state)
+                     WITH ORDINALITY AS i(t, c, f, ps, pe, q, b, is_max, ceil, lim, warn, crit, now,
+                                          s, ord)
+            WHERE i.s = 'recorded' AND i.b
+              AND (v_after IS NULL OR NOT v_after ? tollgate_counter_key(i.t, i.c, i.f, i.ps))
+            GROUP BY 1, 2, 3, 4
+            ORDER BY 1, 2, 3, 4
+        LOOP
+            FOR v_k IN 1 .. v_group.n LOOP
+                v_o := v_group.ords[v_k];
+                v_q := v_group.qs[v_k];
+                v_ceil := v_group.ceils[v_k];
+                v_level := NULL;
+                IF v_ceil IS NULL OR v_q <= v_ceil THEN
+                    INSERT INTO usage_counters AS c (tenant_id, customer_id, feature_key,
+                                                     period_start, period_end, used, event_count)
+                    VALUES (v_group.t, v_group.c, v_group.f, v_group.ps, v_group.pe, v_q, 1)
+                    ON CONFLICT ON CONSTRAINT usage_counters_pkey DO UPDATE SET
+                        used = CASE WHEN v_group.is_max THEN GREATEST(c.used, EXCLUDED.used)
+                                    ELSE c.used + EXCLUDED.used END,
+                        event_count = c.event_count + 1,
+                        updated_at = now()
+                    WHERE v_ceil IS NULL
+                       OR (CASE WHEN v_group.is_max THEN GREATEST(c.used, EXCLUDED.used)
+                                ELSE c.used + EXCLUDED.used END) <= v_ceil
+                    RETURNING c.used INTO v_level;
+                END IF;
+                IF v_level IS NULL THEN
+                    v_state[v_o] := 'unrecorded';
+                    CONTINUE;
+                END IF;
+                v_used[v_o] := v_level;
+                -- A max feature's level before is unknown when this event set it: every level
+                -- it reached is tried (the alerts' unique key keeps each once).
+                v_before := CASE WHEN NOT v_group.is_max THEN v_level - v_q
+                                 WHEN v_level = v_q THEN 0
+                                 ELSE v_level END;
+                PERFORM tollgate_usage_alerts(v_group.t, v_group.c, v_group.f, v_group.ps,
+                                              v_before, v_level, v_group.lim, v_group.warn,
+                                              v_group.crit, v_group.now);
+            END LOOP;
         END LOOP;
-    END LOOP;
+    END IF;
 
     -- The raw rows of the events their ceiling refused go again.
     IF 'unrecorded' = ANY (v_state) THEN
@@ -328,7 +329,7 @@ BEGIN
     -- recorded, else the same answer.
     IF v_repeats THEN
         FOR v_o IN 1 .. v_n LOOP
-            IF v_first[v_o] <> v_o THEN
+            IF v_state[v_o] = 'repeat' THEN
                 v_state[v_o] := CASE WHEN v_state[v_first[v_o]] IN ('recorded', 'duplicate')
                                      THEN 'duplicate' ELSE v_state[v_first[v_o]] END;
             END IF;
@@ -336,34 +337,36 @@ BEGIN
     END IF;
 
     -- 5. Per-member totals of what was counted (sum features, then max features).
-    IF EXISTS (SELECT 1 FROM unnest(p_member) m WHERE m IS NOT NULL) THEN
+    IF array_remove(p_member, NULL) <> '{}' THEN
         INSERT INTO usage_member_counters AS m (tenant_id, customer_id, feature_key,
                                                 period_start, member_id, used)
-        SELECT i.t, i.c, i.f, i.ps, i.m, sum(i.q)
+        SELECT i.t COLLATE "C", i.c COLLATE "C", i.f COLLATE "C", i.ps, i.m COLLATE "C",
+               sum(i.q)
         FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_member, p_quantity,
                     p_billable, p_is_max, v_state, v_first)
                  WITH ORDINALITY AS i(t, c, f, ps, m, q, b, is_max, s, first, ord)
         WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.m IS NOT NULL AND NOT i.is_max
-        GROUP BY i.t, i.c, i.f, i.ps, i.m
-        ORDER BY i.t, i.c, i.f, i.ps, i.m
+        GROUP BY 1, 2, 3, 4, 5
+        ORDER BY 1, 2, 3, 4, 5
         ON CONFLICT ON CONSTRAINT usage_member_counters_pkey DO UPDATE SET
             used = m.used + EXCLUDED.used;
 
         INSERT INTO usage_member_counters AS m (tenant_id, customer_id, feature_key,
                                                 period_start, member_id, used)
-        SELECT i.t, i.c, i.f, i.ps, i.m, max(i.q)
+        SELECT i.t COLLATE "C", i.c COLLATE "C", i.f COLLATE "C", i.ps, i.m COLLATE "C",
+               max(i.q)
         FROM unnest(p_tenant, p_customer, p_feature, p_period_start, p_member, p_quantity,
                     p_billable, p_is_max, v_state, v_first)
                  WITH ORDINALITY AS i(t, c, f, ps, m, q, b, is_max, s, first, ord)
         WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.m IS NOT NULL AND i.is_max
-        GROUP BY i.t, i.c, i.f, i.ps, i.m
-        ORDER BY i.t, i.c, i.f, i.ps, i.m
+        GROUP BY 1, 2, 3, 4, 5
+        ORDER BY 1, 2, 3, 4, 5
         ON CONFLICT ON CONSTRAINT usage_member_counters_pkey DO UPDATE SET
             used = GREATEST(m.used, EXCLUDED.used);
     END IF;
 
     -- 6. A Stripe meter event for each counted event, when its tenant is connected to Stripe.
-    IF EXISTS (SELECT 1 FROM unnest(p_meter_event) m WHERE m IS NOT NULL) THEN
+    IF array_remove(p_meter_event, NULL) <> '{}' THEN
         INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
         SELECT i.t, 'meter_event', i.e,
                jsonb_build_object('event_name', i.meter, 'customer', i.c, 'value', i.q,
@@ -385,9 +388,9 @@ BEGIN
                CASE WHEN i.s = 'recorded' AND i.b THEN
                         coalesce(i.u, (v_after ->> tollgate_counter_key(i.t, i.c, i.f, i.ps))::numeric
                                       - sum(i.q) FILTER (WHERE i.s = 'recorded' AND i.b)
-                                            OVER (PARTITION BY i.t, i.c, i.f, i.ps)
+                                            OVER (counter)
                                       + sum(i.q) FILTER (WHERE i.s = 'recorded' AND i.b)
-                                            OVER (PARTITION BY i.t, i.c, i.f, i.ps ORDER BY i.ord))
+                                            OVER (counter ORDER BY i.ord))
                     WHEN i.s IN ('recorded', 'duplicate') THEN COALESCE(cnt.used, 0) END,
                COALESCE(e.customer_id, i.c), COALESCE(e.feature_key, i.f),
                COALESCE(e.quantity, i.q), COALESCE(e.occurred_at, i.at)
@@ -406,6 +409,7 @@ BEGIN
               AND cnt.feature_key = COALESCE(e.feature_key, i.f)
               AND cnt.period_start = COALESCE(e.period_start, i.ps)
             OFFSET 0) cnt ON true
+        WINDOW counter AS (PARTITION BY i.t COLLATE "C", i.c COLLATE "C", i.f COLLATE "C", i.ps)
         ORDER BY i.ord;
 END;
 $$;
