@@ -26,6 +26,14 @@
 -- statement; only a counter whose ceiling is reached within the batch (or a max feature)
 -- falls back to one conditional upsert per event, in arrival order.
 
+-- The per-customer index of raw events leads with customer_id (it serves exports, erasure and
+-- the retention purge, all by tenant and customer). Led by tenant_id, the planner would take
+-- it, on a table with no statistics yet, for the lookup of an event id: a scan of the
+-- tenant's every event per lookup in a plan kept for the connection's life. Now only the
+-- primary key serves (tenant_id, event_id).
+DROP INDEX usage_events_customer_time;
+CREATE INDEX usage_events_customer_time ON usage_events (customer_id, tenant_id, occurred_at);
+
 -- A counter's key as one text (for jsonb maps inside tollgate_record_usage_batch).
 CREATE FUNCTION tollgate_counter_key(p_tenant text, p_customer text, p_feature text,
                                      p_period_start timestamptz) RETURNS text
@@ -113,9 +121,12 @@ CREATE FUNCTION tollgate_record_usage_batch(
     out_occurred_at timestamptz
 )
 LANGUAGE plpgsql
--- The statements below are planned once per connection: their shape does not depend on the
--- batch (re-planning them per call cost more than running them).
+-- The statements below are planned once per connection (their shape does not depend on the
+-- batch; re-planning them per call cost more than running them), and every table lookup in
+-- them is by primary key: with sequential scans off, a plan made while a table was still
+-- small never scans it once it has grown to millions of rows.
 SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_n        integer := coalesce(cardinality(p_event), 0);

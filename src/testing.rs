@@ -114,12 +114,12 @@ pub fn queued_checks(state: &AppState) -> usize {
     state.entitlements.checks.queued()
 }
 
-/// `(statements, events)` the usage batcher (group commit) has run since start.
+/// `(statements, requests)` the usage batcher (group commit) has run since start.
 pub fn usage_batch_stats(state: &AppState) -> (u64, u64) {
     state.entitlements.usage.stats()
 }
 
-/// Usage events waiting for the usage batcher.
+/// Usage requests waiting for the usage batcher.
 pub fn queued_usage(state: &AppState) -> usize {
     state.entitlements.usage.queued()
 }

@@ -36,9 +36,17 @@ pub trait Job: Send + Sync + 'static {
     type Out: Send + 'static;
     /// The most requests one statement takes.
     const MAX_BATCH: usize;
+    /// The most weight (see [`Job::weight`]) one statement takes; a request heavier than this
+    /// alone still gets a statement of its own.
+    const MAX_WEIGHT: usize = usize::MAX;
     /// Metric names: statements run, requests answered.
     const STATEMENTS_METRIC: &'static str;
     const REQUESTS_METRIC: &'static str;
+
+    /// How much of a statement one request is (usage: its number of events).
+    fn weight(_item: &Self::In) -> usize {
+        1
+    }
 
     /// Runs one batch: one answer per request, in order. An error fails every request of the
     /// batch (and only those).
@@ -128,19 +136,33 @@ async fn worker<J: Job>(
     stats: Arc<Stats>,
 ) {
     let mut batch: Vec<Queued<J>> = Vec::with_capacity(J::MAX_BATCH);
+    // A request taken from the queue that did not fit the last statement: the next one's first.
+    let mut carry: Option<Queued<J>> = None;
     loop {
         let conn = {
             // The worker holding the receiver is the next to run a statement: it waits for a
             // request, then for a connection, and only then takes everything queued meanwhile.
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else {
-                return;
+            let first = match carry.take() {
+                Some(item) => item,
+                None => match rx.recv().await {
+                    Some(item) => item,
+                    None => return,
+                },
             };
+            let mut weight = J::weight(&first.0);
             batch.push(first);
             let conn = pool.acquire().await;
             while batch.len() < J::MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(item) => batch.push(item),
+                    Ok(item) if weight + J::weight(&item.0) > J::MAX_WEIGHT => {
+                        carry = Some(item);
+                        break;
+                    }
+                    Ok(item) => {
+                        weight += J::weight(&item.0);
+                        batch.push(item);
+                    }
                     Err(_) => break,
                 }
             }

@@ -66,12 +66,12 @@ pub enum Outcome {
 /// outbox rows commit or abort together. One outcome per event, in order.
 pub async fn record_batch(
     conn: &mut PgConnection,
-    events: &[NewEvent],
+    events: &[&NewEvent],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let col = |f: fn(&NewEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
+    let col = |f: fn(&NewEvent) -> &str| events.iter().map(|e| f(e)).collect::<Vec<&str>>();
     let tenants = col(|e| e.tenant_id.as_str());
     let ids = col(|e| &e.event_id);
     let customers = col(|e| &e.customer_id);

@@ -16,7 +16,6 @@ use super::Entitlements;
 use crate::db::hot_pool::LazyConn;
 use crate::db::plans::PlanVersion;
 use crate::db::usage::{NewEvent, Outcome, StoredEvent};
-use crate::db::usage_batch::record_isolated;
 use crate::domain::entitlement::{
     Aggregation, Denial, Entitlement, FeatureType, Thresholds, WarningLevel,
 };
@@ -254,8 +253,11 @@ impl Entitlements {
             .await;
         conn.finish(completed(&prepared));
         let Prepared { event, answer } = prepared?;
-        let outcome = self.usage.submit(event).await??;
-        answer.into_result(outcome)
+        let outcome = self.usage.submit(vec![event]).await?.pop();
+        match outcome {
+            Some(outcome) => answer.into_result(outcome?),
+            None => Err(Error::internal("a usage answer is missing")),
+        }
     }
 
     /// Validates an event against the customer's plan and builds its row. A feature the plan
@@ -434,11 +436,11 @@ impl Entitlements {
                 Err(e) => slots.push(Err(e)),
             }
         }
-        // 4. Every event in one statement.
+        // 4. Every event in one statement (with those of concurrent requests).
         let mut outcomes = if rows.is_empty() {
             Vec::new()
         } else {
-            record_isolated(conn.get().await?, &rows).await?
+            self.usage.submit(rows).await?
         }
         .into_iter();
         let mut results = Vec::with_capacity(slots.len());
