@@ -376,18 +376,23 @@ impl Entitlements {
                 "A batch holds at most 1000 events.",
             ));
         }
+        // The connection goes back before the events wait for the group commit, whose
+        // worker needs one too.
         let mut conn = LazyConn::new(&self.hot);
-        let result = self.record_batch_on(&mut conn, ctx, events).await;
-        conn.finish(completed(&result));
-        result
+        let prepared = self.prepare_batch(&mut conn, ctx, events).await;
+        conn.finish(completed(&prepared));
+        let (slots, rows) = prepared?;
+        self.record_prepared(slots, rows).await
     }
 
-    async fn record_batch_on(
+    /// Validates a batch's events and resolves their customers (one statement): the answer
+    /// builder or the error of every event, and the rows to record.
+    async fn prepare_batch(
         &self,
         conn: &mut LazyConn<'_>,
         ctx: &TenantCtx,
         events: Vec<Result<UsageInput>>,
-    ) -> Result<Vec<(BatchStatus, Result<UsageResult>)>> {
+    ) -> Result<(Vec<Result<Answer>>, Vec<NewEvent>)> {
         // 1. What needs no database.
         let checked: Vec<Result<(UsageInput, Decimal, String)>> = events
             .into_iter()
@@ -436,7 +441,16 @@ impl Entitlements {
                 Err(e) => slots.push(Err(e)),
             }
         }
-        // 4. Every event in one statement (with those of concurrent requests).
+        Ok((slots, rows))
+    }
+
+    /// Records a batch's prepared events in one statement (with those of concurrent
+    /// requests) and answers each event.
+    async fn record_prepared(
+        &self,
+        slots: Vec<Result<Answer>>,
+        rows: Vec<NewEvent>,
+    ) -> Result<Vec<(BatchStatus, Result<UsageResult>)>> {
         let mut outcomes = if rows.is_empty() {
             Vec::new()
         } else {

@@ -43,7 +43,8 @@ async fn waiting_usage_backend(app: &TestApp) -> i32 {
     until("a usage statement waiting for a lock", async || {
         pid = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE '%tollgate_record_usage_batch%'",
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '%tollgate_record_usage_batch%'",
         )
         .fetch_optional(&app.db)
         .await
@@ -671,4 +672,41 @@ async fn after_kill_9_under_load_every_acknowledged_event_is_there_and_retries_c
     assert_eq!(counted, rust_decimal::Decimal::from(sent.len()));
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_concurrent_batches_than_connections_are_all_recorded_once() {
+    // 40 batch requests at once against a pool of 20 connections: each holds none while its
+    // events wait for the group commit, and every event is counted once.
+    let app = Arc::new(spawn_app().await);
+    let t = app.tenant_with_plan(json!({"limit": null})).await;
+    for c in 0..10 {
+        app.customer(&t, &format!("c{c}")).await;
+    }
+    let mut handles = Vec::new();
+    for r in 0..40 {
+        let (app, key) = (app.clone(), t.key.clone());
+        handles.push(tokio::spawn(async move {
+            let events: Vec<Value> = (0..50)
+                .map(|i| json!({"customer": format!("c{}", i % 10), "feature": "f", "id": format!("r{r}-{i}")}))
+                .collect();
+            app.post("/v1/usage/batch", &key, json!({"events": events}))
+                .await
+        }));
+    }
+    for h in handles {
+        let r = h.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        for x in r.body["results"].as_array().unwrap() {
+            assert_eq!(x["status"], "recorded");
+        }
+    }
+    let counters = tollgate::testing::stored::counter_values(&app.db, &t.tid())
+        .await
+        .unwrap();
+    assert_eq!(counters.len(), 10);
+    assert!(
+        counters.iter().all(|c| c.to_string() == "200"),
+        "{counters:?}"
+    );
 }
