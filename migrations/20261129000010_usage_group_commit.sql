@@ -26,14 +26,6 @@
 -- statement; only a counter whose ceiling is reached within the batch (or a max feature)
 -- falls back to one conditional upsert per event, in arrival order.
 
--- The per-customer index of raw events leads with customer_id (it serves exports, erasure and
--- the retention purge, all by tenant and customer). Led by tenant_id, the planner would take
--- it, on a table with no statistics yet, for the lookup of an event id: a scan of the
--- tenant's every event per lookup in a plan kept for the connection's life. Now only the
--- primary key serves (tenant_id, event_id).
-DROP INDEX usage_events_customer_time;
-CREATE INDEX usage_events_customer_time ON usage_events (customer_id, tenant_id, occurred_at);
-
 -- A counter's key as one text (for jsonb maps inside tollgate_record_usage_batch).
 CREATE FUNCTION tollgate_counter_key(p_tenant text, p_customer text, p_feature text,
                                      p_period_start timestamptz) RETURNS text
@@ -156,8 +148,9 @@ BEGIN
 
     -- 1. The customers, locked (in key order) against invoice finalization closing their
     -- periods meanwhile; then what each event is before anything is written: a later event
-    -- with an id seen earlier in the batch is a 'repeat'; an id stored, or purged by retention
-    -- (SPEC §12), is a duplicate; a refused or closed event is not written at all.
+    -- with an id seen earlier in the batch is a 'repeat'; an id purged by retention is a
+    -- duplicate for ever (SPEC §12); a refused or closed event is a duplicate if its id is
+    -- known, and is otherwise not written at all.
     PERFORM 1
     FROM (SELECT x.t, x.c FROM unnest(p_tenant, p_customer) AS x(t, c)
           GROUP BY x.t, x.c ORDER BY x.t COLLATE "C", x.c COLLATE "C") x
@@ -168,14 +161,15 @@ BEGIN
         SELECT i.ord, i.first,
                CASE
                    WHEN i.first <> i.ord THEN 'repeat'
-                   WHEN EXISTS (SELECT 1 FROM usage_events e
-                                WHERE e.tenant_id = i.t AND e.event_id = i.e)
-                     OR EXISTS (SELECT 1 FROM usage_events_purged x
+                   WHEN EXISTS (SELECT 1 FROM usage_events_purged x
                                 WHERE x.tenant_id = i.t AND x.event_id = i.e) THEN 'duplicate'
-                   WHEN i.refused THEN 'refused'
-                   WHEN i.at < (SELECT c.usage_closed_before FROM customers c
-                                WHERE c.tenant_id = i.t AND c.customer_id = i.c)
-                   THEN 'period_closed'
+                   WHEN i.refused OR i.at < (SELECT c.usage_closed_before FROM customers c
+                                             WHERE c.tenant_id = i.t AND c.customer_id = i.c)
+                   THEN CASE WHEN EXISTS (SELECT 1 FROM usage_events e
+                                          WHERE e.tenant_id = i.t AND e.event_id = i.e)
+                                 THEN 'duplicate'
+                             WHEN i.refused THEN 'refused'
+                             ELSE 'period_closed' END
                    ELSE 'insert'
                END AS state
         FROM (SELECT i.*, min(i.ord) OVER (PARTITION BY i.t COLLATE "C", i.e COLLATE "C")
@@ -188,19 +182,29 @@ BEGIN
     INTO v_first, v_state, v_repeats
     FROM classified x;
 
-    -- 2. The raw events, in id order. A plain insert (no ON CONFLICT, which costs twice as
-    -- much): the ids were checked just above. An id recorded by a concurrent batch since is
-    -- a unique violation that fails this statement; the caller then records the batch one
-    -- event at a time, and that id is a duplicate.
-    INSERT INTO usage_events AS e (tenant_id, event_id, customer_id, feature_key, quantity,
-                                   occurred_at, period_start, member_id, billable, properties)
-    SELECT i.t, i.e, i.c, i.f, i.q, i.at, i.ps, i.m, i.b, i.props
-    FROM unnest(p_tenant, p_event, p_customer, p_feature, p_quantity, p_occurred_at,
-                p_period_start, p_member, p_billable, p_properties, v_state)
-             AS i(t, e, c, f, q, at, ps, m, b, props, s)
-    WHERE i.s = 'insert'
-    ORDER BY i.t COLLATE "C", i.e COLLATE "C";
-    v_state := array_replace(v_state, 'insert', 'recorded');
+    -- 2. The raw events, in id order. An id that conflicts was recorded before (or by a
+    -- concurrent batch meanwhile): a duplicate. (ON CONFLICT finds it through the primary key
+    -- itself; a lookup planned while the table had no statistics yet could take another
+    -- index and scan it whole.)
+    WITH ins AS (
+        INSERT INTO usage_events AS e (tenant_id, event_id, customer_id, feature_key,
+                                       quantity, occurred_at, period_start, member_id,
+                                       billable, properties)
+        SELECT i.t, i.e, i.c, i.f, i.q, i.at, i.ps, i.m, i.b, i.props
+        FROM unnest(p_tenant, p_event, p_customer, p_feature, p_quantity, p_occurred_at,
+                    p_period_start, p_member, p_billable, p_properties, v_state)
+                 AS i(t, e, c, f, q, at, ps, m, b, props, s)
+        WHERE i.s = 'insert'
+        ORDER BY i.t COLLATE "C", i.e COLLATE "C"
+        ON CONFLICT ON CONSTRAINT usage_events_pkey DO NOTHING
+        RETURNING e.tenant_id, e.event_id
+    )
+    SELECT array_agg(CASE WHEN i.s <> 'insert' THEN i.s
+                          WHEN ins.event_id IS NULL THEN 'duplicate'
+                          ELSE 'recorded' END ORDER BY i.ord)
+    INTO v_state
+    FROM unnest(p_tenant, p_event, v_state) WITH ORDINALITY AS i(t, e, s, ord)
+    LEFT JOIN ins ON ins.tenant_id = i.t AND ins.event_id = i.e;
 
     -- 3. The counters, coalesced: all of a counter's events in one upsert, in key order
     -- (one row version, and one lock, per counter per batch). Under a ceiling the upsert

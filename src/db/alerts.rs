@@ -1,4 +1,4 @@
-//! `usage_alerts`: written by `tollgate_record_usage` when usage first crosses a level.
+//! `usage_alerts`: written by `tollgate_record_usage_batch` when usage first crosses a level.
 
 use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
