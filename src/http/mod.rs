@@ -325,6 +325,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let app = build_app(state);
+    // The recorder keeps histogram samples until they are folded into buckets; without a
+    // scrape of /metrics they would pile up for the life of the process.
+    if let Some(handle) = ops::prometheus() {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
     // Small request/response exchanges: send each response at once (no Nagle delay).
     let listener = listener.tap_io(|tcp| {
         if let Err(err) = tcp.set_nodelay(true) {
