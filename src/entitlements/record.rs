@@ -1,9 +1,10 @@
 //! Recording usage (`POST /v1/usage`, `POST /v1/usage/batch`): validation, the gate, then
-//! one atomic statement for many events (`db::usage::record_batch`). A single event is
-//! gathered with concurrent ones (`db::usage_batch`, group commit); a batch is its own. A
-//! retry of a recorded event id answers `duplicate: true` whatever has changed since.
+//! one atomic statement for many events (`db::usage::record_batch`): the events of concurrent
+//! requests, single or batched, are gathered and committed together (`db::usage_batch`, group
+//! commit). A retry of a recorded event id answers `duplicate: true` whatever has changed
+//! since.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
@@ -223,7 +224,7 @@ impl Answer {
 }
 
 /// The features of one tenant known to exist (a refused event's feature is looked up once).
-type KnownFeatures = HashMap<String, ()>;
+type KnownFeatures = HashSet<String>;
 
 impl Entitlements {
     /// Records one usage event. `header_id` is the request's Idempotency-Key, the event id
@@ -296,9 +297,9 @@ impl Entitlements {
             Ok(_) => Err(Denial::NotInPlan),
             Err(denial) => {
                 // An unknown feature is a 404 whatever the plan says.
-                if !known.contains_key(&input.feature) {
+                if !known.contains(&input.feature) {
                     feature_type(conn.get().await?, &ctx.tenant_id, &input.feature).await?;
-                    known.insert(input.feature.clone(), ());
+                    known.insert(input.feature.clone());
                 }
                 Err(denial)
             }
@@ -361,7 +362,8 @@ impl Entitlements {
 
     /// Records a batch of events of one tenant, each with its own outcome: validated one by
     /// one, the customers resolved in one statement, the events recorded in one more (one
-    /// transaction). A failure of the database fails the whole request; nothing of it is
+    /// transaction, shared with the events of concurrent requests). A failure of the
+    /// database fails the whole request; nothing of it is
     /// then recorded (unless one event's data broke the statement, when the others were
     /// recorded one by one), so a retry by the same ids counts each event once.
     pub async fn record_batch(
