@@ -14,9 +14,8 @@
 --   same transaction as the events.
 --
 -- Locks are taken in one global order (customers, then event ids, then counters, each sorted
--- by key in byte order, COLLATE "C": ids are ASCII, and byte order sorts several times faster
--- than a linguistic collation), so concurrent batches wait for each other rather than
--- deadlock. (The one exception: a counter updated in one go by one batch and event by event
+-- by key in byte order, COLLATE "C": ids are ASCII, and byte order needs no locale), so
+-- concurrent batches wait for each other rather than deadlock. (The one exception: a counter updated in one go by one batch and event by event
 -- by another, at its ceiling. PostgreSQL detects that deadlock, and the caller records the
 -- failed batch again one event at a time.)
 --
@@ -122,8 +121,9 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     v_n        integer := coalesce(cardinality(p_event), 0);
-    -- Per event: 'insert' (to be recorded), 'duplicate', 'refused', 'period_closed'; after
-    -- the insert 'recorded' or 'unrecorded' (inserted, then refused by its ceiling).
+    -- Per event: 'insert' (to be recorded), 'repeat' (an id seen earlier in the batch),
+    -- 'duplicate', 'refused', 'period_closed'; after the insert 'recorded' or 'unrecorded'
+    -- (inserted, then refused by its ceiling); in the end one of the API's outcomes.
     v_state    text[];
     -- The first event of the batch with the same id.
     v_first    integer[];
