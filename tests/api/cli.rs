@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::helpers::fresh_database;
+use crate::helpers::{fresh_database, until_listening};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
@@ -56,22 +56,7 @@ fn start_embedded(data_dir: &std::path::Path, port: u16) -> (std::process::Child
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        let done = line.starts_with("Tollgate listening on");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    assert!(
-        lines
-            .last()
-            .is_some_and(|l| l.starts_with("Tollgate listening")),
-        "{lines:?}"
-    );
+    let lines = until_listening(&mut child);
     (child, lines)
 }
 

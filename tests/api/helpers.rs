@@ -356,3 +356,19 @@ pub fn num(v: &Value) -> String {
         other => panic!("not a number: {other:?}"),
     }
 }
+
+/// Reads a spawned `tollgate serve`'s stdout up to its "Tollgate listening on" line and
+/// returns the lines read (the last one that line); panics if the process ends first.
+pub fn until_listening(child: &mut std::process::Child) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let done = line.starts_with("Tollgate listening on");
+        lines.push(line);
+        if done {
+            return lines;
+        }
+    }
+    panic!("the server did not start: {lines:?}");
+}

@@ -3,7 +3,6 @@
 //! transaction fails, and a kill -9 of the server under load.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +11,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{fresh_database, num, spawn_app, spawn_app_with, TestApp, ADMIN_TOKEN};
+use crate::helpers::{
+    fresh_database, num, spawn_app, spawn_app_with, until_listening, TestApp, ADMIN_TOKEN,
+};
 
 /// Waits (bounded) until `done` holds, polling without sleeping.
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
@@ -520,12 +521,7 @@ fn start_server(db_url: &str, port: u16) -> std::process::Child {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let listening = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("Tollgate listening on"));
-    assert!(listening, "the server did not start");
+    until_listening(&mut child);
     child
 }
 
