@@ -82,6 +82,18 @@ struct AdminCaller;
 /// The header tower-http's request-id layers set and propagate.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// The customer session's token of a `/v1/me` request, parsed (not yet checked): a tenant
+/// key there is `customer_session_required`.
+fn session_token(parts: &Parts) -> Result<DeferredKey, ApiError> {
+    let token = bearer(parts).ok_or_else(|| {
+        ApiError::unauthenticated("Missing customer session: send `Authorization: Bearer cs_…`.")
+    })?;
+    if tenancy::parse_key(token).is_some() {
+        return Err(session_required());
+    }
+    sessions::parse_token(token).ok_or_else(|| ApiError::from(sessions::invalid_session()))
+}
+
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
     let value = value.to_str().ok()?;
@@ -118,14 +130,7 @@ pub async fn require_session(
     next: Next,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
-    let token = bearer(&parts).ok_or_else(|| {
-        ApiError::unauthenticated("Missing customer session: send `Authorization: Bearer cs_…`.")
-    })?;
-    if tenancy::parse_key(token).is_some() {
-        return Err(session_required());
-    }
-    let token =
-        sessions::parse_token(token).ok_or_else(|| ApiError::from(sessions::invalid_session()))?;
+    let token = session_token(&parts)?;
     let session = sessions::authenticate(&state.db, &token).await?;
     tracing::Span::current().record("tenant", session.tenant.tenant_id.as_str());
     parts.extensions.insert(session.tenant.clone());
@@ -146,14 +151,7 @@ pub async fn defer_session_unless_idempotent(
         return require_session(state, req, next).await;
     }
     let (mut parts, body) = req.into_parts();
-    let token = bearer(&parts).ok_or_else(|| {
-        ApiError::unauthenticated("Missing customer session: send `Authorization: Bearer cs_…`.")
-    })?;
-    if tenancy::parse_key(token).is_some() {
-        return Err(session_required());
-    }
-    let key =
-        sessions::parse_token(token).ok_or_else(|| ApiError::from(sessions::invalid_session()))?;
+    let key = session_token(&parts)?;
     tracing::Span::current().record("tenant", key.tenant_id.as_str());
     parts.extensions.insert(key);
     Ok(next.run(Request::from_parts(parts, body)).await)
