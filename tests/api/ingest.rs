@@ -624,8 +624,22 @@ async fn after_kill_9_under_load_every_acknowledged_event_is_there_and_retries_c
     let acked = acked.lock().unwrap().clone();
     let sent = sent.lock().unwrap().clone();
 
-    // Every acknowledged event is stored; the counters hold exactly the stored events.
+    // Every acknowledged event is stored; the counters hold exactly the stored events. (A
+    // statement the server had sent runs to its end, and commits, after the server died: wait
+    // for those before reading.)
     let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    until("the dead server's statements to end", async || {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND state <> 'idle'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        running == 0
+    })
+    .await;
     let stored: BTreeSet<String> = tollgate::testing::stored::raw_event_ids(&pool, &tid)
         .await
         .unwrap()
