@@ -259,13 +259,7 @@ pub fn build_app(state: AppState) -> Router {
 
     let request_id = HeaderName::from_static(auth::REQUEST_ID);
     router
-        .route(
-            "/openapi.json",
-            axum::routing::get({
-                let api = api.clone();
-                move || async move { axum::Json(api) }
-            }),
-        )
+        .route("/openapi.json", axum::routing::get(openapi_json(&api)))
         .merge(docs_routes())
         .merge(portal::routes())
         .merge(console::routes())
@@ -297,6 +291,23 @@ pub fn build_app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// `GET /openapi.json`: the document, serialized once (it is about half a megabyte).
+fn openapi_json(
+    api: &utoipa::openapi::OpenApi,
+) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    let body =
+        axum::body::Bytes::from(serde_json::to_vec(api).expect("the OpenAPI document serializes"));
+    move || {
+        std::future::ready(
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body.clone(),
+            )
+                .into_response(),
+        )
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -342,7 +353,10 @@ pub async fn serve(
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
+    // `into_make_service`: each connection gets a cheap handle on the one router. Serving the
+    // `Router` itself rebuilds (deep-clones) every route for each new connection, which held
+    // tens of MB per busy server.
+    axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(shutdown)
         .await
 }
