@@ -13,7 +13,15 @@ pub struct Qty(pub Decimal);
 
 impl Serialize for Qty {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text = self.0.normalize().to_string();
+        let value = self.0.normalize();
+        // Whole numbers (most counters and limits) straight to digits, with no text formatted
+        // and parsed again on the way (a check answer carries up to five quantities).
+        if value.scale() == 0 {
+            if let Ok(n) = i64::try_from(value.mantissa()) {
+                return s.serialize_i64(n);
+            }
+        }
+        let text = value.to_string();
         match serde_json::Number::from_str(&text) {
             Ok(n) => n.serialize(s),
             Err(_) => s.serialize_str(&text),
@@ -88,6 +96,24 @@ pub fn validate_quantity(q: Decimal) -> Result<Decimal, InvalidQuantity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_are_json_numbers_written_exactly() {
+        let json = |s: &str| serde_json::to_string(&Qty(Decimal::from_str(s).unwrap())).unwrap();
+        assert_eq!(json("0"), "0");
+        assert_eq!(json("-0"), "0");
+        assert_eq!(json("1000"), "1000");
+        assert_eq!(json("1000.000"), "1000");
+        assert_eq!(json("-42"), "-42");
+        assert_eq!(json("2.50"), "2.5");
+        assert_eq!(json("0.000000000001"), "0.000000000001");
+        assert_eq!(json("9223372036854775807"), "9223372036854775807");
+        // Past i64: still exact, through the decimal's own digits.
+        assert_eq!(
+            json("79228162514264337593543950335"),
+            "79228162514264337593543950335"
+        );
+    }
 
     #[test]
     fn quantities_are_checked_and_normalized() {
