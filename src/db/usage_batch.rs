@@ -61,7 +61,7 @@ impl Job for UsageJob {
 
 /// Records `events` in one statement; if that fails on account of the data, one statement
 /// per event, so a bad event fails alone. Connection failures fail the lot.
-pub async fn record_isolated(
+async fn record_isolated(
     conn: &mut PgConnection,
     events: &[&NewEvent],
 ) -> Result<Vec<Result<Outcome, SharedError>>, sqlx::Error> {

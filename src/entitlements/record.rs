@@ -363,9 +363,9 @@ impl Entitlements {
     /// Records a batch of events of one tenant, each with its own outcome: validated one by
     /// one, the customers resolved in one statement, the events recorded in one more (one
     /// transaction, shared with the events of concurrent requests). A failure of the
-    /// database fails the whole request; nothing of it is
-    /// then recorded (unless one event's data broke the statement, when the others were
-    /// recorded one by one), so a retry by the same ids counts each event once.
+    /// database fails the whole request; nothing of it is then recorded (unless one event's
+    /// data broke the statement, when the others were recorded one by one), so a retry by the
+    /// same ids counts each event once.
     pub async fn record_batch(
         &self,
         ctx: &TenantCtx,
