@@ -24,6 +24,9 @@ pub const MAX_BATCH: usize = 256;
 /// The most events one statement records (a batch request larger than this is one statement
 /// of its own).
 pub const MAX_EVENTS: usize = 2000;
+/// The events waiting that start a statement beside one in flight (see
+/// [`Job::PARALLEL_WEIGHT`]).
+pub const PARALLEL_EVENTS: usize = 100;
 
 /// Gathers concurrent usage events into one recording statement.
 pub type UsageBatcher = Gatherer<UsageJob>;
@@ -38,6 +41,9 @@ impl Job for UsageJob {
     type Out = Answers;
     const MAX_BATCH: usize = MAX_BATCH;
     const MAX_WEIGHT: usize = MAX_EVENTS;
+    /// Single events wait for the statement in flight and go together in the next one; batch
+    /// requests (and a crowd of single events) run beside it (bench/README.md).
+    const PARALLEL_WEIGHT: usize = PARALLEL_EVENTS;
     const STATEMENTS_METRIC: &'static str = "tollgate_usage_statements_total";
     const REQUESTS_METRIC: &'static str = "tollgate_usage_requests_total";
 

@@ -222,6 +222,76 @@ async fn events_waiting_together_are_one_statement_each_with_its_own_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_events_wait_for_the_statement_in_flight_and_a_large_batch_runs_beside_it() {
+    let db_url = fresh_database().await;
+    // Two usage statements may be in flight.
+    let app = Arc::new(spawn_app_with(&db_url, Some(2)).await);
+    let t = app.tenant_with_plan(json!({"limit": null})).await;
+    for c in ["blocker", "u1", "u2", "u3", "u4", "u5", "big"] {
+        app.customer(&t, c).await;
+    }
+    let (statements_before, _) = tollgate::testing::usage_batch_stats(&app.state);
+    let in_statements = |n: u64| {
+        let (statements, _) = tollgate::testing::usage_batch_stats(&app.state);
+        assert_eq!(statements - statements_before, n);
+    };
+
+    // 1. One statement in flight (waiting on a lock); five single events behind it are not a
+    // second statement beside it: they wait, and then go together.
+    let lock = lock_customer(&app, &t.id, "blocker").await;
+    let blocked = post_usage(
+        &app,
+        &t.key,
+        json!({"customer": "blocker", "feature": "f", "id": "blk1"}),
+    );
+    waiting_usage_backend(&app).await;
+    let mut singles = Vec::new();
+    for i in 1..=5 {
+        let body = json!({"customer": format!("u{i}"), "feature": "f", "id": format!("s{i}")});
+        singles.push(queue_usage(&app, &t.key, body, i).await);
+    }
+    in_statements(1);
+    drop(lock);
+    assert_eq!(blocked.await.unwrap()["status"], 200);
+    for s in singles {
+        let r = s.await.unwrap();
+        assert_eq!(r["status"], 200, "{r}");
+        assert_eq!(num(&r["body"]["used"]), "1");
+    }
+    in_statements(2);
+
+    // 2. A batch of 100 events is enough for a statement of its own beside the one in flight:
+    // it is answered while that one still waits.
+    let lock = lock_customer(&app, &t.id, "blocker").await;
+    let blocked = post_usage(
+        &app,
+        &t.key,
+        json!({"customer": "blocker", "feature": "f", "id": "blk2"}),
+    );
+    waiting_usage_backend(&app).await;
+    let events: Vec<Value> = (0..100)
+        .map(|i| json!({"customer": "big", "feature": "f", "id": format!("b{i}")}))
+        .collect();
+    let r = app
+        .post("/v1/usage/batch", &t.key, json!({"events": events}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let results = r.body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 100);
+    assert!(
+        results.iter().all(|x| x["status"] == "recorded"),
+        "{results:?}"
+    );
+    in_statements(4);
+    drop(lock);
+    let blocked = blocked.await.unwrap();
+    assert_eq!(blocked["status"], 200);
+    assert_eq!(num(&blocked["body"]["used"]), "2");
+    let big = app.get("/v1/customers/big/usage", &t.key).await;
+    assert_eq!(num(&big.body["data"][0]["used"]), "100", "{:?}", big.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_transaction_fails_answers_503_to_exactly_its_own_requests() {
     let db_url = fresh_database().await;
     let app = Arc::new(spawn_app_with(&db_url, Some(1)).await);
