@@ -8,7 +8,9 @@
 //! the latter committing every gathered event with one commit, as PostgreSQL's own group
 //! commit shares one WAL flush between transactions. Nothing is answered before its statement
 //! has completed (for a write: committed), and under light load a batch is a single request:
-//! nothing waits for a batch to fill.
+//! nothing waits for a batch to fill. Under load, a job may hold small batches back while one
+//! of its statements is in flight ([`Job::PARALLEL_WEIGHT`]): they wait for that one to end,
+//! never for a time.
 //!
 //! Why hand-written (there is no library for "gather concurrent requests into one statement"):
 //! measured with `bench/run.sh` (2 cores), batching took checks from 0.38–0.41 to 0.49–0.70 ×
