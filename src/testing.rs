@@ -119,6 +119,16 @@ pub fn usage_batch_stats(state: &AppState) -> (u64, u64) {
     state.entitlements.usage.stats()
 }
 
+/// `POST /v1/usage/batch` requests waiting for room (`http::usage::record::admit_batch`).
+pub fn batches_waiting_for_room(state: &AppState) -> usize {
+    state.batch_admission.waiting()
+}
+
+/// Takes `kib` of the batch bodies' allowance until the permit is dropped.
+pub fn hold_batch_room(state: &AppState, kib: u32) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    state.batch_admission.hold(kib)
+}
+
 /// Usage requests waiting for the usage batcher.
 pub fn queued_usage(state: &AppState) -> usize {
     state.entitlements.usage.queued()

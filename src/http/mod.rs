@@ -117,7 +117,6 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(test_clock::get_clock))
         .routes(routes!(test_clock::advance))
         .routes(routes!(usage::check::entitlements))
-        .routes(routes!(usage::record::record_usage_batch))
         .routes(routes!(usage::readouts::current_usage))
         .routes(routes!(usage::readouts::usage_history))
         .routes(routes!(usage::readouts::member_usage))
@@ -137,6 +136,11 @@ fn v1_routes() -> OpenApiRouter<AppState> {
 /// carries an Idempotency-Key; see `auth::defer_tenant_unless_idempotent`).
 fn check_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(usage::check::check))
+}
+
+/// `POST /v1/usage/batch`: admitted by the size of its body (`usage::record::admit_batch`).
+fn usage_batch_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(usage::record::record_usage_batch))
 }
 
 /// `POST /v1/usage`: the key is checked inside the recording's own statement.
@@ -188,6 +192,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .merge(v1_routes())
         .merge(check_routes())
         .merge(usage_routes())
+        .merge(usage_batch_routes())
         .merge(me_routes())
         .merge(me_check_routes())
         .merge(admin_routes())
@@ -235,6 +240,16 @@ pub fn build_app(state: AppState) -> Router {
         auth::defer_tenant_unless_idempotent,
     ));
     let usage = usage_routes().layer(axum::middleware::from_fn(auth::defer_tenant));
+    // Admitted first, so a batch waiting for room holds nothing (not even a key lookup).
+    let usage_batch = usage_batch_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_tenant,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            usage::record::admit_batch,
+        ));
     let me = me_routes().layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_session,
@@ -251,6 +266,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(v1)
         .merge(check)
         .merge(usage)
+        .merge(usage_batch)
         .merge(me)
         .merge(me_check)
         .merge(admin)

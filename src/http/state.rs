@@ -22,6 +22,9 @@ pub struct AppStateInner {
     pub request_timeout: std::time::Duration,
     /// The hot path's service: its own pool, the check batcher, the plan cache.
     pub entitlements: Entitlements,
+    /// Bytes of `POST /v1/usage/batch` bodies being handled at once, in KiB
+    /// (`http::usage::record::admit_batch`).
+    pub batch_admission: crate::http::usage::record::Admission,
 }
 
 impl std::ops::Deref for AppState {
@@ -70,6 +73,9 @@ impl AppState {
             admin_token,
             plans,
             request_timeout,
+            batch_admission: crate::http::usage::record::Admission::new(
+                crate::http::usage::record::BATCH_KIB_IN_FLIGHT,
+            ),
         }))
     }
 }

@@ -292,6 +292,66 @@ async fn single_events_wait_for_the_statement_in_flight_and_a_large_batch_runs_b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_bodies_in_flight_are_bounded_and_a_waiting_batch_goes_once_there_is_room() {
+    let app = Arc::new(spawn_app().await);
+    let t = app.tenant_with_plan(json!({"limit": null})).await;
+    app.customer(&t, "c").await;
+    let batch = |prefix: &str, n: usize| {
+        let events: Vec<Value> = (0..n)
+            .map(|i| json!({"customer": "c", "feature": "f", "id": format!("{prefix}{i}")}))
+            .collect();
+        json!({"events": events})
+    };
+    // All but 8 KiB of the allowance is taken: a small batch (under 8 KiB) still goes at once.
+    let all = u32::try_from(tollgate::http::usage::record::BATCH_KIB_IN_FLIGHT).unwrap();
+    let held = tollgate::testing::hold_batch_room(&app.state, all - 8).unwrap();
+    let r = app.post("/v1/usage/batch", &t.key, batch("s", 10)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(tollgate::testing::batches_waiting_for_room(&app.state), 0);
+
+    // A larger one (1000 events: about 60 KiB) waits for room, unread and unrecorded...
+    let (_, events_before) = tollgate::testing::usage_batch_stats(&app.state);
+    let big = {
+        let (app, key, body) = (app.clone(), t.key.clone(), batch("b", 1000));
+        tokio::spawn(async move { app.post("/v1/usage/batch", &key, body).await })
+    };
+    until("the batch to wait for room", async || {
+        tollgate::testing::batches_waiting_for_room(&app.state) == 1
+    })
+    .await;
+    let (_, events) = tollgate::testing::usage_batch_stats(&app.state);
+    assert_eq!(events, events_before);
+    // ...and goes, whole, once the room is given back.
+    drop(held);
+    let r = big.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let results = r.body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1000);
+    assert!(results.iter().all(|x| x["status"] == "recorded"));
+    assert_eq!(tollgate::testing::batches_waiting_for_room(&app.state), 0);
+
+    // More large batches at once than the allowance holds: all recorded, each event once.
+    let mut sent = Vec::new();
+    for k in 0..24 {
+        let (app, key, body) = (app.clone(), t.key.clone(), batch(&format!("m{k}-"), 1000));
+        sent.push(tokio::spawn(async move {
+            app.post("/v1/usage/batch", &key, body).await
+        }));
+    }
+    for s in sent {
+        let r = s.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    let usage = app.get("/v1/customers/c/usage", &t.key).await;
+    assert_eq!(
+        num(&usage.body["data"][0]["used"]),
+        "25010",
+        "{:?}",
+        usage.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_transaction_fails_answers_503_to_exactly_its_own_requests() {
     let db_url = fresh_database().await;
     let app = Arc::new(spawn_app_with(&db_url, Some(1)).await);

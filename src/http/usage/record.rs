@@ -1,8 +1,13 @@
 //! `POST /v1/usage` and `POST /v1/usage/batch`.
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::entitlements::record::{BatchStatus, UsageInput, UsageResult};
 use crate::http::error::{ApiError, ApiResult, ErrorDetail};
@@ -28,6 +33,68 @@ pub async fn record_usage(
         .and_then(|v| v.to_str().ok());
     let result = state.entitlements.record(&caller, body, header_id).await?;
     Ok(axum::Json(result))
+}
+
+/// `POST /v1/usage/batch` bodies handled at once, in KiB: a batch's events take about twenty
+/// times their JSON's size in memory while they wait for their commit, so this bounds the
+/// server's memory under a flood of large batches (1000 events are about 50 KiB of JSON: about
+/// twenty such batches at once). Small batches never wait for it.
+pub const BATCH_KIB_IN_FLIGHT: usize = 1024;
+
+/// The allowance of batch bodies in flight, and how many batches wait for room in it.
+pub struct Admission {
+    kib: Semaphore,
+    max_kib: usize,
+    waiting: AtomicUsize,
+}
+
+impl Admission {
+    pub fn new(max_kib: usize) -> Self {
+        Admission {
+            kib: Semaphore::new(max_kib),
+            max_kib,
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes `kib` of the allowance now, if free (tests).
+    pub fn hold(&self, kib: u32) -> Option<SemaphorePermit<'_>> {
+        self.kib.try_acquire_many(kib).ok()
+    }
+
+    /// Batches waiting for room now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Room for a body of `bytes`, once there is some; a body larger than the whole
+    /// allowance waits for all of it and then goes alone.
+    pub async fn admit(&self, bytes: usize) -> Option<SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes.div_ceil(1024).clamp(1, self.max_kib)).ok()?;
+        if let Ok(permit) = self.kib.try_acquire_many(kib) {
+            return Some(permit);
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("tollgate_usage_batches_waiting").increment(1.0);
+        let permit = self.kib.acquire_many(kib).await.ok();
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("tollgate_usage_batches_waiting").decrement(1.0);
+        permit
+    }
+}
+
+/// Admission of a `POST /v1/usage/batch` by the size of its body (its `Content-Length`; a body
+/// of unknown length counts as the largest allowed): it waits until the bodies being handled
+/// leave room for it. Waiting holds no memory beyond the connection: the body is not read yet.
+pub async fn admit_batch(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let bytes = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(crate::http::extract::MAX_BODY_BYTES);
+    let _room = state.batch_admission.admit(bytes).await;
+    next.run(req).await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
