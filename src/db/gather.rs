@@ -69,6 +69,15 @@ type Reply<O> = oneshot::Sender<Result<O, SharedError>>;
 type Queued<J> = (<J as Job>::In, Reply<<J as Job>::Out>);
 type Queue<J> = mpsc::Sender<Queued<J>>;
 
+/// The workers' side of the queue, taken by one worker at a time.
+struct Intake<J: Job> {
+    rx: mpsc::Receiver<Queued<J>>,
+    /// A request taken from the queue that did not fit the last statement: the next one's
+    /// first, whichever worker runs it. (Kept by the worker that took it, it could wait for
+    /// as long as another worker held the queue waiting for a new request.)
+    carry: Option<Queued<J>>,
+}
+
 pub struct Gatherer<J: Job> {
     pool: Arc<HotPool>,
     workers: usize,
@@ -131,12 +140,12 @@ impl<J: Job> Gatherer<J> {
 
     fn start(&self) -> Queue<J> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
+        let intake = Arc::new(Mutex::new(Intake { rx, carry: None }));
         for _ in 0..self.workers {
             tokio::spawn(worker(
                 self.pool.clone(),
                 self.job.clone(),
-                rx.clone(),
+                intake.clone(),
                 self.stats.clone(),
             ));
         }
@@ -147,43 +156,41 @@ impl<J: Job> Gatherer<J> {
 async fn worker<J: Job>(
     pool: Arc<HotPool>,
     job: Arc<J>,
-    rx: Arc<Mutex<mpsc::Receiver<Queued<J>>>>,
+    intake: Arc<Mutex<Intake<J>>>,
     stats: Arc<Stats>,
 ) {
     let mut batch: Vec<Queued<J>> = Vec::with_capacity(J::MAX_BATCH);
-    // A request taken from the queue that did not fit the last statement: the next one's first.
-    let mut carry: Option<Queued<J>> = None;
     loop {
         let conn = {
-            // The worker holding the receiver is the next to run a statement: it waits for a
+            // The worker holding the intake is the next to run a statement: it waits for a
             // request, then for a connection, and only then takes everything queued meanwhile.
-            let mut rx = rx.lock().await;
-            let first = match carry.take() {
+            let mut intake = intake.lock().await;
+            let first = match intake.carry.take() {
                 Some(item) => item,
-                None => match rx.recv().await {
+                None => match intake.rx.recv().await {
                     Some(item) => item,
                     None => return,
                 },
             };
             let mut weight = J::weight(&first.0);
             batch.push(first);
-            take_waiting::<J>(&mut rx, &mut batch, &mut weight, &mut carry);
+            take_waiting(&mut intake, &mut batch, &mut weight);
             // Too little for a statement beside the one in flight: gather until that one
             // ends (or enough has come). The connection is taken afterwards: the one just
             // given back, whose backend is warm (measured: alternating between two
             // connections cost a fifth of the throughput).
             while weight < J::PARALLEL_WEIGHT
-                && carry.is_none()
+                && intake.carry.is_none()
                 && batch.len() < J::MAX_BATCH
                 && stats.in_flight.load(Ordering::Acquire) > 0
             {
                 stats.gathered.store(batch.len(), Ordering::Relaxed);
                 tokio::select! {
                     _ = stats.ended.notified() => {}
-                    item = rx.recv() => match item {
+                    item = intake.rx.recv() => match item {
                         Some(item) => {
-                            carry = Some(item);
-                            take_waiting::<J>(&mut rx, &mut batch, &mut weight, &mut carry);
+                            intake.carry = Some(item);
+                            take_waiting(&mut intake, &mut batch, &mut weight);
                         }
                         None => break,
                     },
@@ -191,7 +198,7 @@ async fn worker<J: Job>(
             }
             stats.gathered.store(0, Ordering::Relaxed);
             let conn = pool.acquire().await;
-            take_waiting::<J>(&mut rx, &mut batch, &mut weight, &mut carry);
+            take_waiting(&mut intake, &mut batch, &mut weight);
             conn
         };
         // Requests cancelled while queued need no answer (nor any work).
@@ -247,22 +254,17 @@ async fn worker<J: Job>(
 /// Moves what is waiting in the queue into `batch` (a carried request first), up to
 /// [`Job::MAX_BATCH`] requests and [`Job::MAX_WEIGHT`]; a request that does not fit is carried
 /// to the next statement.
-fn take_waiting<J: Job>(
-    rx: &mut mpsc::Receiver<Queued<J>>,
-    batch: &mut Vec<Queued<J>>,
-    weight: &mut usize,
-    carry: &mut Option<Queued<J>>,
-) {
+fn take_waiting<J: Job>(intake: &mut Intake<J>, batch: &mut Vec<Queued<J>>, weight: &mut usize) {
     while batch.len() < J::MAX_BATCH {
-        let item = match carry.take() {
+        let item = match intake.carry.take() {
             Some(item) => item,
-            None => match rx.try_recv() {
+            None => match intake.rx.try_recv() {
                 Ok(item) => item,
                 Err(_) => return,
             },
         };
         if *weight + J::weight(&item.0) > J::MAX_WEIGHT {
-            *carry = Some(item);
+            intake.carry = Some(item);
             return;
         }
         *weight += J::weight(&item.0);

@@ -351,6 +351,96 @@ async fn batch_bodies_in_flight_are_bounded_and_a_waiting_batch_goes_once_there_
     );
 }
 
+/// Usage statements waiting for a lock now.
+async fn usage_backends_waiting(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'
+           AND query LIKE '%tollgate_record_usage_batch%'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_carried_to_the_next_statement_is_run_by_whichever_worker_is_free() {
+    let db_url = fresh_database().await;
+    let app = Arc::new(spawn_app_with(&db_url, Some(2)).await);
+    let t = app.tenant_with_plan(json!({"limit": null})).await;
+    for c in ["k1", "k2", "k3", "x", "y"] {
+        app.customer(&t, c).await;
+    }
+    // 1000 events each: two fill a statement (2000), a third is carried to the next.
+    let post_batch = |customer: &str| {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| json!({"customer": customer, "feature": "f", "id": format!("{customer}-{i}")}))
+            .collect();
+        let (app, key) = (app.clone(), t.key.clone());
+        tokio::spawn(async move {
+            app.post("/v1/usage/batch", &key, json!({"events": events}))
+                .await
+        })
+    };
+    let waiting = async |n: i64| {
+        until("usage statements waiting on locks", async || {
+            usage_backends_waiting(&app).await == n
+        })
+        .await
+    };
+    let (k1, k2, k3) = (
+        lock_customer(&app, &t.id, "k1").await,
+        lock_customer(&app, &t.id, "k2").await,
+        lock_customer(&app, &t.id, "k3").await,
+    );
+    // Both workers busy, each with a statement waiting on a lock.
+    let r1 = post_batch("k1");
+    waiting(1).await;
+    let r2 = post_batch("k2");
+    waiting(2).await;
+    // Three batches queue behind them.
+    let r3 = post_batch("k3");
+    until("k3 to queue", async || {
+        tollgate::testing::queued_usage(&app.state) == 1
+    })
+    .await;
+    let r4 = post_batch("x");
+    until("x to queue", async || {
+        tollgate::testing::queued_usage(&app.state) == 2
+    })
+    .await;
+    let r5 = post_batch("y");
+    until("y to queue", async || {
+        tollgate::testing::queued_usage(&app.state) == 3
+    })
+    .await;
+    // The first worker is freed: it takes k3 and x (2000 events) and waits on k3's lock; y is
+    // carried to the next statement.
+    drop(k1);
+    assert_eq!(r1.await.unwrap().status, StatusCode::OK);
+    until("k3 and x to be taken", async || {
+        tollgate::testing::queued_usage(&app.state) == 0
+    })
+    .await;
+    waiting(2).await;
+    // The second worker is freed: it runs y, while k3 is still locked.
+    drop(k2);
+    assert_eq!(r2.await.unwrap().status, StatusCode::OK);
+    let r = r5.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(usage_backends_waiting(&app).await, 1, "k3 and x still wait");
+    drop(k3);
+    for r in [r3, r4] {
+        let r = r.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert!(r.body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status"] == "recorded"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_transaction_fails_answers_503_to_exactly_its_own_requests() {
     let db_url = fresh_database().await;
