@@ -74,12 +74,27 @@ impl Admission {
         if let Ok(permit) = self.kib.try_acquire_many(kib) {
             return Some(permit);
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting::start(&self.waiting);
+        self.kib.acquire_many(kib).await.ok()
+    }
+}
+
+/// A batch counted as waiting until dropped: admitted, or given up (its client gone, its
+/// request timed out).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("tollgate_usage_batches_waiting").increment(1.0);
-        let permit = self.kib.acquire_many(kib).await.ok();
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("tollgate_usage_batches_waiting").decrement(1.0);
-        permit
     }
 }
 
