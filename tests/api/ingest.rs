@@ -38,22 +38,47 @@ async fn lock_customer(app: &TestApp, tenant: &str, customer: &str) -> PgConnect
     conn
 }
 
+/// The backends of the usage statements waiting for a lock now.
+async fn usage_backends_waiting(app: &TestApp) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'
+           AND query LIKE '%tollgate_record_usage_batch%'",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+}
+
 /// The backend of a usage statement waiting for a lock, once there is one.
 async fn waiting_usage_backend(app: &TestApp) -> i32 {
-    let mut pid = None;
+    let mut pids = Vec::new();
     until("a usage statement waiting for a lock", async || {
-        pid = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'
-               AND query LIKE '%tollgate_record_usage_batch%'",
-        )
-        .fetch_optional(&app.db)
-        .await
-        .unwrap();
-        pid.is_some()
+        pids = usage_backends_waiting(app).await;
+        !pids.is_empty()
     })
     .await;
-    pid.unwrap()
+    pids[0]
+}
+
+/// A usage event for `customer` (tenant `tenant_id`, key `key`) whose statement is held
+/// waiting on that customer's row lock: the lock (dropped to release it), the request, and
+/// the backend running its statement.
+async fn blocked_usage(
+    app: &Arc<TestApp>,
+    tenant_id: &str,
+    key: &str,
+    customer: &str,
+    id: &str,
+) -> (PgConnection, tokio::task::JoinHandle<Value>, i32) {
+    let lock = lock_customer(app, tenant_id, customer).await;
+    let request = post_usage(
+        app,
+        key,
+        json!({"customer": customer, "feature": "f", "id": id}),
+    );
+    let pid = waiting_usage_backend(app).await;
+    (lock, request, pid)
 }
 
 fn post_usage(app: &Arc<TestApp>, key: &str, body: Value) -> tokio::task::JoinHandle<Value> {
@@ -95,13 +120,7 @@ async fn events_waiting_together_are_one_statement_each_with_its_own_answer() {
     app.customer(&b, "v1").await;
     let (statements_before, events_before) = tollgate::testing::usage_batch_stats(&app.state);
 
-    let lock = lock_customer(&app, &a.id, "blocker").await;
-    let blocked = post_usage(
-        &app,
-        &a.key,
-        json!({"customer": "blocker", "feature": "f", "id": "blk"}),
-    );
-    waiting_usage_backend(&app).await;
+    let (lock, blocked, _) = blocked_usage(&app, &a.id, &a.key, "blocker", "blk").await;
     // Queued in this order: two tenants, three customers, one counter past its limit, an id
     // twice, and the same id in another tenant.
     let sent = [
@@ -238,13 +257,7 @@ async fn single_events_wait_for_the_statement_in_flight_and_a_large_batch_runs_b
 
     // 1. One statement in flight (waiting on a lock); five single events behind it are not a
     // second statement beside it: they wait, and then go together.
-    let lock = lock_customer(&app, &t.id, "blocker").await;
-    let blocked = post_usage(
-        &app,
-        &t.key,
-        json!({"customer": "blocker", "feature": "f", "id": "blk1"}),
-    );
-    waiting_usage_backend(&app).await;
+    let (lock, blocked, _) = blocked_usage(&app, &t.id, &t.key, "blocker", "blk1").await;
     let mut singles = Vec::new();
     for i in 1..=5 {
         let body = json!({"customer": format!("u{i}"), "feature": "f", "id": format!("s{i}")});
@@ -262,13 +275,7 @@ async fn single_events_wait_for_the_statement_in_flight_and_a_large_batch_runs_b
 
     // 2. A batch of 100 events is enough for a statement of its own beside the one in flight:
     // it is answered while that one still waits.
-    let lock = lock_customer(&app, &t.id, "blocker").await;
-    let blocked = post_usage(
-        &app,
-        &t.key,
-        json!({"customer": "blocker", "feature": "f", "id": "blk2"}),
-    );
-    waiting_usage_backend(&app).await;
+    let (lock, blocked, _) = blocked_usage(&app, &t.id, &t.key, "blocker", "blk2").await;
     let events: Vec<Value> = (0..100)
         .map(|i| json!({"customer": "big", "feature": "f", "id": format!("b{i}")}))
         .collect();
@@ -351,18 +358,6 @@ async fn batch_bodies_in_flight_are_bounded_and_a_waiting_batch_goes_once_there_
     );
 }
 
-/// Usage statements waiting for a lock now.
-async fn usage_backends_waiting(app: &TestApp) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND wait_event_type = 'Lock'
-           AND query LIKE '%tollgate_record_usage_batch%'",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_carried_to_the_next_statement_is_run_by_whichever_worker_is_free() {
     let db_url = fresh_database().await;
@@ -382,9 +377,9 @@ async fn a_batch_carried_to_the_next_statement_is_run_by_whichever_worker_is_fre
                 .await
         })
     };
-    let waiting = async |n: i64| {
+    let waiting = async |n: usize| {
         until("usage statements waiting on locks", async || {
-            usage_backends_waiting(&app).await == n
+            usage_backends_waiting(&app).await.len() == n
         })
         .await
     };
@@ -428,7 +423,11 @@ async fn a_batch_carried_to_the_next_statement_is_run_by_whichever_worker_is_fre
     assert_eq!(r2.await.unwrap().status, StatusCode::OK);
     let r = r5.await.unwrap();
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(usage_backends_waiting(&app).await, 1, "k3 and x still wait");
+    assert_eq!(
+        usage_backends_waiting(&app).await.len(),
+        1,
+        "k3 and x still wait"
+    );
     drop(k3);
     for r in [r3, r4] {
         let r = r.await.unwrap();
@@ -451,13 +450,7 @@ async fn a_batch_whose_transaction_fails_answers_503_to_exactly_its_own_requests
     app.customer(&a, "u1").await;
     app.customer(&b, "v1").await;
 
-    let lock = lock_customer(&app, &a.id, "blocker").await;
-    let first = post_usage(
-        &app,
-        &a.key,
-        json!({"customer": "blocker", "feature": "f", "id": "a1"}),
-    );
-    let pid = waiting_usage_backend(&app).await;
+    let (lock, first, pid) = blocked_usage(&app, &a.id, &a.key, "blocker", "a1").await;
     // Two more queue behind it; they will share the next statement.
     let second = queue_usage(
         &app,
