@@ -60,7 +60,7 @@ pub enum Outcome {
 }
 
 /// Records a batch of events in one statement, so in one transaction and one commit
-/// (`tollgate_record_usage_batch`, migration 10): the events (deduplicated by id, also within
+/// (`tollgate_record_usage_batch`, migrations 10 and 20261130000001): the events (deduplicated by id, also within
 /// the batch), their counters (coalesced per counter, applied in arrival order against the
 /// ceiling), the alerts they cross into (with their webhook events) and their Stripe meter
 /// outbox rows commit or abort together. One outcome per event, in order.
@@ -95,12 +95,13 @@ pub async fn record_batch(
     let meters: Vec<Option<&str>> = events.iter().map(|e| e.meter_event.as_deref()).collect();
     let refused: Vec<bool> = events.iter().map(|e| e.refused).collect();
     let nows: Vec<DateTime<Utc>> = events.iter().map(|e| e.now).collect();
+    let firsts = first_occurrences(events);
     let rows = sqlx::query!(
         r#"SELECT out_ord AS "ord!", out_outcome AS "outcome!", out_used AS used,
                   out_customer AS "customer_id!", out_feature AS "feature_key!",
                   out_quantity AS "quantity!", out_occurred_at AS "occurred_at!"
            FROM tollgate_record_usage_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                            $13, $14, $15, $16, $17, $18, $19)"#,
+                                            $13, $14, $15, $16, $17, $18, $19, $20)"#,
         &tenants as &[&str],
         &ids as &[&str],
         &customers as &[&str],
@@ -119,7 +120,8 @@ pub async fn record_batch(
         &criticals,
         &meters as &[Option<&str>],
         &refused,
-        &nows
+        &nows,
+        &firsts
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -151,6 +153,21 @@ pub async fn record_batch(
             _ => Outcome::Refused,
         })
         .collect())
+}
+
+/// Per event, the ordinal (from 1) of the first event in `events` with the same tenant and id:
+/// its own, unless the id came earlier in the batch.
+fn first_occurrences(events: &[&NewEvent]) -> Vec<i32> {
+    let mut first: std::collections::HashMap<(&str, &str), i32> =
+        std::collections::HashMap::with_capacity(events.len());
+    (1..)
+        .zip(events)
+        .map(|(ord, e)| {
+            *first
+                .entry((e.tenant_id.as_str(), e.event_id.as_str()))
+                .or_insert(ord)
+        })
+        .collect()
 }
 
 /// A counter's value (0 when nothing was recorded in the period).
