@@ -1,7 +1,7 @@
 //! The resolve query: in one statement, a caller's key (when the hot path defers it here),
 //! the tenant, the customer, its live subscription, the tenant's default plan and, for a
 //! check, the feature's newest counter. One form for one lookup, one for a batch of them
-//! (`check_batch`).
+//! (`check_batch`), and one for many customers of an authenticated tenant (usage batches).
 
 use crate::domain::id::TenantId;
 use chrono::{DateTime, Utc};
@@ -139,8 +139,62 @@ pub async fn fetch_batch(
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut out: Vec<Option<ResolveRow>> = Vec::with_capacity(lookups.len());
-    out.resize_with(lookups.len(), || None);
+    Ok(in_order(rows, lookups.len()))
+}
+
+/// The resolve query for many customers of one tenant whose caller is already authenticated
+/// (a usage batch): the tenant and its default plan once, then per customer the customer and
+/// its live subscription; no key and no counter. One entry per customer, in order; `None`
+/// where the tenant does not exist.
+pub async fn fetch_customers(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    customers: &[&str],
+) -> Result<Vec<Option<ResolveRow>>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        BatchRow,
+        r#"WITH t AS MATERIALIZED (
+           SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                  t.critical_threshold, t.test_clock_now,
+                  (SELECT p.latest_version FROM plans p
+                    WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version
+           FROM tenants t WHERE t.tenant_id = $1)
+       SELECT r.ord AS "ord!", t.tenant_id AS "tenant_id?: TenantId", t.mode AS "mode?",
+              t.default_plan, t.warning_threshold AS "warning_threshold?",
+              t.critical_threshold AS "critical_threshold?", t.test_clock_now,
+              NULL::text AS "key_id?",
+              c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
+              s.plan_version AS "plan_version?", s.interval AS "interval?",
+              s.billing_anchor AS "billing_anchor?",
+              s.current_period_start AS "current_period_start?",
+              s.current_period_end AS "current_period_end?",
+              t.default_version AS "default_version?",
+              NULL::timestamptz AS "counter_start?", NULL::numeric AS "counter_used?"
+       FROM unnest($2::text[]) WITH ORDINALITY AS r(customer_id, ord)
+       CROSS JOIN t
+       LEFT JOIN LATERAL (
+           SELECT c.customer_id FROM customers c
+           WHERE c.tenant_id = t.tenant_id AND c.customer_id = r.customer_id
+             AND c.deleted_at IS NULL OFFSET 0) c ON true
+       LEFT JOIN LATERAL (
+           SELECT s.plan_key, s.plan_version, s.interval, s.billing_anchor,
+                  s.current_period_start, s.current_period_end
+           FROM subscriptions s
+           WHERE s.tenant_id = t.tenant_id AND s.customer_id = c.customer_id
+             AND s.status IN ('trialing', 'active', 'past_due') OFFSET 0) s ON true"#,
+        tenant_id.as_str(),
+        customers as &[&str]
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(in_order(rows, customers.len()))
+}
+
+/// The rows of a batched resolve, one entry per lookup in order (`None` where the tenant does
+/// not exist).
+fn in_order(rows: Vec<BatchRow>, n: usize) -> Vec<Option<ResolveRow>> {
+    let mut out: Vec<Option<ResolveRow>> = Vec::with_capacity(n);
+    out.resize_with(n, || None);
     for r in rows {
         let Some(slot) = usize::try_from(r.ord - 1).ok().and_then(|i| out.get_mut(i)) else {
             continue;
@@ -173,7 +227,7 @@ pub async fn fetch_batch(
             counter_used: r.counter_used,
         });
     }
-    Ok(out)
+    out
 }
 
 /// The resolve query for one lookup; `feature` adds its newest counter that starts no later

@@ -123,18 +123,9 @@ impl Entitlements {
         ctx: &TenantCtx,
         customers: &[&str],
     ) -> Result<Vec<Result<Resolved>>> {
-        let lookups: Vec<Lookup> = customers
-            .iter()
-            .map(|c| Lookup {
-                tenant_id: ctx.tenant_id.clone(),
-                key_hash: Vec::new(),
-                session: false,
-                customer: no_nul(c),
-                feature: String::new(),
-            })
-            .collect();
-        let refs: Vec<&Lookup> = lookups.iter().collect();
-        let rows = resolve::fetch_batch(conn, &refs, self.clock.real_now()).await?;
+        let customers: Vec<String> = customers.iter().map(|c| no_nul(c)).collect();
+        let customers: Vec<&str> = customers.iter().map(String::as_str).collect();
+        let rows = resolve::fetch_customers(conn, &ctx.tenant_id, &customers).await?;
         let caller = Caller::Ready(ctx.clone());
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
