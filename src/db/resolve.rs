@@ -125,8 +125,10 @@ pub async fn fetch_batch(
            WHERE s.tenant_id = r.tenant_id AND s.customer_id = c.customer_id
              AND s.status IN ('trialing', 'active', 'past_due') OFFSET 0) s ON true
        LEFT JOIN LATERAL (
+           -- No feature (a usage event's resolve): no counter, and no probe for one.
            SELECT x.period_start, x.used FROM usage_counters x
-           WHERE x.tenant_id = r.tenant_id AND x.customer_id = c.customer_id
+           WHERE r.feature_key <> ''
+             AND x.tenant_id = r.tenant_id AND x.customer_id = c.customer_id
              AND x.feature_key = r.feature_key
              AND x.period_start <= COALESCE(t.test_clock_now, $5)
            ORDER BY x.period_start DESC LIMIT 1) u ON true"#,
