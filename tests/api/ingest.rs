@@ -668,6 +668,101 @@ async fn a_batch_applies_in_arrival_order_counts_an_id_once_and_coalesces_its_co
     }
 }
 
+/// The common case (every event new) is one insert and nothing more; anything else takes the
+/// slower path that works out why each event was not inserted. Both in one batch here: a
+/// repeat answers as its first occurrence did, even when that one was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_id_answers_as_its_first_occurrence_did_refused_or_recorded() {
+    let app = spawn_app().await;
+    let t = app
+        .tenant_with_plan(json!({"limit": 100, "reset": "month"}))
+        .await;
+    let g = app
+        .post(
+            "/v1/features",
+            &t.key,
+            json!({"key": "g", "name": "G", "type": "metered"}),
+        )
+        .await;
+    assert_eq!(g.status, StatusCode::CREATED, "{:?}", g.body);
+    app.customer(&t, "u1").await;
+    let events = json!({"events": [
+        {"customer": "u1", "feature": "g", "id": "r", "quantity": 1},
+        {"customer": "u1", "feature": "f", "id": "r", "quantity": 1},
+        {"customer": "u1", "feature": "f", "id": "s", "quantity": 2},
+        {"customer": "u1", "feature": "f", "id": "s", "quantity": 2},
+        {"customer": "u1", "feature": "f", "id": "t", "quantity": 3}
+    ]});
+    let r = app.post("/v1/usage/batch", &t.key, events.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let got: Vec<(String, String)> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let used = &x["result"]["used"];
+            let detail = if used.is_null() {
+                x["error"]["code"].as_str().unwrap_or("").to_string()
+            } else {
+                num(used)
+            };
+            (x["status"].as_str().unwrap().to_string(), detail)
+        })
+        .collect();
+    let statuses: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        statuses,
+        ["refused", "refused", "recorded", "duplicate", "recorded"],
+        "{got:?}"
+    );
+    assert_eq!(got[0].1, "not_in_plan", "{got:?}");
+    assert_eq!(got[2].1, "2", "{got:?}");
+    assert_eq!(got[3].1, "5", "the counter after the batch: {got:?}");
+    assert_eq!(got[4].1, "5", "{got:?}");
+    let ids = tollgate::testing::stored::raw_event_ids(&app.db, &t.tid())
+        .await
+        .unwrap();
+    assert_eq!(ids, ["s", "t"]);
+    // All new: the common case, every event recorded with its running total.
+    let r = app
+        .post(
+            "/v1/usage/batch",
+            &t.key,
+            json!({"events": [
+                {"customer": "u1", "feature": "f", "id": "n1", "quantity": 1},
+                {"customer": "u1", "feature": "f", "id": "n2", "quantity": 4}
+            ]}),
+        )
+        .await;
+    let used: Vec<String> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| num(&x["result"]["used"]))
+        .collect();
+    assert_eq!(used, ["6", "10"], "{:?}", r.body);
+    // The same batch again: nothing new, nothing counted.
+    let again = app.post("/v1/usage/batch", &t.key, events).await;
+    let statuses: Vec<&str> = again.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["refused", "refused", "duplicate", "duplicate", "duplicate"]
+    );
+    let check = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "f"}),
+        )
+        .await;
+    assert_eq!(num(&check.body["used"]), "10");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_writers_on_one_counter_with_a_limit_of_1000_record_exactly_1000() {
     let app = Arc::new(spawn_app().await);
