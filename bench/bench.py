@@ -204,7 +204,8 @@ SELECT count(*) AS recorded FROM tollgate_record_usage_batch(
   {fill('true', 'boolean')}, {fill('NULL', 'jsonb')}, {fill('false', 'boolean')},
   {fill('NULL', 'numeric')}, {fill('NULL', 'numeric')}, {fill(0.8, 'numeric')},
   {fill(0.95, 'numeric')}, {fill('NULL', 'text')}, {fill('false', 'boolean')},
-  {fill('now()', 'timestamptz')});
+  {fill('now()', 'timestamptz')},
+  ARRAY(SELECT g::integer FROM generate_series(1, {n}) g));
 ROLLBACK;
 """)
 
