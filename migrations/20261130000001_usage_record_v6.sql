@@ -86,6 +86,8 @@ DECLARE
     -- The raw events inserted (tenant, id).
     v_ins_t    text[];
     v_ins_e    text[];
+    -- The same as a set (tenant, unit separator, id), when not all were inserted.
+    v_inserted jsonb;
     -- The counters after the batch, by counter key, for the counters updated in one go.
     v_after    jsonb;
     -- The ceilings of those counters (those with one).
@@ -122,8 +124,10 @@ BEGIN
                     p_period_start, p_member, p_billable, p_properties, p_refused, p_first)
                  WITH ORDINALITY AS i(t, e, c, f, q, at, ps, m, b, props, refused, first, ord)
         WHERE i.first = i.ord AND NOT i.refused
+          -- OFFSET 0 keeps it a probe per event: pulled up into an anti-join, its generic
+          -- plan scanned the whole index for every event (with sequential scans off).
           AND NOT EXISTS (SELECT 1 FROM usage_events_purged x
-                          WHERE x.tenant_id = i.t AND x.event_id = i.e)
+                          WHERE x.tenant_id = i.t AND x.event_id = i.e OFFSET 0)
           AND i.at >= coalesce((SELECT c.usage_closed_before FROM customers c
                                 WHERE c.tenant_id = i.t AND c.customer_id = i.c
                                 FOR KEY SHARE), '-infinity')
@@ -136,13 +140,18 @@ BEGIN
     FROM ins;
 
     -- 2. If every event was inserted (the common case), every event is recorded. Else why
-    -- not, per event: a refused or closed event is a duplicate if its id is known.
+    -- not, per event: a refused or closed event is a duplicate if its id is known. (The
+    -- inserted ids are looked up in a jsonb object, not joined: a join of two arrays could be
+    -- planned as a nested loop, quadratic in the batch.)
     IF coalesce(cardinality(v_ins_e), 0) = v_n THEN
         v_state := array_fill('recorded'::text, ARRAY[v_n]);
     ELSE
+        SELECT jsonb_object_agg(x.t || chr(31) || x.e, true)
+        INTO v_inserted
+        FROM unnest(v_ins_t, v_ins_e) AS x(t, e);
         SELECT array_agg(CASE
                    WHEN i.first <> i.ord THEN 'repeat'
-                   WHEN ins.e IS NOT NULL THEN 'recorded'
+                   WHEN v_inserted ? (i.t || chr(31) || i.e) THEN 'recorded'
                    WHEN EXISTS (SELECT 1 FROM usage_events_purged x
                                 WHERE x.tenant_id = i.t AND x.event_id = i.e) THEN 'duplicate'
                    WHEN i.refused OR i.at < (SELECT c.usage_closed_before FROM customers c
@@ -156,8 +165,7 @@ BEGIN
                END ORDER BY i.ord)
         INTO v_state
         FROM unnest(p_tenant, p_event, p_customer, p_occurred_at, p_refused, p_first)
-                 WITH ORDINALITY AS i(t, e, c, at, refused, first, ord)
-        LEFT JOIN unnest(v_ins_t, v_ins_e) AS ins(t, e) ON ins.t = i.t AND ins.e = i.e;
+                 WITH ORDINALITY AS i(t, e, c, at, refused, first, ord);
     END IF;
 
     -- 3. The counters, coalesced: all of a counter's events in one upsert, in key order
