@@ -238,7 +238,7 @@ async fn worker<J: Job>(
                 }
                 // Told last, the waiting worker is the task this one woke last, so the next
                 // to run on this thread (tokio's LIFO slot), rather than queued behind the
-                // requests just answered (measured: bench/README.md).
+                // requests just answered (bench/README.md, "The hand-over").
                 drop(in_flight);
             }
             Err(err) => {

@@ -60,10 +60,11 @@ pub enum Outcome {
 }
 
 /// Records a batch of events in one statement, so in one transaction and one commit
-/// (`tollgate_record_usage_batch`, migrations 10 and 20261130000001): the events (deduplicated by id, also within
-/// the batch), their counters (coalesced per counter, applied in arrival order against the
-/// ceiling), the alerts they cross into (with their webhook events) and their Stripe meter
-/// outbox rows commit or abort together. One outcome per event, in order.
+/// (`tollgate_record_usage_batch`, migrations 10 and 20261130000001): the events
+/// (deduplicated by id, also within the batch), their counters (coalesced per counter, applied
+/// in arrival order against the ceiling), the alerts they cross into (with their webhook
+/// events) and their Stripe meter outbox rows commit or abort together. One outcome per
+/// event, in order.
 pub async fn record_batch(
     conn: &mut PgConnection,
     events: &[&NewEvent],
