@@ -550,6 +550,22 @@ async fn a_batch_whose_transaction_fails_answers_503_to_exactly_its_own_requests
     assert_eq!(num(&check.body["used"]), "5");
 }
 
+/// A batch's answers as (status, the counter after the event or the error code), in order.
+fn outcomes(results: &[Value]) -> Vec<(String, String)> {
+    results
+        .iter()
+        .map(|x| {
+            let used = &x["result"]["used"];
+            let detail = if used.is_null() {
+                x["error"]["code"].as_str().unwrap_or("").to_string()
+            } else {
+                num(used)
+            };
+            (x["status"].as_str().unwrap().to_string(), detail)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_applies_in_arrival_order_counts_an_id_once_and_coalesces_its_counters() {
     let app = spawn_app().await;
@@ -578,20 +594,7 @@ async fn a_batch_applies_in_arrival_order_counts_an_id_once_and_coalesces_its_co
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let results = r.body["results"].as_array().unwrap();
-    let got: Vec<(String, String)> = results
-        .iter()
-        .map(|x| {
-            let used = x["result"]["used"].clone();
-            (
-                x["status"].as_str().unwrap().to_string(),
-                if used.is_null() {
-                    x["error"]["code"].as_str().unwrap_or("").to_string()
-                } else {
-                    num(&used)
-                },
-            )
-        })
-        .collect();
+    let got = outcomes(results);
     let e = |s: &str, u: &str| (s.to_string(), u.to_string());
     assert_eq!(
         got,
@@ -695,20 +698,7 @@ async fn a_repeated_id_answers_as_its_first_occurrence_did_refused_or_recorded()
     ]});
     let r = app.post("/v1/usage/batch", &t.key, events.clone()).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let got: Vec<(String, String)> = r.body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| {
-            let used = &x["result"]["used"];
-            let detail = if used.is_null() {
-                x["error"]["code"].as_str().unwrap_or("").to_string()
-            } else {
-                num(used)
-            };
-            (x["status"].as_str().unwrap().to_string(), detail)
-        })
-        .collect();
+    let got = outcomes(r.body["results"].as_array().unwrap());
     let statuses: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(
         statuses,
