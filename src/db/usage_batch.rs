@@ -1,7 +1,9 @@
 //! Group commit of usage (see `gather`): the events of concurrent `POST /v1/usage` and
 //! `POST /v1/usage/batch` requests are recorded together, up to [`MAX_EVENTS`] in one
 //! statement and so one transaction and one commit (`usage::record_batch`). Each request still
-//! gets its own events' outcomes, after the commit.
+//! gets its own events' outcomes, after the commit. The gatherer's job, which also resolves
+//! single events, is the service's (`entitlements::usage_job`); its limits and the recording
+//! of a batch's events are here.
 //!
 //! Few statements in flight, each large, rather than one per request: concurrent statements
 //! naming the same counters wait for each other's commit (a convoy), so 32 batch requests at
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use sqlx::PgConnection;
 
-use super::gather::{Gatherer, Job, SharedError};
+use super::gather::SharedError;
 use super::usage::{record_batch, NewEvent, Outcome};
 
 /// The most requests one statement serves.
@@ -25,49 +27,15 @@ pub const MAX_BATCH: usize = 256;
 /// of its own).
 pub const MAX_EVENTS: usize = 2000;
 /// The events waiting that start a statement beside one in flight (see
-/// [`Job::PARALLEL_WEIGHT`]).
+/// [`Job::PARALLEL_WEIGHT`](super::gather::Job::PARALLEL_WEIGHT)).
 pub const PARALLEL_EVENTS: usize = 100;
-
-/// Gathers concurrent usage events into one recording statement.
-pub type UsageBatcher = Gatherer<UsageJob>;
-
-pub struct UsageJob;
 
 /// One request's events, and their outcomes in order.
 pub type Answers = Vec<Result<Outcome, SharedError>>;
 
-impl Job for UsageJob {
-    type In = Vec<NewEvent>;
-    type Out = Answers;
-    const MAX_BATCH: usize = MAX_BATCH;
-    const MAX_WEIGHT: usize = MAX_EVENTS;
-    /// Single events wait for the statement in flight and go together in the next one; batch
-    /// requests (and a crowd of single events) run beside it (bench/README.md).
-    const PARALLEL_WEIGHT: usize = PARALLEL_EVENTS;
-    const STATEMENTS_METRIC: &'static str = "tollgate_usage_statements_total";
-    const REQUESTS_METRIC: &'static str = "tollgate_usage_requests_total";
-
-    fn weight(events: &Vec<NewEvent>) -> usize {
-        events.len()
-    }
-
-    async fn run(
-        &self,
-        conn: &mut PgConnection,
-        batch: &[Vec<NewEvent>],
-    ) -> Result<Vec<Answers>, sqlx::Error> {
-        let events: Vec<&NewEvent> = batch.iter().flatten().collect();
-        let mut answers = record_isolated(conn, &events).await?.into_iter();
-        Ok(batch
-            .iter()
-            .map(|request| answers.by_ref().take(request.len()).collect())
-            .collect())
-    }
-}
-
 /// Records `events` in one statement; if that fails on account of the data, one statement
 /// per event, so a bad event fails alone. Connection failures fail the lot.
-async fn record_isolated(
+pub async fn record_isolated(
     conn: &mut PgConnection,
     events: &[&NewEvent],
 ) -> Result<Vec<Result<Outcome, SharedError>>, sqlx::Error> {

@@ -8,6 +8,7 @@ pub mod readouts;
 pub mod record;
 pub mod resolve;
 pub mod retention;
+pub mod usage_job;
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use crate::clock::Clock;
 use crate::db::check_batch::{CheckBatcher, CheckJob};
 use crate::db::hot_pool::HotPool;
 use crate::db::plans::PlanCache;
-use crate::db::usage_batch::{UsageBatcher, UsageJob};
+use usage_job::{UsageBatcher, UsageJob};
 
 /// What the entitlement operations need: the general pool, the hot path's pool and check
 /// batcher (`db::hot_pool`, `db::check_batch`), the plan-version cache and the clock.
@@ -27,7 +28,7 @@ pub struct Entitlements {
     pub hot: Arc<HotPool>,
     /// Resolves concurrent checks together (see `db::check_batch`).
     pub checks: CheckBatcher,
-    /// Records concurrent usage events together, one commit for all (see `db::usage_batch`).
+    /// Records concurrent usage events together, one commit for all (see `usage_job`).
     pub usage: UsageBatcher,
     pub plans: Arc<PlanCache>,
     pub clock: Clock,
@@ -52,7 +53,15 @@ impl Entitlements {
                 now: Clock::real_time,
             },
         );
-        let usage = UsageBatcher::new(hot.clone(), usage_workers.clamp(1, max.max(1)), UsageJob);
+        let usage = UsageBatcher::new(
+            hot.clone(),
+            usage_workers.clamp(1, max.max(1)),
+            UsageJob {
+                db: db.clone(),
+                plans: plans.clone(),
+                clock: clock.clone(),
+            },
+        );
         Entitlements {
             db,
             hot,

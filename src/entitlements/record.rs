@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::check::{completed, feature_type};
 use super::resolve::Resolved;
+use super::usage_job::{Recorded, Single, Submitted};
 use super::Entitlements;
+use crate::clock::Clock;
 use crate::db::hot_pool::LazyConn;
 use crate::db::plans::PlanVersion;
 use crate::db::usage::{NewEvent, Outcome, StoredEvent};
@@ -26,6 +28,7 @@ use crate::domain::qty::{validate_quantity, Qty};
 use crate::error::{Error, Kind, Result};
 use crate::ids::{is_valid_external_id, new_id};
 use crate::tenancy::{Caller, TenantCtx};
+use sqlx::PgConnection;
 
 /// How far in the future a usage timestamp may be.
 const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
@@ -173,13 +176,13 @@ fn validate(input: &UsageInput, header_id: Option<&str>) -> Result<(Decimal, Str
 }
 
 /// An event ready to record, and what its answer needs.
-struct Prepared {
-    event: NewEvent,
-    answer: Answer,
+pub(super) struct Prepared {
+    pub(super) event: NewEvent,
+    pub(super) answer: Answer,
 }
 
 /// What turns an [`Outcome`] into the API's answer.
-struct Answer {
+pub(super) struct Answer {
     id: String,
     customer: String,
     feature: String,
@@ -194,7 +197,7 @@ struct Answer {
 }
 
 impl Answer {
-    fn into_result(self, outcome: Outcome) -> Result<UsageResult> {
+    pub(super) fn into_result(self, outcome: Outcome) -> Result<UsageResult> {
         match outcome {
             Outcome::Recorded { used } => {
                 let limit = self.ent.as_ref().and_then(|e| e.limit);
@@ -224,13 +227,14 @@ impl Answer {
 }
 
 /// The features of one tenant known to exist (a refused event's feature is looked up once).
-type KnownFeatures = HashSet<String>;
+pub(super) type KnownFeatures = HashSet<String>;
 
 impl Entitlements {
     /// Records one usage event. `header_id` is the request's Idempotency-Key, the event id
-    /// when the body has none. The caller's key, tenant, customer and plan are resolved with
-    /// concurrent checks (`db::check_batch`), and the event is recorded with concurrent
-    /// events, committed together (`db::usage_batch`); the answer comes after the commit.
+    /// when the body has none. The event goes to the group commit as it is: the usage job
+    /// resolves the caller's key, tenant, customer and plan together with the other single
+    /// events of its batch, just before recording them all in one statement
+    /// (`entitlements::usage_job`); the answer comes after the commit.
     pub async fn record(
         &self,
         caller: &Caller,
@@ -238,128 +242,140 @@ impl Entitlements {
         header_id: Option<&str>,
     ) -> Result<UsageResult> {
         let (quantity, event_id) = validate(&input, header_id)?;
-        // The counter lookup of the resolve statement is not needed: no feature.
-        let (ctx, resolved) = self.resolve_batched(caller, &input.customer, "").await?;
-        let mut conn = LazyConn::new(&self.hot);
-        let prepared = self
-            .prepare(
-                &mut conn,
-                &mut KnownFeatures::new(),
-                &ctx,
-                &resolved,
-                input,
-                quantity,
-                event_id,
-            )
-            .await;
-        conn.finish(completed(&prepared));
-        let Prepared { event, answer } = prepared?;
-        let outcome = self.usage.submit(vec![event]).await?.pop();
-        match outcome {
-            Some(outcome) => answer.into_result(outcome?),
-            None => Err(Error::internal("a usage answer is missing")),
-        }
-    }
-
-    /// Validates an event against the customer's plan and builds its row. A feature the plan
-    /// does not grant is looked up (once per batch) so an unknown one is a 404.
-    #[allow(clippy::too_many_arguments)]
-    async fn prepare(
-        &self,
-        conn: &mut LazyConn<'_>,
-        known: &mut KnownFeatures,
-        ctx: &TenantCtx,
-        resolved: &Resolved,
-        input: UsageInput,
-        quantity: Decimal,
-        event_id: String,
-    ) -> Result<Prepared> {
-        let now = ctx.now(&self.clock);
-        let timestamp = input.timestamp.map_or(now, |t| t.trunc_subsecs(6));
-        if timestamp > now + MAX_CLOCK_SKEW {
-            return Err(Error::invalid_param(
-                "timestamp_in_future",
-                "timestamp",
-                "timestamp is more than 5 minutes in the future.",
-            ));
-        }
-        let plan = resolved.plan.as_deref();
-        let thresholds = ctx.thresholds();
-        let granted = match gate(plan, &input.feature) {
-            Ok(ent) if ent.feature_type != FeatureType::Metered => {
-                return Err(Error::invalid_param(
-                    "feature_not_metered",
-                    "feature",
-                    "Usage is recorded only for metered features (concurrency features use leases).",
-                ))
-            }
-            Ok(ent) if ent.enabled => Ok(ent),
-            Ok(_) => Err(Denial::NotInPlan),
-            Err(denial) => {
-                // An unknown feature is a 404 whatever the plan says.
-                if !known.contains(&input.feature) {
-                    feature_type(conn.get().await?, &ctx.tenant_id, &input.feature).await?;
-                    known.insert(input.feature.clone());
-                }
-                Err(denial)
-            }
-        };
-        let enforce = input.enforce.unwrap_or(true);
-        let (period, ceiling, refusal, ent) = match granted {
-            Ok(ent) => (
-                counter_period(ent.reset, timestamp, resolved.billing.as_ref()),
-                if enforce { ent.ceiling() } else { None },
-                ent.ceiling_denial(),
-                Some(ent.clone()),
-            ),
-            // Never counted: a retry of a recorded id is still a duplicate, else refused.
-            Err(denial) => (
-                Period {
-                    start: epoch(),
-                    end: None,
-                },
-                None,
-                denial,
-                None,
-            ),
-        };
-        let event = NewEvent {
-            tenant_id: ctx.tenant_id.clone(),
-            event_id: event_id.clone(),
-            customer_id: input.customer.clone(),
-            feature_key: input.feature.clone(),
+        let single = Single {
+            caller: caller.clone(),
+            input,
             quantity,
-            occurred_at: timestamp,
-            period,
-            member_id: input.member,
-            billable: input.billable.unwrap_or(true),
-            properties: input.properties,
-            aggregation: ent.as_ref().map_or(Aggregation::Sum, |e| e.aggregation),
-            ceiling,
-            limit: ent.as_ref().and_then(|e| e.limit),
-            thresholds,
-            meter_event: plan
-                .and_then(|p| p.meter_event(&input.feature))
-                .map(str::to_string),
-            refused: ent.is_none(),
-            now,
+            event_id,
         };
-        Ok(Prepared {
-            event,
-            answer: Answer {
-                id: event_id,
-                customer: input.customer,
-                feature: input.feature,
-                quantity,
-                timestamp,
-                ent,
-                plan: resolved.plan.clone(),
-                thresholds,
-                refusal,
-            },
-        })
+        match self
+            .usage
+            .submit(Submitted::Single(Box::new(single)))
+            .await?
+        {
+            Recorded::Single(result) => result,
+            Recorded::Events(_) => Err(Error::internal("a usage answer is missing")),
+        }
     }
+}
 
+/// Where [`prepare`] takes a connection when it must look a feature up.
+pub(super) enum Lookups<'c, 'p> {
+    /// A request's: taken from the hot pool on first need.
+    Lazy(&'c mut LazyConn<'p>),
+    /// The usage job's own.
+    Held(&'c mut PgConnection),
+}
+
+impl Lookups<'_, '_> {
+    async fn get(&mut self) -> std::result::Result<&mut PgConnection, sqlx::Error> {
+        match self {
+            Lookups::Lazy(conn) => conn.get().await,
+            Lookups::Held(conn) => Ok(&mut **conn),
+        }
+    }
+}
+
+/// Validates an event against the customer's plan and builds its row. A feature the plan
+/// does not grant is looked up (once per batch) so an unknown one is a 404.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn prepare(
+    clock: &Clock,
+    conn: &mut Lookups<'_, '_>,
+    known: &mut KnownFeatures,
+    ctx: &TenantCtx,
+    resolved: &Resolved,
+    input: UsageInput,
+    quantity: Decimal,
+    event_id: String,
+) -> Result<Prepared> {
+    let now = ctx.now(clock);
+    let timestamp = input.timestamp.map_or(now, |t| t.trunc_subsecs(6));
+    if timestamp > now + MAX_CLOCK_SKEW {
+        return Err(Error::invalid_param(
+            "timestamp_in_future",
+            "timestamp",
+            "timestamp is more than 5 minutes in the future.",
+        ));
+    }
+    let plan = resolved.plan.as_deref();
+    let thresholds = ctx.thresholds();
+    let granted = match gate(plan, &input.feature) {
+        Ok(ent) if ent.feature_type != FeatureType::Metered => {
+            return Err(Error::invalid_param(
+                "feature_not_metered",
+                "feature",
+                "Usage is recorded only for metered features (concurrency features use leases).",
+            ))
+        }
+        Ok(ent) if ent.enabled => Ok(ent),
+        Ok(_) => Err(Denial::NotInPlan),
+        Err(denial) => {
+            // An unknown feature is a 404 whatever the plan says.
+            if !known.contains(&input.feature) {
+                feature_type(conn.get().await?, &ctx.tenant_id, &input.feature).await?;
+                known.insert(input.feature.clone());
+            }
+            Err(denial)
+        }
+    };
+    let enforce = input.enforce.unwrap_or(true);
+    let (period, ceiling, refusal, ent) = match granted {
+        Ok(ent) => (
+            counter_period(ent.reset, timestamp, resolved.billing.as_ref()),
+            if enforce { ent.ceiling() } else { None },
+            ent.ceiling_denial(),
+            Some(ent.clone()),
+        ),
+        // Never counted: a retry of a recorded id is still a duplicate, else refused.
+        Err(denial) => (
+            Period {
+                start: epoch(),
+                end: None,
+            },
+            None,
+            denial,
+            None,
+        ),
+    };
+    let event = NewEvent {
+        tenant_id: ctx.tenant_id.clone(),
+        event_id: event_id.clone(),
+        customer_id: input.customer.clone(),
+        feature_key: input.feature.clone(),
+        quantity,
+        occurred_at: timestamp,
+        period,
+        member_id: input.member,
+        billable: input.billable.unwrap_or(true),
+        properties: input.properties,
+        aggregation: ent.as_ref().map_or(Aggregation::Sum, |e| e.aggregation),
+        ceiling,
+        limit: ent.as_ref().and_then(|e| e.limit),
+        thresholds,
+        meter_event: plan
+            .and_then(|p| p.meter_event(&input.feature))
+            .map(str::to_string),
+        refused: ent.is_none(),
+        now,
+    };
+    Ok(Prepared {
+        event,
+        answer: Answer {
+            id: event_id,
+            customer: input.customer,
+            feature: input.feature,
+            quantity,
+            timestamp,
+            ent,
+            plan: resolved.plan.clone(),
+            thresholds,
+            refusal,
+        },
+    })
+}
+
+impl Entitlements {
     /// Records a batch of events of one tenant, each with its own outcome: validated one by
     /// one, the customers resolved in one statement, the events recorded in one more (one
     /// transaction, shared with the events of concurrent requests). A failure of the
@@ -427,8 +443,17 @@ impl Entitlements {
                 Err(e) => Err(e),
                 Ok((input, quantity, id)) => match resolved.get(&input.customer) {
                     Some(Ok(r)) => {
-                        self.prepare(conn, &mut known, ctx, r, input, quantity, id)
-                            .await
+                        prepare(
+                            &self.clock,
+                            &mut Lookups::Lazy(&mut *conn),
+                            &mut known,
+                            ctx,
+                            r,
+                            input,
+                            quantity,
+                            id,
+                        )
+                        .await
                     }
                     Some(Err(e)) => Err(e.clone()),
                     None => Err(super::resolve::customer_not_found()),
@@ -456,7 +481,12 @@ impl Entitlements {
         let mut outcomes = if rows.is_empty() {
             Vec::new()
         } else {
-            self.usage.submit(rows).await?
+            match self.usage.submit(Submitted::Events(rows)).await? {
+                Recorded::Events(outcomes) => outcomes,
+                Recorded::Single(_) => {
+                    return Err(Error::internal("a usage batch answer is missing"))
+                }
+            }
         }
         .into_iter();
         let mut results = Vec::with_capacity(slots.len());

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use super::Entitlements;
-use crate::db::plans::PlanVersion;
+use crate::db::plans::{PlanCache, PlanVersion};
 use crate::db::resolve::{self, Lookup, ResolveRow};
 use crate::domain::period::{BillingCycle, Interval, Period};
 use crate::error::Result;
@@ -48,7 +48,7 @@ impl Resolved {
 pub use crate::tenancy::customer_not_found;
 
 /// PostgreSQL text cannot hold NUL; such ids match nothing anyway.
-fn no_nul(s: &str) -> String {
+pub(super) fn no_nul(s: &str) -> String {
     if s.contains('\0') {
         String::new()
     } else {
@@ -148,8 +148,7 @@ impl Entitlements {
             .map(|(_, r)| r)
     }
 
-    /// Turns a resolve row into the caller's tenant and the customer's plan. `conn` is used
-    /// to load a plan version missing from the cache (the general pool when `None`).
+    /// [`finish`] with this service's plan cache and pool.
     async fn finish(
         &self,
         conn: Option<&mut PgConnection>,
@@ -157,97 +156,111 @@ impl Entitlements {
         row: Option<ResolveRow>,
         counter_read: bool,
     ) -> Result<(TenantCtx, Resolved)> {
-        let refused = || {
-            if caller.is_session() {
-                crate::tenancy::sessions::invalid_session()
-            } else {
-                invalid_key()
-            }
-        };
-        let row = match (caller, row) {
-            (_, None) => return Err(refused()),
-            (Caller::Deferred(_), Some(r)) if r.key_id.is_none() => return Err(refused()),
-            (_, Some(r)) => r,
-        };
-        let ctx = match caller {
-            Caller::Ready(ctx) => ctx.clone(),
-            Caller::Deferred(_) => TenantCtx {
-                tenant_id: row.tenant_id.clone(),
-                mode: row.mode.clone(),
-                key_id: row.key_id.clone().unwrap_or_default(),
-                default_plan: row.default_plan.clone(),
-                warning_threshold: row.warning_threshold,
-                critical_threshold: row.critical_threshold,
-                test_clock_now: row.test_clock_now,
-            },
-        };
-        let Some(customer_id) = row.customer_id.clone() else {
-            return Err(customer_not_found());
-        };
-        let latest_counter = row.counter_start.zip(row.counter_used);
-        if let (Some(key), Some(version), Some(interval), Some(anchor), Some(start), Some(end)) = (
-            row.plan_key,
-            row.plan_version,
-            row.interval,
-            row.billing_anchor,
-            row.current_period_start,
-            row.current_period_end,
-        ) {
-            let plan = self.load_plan(conn, &ctx.tenant_id, &key, version).await?;
-            let interval = crate::db::decode("subscriptions.interval", &interval, Interval::parse)?;
-            let billing = Some(BillingCycle {
-                anchor,
-                interval,
-                current: Period {
-                    start,
-                    end: Some(end),
-                },
-            });
-            return Ok((
-                ctx,
-                Resolved {
-                    customer_id,
-                    plan,
-                    billing,
-                    latest_counter,
-                    counter_read,
-                },
-            ));
+        finish(&self.plans, &self.db, conn, caller, row, counter_read).await
+    }
+}
+
+/// Turns a resolve row into the caller's tenant and the customer's plan. `conn` is used to
+/// load a plan version missing from the cache (`db`, the general pool, when `None`).
+pub(super) async fn finish(
+    plans: &PlanCache,
+    db: &PgPool,
+    conn: Option<&mut PgConnection>,
+    caller: &Caller,
+    row: Option<ResolveRow>,
+    counter_read: bool,
+) -> Result<(TenantCtx, Resolved)> {
+    let refused = || {
+        if caller.is_session() {
+            crate::tenancy::sessions::invalid_session()
+        } else {
+            invalid_key()
         }
-        let plan = match (&row.default_plan, row.default_version) {
-            (Some(key), Some(version)) => {
-                self.load_plan(conn, &ctx.tenant_id, key, version).await?
-            }
-            _ => None,
-        };
-        Ok((
+    };
+    let row = match (caller, row) {
+        (_, None) => return Err(refused()),
+        (Caller::Deferred(_), Some(r)) if r.key_id.is_none() => return Err(refused()),
+        (_, Some(r)) => r,
+    };
+    let ctx = match caller {
+        Caller::Ready(ctx) => ctx.clone(),
+        Caller::Deferred(_) => TenantCtx {
+            tenant_id: row.tenant_id.clone(),
+            mode: row.mode.clone(),
+            key_id: row.key_id.clone().unwrap_or_default(),
+            default_plan: row.default_plan.clone(),
+            warning_threshold: row.warning_threshold,
+            critical_threshold: row.critical_threshold,
+            test_clock_now: row.test_clock_now,
+        },
+    };
+    let Some(customer_id) = row.customer_id.clone() else {
+        return Err(customer_not_found());
+    };
+    let latest_counter = row.counter_start.zip(row.counter_used);
+    if let (Some(key), Some(version), Some(interval), Some(anchor), Some(start), Some(end)) = (
+        row.plan_key,
+        row.plan_version,
+        row.interval,
+        row.billing_anchor,
+        row.current_period_start,
+        row.current_period_end,
+    ) {
+        let plan = load_plan(plans, db, conn, &ctx.tenant_id, &key, version).await?;
+        let interval = crate::db::decode("subscriptions.interval", &interval, Interval::parse)?;
+        let billing = Some(BillingCycle {
+            anchor,
+            interval,
+            current: Period {
+                start,
+                end: Some(end),
+            },
+        });
+        return Ok((
             ctx,
             Resolved {
                 customer_id,
                 plan,
-                billing: None,
+                billing,
                 latest_counter,
                 counter_read,
             },
-        ))
+        ));
     }
-
-    async fn load_plan(
-        &self,
-        conn: Option<&mut PgConnection>,
-        tenant_id: &TenantId,
-        key: &str,
-        version: i32,
-    ) -> Result<Option<Arc<PlanVersion>>> {
-        if let Some(plan) = self.plans.cached(tenant_id, key, version) {
-            return Ok(Some(plan));
+    let plan = match (&row.default_plan, row.default_version) {
+        (Some(key), Some(version)) => {
+            load_plan(plans, db, conn, &ctx.tenant_id, key, version).await?
         }
-        match conn {
-            Some(conn) => Ok(self.plans.get(conn, tenant_id, key, version).await?),
-            None => {
-                let mut conn = self.db.acquire().await?;
-                Ok(self.plans.get(&mut conn, tenant_id, key, version).await?)
-            }
+        _ => None,
+    };
+    Ok((
+        ctx,
+        Resolved {
+            customer_id,
+            plan,
+            billing: None,
+            latest_counter,
+            counter_read,
+        },
+    ))
+}
+
+async fn load_plan(
+    plans: &PlanCache,
+    db: &PgPool,
+    conn: Option<&mut PgConnection>,
+    tenant_id: &TenantId,
+    key: &str,
+    version: i32,
+) -> Result<Option<Arc<PlanVersion>>> {
+    if let Some(plan) = plans.cached(tenant_id, key, version) {
+        return Ok(Some(plan));
+    }
+    match conn {
+        Some(conn) => Ok(plans.get(conn, tenant_id, key, version).await?),
+        None => {
+            let mut conn = db.acquire().await?;
+            Ok(plans.get(&mut conn, tenant_id, key, version).await?)
         }
     }
 }
