@@ -27,8 +27,10 @@ pub const MAX_BATCH: usize = 256;
 /// of its own).
 pub const MAX_EVENTS: usize = 2000;
 /// The events waiting that start a statement beside one in flight (see
-/// [`Job::PARALLEL_WEIGHT`](super::gather::Job::PARALLEL_WEIGHT)).
-pub const PARALLEL_EVENTS: usize = 100;
+/// [`Job::PARALLEL_WEIGHT`](super::gather::Job::PARALLEL_WEIGHT)). 16 since single events
+/// are resolved by the usage job itself (one resolve and one recording statement per batch):
+/// 100 left a third of the machine idle (bench/README.md, "The resolve hop").
+pub const PARALLEL_EVENTS: usize = 16;
 
 /// One request's events, and their outcomes in order.
 pub type Answers = Vec<Result<Outcome, SharedError>>;

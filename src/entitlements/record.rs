@@ -1,7 +1,7 @@
 //! Recording usage (`POST /v1/usage`, `POST /v1/usage/batch`): validation, the gate, then
 //! one atomic statement for many events (`db::usage::record_batch`): the events of concurrent
-//! requests, single or batched, are gathered and committed together (`db::usage_batch`, group
-//! commit). A retry of a recorded event id answers `duplicate: true` whatever has changed
+//! requests, single or batched, are gathered and committed together (`usage_job`, group
+//! commit; a single event is resolved there too). A retry of a recorded event id answers `duplicate: true` whatever has changed
 //! since.
 
 use std::collections::{HashMap, HashSet};

@@ -60,8 +60,8 @@ impl AppState {
         // most checks per second (bench/README.md).
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = check_workers.unwrap_or(cores / 2);
-        // Usage statements in flight: a second runs beside the first only for a large batch
-        // (`usage_batch::PARALLEL_EVENTS`); single events wait and go together (bench/README.md).
+        // Usage statements in flight: a second runs beside the first only once enough events
+        // wait (`usage_batch::PARALLEL_EVENTS`); fewer wait and go together (bench/README.md).
         let usage_workers = usage_workers.unwrap_or(cores.max(2));
         let plans = Arc::new(PlanCache::default());
         let entitlements =
