@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod check;
 pub mod leases;
+pub mod prepare;
 pub mod readouts;
 pub mod record;
 pub mod resolve;

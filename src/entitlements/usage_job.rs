@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 
-use super::record::{prepare, KnownFeatures, Lookups, Prepared, UsageInput, UsageResult};
+use super::prepare::{prepare, KnownFeatures, Lookups, Prepared, UsageInput, UsageResult};
 use super::resolve::{finish, no_nul};
 use crate::clock::Clock;
 use crate::db::gather::{Gatherer, Job};

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{
-    fresh_database, num, spawn_app, spawn_app_with, until_listening, TestApp, ADMIN_TOKEN,
+    fresh_database, num, spawn_app, spawn_app_with, until_listening, Tenant, TestApp, ADMIN_TOKEN,
 };
 
 /// Waits (bounded) until `done` holds, polling without sleeping.
@@ -120,9 +120,19 @@ async fn events_waiting_together_are_one_statement_each_with_its_own_answer() {
     app.customer(&b, "v1").await;
     let (statements_before, events_before) = tollgate::testing::usage_batch_stats(&app.state);
 
+    // A key shaped like tenant a's, but not one: only the resolve statement can tell.
+    let mut forged = a.key.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'x' { 'y' } else { 'x' });
+    let forged = Tenant {
+        id: a.id.clone(),
+        key: forged,
+    };
+
     let (lock, blocked, _) = blocked_usage(&app, &a.id, &a.key, "blocker", "blk").await;
     // Queued in this order: two tenants, three customers, one counter past its limit, an id
-    // twice, and the same id in another tenant.
+    // twice, the same id in another tenant, and two events resolved in the same statement as
+    // the others that fail alone: a forged key and an unknown customer.
     let sent = [
         (
             &a,
@@ -131,6 +141,10 @@ async fn events_waiting_together_are_one_statement_each_with_its_own_answer() {
         (
             &a,
             json!({"customer": "u1", "feature": "f", "quantity": 4, "id": "e2"}),
+        ),
+        (
+            &forged,
+            json!({"customer": "u1", "feature": "f", "quantity": 1, "id": "e8"}),
         ),
         (
             &a,
@@ -151,6 +165,10 @@ async fn events_waiting_together_are_one_statement_each_with_its_own_answer() {
         (
             &a,
             json!({"customer": "u2", "feature": "f", "quantity": 3, "id": "e6"}),
+        ),
+        (
+            &a,
+            json!({"customer": "nobody", "feature": "f", "quantity": 1, "id": "e9"}),
         ),
         (
             &b,
@@ -197,26 +215,28 @@ async fn events_waiting_together_are_one_statement_each_with_its_own_answer() {
         [
             expect(200, "dup=false", "4"),
             expect(200, "dup=false", "8"),
+            expect(401, "unauthenticated", ""),
             expect(402, "limit_exceeded", ""),
             expect(200, "dup=false", "9"),
             expect(402, "limit_exceeded", ""),
             // The second e1 of the batch: a duplicate of the first, with its quantity.
             expect(200, "dup=true", "9"),
             expect(200, "dup=false", "3"),
+            expect(404, "customer_not_found", ""),
             expect(200, "dup=false", "7"),
             expect(200, "dup=false", "7.5"),
         ]
     );
     assert_eq!(num(&answers[0]["body"]["remaining"]), "6");
-    assert_eq!(num(&answers[5]["body"]["quantity"]), "4");
-    assert_eq!(answers[3]["body"]["warning_level"], "warning");
+    assert_eq!(num(&answers[6]["body"]["quantity"]), "4");
+    assert_eq!(answers[4]["body"]["warning_level"], "warning");
 
     let (statements, events) = tollgate::testing::usage_batch_stats(&app.state);
-    assert_eq!(events - events_before, 10);
+    assert_eq!(events - events_before, 12);
     assert_eq!(
         statements - statements_before,
         2,
-        "the blocked event's statement, then one for the nine queued behind it"
+        "the blocked event's statement, then one for the eleven queued behind it"
     );
     let ids = tollgate::testing::stored::raw_event_ids(&app.db, &a.tid())
         .await
