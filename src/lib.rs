@@ -1,6 +1,7 @@
 //! Tollgate: a multi-tenant billing and entitlements API.
 //!
-//! `build_app` makes the router from an [`AppState`]; `serve` runs it on an already-bound
+//! `build_app` makes the application (the router and the layers around it) from an
+//! [`AppState`]; `serve` runs it on an already-bound
 //! listener until a shutdown signal, so tests bind port 0 and start the real app in-process.
 
 pub mod analytics;

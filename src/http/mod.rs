@@ -226,8 +226,22 @@ fn docs_routes() -> Router<AppState> {
     ))
 }
 
-/// Builds the whole application router.
-pub fn build_app(state: AppState) -> Router {
+/// Builds the whole application: the router, and around it, once, the layers every request
+/// goes through (request id, trace span, panic guard). Wrapped around the router rather than
+/// added with `Router::layer`, which wraps (and boxes, and clones per request) every route
+/// once per layer: measured on `POST /v1/check`, ~3 µs less of Tollgate's CPU per request, of
+/// ~43 (bench/README.md, "The outer layers").
+pub fn build_app(
+    state: AppState,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
     ops::prometheus();
     // How a route authenticates is a property of the route: the layer it is mounted with.
     // Authentication, then Idempotency-Key handling, in one layer.
@@ -273,8 +287,7 @@ pub fn build_app(state: AppState) -> Router {
         .merge(ops_routes())
         .split_for_parts();
 
-    let request_id = HeaderName::from_static(auth::REQUEST_ID);
-    router
+    let router = router
         .route("/openapi.json", axum::routing::get(openapi_json(&api)))
         .merge(docs_routes())
         .merge(portal::routes())
@@ -287,26 +300,26 @@ pub fn build_app(state: AppState) -> Router {
             state.clone(),
             ops::observe,
         ))
-        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state);
+    let request_id = HeaderName::from_static(auth::REQUEST_ID);
+    tower::ServiceBuilder::new()
+        .map_response(|res: axum::http::Response<_>| res.map(axum::body::Body::new))
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(request_id))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                // Borrowed, not copied: spans are built for every request.
-                let route = req
-                    .extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .map(|p| p.as_str())
-                    .unwrap_or_default();
+                // Borrowed, not copied: spans are built for every request. The route is
+                // recorded once routed (`ops::observe`).
                 let id = req
                     .headers()
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
-                tracing::info_span!("request", method = %req.method(), route, request_id = id, tenant = tracing::field::Empty)
+                tracing::info_span!("request", method = %req.method(), route = tracing::field::Empty, request_id = id, tenant = tracing::field::Empty)
             }),
         )
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(state)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .service(router)
 }
 
 /// `GET /openapi.json`: the document, serialized once at start (about 190 kB of JSON).
@@ -372,7 +385,10 @@ pub async fn serve(
     // `into_make_service`: each connection gets a cheap handle on the one router. Serving the
     // `Router` itself rebuilds (deep-clones) every route for each new connection, which held
     // tens of MB per busy server.
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

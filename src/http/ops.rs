@@ -47,6 +47,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    tracing::Span::current().record("route", route.as_str());
     let method = req.method().as_str().to_owned();
     let resp = match tokio::time::timeout(state.request_timeout, limit_body(req, next)).await {
         Ok(resp) => resp,
