@@ -267,6 +267,19 @@ async fn auth_errors_and_unknown_routes_use_the_error_shape() {
         (r.status, r.error_type()),
         (StatusCode::NOT_FOUND, "not_found")
     );
+    // Every answer carries a request id (routed or not): a new one, or the client's own.
+    let id = r.headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    let r = app
+        .request(
+            Method::GET,
+            "/v1/nothing-here",
+            Some(&t.key),
+            None,
+            &[("x-request-id", "client-chosen-7")],
+        )
+        .await;
+    assert_eq!(r.headers["x-request-id"], "client-chosen-7");
     let r = app.delete("/v1/check", &t.key).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.error_type(), "invalid_request");
