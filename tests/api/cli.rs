@@ -23,8 +23,8 @@ fn missing_postgres_binaries_is_one_clear_line_and_a_failure() {
     let out = Command::new(BIN)
         .arg("migrate")
         .env_remove("DATABASE_URL")
-        .env("TOLLGATE_PG_BIN_DIR", &empty)
-        .env("TOLLGATE_DATA_DIR", empty.join("data"))
+        .env("TOLLGATE_PG_BIN_DIR", empty.path())
+        .env("TOLLGATE_DATA_DIR", empty.path().join("data"))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -37,11 +37,12 @@ fn missing_postgres_binaries_is_one_clear_line_and_a_failure() {
     );
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("tollgate-{tag}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of its own under the temporary folder, removed when dropped (passed or failed).
+fn tempdir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("tollgate-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Starts `tollgate serve` on the embedded default and waits for its "listening" line.
@@ -73,9 +74,10 @@ extern "C" {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_default_starts_keeps_its_data_and_stops_cleanly() {
-    let data = tempdir("embedded");
+    let dir = tempdir("embedded");
+    let data = dir.path();
     let port = free_port();
-    let (child, lines) = start_embedded(&data, port);
+    let (child, lines) = start_embedded(data, port);
     let token_line = lines.iter().find(|l| l.starts_with("Admin token")).unwrap();
     let token = token_line.rsplit(' ').next().unwrap().to_string();
     let client = reqwest::Client::new();
@@ -101,7 +103,7 @@ async fn embedded_default_starts_keeps_its_data_and_stops_cleanly() {
     );
 
     // Again: same data, the token is not printed a second time.
-    let (child, lines) = start_embedded(&data, port);
+    let (child, lines) = start_embedded(data, port);
     assert!(
         !lines.iter().any(|l| l.contains(&token)),
         "the token is printed only once"
@@ -114,7 +116,6 @@ async fn embedded_default_starts_keeps_its_data_and_stops_cleanly() {
         .unwrap();
     assert_eq!(tenant.status(), 200, "data kept across restarts");
     assert!(sigterm_and_wait(child).success());
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
