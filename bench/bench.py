@@ -318,28 +318,37 @@ def tree_ticks(root):
     return total
 
 
-def cpu_sample(pid=None, pg_pid=None):
-    """(total jiffies, busy jiffies, ticks of pid, ticks of the PostgreSQL tree) right now."""
+def cpu_sample(pid=None, pg_pid=None, client_pid=None):
+    """(total jiffies, busy jiffies, ticks of pid, ticks of the PostgreSQL tree, ticks of the
+    load generators: client_pid's reaped children) right now."""
     with open("/proc/stat") as f:
         vals = [int(v) for v in f.readline().split()[1:8]]
     idle = vals[3] + vals[4]
     return (sum(vals), sum(vals) - idle, proc_ticks(pid) if pid else 0,
-            tree_ticks(pg_pid) if pg_pid else 0)
+            tree_ticks(pg_pid) if pg_pid else 0,
+            proc_ticks(client_pid, children=True) if client_pid else 0)
 
 
-def cpu(pid=None, pg_pid=None):
-    print(*cpu_sample(pid or None, pg_pid or None))
+def cpu(pid=None, pg_pid=None, client_pid=None):
+    print(*cpu_sample(pid or None, pg_pid or None, client_pid or None))
 
 
 def add_cpu(res):
-    """Adds CPU use since BENCH_CPU_BEFORE (output of `bench.py cpu PID PGPID`) to res."""
+    """Adds CPU use from BENCH_CPU_BEFORE to BENCH_CPU_AFTER (outputs of `bench.py cpu PID
+    PGPID SHELLPID` around the measured run; AFTER defaults to now) to res: the machine's busy
+    share, and the cores used by the server, by PostgreSQL, by the load generator (wrk or
+    pgbench: the bench shell's children reaped meanwhile) and left idle."""
     before = os.environ.get("BENCH_CPU_BEFORE")
     if not before:
         return
     pid = os.environ.get("BENCH_PID") or None
     pg_pid = os.environ.get("BENCH_PG_PID") or None
-    t0, b0, p0, g0 = (int(x) for x in before.split())
-    t1, b1, p1, g1 = cpu_sample(pid, pg_pid)
+    t0, b0, p0, g0, c0 = (int(x) for x in before.split())
+    after = os.environ.get("BENCH_CPU_AFTER")
+    if after:
+        t1, b1, p1, g1, c1 = (int(x) for x in after.split())
+    else:
+        t1, b1, p1, g1, c1 = cpu_sample(pid, pg_pid)
     if t1 <= t0:
         return
     res["cpu_busy_pct"] = round(100.0 * (b1 - b0) / (t1 - t0), 1)
@@ -349,9 +358,12 @@ def add_cpu(res):
         ncpu = sum(1 for line in f if re.match(r"cpu\d", line)) or 1
     seconds = (t1 - t0) / hz / ncpu
     if pid:
-        res["server_cpu_cores"] = round((p1 - p0) / hz / seconds, 2)
+        res["server_cpu_cores"] = round((p1 - p0) / hz / seconds, 3)
     if pg_pid:
-        res["postgres_cpu_cores"] = round((g1 - g0) / hz / seconds, 2)
+        res["postgres_cpu_cores"] = round((g1 - g0) / hz / seconds, 3)
+    if after and c1 >= c0:
+        res["client_cpu_cores"] = round((c1 - c0) / hz / seconds, 3)
+    res["idle_cores"] = round(ncpu * (1 - (b1 - b0) / (t1 - t0)), 3)
 
 
 def report(d, out):
@@ -441,6 +453,23 @@ def report(d, out):
         lines.append(f"{label:<{w}} {r['throughput']:>13.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                      f"{r.get('errors', 0):>7} {cpu_s:>5} {srv_s:>9} {pg_s:>8}")
     lines.append("-" * (w + 66))
+    # Where each request (event, transaction) went, in CPU microseconds: cores / throughput.
+    lines.append(f"{'CPU per unit, µs':<{w}} {'unit':>11} {'server':>8} {'postgres':>9} "
+                 f"{'load gen':>9} {'idle':>7}")
+    for key, label, _r, field in rows:
+        r = result["results"].get(key)
+        if r is None or not r.get("throughput"):
+            continue
+        per = {}
+        for part in ("server", "postgres", "client", "idle"):
+            cores = r.get(f"{part}_cpu_cores" if part != "idle" else "idle_cores")
+            per[part] = None if cores is None else round(cores * 1e6 / r["throughput"], 1)
+        r["cpu_us_per_unit"] = per
+        unit = {"rps": "request", "events_per_s": "event", "tps": "transaction"}[field]
+        cell = lambda v: "-" if v is None else f"{v:.1f}"
+        lines.append(f"{label:<{w}} {unit:>11} {cell(per['server'] if key[:7] != 'pgbench' else None):>8} "
+                     f"{cell(per['postgres']):>9} {cell(per['client']):>9} {cell(per['idle']):>7}")
+    lines.append("-" * (w + 66))
 
     def fmt(x):
         return "n/a" if x is None else f"{x:.2f}"
@@ -475,7 +504,9 @@ def report(d, out):
     if meta:
         lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
     lines.append("cpu% = whole-machine CPU busy during the run (load generator, server and PostgreSQL share it); "
-                 "srv/pg cores = CPU used by tollgate / by this PostgreSQL")
+                 "srv/pg cores = CPU used by tollgate / by this PostgreSQL; "
+                 "CPU per unit = those cores, the load generator's (wrk, pgbench) and the idle ones, "
+                 "over the throughput")
     if not result["valid"]:
         lines.append("INVALID: " + ", ".join(
             [f"{k} had errors" for k in invalid] + [f"{k} missing" for k in missing]))
@@ -509,7 +540,7 @@ def main(argv):
     elif cmd == "pgbench":
         pgbench(args[0], args[1])
     elif cmd == "cpu":
-        cpu(*args[:2])
+        cpu(*args[:3])
     elif cmd == "report":
         return report(args[0], args[1])
     else:

@@ -120,7 +120,13 @@ PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q -v ON_ERROR_ST
 
 PG_PID="$(head -n1 "$PGDATA/postmaster.pid")"
 export BENCH_PG_PID="$PG_PID"
-cpu_before() { BENCH_CPU_BEFORE="$("$PY" "$HELPER" cpu "${1:-}" "$PG_PID")"; export BENCH_CPU_BEFORE; }
+# CPU counters around a measured run (bench.py add_cpu): the machine, the server ($1), this
+# PostgreSQL, and the load generator (the children of this shell, $$, reaped meanwhile).
+cpu_before() {
+  BENCH_CPU_BEFORE="$("$PY" "$HELPER" cpu "${1:-}" "$PG_PID" "$$")"; export BENCH_CPU_BEFORE
+  unset BENCH_CPU_AFTER
+}
+cpu_after() { BENCH_CPU_AFTER="$("$PY" "$HELPER" cpu "${1:-}" "$PG_PID" "$$")"; export BENCH_CPU_AFTER; }
 checkpoint() { "${PSQL[@]}" -d postgres -c "CHECKPOINT"; }
 
 # --- 3. Tollgate ----------------------------------------------------------------------------
@@ -173,6 +179,7 @@ run_wrk() {  # name path [mode [connections]]  (mode: one | batch:N | hot; see w
   timeout "$RUN_TIMEOUT" wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency \
     -s "$BENCH_DIR/wrk.lua" "$BASE" -- "$path" "$API_KEY" "$CUSTOMERS" "$mode" >"$OUT/$name.txt" 2>&1 \
     || { cat "$OUT/$name.txt" >&2; die "wrk $name failed"; }
+  cpu_after "$TOLLGATE_PID"
   BENCH_PID="$TOLLGATE_PID" "$PY" "$HELPER" wrk "$OUT/$name.json" "$per" <"$OUT/$name.txt"
   grep -E 'Requests/sec|^ +(50|99)%|Non-2xx|Socket errors' "$OUT/$name.txt" | sed 's/^/    /' >&2 || true
   if [ "$STATEMENTS" = 1 ]; then
@@ -256,6 +263,7 @@ run_pgbench() {  # name db [pgbench args...]
   timeout "$RUN_TIMEOUT" "${PGBENCH[@]}" -n -M prepared -c "$conns" -j "$THREADS" \
       -T "$DURATION_S" "$@" "$db" >"$OUT/$name.txt" 2>&1 \
     || { cat "$OUT/$name.txt" >&2; die "pgbench $name failed"; }
+  cpu_after
   # Latency percentiles from a separate short run, with a sampled per-transaction log.
   local lat_s=$(( DURATION_S < 5 ? DURATION_S : 5 ))
   (cd "$logdir" && timeout "$RUN_TIMEOUT" "${PGBENCH[@]}" -n -M prepared -c "$conns" \
