@@ -467,7 +467,7 @@ def report(d, out):
         r["cpu_us_per_unit"] = per
         unit = {"rps": "request", "events_per_s": "event", "tps": "transaction"}[field]
         cell = lambda v: "-" if v is None else f"{v:.1f}"
-        lines.append(f"{label:<{w}} {unit:>11} {cell(per['server'] if key[:7] != 'pgbench' else None):>8} "
+        lines.append(f"{label:<{w}} {unit:>11} {cell(per['server']):>8} "
                      f"{cell(per['postgres']):>9} {cell(per['client']):>9} {cell(per['idle']):>7}")
     lines.append("-" * (w + 66))
 
