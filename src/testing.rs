@@ -109,6 +109,11 @@ pub fn check_batch_stats(state: &AppState) -> (u64, u64) {
     state.entitlements.checks.stats()
 }
 
+/// `(kept resolves used, events found stale)` on the usage paths since start.
+pub fn usage_resolve_stats(state: &AppState) -> (u64, u64) {
+    state.entitlements.resolved.stats()
+}
+
 /// Checks waiting for the batcher.
 pub fn queued_checks(state: &AppState) -> usize {
     state.entitlements.checks.queued()

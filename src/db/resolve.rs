@@ -20,7 +20,18 @@ pub struct Lookup {
     pub feature: String,
 }
 
+/// What a usage event was resolved against, checked by the statement that records it
+/// (migration 20261130000002): the key whose row is checked (`None`: the caller was
+/// authenticated otherwise), and the tenant's and the customer's stamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamps {
+    pub key_hash: Option<Vec<u8>>,
+    pub tenant: String,
+    pub customer: String,
+}
+
 /// One row of the resolve query.
+#[derive(Clone)]
 pub struct ResolveRow {
     pub tenant_id: TenantId,
     pub mode: String,
@@ -39,6 +50,9 @@ pub struct ResolveRow {
     pub default_version: Option<i32>,
     pub counter_start: Option<DateTime<Utc>>,
     pub counter_used: Option<Decimal>,
+    /// `tollgate_tenant_stamp` and `tollgate_customer_stamp` (usage resolves only).
+    pub tenant_stamp: Option<String>,
+    pub customer_stamp: Option<String>,
 }
 
 /// The batched form of the resolve query (every column nullable: the tenant is outer-joined).
@@ -61,6 +75,8 @@ struct BatchRow {
     default_version: Option<i32>,
     counter_start: Option<DateTime<Utc>>,
     counter_used: Option<Decimal>,
+    tenant_stamp: Option<String>,
+    customer_stamp: Option<String>,
 }
 
 /// The resolve query with a counter, for many lookups in one statement (see `check_batch`).
@@ -90,7 +106,16 @@ pub async fn fetch_batch(
               s.current_period_start AS "current_period_start?",
               s.current_period_end AS "current_period_end?",
               t.default_version AS "default_version?",
-              u.period_start AS "counter_start?", u.used AS "counter_used?"
+              u.period_start AS "counter_start?", u.used AS "counter_used?",
+              -- A usage event's stamps (no feature), checked when it is recorded. The key is
+              -- the one this resolve checks, when it checks one.
+              CASE WHEN r.feature_key = '' AND c.customer_id IS NOT NULL THEN
+                  tollgate_tenant_stamp(r.tenant_id, CASE WHEN NOT r.is_session
+                                                          THEN NULLIF(r.key_hash, ''::bytea) END)
+              END AS tenant_stamp,
+              CASE WHEN r.feature_key = '' AND c.customer_id IS NOT NULL THEN
+                  tollgate_customer_stamp(r.tenant_id, c.customer_id)
+              END AS customer_stamp
        FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $6::bool[])
               WITH ORDINALITY AS r(tenant_id, key_hash, customer_id, feature_key, is_session, ord)
        LEFT JOIN LATERAL (
@@ -171,7 +196,11 @@ pub async fn fetch_customers(
               s.current_period_start AS "current_period_start?",
               s.current_period_end AS "current_period_end?",
               t.default_version AS "default_version?",
-              NULL::timestamptz AS "counter_start?", NULL::numeric AS "counter_used?"
+              NULL::timestamptz AS "counter_start?", NULL::numeric AS "counter_used?",
+              tollgate_tenant_stamp(t.tenant_id, NULL) AS tenant_stamp,
+              CASE WHEN c.customer_id IS NOT NULL THEN
+                  tollgate_customer_stamp(t.tenant_id, c.customer_id)
+              END AS customer_stamp
        FROM unnest($2::text[]) WITH ORDINALITY AS r(customer_id, ord)
        CROSS JOIN t
        LEFT JOIN LATERAL (
@@ -227,6 +256,8 @@ fn in_order(rows: Vec<BatchRow>, n: usize) -> Vec<Option<ResolveRow>> {
             default_version: r.default_version,
             counter_start: r.counter_start,
             counter_used: r.counter_used,
+            tenant_stamp: r.tenant_stamp,
+            customer_stamp: r.customer_stamp,
         });
     }
     out
@@ -256,7 +287,8 @@ pub async fn fetch(
                       s.current_period_end AS "current_period_end?",
                       (SELECT p.latest_version FROM plans p
                         WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
-                      u.period_start AS "counter_start?", u.used AS "counter_used?"
+                      u.period_start AS "counter_start?", u.used AS "counter_used?",
+                      NULL::text AS "tenant_stamp?", NULL::text AS "customer_stamp?"
                FROM tenants t
                LEFT JOIN api_keys k
                  ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL
@@ -292,7 +324,8 @@ pub async fn fetch(
                       s.current_period_end AS "current_period_end?",
                       (SELECT p.latest_version FROM plans p
                         WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
-                      NULL::timestamptz AS "counter_start?", NULL::numeric AS "counter_used?"
+                      NULL::timestamptz AS "counter_start?", NULL::numeric AS "counter_used?",
+                      NULL::text AS "tenant_stamp?", NULL::text AS "customer_stamp?"
                FROM tenants t
                LEFT JOIN api_keys k
                  ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
+use super::resolve::Stamps;
 use crate::domain::entitlement::{Aggregation, Thresholds};
 use crate::domain::period::Period;
 
@@ -36,6 +37,8 @@ pub struct NewEvent {
     pub refused: bool,
     /// The tenant's clock (alert times).
     pub now: DateTime<Utc>,
+    /// What it was resolved against: if any of it has changed, it is [`Outcome::Stale`].
+    pub stamps: Stamps,
 }
 
 #[derive(Debug)]
@@ -57,14 +60,18 @@ pub enum Outcome {
     Refused,
     /// Its timestamp is in a period whose invoice is finalized; nothing was written.
     PeriodClosed,
+    /// Its key, tenant, customer or plan has changed since it was resolved; nothing was
+    /// written. It is to be resolved again.
+    Stale,
 }
 
 /// Records a batch of events in one statement, so in one transaction and one commit
-/// (`tollgate_record_usage_batch`, migrations 10 and 20261130000001): the events
-/// (deduplicated by id, also within the batch), their counters (coalesced per counter, applied
-/// in arrival order against the ceiling), the alerts they cross into (with their webhook
-/// events) and their Stripe meter outbox rows commit or abort together. One outcome per
-/// event, in order.
+/// (`tollgate_record_usage_batch`, migrations 10, 20261130000001 and 20261130000002): the
+/// events (deduplicated by id, also within the batch), their counters (coalesced per counter,
+/// applied in arrival order against the ceiling), the alerts they cross into (with their
+/// webhook events) and their Stripe meter outbox rows commit or abort together. Each event is
+/// checked against the rows it was resolved from ([`Stamps`]). One outcome per event, in
+/// order.
 pub async fn record_batch(
     conn: &mut PgConnection,
     events: &[&NewEvent],
@@ -97,12 +104,19 @@ pub async fn record_batch(
     let refused: Vec<bool> = events.iter().map(|e| e.refused).collect();
     let nows: Vec<DateTime<Utc>> = events.iter().map(|e| e.now).collect();
     let firsts = first_occurrences(events);
+    let key_hashes: Vec<Option<&[u8]>> = events
+        .iter()
+        .map(|e| e.stamps.key_hash.as_deref())
+        .collect();
+    let tenant_stamps = col(|e| &e.stamps.tenant);
+    let customer_stamps = col(|e| &e.stamps.customer);
     let rows = sqlx::query!(
         r#"SELECT out_ord AS "ord!", out_outcome AS "outcome!", out_used AS used,
                   out_customer AS "customer_id!", out_feature AS "feature_key!",
                   out_quantity AS "quantity!", out_occurred_at AS "occurred_at!"
            FROM tollgate_record_usage_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                            $13, $14, $15, $16, $17, $18, $19, $20)"#,
+                                            $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+                                            $23)"#,
         &tenants as &[&str],
         &ids as &[&str],
         &customers as &[&str],
@@ -122,7 +136,10 @@ pub async fn record_batch(
         &meters as &[Option<&str>],
         &refused,
         &nows,
-        &firsts
+        &firsts,
+        &key_hashes as &[Option<&[u8]>],
+        &tenant_stamps as &[&str],
+        &customer_stamps as &[&str]
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -151,6 +168,7 @@ pub async fn record_batch(
                 used: row.used.unwrap_or_default(),
             },
             "period_closed" => Outcome::PeriodClosed,
+            "stale" => Outcome::Stale,
             _ => Outcome::Refused,
         })
         .collect())

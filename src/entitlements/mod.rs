@@ -8,6 +8,7 @@ pub mod prepare;
 pub mod readouts;
 pub mod record;
 pub mod resolve;
+pub mod resolve_cache;
 pub mod retention;
 pub mod usage_job;
 
@@ -19,6 +20,7 @@ use crate::clock::Clock;
 use crate::db::check_batch::{CheckBatcher, CheckJob};
 use crate::db::hot_pool::HotPool;
 use crate::db::plans::PlanCache;
+use resolve_cache::ResolveCache;
 use usage_job::{UsageBatcher, UsageJob};
 
 /// What the entitlement operations need: the general pool, the hot path's pool and check
@@ -33,6 +35,8 @@ pub struct Entitlements {
     pub usage: UsageBatcher,
     pub plans: Arc<PlanCache>,
     pub clock: Clock,
+    /// Usage resolves kept for the next events of the same customers (see `resolve_cache`).
+    pub resolved: Arc<ResolveCache>,
 }
 
 impl Entitlements {
@@ -54,6 +58,7 @@ impl Entitlements {
                 now: Clock::real_time,
             },
         );
+        let resolved = Arc::new(ResolveCache::default());
         let usage = UsageBatcher::new(
             hot.clone(),
             usage_workers.clamp(1, max.max(1)),
@@ -61,6 +66,7 @@ impl Entitlements {
                 db: db.clone(),
                 plans: plans.clone(),
                 clock: clock.clone(),
+                resolved: resolved.clone(),
             },
         );
         Entitlements {
@@ -70,6 +76,7 @@ impl Entitlements {
             usage,
             plans,
             clock,
+            resolved,
         }
     }
 }

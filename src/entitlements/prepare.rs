@@ -167,8 +167,17 @@ impl Answer {
             )),
             Outcome::Refused => Err(refusal(self.refusal)),
             Outcome::PeriodClosed => Err(period_closed()),
+            Outcome::Stale => Err(still_stale()),
         }
     }
+}
+
+/// An event whose customer's rows changed each time it was resolved and recorded (the usage
+/// paths try a few times): nothing was written, and a retry is safe.
+pub(super) fn still_stale() -> Error {
+    Error::Unavailable(std::sync::Arc::new(sqlx::Error::Protocol(
+        "the customer's plan kept changing while the event was recorded".into(),
+    )))
 }
 
 /// The features of one tenant known to exist (a refused event's feature is looked up once).
@@ -253,6 +262,10 @@ pub(super) async fn prepare(
             None,
         ),
     };
+    let stamps = resolved
+        .stamps
+        .clone()
+        .ok_or_else(|| Error::internal("a usage event resolved without its stamps"))?;
     let event = NewEvent {
         tenant_id: ctx.tenant_id.clone(),
         event_id: event_id.clone(),
@@ -273,6 +286,7 @@ pub(super) async fn prepare(
             .map(str::to_string),
         refused: ent.is_none(),
         now,
+        stamps,
     };
     Ok(Prepared {
         event,

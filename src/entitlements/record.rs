@@ -13,10 +13,11 @@ use super::check::completed;
 use super::prepare::{prepare, Answer, KnownFeatures, Lookups, Prepared};
 pub use super::prepare::{UsageInput, UsageResult};
 use super::resolve::Resolved;
+use super::resolve_cache::ResolveCache;
 use super::usage_job::{Recorded, Single, Submitted};
 use super::Entitlements;
 use crate::db::hot_pool::LazyConn;
-use crate::db::usage::NewEvent;
+use crate::db::usage::{NewEvent, Outcome};
 use crate::domain::qty::validate_quantity;
 use crate::error::{Error, Kind, Result};
 use crate::ids::{is_valid_external_id, new_id};
@@ -105,11 +106,13 @@ impl Entitlements {
 
 impl Entitlements {
     /// Records a batch of events of one tenant, each with its own outcome: validated one by
-    /// one, the customers resolved in one statement, the events recorded in one more (one
-    /// transaction, shared with the events of concurrent requests). A failure of the
-    /// database fails the whole request; nothing of it is then recorded (unless one event's
-    /// data broke the statement, when the others were recorded one by one), so a retry by the
-    /// same ids counts each event once.
+    /// one, the customers resolved (kept resolves, else one statement), the events recorded in
+    /// one more (one transaction, shared with the events of concurrent requests). Events found
+    /// stale there (their customer changed since its kept resolve), or refused here on a kept
+    /// resolve, go round again, resolved afresh. A failure of the database fails the whole
+    /// request; nothing of that round is then recorded (unless one event's data broke the
+    /// statement, when the others were recorded one by one), so a retry by the same ids counts
+    /// each event once.
     pub async fn record_batch(
         &self,
         ctx: &TenantCtx,
@@ -122,90 +125,132 @@ impl Entitlements {
                 "A batch holds at most 1000 events.",
             ));
         }
-        // The connection goes back before the events wait for the group commit, whose
-        // worker needs one too.
-        let mut conn = LazyConn::new(&self.hot);
-        let prepared = self.prepare_batch(&mut conn, ctx, events).await;
-        conn.finish(completed(&prepared));
-        let (slots, rows) = prepared?;
-        self.record_prepared(slots, rows).await
+        // 1. What needs no database, once.
+        let checked: Vec<Result<Checked>> = events
+            .into_iter()
+            .map(|e| e.and_then(|i| validate(&i, None).map(|(q, id)| (i, q, id))))
+            .collect();
+        let mut results: Vec<Option<(BatchStatus, Result<UsageResult>)>> =
+            checked.iter().map(|_| None).collect();
+        let mut todo: Vec<usize> = (0..checked.len()).collect();
+        for round in 0..ROUNDS {
+            // The connection goes back before the events wait for the group commit, whose
+            // worker needs one too.
+            let mut conn = LazyConn::new(&self.hot);
+            let prepared = self
+                .prepare_batch(&mut conn, ctx, &checked, &todo, round > 0)
+                .await;
+            conn.finish(completed(&prepared));
+            let (slots, rows) = prepared?;
+            let stale = self.record_prepared(slots, rows, &mut results).await?;
+            for &i in &stale {
+                if let Ok((input, _, _)) = &checked[i] {
+                    let caller = Caller::Ready(ctx.clone());
+                    if let Some(key) = ResolveCache::key(&caller, &input.customer) {
+                        self.resolved.forget(&key);
+                    }
+                }
+            }
+            todo = stale;
+            if todo.is_empty() {
+                break;
+            }
+        }
+        // Still stale after every round: its customer's rows keep changing.
+        if !todo.is_empty() {
+            return Err(super::prepare::still_stale());
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Error::internal("a usage batch answer is missing")))
+            .collect()
     }
 
-    /// Validates a batch's events and resolves their customers (one statement): the answer
-    /// builder or the error of every event, and the rows to record.
+    /// Resolves the customers of a batch's events `todo` (kept resolves unless `fresh`) and
+    /// prepares each event against its customer's plan: per event its place, its answer
+    /// builder or error, and whether that came from a kept resolve; and the rows to record.
     async fn prepare_batch(
         &self,
         conn: &mut LazyConn<'_>,
         ctx: &TenantCtx,
-        events: Vec<Result<UsageInput>>,
-    ) -> Result<(Vec<Result<Answer>>, Vec<NewEvent>)> {
-        // 1. What needs no database.
-        let checked: Vec<Result<(UsageInput, Decimal, String)>> = events
-            .into_iter()
-            .map(|e| e.and_then(|i| validate(&i, None).map(|(q, id)| (i, q, id))))
-            .collect();
-        // 2. Every customer named, in one statement.
-        let mut customers: Vec<&str> = checked
+        checked: &[Result<Checked>],
+        todo: &[usize],
+        fresh: bool,
+    ) -> Result<(Vec<Slot>, Vec<NewEvent>)> {
+        // 1. Every customer named, resolved.
+        let mut customers: Vec<&str> = todo
             .iter()
-            .filter_map(|c| c.as_ref().ok().map(|(i, _, _)| i.customer.as_str()))
+            .filter_map(|&i| {
+                checked[i]
+                    .as_ref()
+                    .ok()
+                    .map(|(input, _, _)| input.customer.as_str())
+            })
             .collect();
         customers.sort_unstable();
         customers.dedup();
         let resolved = if customers.is_empty() {
             Vec::new()
         } else {
-            self.resolve_many(conn.get().await?, ctx, &customers)
-                .await?
+            self.resolve_many(conn, ctx, &customers, fresh).await?
         };
-        let resolved: HashMap<String, Result<Resolved>> = customers
-            .into_iter()
-            .map(str::to_string)
-            .zip(resolved)
-            .collect();
-        // 3. Each event against its customer's plan.
+        let resolved: HashMap<&str, (Result<Resolved>, bool)> =
+            customers.into_iter().zip(resolved).collect();
+        // 2. Each event against its customer's plan.
         let mut known = KnownFeatures::new();
-        let mut slots: Vec<Result<Answer>> = Vec::with_capacity(checked.len());
+        let mut slots: Vec<Slot> = Vec::with_capacity(todo.len());
         let mut rows: Vec<NewEvent> = Vec::new();
-        for item in checked {
-            let prepared = match item {
-                Err(e) => Err(e),
-                Ok((input, quantity, id)) => match resolved.get(&input.customer) {
-                    Some(Ok(r)) => {
+        for &index in todo {
+            let (prepared, kept) = match &checked[index] {
+                Err(e) => (Err(e.clone()), false),
+                Ok((input, quantity, id)) => match resolved.get(input.customer.as_str()) {
+                    Some((Ok(r), kept)) => (
                         prepare(
                             &self.clock,
                             &mut Lookups::Lazy(&mut *conn),
                             &mut known,
                             ctx,
                             r,
-                            input,
-                            quantity,
-                            id,
+                            input.clone(),
+                            *quantity,
+                            id.clone(),
                         )
-                        .await
-                    }
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err(super::resolve::customer_not_found()),
+                        .await,
+                        *kept,
+                    ),
+                    Some((Err(e), kept)) => (Err(e.clone()), *kept),
+                    None => (Err(super::resolve::customer_not_found()), false),
                 },
             };
             match prepared {
                 Ok(Prepared { event, answer }) => {
                     rows.push(event);
-                    slots.push(Ok(answer));
+                    slots.push(Slot {
+                        index,
+                        answer: Ok(answer),
+                        kept,
+                    });
                 }
                 Err(e) if e.is_failure() => return Err(e),
-                Err(e) => slots.push(Err(e)),
+                Err(e) => slots.push(Slot {
+                    index,
+                    answer: Err(e),
+                    kept,
+                }),
             }
         }
         Ok((slots, rows))
     }
 
     /// Records a batch's prepared events in one statement (with those of concurrent
-    /// requests) and answers each event.
+    /// requests) and answers each event in `results`, but for those to go round again (found
+    /// stale, or refused on a kept resolve), whose places it returns.
     async fn record_prepared(
         &self,
-        slots: Vec<Result<Answer>>,
+        slots: Vec<Slot>,
         rows: Vec<NewEvent>,
-    ) -> Result<Vec<(BatchStatus, Result<UsageResult>)>> {
+        results: &mut [Option<(BatchStatus, Result<UsageResult>)>],
+    ) -> Result<Vec<usize>> {
         let mut outcomes = if rows.is_empty() {
             Vec::new()
         } else {
@@ -217,11 +262,19 @@ impl Entitlements {
             }
         }
         .into_iter();
-        let mut results = Vec::with_capacity(slots.len());
+        let mut again = Vec::new();
         for slot in slots {
-            let outcome = match slot {
+            let outcome = match slot.answer {
+                Err(_) if slot.kept => {
+                    again.push(slot.index);
+                    continue;
+                }
                 Err(e) => Err(e),
                 Ok(answer) => match outcomes.next() {
+                    Some(Ok(Outcome::Stale)) => {
+                        again.push(slot.index);
+                        continue;
+                    }
                     Some(Ok(outcome)) => answer.into_result(outcome),
                     // Tollgate or its database failed: the whole request fails.
                     Some(Err(e)) => return Err(e.into()),
@@ -237,8 +290,25 @@ impl Entitlements {
                     None => return Err(e.clone()),
                 },
             };
-            results.push((status, outcome));
+            if let Some(result) = results.get_mut(slot.index) {
+                *result = Some((status, outcome));
+            }
         }
-        Ok(results)
+        Ok(again)
     }
 }
+
+/// An event of a batch after validation: its input, quantity and id.
+type Checked = (UsageInput, Decimal, String);
+
+/// One event of a batch, prepared: its place in the batch, its answer builder (or why it is
+/// not recorded), and whether that came from a kept resolve.
+struct Slot {
+    index: usize,
+    answer: Result<Answer>,
+    kept: bool,
+}
+
+/// How many times a batch's event is resolved and recorded: kept, then afresh (twice, in
+/// case its customer changed again meanwhile).
+const ROUNDS: usize = 3;

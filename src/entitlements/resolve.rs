@@ -8,9 +8,11 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 
+use super::resolve_cache::ResolveCache;
 use super::Entitlements;
+use crate::db::hot_pool::LazyConn;
 use crate::db::plans::{PlanCache, PlanVersion};
-use crate::db::resolve::{self, Lookup, ResolveRow};
+use crate::db::resolve::{self, Lookup, ResolveRow, Stamps};
 use crate::domain::period::{BillingCycle, Interval, Period};
 use crate::error::Result;
 use crate::tenancy::{invalid_key, Caller, TenantCtx};
@@ -26,6 +28,9 @@ pub struct Resolved {
     pub latest_counter: Option<(DateTime<Utc>, Decimal)>,
     /// Whether a feature was asked for (and so `latest_counter` is meaningful).
     pub counter_read: bool,
+    /// What a usage event of this customer is checked against when it is recorded (`None`
+    /// from a check's resolve).
+    pub stamps: Option<Stamps>,
 }
 
 impl Resolved {
@@ -116,21 +121,55 @@ impl Entitlements {
     }
 
     /// [`Self::resolve_on`] for several customers of an authenticated tenant at once (usage
-    /// batches), without counters: one statement, one answer per customer, in order.
+    /// batches), without counters: one answer per customer, in order, and whether it was a
+    /// kept one (`resolve_cache`). Kept answers are used unless `fresh`; the others come from
+    /// one statement, and are kept.
     pub async fn resolve_many(
         &self,
-        conn: &mut PgConnection,
+        conn: &mut LazyConn<'_>,
         ctx: &TenantCtx,
         customers: &[&str],
-    ) -> Result<Vec<Result<Resolved>>> {
-        let customers: Vec<String> = customers.iter().map(|c| no_nul(c)).collect();
-        let customers: Vec<&str> = customers.iter().map(String::as_str).collect();
-        let rows = resolve::fetch_customers(conn, &ctx.tenant_id, &customers).await?;
+        fresh: bool,
+    ) -> Result<Vec<(Result<Resolved>, bool)>> {
         let caller = Caller::Ready(ctx.clone());
+        let keys: Vec<_> = customers
+            .iter()
+            .map(|c| ResolveCache::key(&caller, c))
+            .collect();
+        let mut rows: Vec<Option<(Option<ResolveRow>, bool)>> = keys
+            .iter()
+            .map(|key| match key {
+                Some(key) if !fresh => self.resolved.get(key).map(|row| (Some(row), true)),
+                _ => None,
+            })
+            .collect();
+        let missing: Vec<usize> = (0..customers.len())
+            .filter(|&j| rows[j].is_none())
+            .collect();
+        if !missing.is_empty() {
+            let names: Vec<String> = missing.iter().map(|&j| no_nul(customers[j])).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let fetched =
+                resolve::fetch_customers(conn.get().await?, &ctx.tenant_id, &names).await?;
+            for (&j, row) in missing.iter().zip(fetched) {
+                if let (Some(key), Some(row)) = (&keys[j], &row) {
+                    self.resolved.put(key.clone(), row);
+                }
+                rows[j] = Some((row, false));
+            }
+        }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let resolved = self.finish(Some(&mut *conn), &caller, row, false).await;
-            out.push(resolved.map(|(_, r)| r));
+            let (row, kept) = row.unwrap_or((None, false));
+            let resolved = if kept {
+                // A kept answer's plan is most likely cached too: no connection unless not.
+                self.finish(None, &caller, row, false).await.map(|(_, r)| r)
+            } else {
+                self.finish(Some(conn.get().await?), &caller, row, false)
+                    .await
+                    .map(|(_, r)| r)
+            };
+            out.push((resolved, kept));
         }
         Ok(out)
     }
@@ -197,6 +236,14 @@ pub(super) async fn finish(
     let Some(customer_id) = row.customer_id.clone() else {
         return Err(customer_not_found());
     };
+    let stamps = row
+        .tenant_stamp
+        .zip(row.customer_stamp)
+        .map(|(tenant, customer)| Stamps {
+            key_hash: caller.stamp_key().map(<[u8]>::to_vec),
+            tenant,
+            customer,
+        });
     let latest_counter = row.counter_start.zip(row.counter_used);
     if let (Some(key), Some(version), Some(interval), Some(anchor), Some(start), Some(end)) = (
         row.plan_key,
@@ -224,6 +271,7 @@ pub(super) async fn finish(
                 billing,
                 latest_counter,
                 counter_read,
+                stamps,
             },
         ));
     }
@@ -241,6 +289,7 @@ pub(super) async fn finish(
             billing: None,
             latest_counter,
             counter_read,
+            stamps,
         },
     ))
 }

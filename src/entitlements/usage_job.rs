@@ -1,13 +1,15 @@
 //! The group commit's job (`db::gather`, `db::usage_batch`): the events of concurrent
 //! `POST /v1/usage` and `POST /v1/usage/batch` requests, recorded in one statement.
 //!
-//! A batch request comes with its events resolved and prepared (one resolve statement for its
-//! customers, `record::record_batch`). A single event comes as it was sent: the job resolves
-//! the single events of its batch itself, in one statement on the same connection just before
-//! the recording, and prepares each against its plan. So a single event waits in one queue and
-//! costs one share of two statements, where resolving it through the check batcher first cost
-//! a queue, a wait and a statement per ~6 events more (bench/README.md, "The resolve hop").
-//! Nothing is cached: every event still sees its key, customer and plan as of its batch.
+//! A batch request comes with its events resolved and prepared (`record::record_batch`). A
+//! single event comes as it was sent: the job resolves the single events of its batch itself,
+//! on the same connection just before the recording, and prepares each against its plan. A
+//! customer's resolve is kept (`resolve_cache`), so most single events need no resolve
+//! statement at all: the batch costs one statement, where resolving each single event through
+//! the check batcher first cost a queue, a wait and a statement per ~6 events more
+//! (bench/README.md, "The resolve hop"). A kept resolve is checked by the recording statement
+//! itself: an event whose key, tenant, customer or plan has changed since is answered stale,
+//! with nothing written, and goes round again, resolved afresh.
 
 use std::sync::Arc;
 
@@ -16,11 +18,13 @@ use sqlx::{PgConnection, PgPool};
 
 use super::prepare::{prepare, KnownFeatures, Lookups, Prepared, UsageInput, UsageResult};
 use super::resolve::{finish, no_nul};
+use super::resolve_cache::ResolveCache;
 use crate::clock::Clock;
+use crate::db::gather::SharedError;
 use crate::db::gather::{Gatherer, Job};
 use crate::db::plans::PlanCache;
-use crate::db::resolve::{fetch_batch, Lookup};
-use crate::db::usage::NewEvent;
+use crate::db::resolve::{fetch_batch, Lookup, ResolveRow};
+use crate::db::usage::{NewEvent, Outcome};
 use crate::db::usage_batch::{record_isolated, Answers, MAX_BATCH, MAX_EVENTS, PARALLEL_EVENTS};
 use crate::error::{Error, Result};
 use crate::tenancy::Caller;
@@ -33,7 +37,13 @@ pub struct UsageJob {
     pub db: PgPool,
     pub plans: Arc<PlanCache>,
     pub clock: Clock,
+    /// Resolves kept for the next events of the same customers.
+    pub resolved: Arc<ResolveCache>,
 }
+
+/// How many times a single event is resolved and recorded in one statement's turn: kept, then
+/// afresh (twice, in case its customer changed again meanwhile).
+const ROUNDS: usize = 3;
 
 /// What a request hands to the group commit.
 pub enum Submitted {
@@ -81,7 +91,6 @@ impl Job for UsageJob {
         conn: &mut PgConnection,
         batch: &[Submitted],
     ) -> std::result::Result<Vec<Recorded>, sqlx::Error> {
-        // 1. The single events' callers, customers and plans, in one statement.
         let singles: Vec<&Single> = batch
             .iter()
             .filter_map(|item| match item {
@@ -89,68 +98,161 @@ impl Job for UsageJob {
                 Submitted::Events(_) => None,
             })
             .collect();
-        let rows = if singles.is_empty() {
-            Vec::new()
-        } else {
-            let lookups: Vec<Lookup> = singles
-                .iter()
-                .map(|s| Lookup {
-                    tenant_id: s.caller.tenant_id().clone(),
-                    key_hash: s.caller.key_hash().to_vec(),
-                    session: s.caller.is_session(),
-                    customer: no_nul(&s.input.customer),
-                    // No feature: a writer needs no counter.
-                    feature: String::new(),
-                })
-                .collect();
-            let lookups: Vec<&Lookup> = lookups.iter().collect();
-            fetch_batch(conn, &lookups, self.clock.real_now()).await?
-        };
-        // 2. Each single event against its plan.
-        let mut prepared: Vec<Result<Prepared>> = Vec::with_capacity(singles.len());
-        for (single, row) in singles.iter().zip(rows) {
-            prepared.push(self.prepare(conn, single, row).await);
-        }
-        // 3. Every event of the batch, in one statement.
-        let answers = {
+        // Each single event's answer, once it has one; the batch requests' outcomes.
+        let mut done: Vec<Option<Result<UsageResult>>> = singles.iter().map(|_| None).collect();
+        let mut batch_outcomes: Vec<Result<Outcome, SharedError>> = Vec::new();
+        // The single events still to record: all of them, then those found stale (resolved
+        // afresh).
+        let mut todo: Vec<usize> = (0..singles.len()).collect();
+        for round in 0..ROUNDS {
+            // 1. The single events' callers, customers and plans: kept, or in one statement;
+            // each single event against its plan.
+            let prepared = self
+                .prepare_singles(conn, &singles, &todo, round > 0)
+                .await?;
+            // 2. Every event, in one statement (the batch requests' in the first round).
             let mut events: Vec<&NewEvent> = Vec::new();
-            let mut singles = prepared.iter();
-            for item in batch {
-                match item {
-                    Submitted::Events(batch_events) => events.extend(batch_events),
-                    Submitted::Single(_) => {
-                        if let Some(Ok(p)) = singles.next() {
-                            events.push(&p.event);
-                        }
+            if round == 0 {
+                for item in batch {
+                    if let Submitted::Events(batch_events) = item {
+                        events.extend(batch_events);
                     }
                 }
             }
-            record_isolated(conn, &events).await?
-        };
+            let batch_events = events.len();
+            events.extend(
+                prepared
+                    .iter()
+                    .filter_map(|p| p.result.as_ref().ok())
+                    .map(|p| &p.event),
+            );
+            let mut answers = if events.is_empty() {
+                Vec::new()
+            } else {
+                record_isolated(conn, &events).await?
+            }
+            .into_iter();
+            if round == 0 {
+                batch_outcomes = answers.by_ref().take(batch_events).collect();
+            }
+            // 3. The single events' answers; a stale one (or one refused on a kept resolve)
+            // goes round again, resolved afresh.
+            let mut stale = Vec::new();
+            for p in prepared {
+                let answer = match p.result {
+                    Err(err) if p.kept && !err.is_failure() => None,
+                    Err(err) => Some(Err(err)),
+                    Ok(Prepared { answer, .. }) => match answers.next() {
+                        Some(Ok(Outcome::Stale)) => None,
+                        Some(Ok(outcome)) => Some(answer.into_result(outcome)),
+                        Some(Err(err)) => Some(Err(err.into())),
+                        None => Some(Err(Error::internal("a usage answer is missing"))),
+                    },
+                };
+                match answer {
+                    Some(answer) => done[p.index] = Some(answer),
+                    None => {
+                        let single = singles[p.index];
+                        if let Some(key) = ResolveCache::key(&single.caller, &single.input.customer)
+                        {
+                            self.resolved.forget(&key);
+                        }
+                        stale.push(p.index);
+                    }
+                }
+            }
+            todo = stale;
+            if todo.is_empty() {
+                break;
+            }
+        }
         // 4. The answers, request by request.
-        let mut answers = answers.into_iter();
-        let mut prepared = prepared.into_iter();
+        let mut batch_outcomes = batch_outcomes.into_iter();
+        let mut done = done.into_iter();
         Ok(batch
             .iter()
             .map(|item| match item {
                 Submitted::Events(events) => {
-                    Recorded::Events(answers.by_ref().take(events.len()).collect())
+                    Recorded::Events(batch_outcomes.by_ref().take(events.len()).collect())
                 }
-                Submitted::Single(_) => Recorded::Single(match prepared.next() {
-                    Some(Ok(Prepared { answer, .. })) => match answers.next() {
-                        Some(Ok(outcome)) => answer.into_result(outcome),
-                        Some(Err(err)) => Err(err.into()),
-                        None => Err(Error::internal("a usage answer is missing")),
-                    },
-                    Some(Err(err)) => Err(err),
-                    None => Err(Error::internal("a usage answer is missing")),
-                }),
+                // Still stale after every round: its customer's rows keep changing.
+                Submitted::Single(_) => Recorded::Single(
+                    done.next()
+                        .flatten()
+                        .unwrap_or_else(|| Err(super::prepare::still_stale())),
+                ),
             })
             .collect())
     }
 }
 
+/// A single event made ready to record (or why it cannot be).
+struct PreparedSingle {
+    /// Its place among the job's single events.
+    index: usize,
+    result: Result<Prepared>,
+    /// Prepared on a kept resolve (`ResolveCache`), not one made for it just now.
+    kept: bool,
+}
+
 impl UsageJob {
+    /// Resolves and prepares the single events `todo`: from kept resolves where there are
+    /// (unless `fresh`), the others in one statement, whose answers are kept.
+    async fn prepare_singles(
+        &self,
+        conn: &mut PgConnection,
+        singles: &[&Single],
+        todo: &[usize],
+        fresh: bool,
+    ) -> std::result::Result<Vec<PreparedSingle>, sqlx::Error> {
+        let keys: Vec<_> = todo
+            .iter()
+            .map(|&i| ResolveCache::key(&singles[i].caller, &singles[i].input.customer))
+            .collect();
+        let mut rows: Vec<Option<(Option<ResolveRow>, bool)>> = keys
+            .iter()
+            .map(|key| match key {
+                Some(key) if !fresh => self.resolved.get(key).map(|row| (Some(row), true)),
+                _ => None,
+            })
+            .collect();
+        let missing: Vec<usize> = (0..todo.len()).filter(|&j| rows[j].is_none()).collect();
+        if !missing.is_empty() {
+            let lookups: Vec<Lookup> = missing
+                .iter()
+                .map(|&j| {
+                    let s = singles[todo[j]];
+                    Lookup {
+                        tenant_id: s.caller.tenant_id().clone(),
+                        key_hash: s.caller.key_hash().to_vec(),
+                        session: s.caller.is_session(),
+                        customer: no_nul(&s.input.customer),
+                        // No feature: a writer needs no counter.
+                        feature: String::new(),
+                    }
+                })
+                .collect();
+            let lookups: Vec<&Lookup> = lookups.iter().collect();
+            let fetched = fetch_batch(conn, &lookups, self.clock.real_now()).await?;
+            for (&j, row) in missing.iter().zip(fetched) {
+                if let (Some(key), Some(row)) = (&keys[j], &row) {
+                    self.resolved.put(key.clone(), row);
+                }
+                rows[j] = Some((row, false));
+            }
+        }
+        let mut prepared = Vec::with_capacity(todo.len());
+        for (&index, row) in todo.iter().zip(rows) {
+            let (row, kept) = row.unwrap_or((None, false));
+            prepared.push(PreparedSingle {
+                index,
+                result: self.prepare(conn, singles[index], row).await,
+                kept,
+            });
+        }
+        Ok(prepared)
+    }
+
     /// A single event's tenant, customer and plan from its resolve row, and its row to record
     /// (or why it cannot be recorded: an invalid key, an unknown customer or feature, ...).
     async fn prepare(

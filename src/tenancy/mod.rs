@@ -100,6 +100,16 @@ impl Caller {
     pub fn is_session(&self) -> bool {
         matches!(self, Caller::Deferred(k) if k.session)
     }
+
+    /// The API key a usage event's recording checks is still valid (`Stamps`): the deferred
+    /// key's hash; `None` for a customer session (checked by its own resolve) or a caller
+    /// authenticated already.
+    pub fn stamp_key(&self) -> Option<&[u8]> {
+        match self {
+            Caller::Deferred(k) if !k.session && !k.key_hash.is_empty() => Some(&k.key_hash),
+            _ => None,
+        }
+    }
 }
 
 /// The error for a customer that does not exist (or was erased), for every service.

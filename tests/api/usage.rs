@@ -971,3 +971,168 @@ async fn checks_waiting_together_are_resolved_in_one_statement() {
         "8 waiting checks, one statement"
     );
 }
+
+/// A customer's next usage event is prepared on the resolve kept from its last one (no resolve
+/// statement), but never once a row behind that resolve has changed, whichever Tollgate
+/// process changed it: the recording statement finds the event stale and it is resolved
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_resolves_never_outlive_a_change() {
+    let app = spawn_app().await;
+    // Every change below is made through another process, which shares nothing with `app`
+    // but the database.
+    let other = spawn_app_on(&app.db_url).await;
+    let t = app
+        .tenant_with_plan(json!({"limit": 10, "reset": "month"}))
+        .await;
+    let q = other
+        .post(
+            "/v1/plans",
+            &t.key,
+            json!({"key": "q", "name": "Q",
+                   "entitlements": [{"feature": "f", "limit": 50, "reset": "month"}]}),
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::CREATED, "{:?}", q.body);
+    app.customer(&t, "u1").await;
+    let event = json!({"customer": "u1", "feature": "f"});
+    let stats = || tollgate::testing::usage_resolve_stats(&app.state);
+
+    // The first event resolves its customer; the second reuses that.
+    let r = app.post("/v1/usage", &t.key, event.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(num(&r.body["used"]), "1");
+    let (kept, stale) = stats();
+    let r = app.post("/v1/usage", &t.key, event.clone()).await;
+    assert_eq!(
+        (r.status, num(&r.body["used"])),
+        (StatusCode::OK, "2".into())
+    );
+    assert_eq!(num(&r.body["limit"]), "10");
+    assert_eq!(r.body["warning_level"], "safe");
+    assert_eq!(stats(), (kept + 1, stale), "prepared on the kept resolve");
+
+    // The tenant's thresholds change: 3 of 10 is now a warning.
+    let r = other
+        .patch(
+            "/v1/tenant",
+            &t.key,
+            json!({"warning_thresholds": {"warning": 0.25, "critical": 0.9}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app.post("/v1/usage", &t.key, event.clone()).await;
+    assert_eq!(
+        (r.status, num(&r.body["used"])),
+        (StatusCode::OK, "3".into())
+    );
+    assert_eq!(r.body["warning_level"], "warning");
+    assert_eq!(
+        stats(),
+        (kept + 2, stale + 1),
+        "found stale, resolved again"
+    );
+
+    // The customer's subscription moves to plan q (limit 50).
+    let sub = other
+        .get("/v1/customers/u1/subscription", &t.key)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = other
+        .post(
+            &format!("/v1/subscriptions/{sub}/change"),
+            &t.key,
+            json!({"plan": "q", "when": "now"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app.post("/v1/usage", &t.key, event.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(num(&r.body["limit"]), "50");
+    // Through a batch (its own kept resolve, under q's limit of 50), then again after the
+    // subscription moves to q's next version, whose limit of 4 is passed already: refused.
+    let batch = json!({"events": [event]});
+    let r = app.post("/v1/usage/batch", &t.key, batch.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["results"][0]["status"], "recorded", "{:?}", r.body);
+    let r = other
+        .put(
+            "/v1/plans/q",
+            &t.key,
+            json!({"name": "Q", "entitlements": [{"feature": "f", "limit": 4, "reset": "month"}]}),
+        )
+        .await;
+    assert_eq!(r.body["version"], 2, "{:?}", r.body);
+    let r = other
+        .post(
+            &format!("/v1/subscriptions/{sub}/change"),
+            &t.key,
+            json!({"plan": "q", "version": "latest", "when": "now"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app.post("/v1/usage/batch", &t.key, batch.clone()).await;
+    assert_eq!(r.body["results"][0]["status"], "refused", "{:?}", r.body);
+
+    // A second key, used once (kept), then revoked: refused from then on.
+    let minted = other
+        .request(
+            reqwest::Method::POST,
+            &format!("/admin/v1/tenants/{}/api_keys", t.id),
+            Some(crate::helpers::ADMIN_TOKEN),
+            None,
+            &[],
+        )
+        .await;
+    let second = minted.body["api_key"].as_str().unwrap().to_string();
+    let second_id = minted.body["id"].as_str().unwrap().to_string();
+    app.customer(&t, "u2").await;
+    let u2 = json!({"customer": "u2", "feature": "f"});
+    for _ in 0..2 {
+        let r = app.post("/v1/usage", &second, u2.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    let r = other
+        .delete(&format!("/v1/api_keys/{second_id}"), &t.key)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app.post("/v1/usage", &second, u2.clone()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+
+    // The customer is erased: unknown from then on, singly and in a batch.
+    let r = app.post("/v1/usage", &t.key, u2.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .post("/v1/usage/batch", &t.key, json!({"events": [u2]}))
+        .await;
+    assert_eq!(r.body["results"][0]["status"], "recorded", "{:?}", r.body);
+    let r = other.delete("/v1/customers/u2", &t.key).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app.post("/v1/usage", &t.key, u2.clone()).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::NOT_FOUND, "customer_not_found")
+    );
+    let r = app
+        .post("/v1/usage/batch", &t.key, json!({"events": [u2]}))
+        .await;
+    assert_eq!(r.body["results"][0]["status"], "invalid", "{:?}", r.body);
+    assert_eq!(
+        r.body["results"][0]["error"]["code"], "customer_not_found",
+        "{:?}",
+        r.body
+    );
+
+    // Nothing stale was written: the counters are the events acknowledged.
+    let c = app
+        .post(
+            "/v1/check",
+            &t.key,
+            json!({"customer": "u1", "feature": "f"}),
+        )
+        .await;
+    assert_eq!(num(&c.body["used"]), "5", "{:?}", c.body);
+}
