@@ -111,8 +111,8 @@ impl Entitlements {
     /// stale there (their customer changed since its kept resolve), or refused here on a kept
     /// resolve, go round again, resolved afresh. A failure of the database fails the whole
     /// request; nothing of that round is then recorded (unless one event's data broke the
-    /// statement, when the others were recorded one by one), so a retry by the same ids counts
-    /// each event once.
+    /// statement, when the others were recorded one by one; an earlier round's events are), so
+    /// a retry by the same ids counts each event once.
     pub async fn record_batch(
         &self,
         ctx: &TenantCtx,

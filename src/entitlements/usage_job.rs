@@ -102,7 +102,10 @@ impl Job for UsageJob {
         let mut done: Vec<Option<Result<UsageResult>>> = singles.iter().map(|_| None).collect();
         let mut batch_outcomes: Vec<Result<Outcome, SharedError>> = Vec::new();
         // The single events still to record: all of them, then those found stale (resolved
-        // afresh).
+        // afresh). A failure in a later round fails the whole batch, as one in the first does,
+        // though the first round's events are committed: each is then unacknowledged, and its
+        // retry is answered as a duplicate (the connection may hold half a response, so the
+        // gatherer must see the failure to drop it).
         let mut todo: Vec<usize> = (0..singles.len()).collect();
         for round in 0..ROUNDS {
             // 1. The single events' callers, customers and plans: kept, or in one statement;
