@@ -104,3 +104,79 @@ impl ResolveCache {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::id::PrefixedId;
+    use crate::tenancy::DeferredKey;
+    use rust_decimal::Decimal;
+
+    fn tenant() -> TenantId {
+        TenantId::from_uuid(uuid::Uuid::nil())
+    }
+
+    fn row(customer: Option<&str>, key_id: Option<&str>, stamped: bool) -> ResolveRow {
+        ResolveRow {
+            tenant_id: tenant(),
+            mode: "test".into(),
+            default_plan: Some("p".into()),
+            warning_threshold: Decimal::new(8, 1),
+            critical_threshold: Decimal::new(95, 2),
+            test_clock_now: None,
+            key_id: key_id.map(str::to_string),
+            customer_id: customer.map(str::to_string),
+            plan_key: None,
+            plan_version: None,
+            interval: None,
+            billing_anchor: None,
+            current_period_start: None,
+            current_period_end: None,
+            default_version: Some(1),
+            counter_start: None,
+            counter_used: None,
+            tenant_stamp: stamped.then(|| "7/9/".to_string()),
+            customer_stamp: stamped.then(|| "12/".to_string()),
+        }
+    }
+
+    fn key_caller(session: bool) -> Caller {
+        Caller::Deferred(DeferredKey {
+            tenant_id: tenant(),
+            key_hash: vec![1, 2, 3],
+            session,
+        })
+    }
+
+    #[test]
+    fn keeps_only_answers_that_can_be_checked() {
+        let cache = ResolveCache::default();
+        let key = ResolveCache::key(&key_caller(false), "u1").unwrap();
+        // No customer, an unchecked key, no stamps: nothing kept.
+        cache.put(key.clone(), &row(None, Some("key_1"), true));
+        cache.put(key.clone(), &row(Some("u1"), None, true));
+        cache.put(key.clone(), &row(Some("u1"), Some("key_1"), false));
+        assert!(cache.get(&key).is_none());
+        cache.put(key.clone(), &row(Some("u1"), Some("key_1"), true));
+        let kept = cache.get(&key).unwrap();
+        assert_eq!(kept.customer_stamp.as_deref(), Some("12/"));
+        assert_eq!(cache.stats(), (1, 0));
+        // Forgotten once found stale.
+        cache.forget(&key);
+        assert!(cache.get(&key).is_none());
+        assert_eq!(cache.stats(), (1, 1));
+    }
+
+    #[test]
+    fn answers_are_kept_per_tenant_key_and_customer_and_never_for_sessions() {
+        let cache = ResolveCache::default();
+        let by_key = ResolveCache::key(&key_caller(false), "u1").unwrap();
+        cache.put(by_key.clone(), &row(Some("u1"), Some("key_1"), true));
+        let other_customer = ResolveCache::key(&key_caller(false), "u2").unwrap();
+        assert!(cache.get(&other_customer).is_none());
+        let mut other_key = by_key.clone();
+        other_key.1 = vec![9];
+        assert!(cache.get(&other_key).is_none());
+        assert!(ResolveCache::key(&key_caller(true), "u1").is_none());
+    }
+}
