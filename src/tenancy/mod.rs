@@ -101,9 +101,9 @@ impl Caller {
         matches!(self, Caller::Deferred(k) if k.session)
     }
 
-    /// The API key a usage event's recording checks is still valid (`Stamps`): the deferred
-    /// key's hash; `None` for a customer session (checked by its own resolve) or a caller
-    /// authenticated already.
+    /// The hash of the API key whose row a usage event's recording checks has not changed
+    /// (`Stamps`): the deferred key's; `None` for a customer session (checked by its own
+    /// resolve) or a caller authenticated already.
     pub fn stamp_key(&self) -> Option<&[u8]> {
         match self {
             Caller::Deferred(k) if !k.session && !k.key_hash.is_empty() => Some(&k.key_hash),
