@@ -94,7 +94,8 @@ struct Stats {
     statements: AtomicU64,
     requests: AtomicU64,
     in_flight: AtomicUsize,
-    /// Requests taken from the queue by a worker waiting for the statement in flight.
+    /// Requests taken from the queue by a worker waiting for the statement in flight, or for
+    /// a connection.
     gathered: AtomicUsize,
     /// Signalled when a statement ends (see [`Job::PARALLEL_WEIGHT`]).
     ended: Notify,
@@ -113,7 +114,7 @@ impl<J: Job> Gatherer<J> {
     }
 
     /// Requests waiting for a statement: in the queue, or gathered by a worker waiting for
-    /// the statement in flight to end.
+    /// the statement in flight to end or for a connection.
     pub fn queued(&self) -> usize {
         self.tx
             .get()
@@ -196,8 +197,10 @@ async fn worker<J: Job>(
                     },
                 }
             }
-            stats.gathered.store(0, Ordering::Relaxed);
+            // Still waiting while the connection is awaited: counted as such (`queued`).
+            stats.gathered.store(batch.len(), Ordering::Relaxed);
             let conn = pool.acquire().await;
+            stats.gathered.store(0, Ordering::Relaxed);
             take_waiting(&mut intake, &mut batch, &mut weight);
             conn
         };
