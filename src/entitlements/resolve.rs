@@ -136,31 +136,17 @@ impl Entitlements {
             .iter()
             .map(|c| ResolveCache::key(&caller, c))
             .collect();
-        let mut rows: Vec<Option<(Option<ResolveRow>, bool)>> = keys
-            .iter()
-            .map(|key| match key {
-                Some(key) if !fresh => self.resolved.get(key).map(|row| (Some(row), true)),
-                _ => None,
+        let lookup = &mut *conn;
+        let rows = self
+            .resolved
+            .get_or_fetch(&keys, fresh, |missing| async move {
+                let names: Vec<String> = missing.iter().map(|&j| no_nul(customers[j])).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                resolve::fetch_customers(lookup.get().await?, &ctx.tenant_id, &names).await
             })
-            .collect();
-        let missing: Vec<usize> = (0..customers.len())
-            .filter(|&j| rows[j].is_none())
-            .collect();
-        if !missing.is_empty() {
-            let names: Vec<String> = missing.iter().map(|&j| no_nul(customers[j])).collect();
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let fetched =
-                resolve::fetch_customers(conn.get().await?, &ctx.tenant_id, &names).await?;
-            for (&j, row) in missing.iter().zip(fetched) {
-                if let (Some(key), Some(row)) = (&keys[j], &row) {
-                    self.resolved.put(key.clone(), row);
-                }
-                rows[j] = Some((row, false));
-            }
-        }
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let (row, kept) = row.unwrap_or((None, false));
+        for (row, kept) in rows {
             let resolved = if kept {
                 // A kept answer's plan is most likely cached too: no connection unless not.
                 self.finish(None, &caller, row, false).await.map(|(_, r)| r)

@@ -15,6 +15,7 @@
 //! one way a stamp could compare equal to a changed row: a row version recurs only after 2^32
 //! transactions. Checks do not use it: their answer depends on a counter, read afresh.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ pub const TTL: Duration = Duration::from_secs(300);
 const CAPACITY: usize = 20_000;
 
 /// The caller's tenant and key (empty when already authenticated), and the customer.
-type Key = (TenantId, Vec<u8>, String);
+pub type Key = (TenantId, Vec<u8>, String);
 
 pub struct ResolveCache {
     entries: Cache<Key, (ResolveRow, Instant)>,
@@ -87,6 +88,42 @@ impl ResolveCache {
         if usable {
             self.entries.insert(key, (row.clone(), Instant::now()));
         }
+    }
+
+    /// Per key, the kept answer (unless `fresh`), and for the others (no key, none kept, or
+    /// `fresh`) what `fetch` returns for their places, in one go; those answers are kept. Each
+    /// with whether it was a kept one.
+    pub async fn get_or_fetch<F, Fut, E>(
+        &self,
+        keys: &[Option<Key>],
+        fresh: bool,
+        fetch: F,
+    ) -> Result<Vec<(Option<ResolveRow>, bool)>, E>
+    where
+        F: FnOnce(Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<Vec<Option<ResolveRow>>, E>>,
+    {
+        let mut rows: Vec<Option<(Option<ResolveRow>, bool)>> = keys
+            .iter()
+            .map(|key| match key {
+                Some(key) if !fresh => self.get(key).map(|row| (Some(row), true)),
+                _ => None,
+            })
+            .collect();
+        let missing: Vec<usize> = (0..keys.len()).filter(|&j| rows[j].is_none()).collect();
+        if !missing.is_empty() {
+            let fetched = fetch(missing.clone()).await?;
+            for (&j, row) in missing.iter().zip(fetched) {
+                if let (Some(key), Some(row)) = (&keys[j], &row) {
+                    self.put(key.clone(), row);
+                }
+                rows[j] = Some((row, false));
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| row.unwrap_or((None, false)))
+            .collect())
     }
 
     /// Forgets an answer an event was found stale against (or refused on).

@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::db::gather::SharedError;
 use crate::db::gather::{Gatherer, Job};
 use crate::db::plans::PlanCache;
-use crate::db::resolve::{fetch_batch, Lookup, ResolveRow};
+use crate::db::resolve::{fetch_batch, Lookup};
 use crate::db::usage::{NewEvent, Outcome};
 use crate::db::usage_batch::{record_isolated, Answers, MAX_BATCH, MAX_EVENTS, PARALLEL_EVENTS};
 use crate::error::{Error, Result};
@@ -212,41 +212,31 @@ impl UsageJob {
             .iter()
             .map(|&i| ResolveCache::key(&singles[i].caller, &singles[i].input.customer))
             .collect();
-        let mut rows: Vec<Option<(Option<ResolveRow>, bool)>> = keys
-            .iter()
-            .map(|key| match key {
-                Some(key) if !fresh => self.resolved.get(key).map(|row| (Some(row), true)),
-                _ => None,
+        let now = self.clock.real_now();
+        let lookup = &mut *conn;
+        let rows = self
+            .resolved
+            .get_or_fetch(&keys, fresh, |missing| async move {
+                let lookups: Vec<Lookup> = missing
+                    .iter()
+                    .map(|&j| {
+                        let s = singles[todo[j]];
+                        Lookup {
+                            tenant_id: s.caller.tenant_id().clone(),
+                            key_hash: s.caller.key_hash().to_vec(),
+                            session: s.caller.is_session(),
+                            customer: no_nul(&s.input.customer),
+                            // No feature: a writer needs no counter.
+                            feature: String::new(),
+                        }
+                    })
+                    .collect();
+                let lookups: Vec<&Lookup> = lookups.iter().collect();
+                fetch_batch(lookup, &lookups, now).await
             })
-            .collect();
-        let missing: Vec<usize> = (0..todo.len()).filter(|&j| rows[j].is_none()).collect();
-        if !missing.is_empty() {
-            let lookups: Vec<Lookup> = missing
-                .iter()
-                .map(|&j| {
-                    let s = singles[todo[j]];
-                    Lookup {
-                        tenant_id: s.caller.tenant_id().clone(),
-                        key_hash: s.caller.key_hash().to_vec(),
-                        session: s.caller.is_session(),
-                        customer: no_nul(&s.input.customer),
-                        // No feature: a writer needs no counter.
-                        feature: String::new(),
-                    }
-                })
-                .collect();
-            let lookups: Vec<&Lookup> = lookups.iter().collect();
-            let fetched = fetch_batch(conn, &lookups, self.clock.real_now()).await?;
-            for (&j, row) in missing.iter().zip(fetched) {
-                if let (Some(key), Some(row)) = (&keys[j], &row) {
-                    self.resolved.put(key.clone(), row);
-                }
-                rows[j] = Some((row, false));
-            }
-        }
+            .await?;
         let mut prepared = Vec::with_capacity(todo.len());
-        for (&index, row) in todo.iter().zip(rows) {
-            let (row, kept) = row.unwrap_or((None, false));
+        for (&index, (row, kept)) in todo.iter().zip(rows) {
             prepared.push(PreparedSingle {
                 index,
                 result: self.prepare(conn, singles[index], row).await,
