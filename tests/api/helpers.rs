@@ -294,6 +294,23 @@ impl TestApp {
         t
     }
 
+    /// A new API key of tenant `tenant_id`, minted by the admin API: (the key, its id).
+    pub async fn mint_key(&self, tenant_id: &str) -> (String, String) {
+        let minted = self
+            .request(
+                Method::POST,
+                &format!("/admin/v1/tenants/{tenant_id}/api_keys"),
+                Some(ADMIN_TOKEN),
+                None,
+                &[],
+            )
+            .await;
+        (
+            minted.body["api_key"].as_str().unwrap().to_string(),
+            minted.body["id"].as_str().unwrap().to_string(),
+        )
+    }
+
     pub async fn customer(&self, t: &Tenant, id: &str) {
         let r = self
             .put(&format!("/v1/customers/{id}"), &t.key, json!({}))

@@ -829,17 +829,7 @@ async fn concurrent_checks_sharing_statements_each_get_their_own_answer() {
         }
     }
     // A second key of tenant a, revoked: refused even when batched with valid checks.
-    let minted = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/admin/v1/tenants/{}/api_keys", a.id),
-            Some(crate::helpers::ADMIN_TOKEN),
-            None,
-            &[],
-        )
-        .await;
-    let revoked_key = minted.body["api_key"].as_str().unwrap().to_string();
-    let revoked_id = minted.body["id"].as_str().unwrap().to_string();
+    let (revoked_key, revoked_id) = app.mint_key(&a.id).await;
     let r = app
         .delete(&format!("/v1/api_keys/{revoked_id}"), &a.key)
         .await;
@@ -1079,17 +1069,7 @@ async fn kept_resolves_never_outlive_a_change() {
     assert_eq!(r.body["results"][0]["status"], "refused", "{:?}", r.body);
 
     // A second key, used once (kept), then revoked: refused from then on.
-    let minted = other
-        .request(
-            reqwest::Method::POST,
-            &format!("/admin/v1/tenants/{}/api_keys", t.id),
-            Some(crate::helpers::ADMIN_TOKEN),
-            None,
-            &[],
-        )
-        .await;
-    let second = minted.body["api_key"].as_str().unwrap().to_string();
-    let second_id = minted.body["id"].as_str().unwrap().to_string();
+    let (second, second_id) = other.mint_key(&t.id).await;
     app.customer(&t, "u2").await;
     let u2 = json!({"customer": "u2", "feature": "f"});
     for _ in 0..2 {
