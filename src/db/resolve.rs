@@ -93,54 +93,68 @@ pub async fn fetch_batch(
     let sessions: Vec<bool> = lookups.iter().map(|l| l.session).collect();
     let rows = sqlx::query_as!(
         BatchRow,
-        // Every lookup is its own LATERAL subquery (OFFSET 0 keeps the planner from
-        // flattening it into a hash join), so each is an index probe per row whatever the
-        // table statistics say.
-        r#"SELECT r.ord AS "ord!", t.tenant_id AS "tenant_id?: TenantId", t.mode AS "mode?",
-              t.default_plan, t.warning_threshold AS "warning_threshold?",
-              t.critical_threshold AS "critical_threshold?", t.test_clock_now,
-              k.key_id AS "key_id?",
+        // The caller (tenant, key or session, default plan) is resolved once per distinct
+        // caller in the batch (most batches have one or two), then every lookup is its own
+        // LATERAL subquery (OFFSET 0 keeps the planner from flattening it into a hash join),
+        // so each is an index probe per row whatever the table statistics say.
+        r#"WITH r AS (
+           SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $6::bool[])
+                  WITH ORDINALITY AS r(tenant_id, key_hash, customer_id, feature_key, is_session, ord)),
+       a AS MATERIALIZED (
+           SELECT d.tenant_id AS caller_tenant, d.key_hash, d.is_session, t.tenant_id, t.mode,
+                  t.default_plan, t.warning_threshold, t.critical_threshold, t.test_clock_now,
+                  t.default_version, k.key_id, k.session_customer,
+                  -- A usage event's tenant stamp (no feature), checked when it is recorded.
+                  -- The key is the one this resolve checks, when it checks one.
+                  CASE WHEN d.usage AND t.tenant_id IS NOT NULL THEN
+                      tollgate_tenant_stamp(d.tenant_id, CASE WHEN NOT d.is_session
+                                                              THEN NULLIF(d.key_hash, ''::bytea) END)
+                  END AS tenant_stamp
+           FROM (SELECT r.tenant_id, r.key_hash, r.is_session, bool_or(r.feature_key = '') AS usage
+                 FROM r GROUP BY 1, 2, 3) d
+           LEFT JOIN LATERAL (
+               SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
+                      t.critical_threshold, t.test_clock_now,
+                      (SELECT p.latest_version FROM plans p
+                        WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version
+               FROM tenants t WHERE t.tenant_id = d.tenant_id OFFSET 0) t ON true
+           LEFT JOIN LATERAL (
+               SELECT k.key_id, NULL::text AS session_customer FROM api_keys k
+               WHERE NOT d.is_session AND k.tenant_id = d.tenant_id AND k.key_hash = d.key_hash
+                 AND k.revoked_at IS NULL
+               UNION ALL
+               SELECT s.session_id, s.customer_id FROM customer_sessions s
+               WHERE d.is_session AND s.tenant_id = d.tenant_id AND s.token_hash = d.key_hash
+                 AND s.revoked_at IS NULL AND s.expires_at > now()
+                 -- An erased customer's sessions end with it.
+                 AND EXISTS (SELECT 1 FROM customers e
+                             WHERE e.tenant_id = s.tenant_id AND e.customer_id = s.customer_id
+                               AND e.deleted_at IS NULL)
+               LIMIT 1) k ON true)
+       SELECT r.ord AS "ord!", a.tenant_id AS "tenant_id?: TenantId", a.mode AS "mode?",
+              a.default_plan, a.warning_threshold AS "warning_threshold?",
+              a.critical_threshold AS "critical_threshold?", a.test_clock_now,
+              a.key_id AS "key_id?",
               c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
               s.plan_version AS "plan_version?", s.interval AS "interval?",
               s.billing_anchor AS "billing_anchor?",
               s.current_period_start AS "current_period_start?",
               s.current_period_end AS "current_period_end?",
-              t.default_version AS "default_version?",
+              a.default_version AS "default_version?",
               u.period_start AS "counter_start?", u.used AS "counter_used?",
-              -- A usage event's stamps (no feature), checked when it is recorded. The key is
-              -- the one this resolve checks, when it checks one.
-              CASE WHEN r.feature_key = '' AND c.customer_id IS NOT NULL THEN
-                  tollgate_tenant_stamp(r.tenant_id, CASE WHEN NOT r.is_session
-                                                          THEN NULLIF(r.key_hash, ''::bytea) END)
+              -- A usage event's stamps, checked when it is recorded.
+              CASE WHEN r.feature_key = '' AND c.customer_id IS NOT NULL THEN a.tenant_stamp
               END AS tenant_stamp,
               CASE WHEN r.feature_key = '' AND c.customer_id IS NOT NULL THEN
                   tollgate_customer_stamp(r.tenant_id, c.customer_id)
               END AS customer_stamp
-       FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $6::bool[])
-              WITH ORDINALITY AS r(tenant_id, key_hash, customer_id, feature_key, is_session, ord)
-       LEFT JOIN LATERAL (
-           SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
-                  t.critical_threshold, t.test_clock_now,
-                  (SELECT p.latest_version FROM plans p
-                    WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version
-           FROM tenants t WHERE t.tenant_id = r.tenant_id OFFSET 0) t ON true
-       LEFT JOIN LATERAL (
-           SELECT k.key_id, NULL::text AS session_customer FROM api_keys k
-           WHERE NOT r.is_session AND k.tenant_id = r.tenant_id AND k.key_hash = r.key_hash
-             AND k.revoked_at IS NULL
-           UNION ALL
-           SELECT s.session_id, s.customer_id FROM customer_sessions s
-           WHERE r.is_session AND s.tenant_id = r.tenant_id AND s.token_hash = r.key_hash
-             AND s.revoked_at IS NULL AND s.expires_at > now()
-             -- An erased customer's sessions end with it.
-             AND EXISTS (SELECT 1 FROM customers e
-                         WHERE e.tenant_id = s.tenant_id AND e.customer_id = s.customer_id
-                           AND e.deleted_at IS NULL)
-           LIMIT 1) k ON true
+       FROM r
+       JOIN a ON a.caller_tenant = r.tenant_id AND a.key_hash = r.key_hash
+             AND a.is_session = r.is_session
        LEFT JOIN LATERAL (
            SELECT c.customer_id FROM customers c
            WHERE c.tenant_id = r.tenant_id
-             AND c.customer_id = CASE WHEN r.is_session THEN k.session_customer
+             AND c.customer_id = CASE WHEN r.is_session THEN a.session_customer
                                       ELSE r.customer_id END
              AND c.deleted_at IS NULL OFFSET 0) c ON true
        LEFT JOIN LATERAL (
@@ -155,7 +169,7 @@ pub async fn fetch_batch(
            WHERE r.feature_key <> ''
              AND x.tenant_id = r.tenant_id AND x.customer_id = c.customer_id
              AND x.feature_key = r.feature_key
-             AND x.period_start <= COALESCE(t.test_clock_now, $5)
+             AND x.period_start <= COALESCE(a.test_clock_now, $5)
            ORDER BY x.period_start DESC LIMIT 1) u ON true"#,
         &tenants as &[&str],
         &hashes as &[&[u8]],

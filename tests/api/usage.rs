@@ -963,6 +963,115 @@ async fn checks_waiting_together_are_resolved_in_one_statement() {
     );
 }
 
+/// One statement resolves each distinct caller of its checks once (tenant, key or session,
+/// default plan) and every check against its own caller: two tenants, two keys of one tenant,
+/// a revoked key and a customer session, all waiting together, each get their own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_of_different_callers_in_one_statement_each_get_their_own() {
+    let app = Arc::new(spawn_app().await);
+    let a = app
+        .tenant_with_plan(json!({"limit": 100, "reset": "month"}))
+        .await;
+    let b = app
+        .tenant_with_plan(json!({"limit": 50, "reset": "month"}))
+        .await;
+    for i in 0..4 {
+        let id = format!("u{i}");
+        app.customer(&a, &id).await;
+        app.customer(&b, &id).await;
+        for (t, q) in [(&a, i + 1), (&b, 10 * (i + 1))] {
+            let r = app
+                .post(
+                    "/v1/usage",
+                    &t.key,
+                    json!({"customer": id, "feature": "f", "quantity": q}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        }
+    }
+    let (second_key, _) = app.mint_key(&a.id).await;
+    let (revoked_key, revoked_id) = app.mint_key(&a.id).await;
+    let r = app
+        .delete(&format!("/v1/api_keys/{revoked_id}"), &a.key)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let session = app
+        .post("/v1/customer_sessions", &a.key, json!({"customer": "u3"}))
+        .await;
+    assert_eq!(session.status, StatusCode::CREATED, "{:?}", session.body);
+    let token = session.body["token"].as_str().unwrap().to_string();
+
+    // (path, bearer, customer, expected status, used, limit)
+    let cases = [
+        ("/v1/check", a.key.clone(), "u0", StatusCode::OK, "1", "100"),
+        ("/v1/check", b.key.clone(), "u0", StatusCode::OK, "10", "50"),
+        (
+            "/v1/check",
+            second_key.clone(),
+            "u1",
+            StatusCode::OK,
+            "2",
+            "100",
+        ),
+        ("/v1/check", a.key.clone(), "u2", StatusCode::OK, "3", "100"),
+        ("/v1/check", b.key.clone(), "u1", StatusCode::OK, "20", "50"),
+        (
+            "/v1/check",
+            revoked_key,
+            "u0",
+            StatusCode::UNAUTHORIZED,
+            "",
+            "",
+        ),
+        ("/v1/me/check", token, "u3", StatusCode::OK, "4", "100"),
+        ("/v1/check", second_key, "u3", StatusCode::OK, "4", "100"),
+    ];
+    let (statements_before, lookups_before) = tollgate::testing::check_batch_stats(&app.state);
+    // Hold every hot connection, so the checks queue up together.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(
+            tollgate::testing::hold_hot_connection(&app.state)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut handles = Vec::new();
+    for (path, bearer, customer, status, used, limit) in cases.clone() {
+        let app = app.clone();
+        handles.push(tokio::spawn(async move {
+            // A session's customer is its own: `/v1/me/check` names none.
+            let body = if path == "/v1/me/check" {
+                json!({"feature": "f"})
+            } else {
+                json!({"customer": customer, "feature": "f"})
+            };
+            let r = app.post(path, &bearer, body).await;
+            assert_eq!(r.status, status, "{path} {customer}: {:?}", r.body);
+            if status == StatusCode::OK {
+                assert_eq!(r.body["customer"], customer);
+                assert_eq!(num(&r.body["used"]), used, "{path} {customer}");
+                assert_eq!(num(&r.body["limit"]), limit, "{path} {customer}");
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tollgate::testing::queued_checks(&app.state) < cases.len() {
+        assert!(std::time::Instant::now() < deadline, "checks never queued");
+        tokio::task::yield_now().await;
+    }
+    for c in held {
+        c.done();
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let (statements, lookups) = tollgate::testing::check_batch_stats(&app.state);
+    assert_eq!(lookups - lookups_before, cases.len() as u64);
+    assert_eq!(statements - statements_before, 1, "one statement for all");
+}
+
 /// A customer's next usage event is prepared on the resolve kept from its last one (no resolve
 /// statement), but never once a row behind that resolve has changed, whichever Tollgate
 /// process changed it: the recording statement finds the event stale and it is resolved
