@@ -3,8 +3,8 @@
 //! A check needs one read: key, tenant, customer, live subscription and the feature's counter.
 //! Concurrent checks are resolved together, up to [`MAX_BATCH`] in one statement
 //! (`resolve::fetch_batch`), which reads each distinct caller (tenant, key or session,
-//! default plan) once and each check's customer, subscription and counter. Nothing is cached, so every check still sees the database as of
-//! its statement (a revoked key fails at once).
+//! default plan) once and each check's customer, subscription and counter. Nothing is cached,
+//! so every check still sees the database as of its statement (a revoked key fails at once).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
