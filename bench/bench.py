@@ -384,6 +384,7 @@ def report(d, out):
     grown = f"POST /v1/check, {meta.get('loaded_events', '?')} events"
     rows = [
         ("check", "POST /v1/check", load("check"), "rps"),
+        ("healthz", "GET /healthz (floor)", load("healthz"), "rps"),
         ("usage", "POST /v1/usage", load("usage"), "rps"),
         ("usage_batch", "POST /v1/usage/batch x100", load("usage_batch"), "events_per_s"),
         ("usage_hot", "POST /v1/usage 1 counter", load("usage_hot"), "rps"),
@@ -484,6 +485,17 @@ def report(d, out):
     t = targets
     lines.append(f"check / pgbench -S                  = {fmt(ratios['check_over_pgbench_select'])}"
                  f"  (target >= 0.8: {ok(t['check_ratio_ge_0.8'])}); check p99 <= 5 ms: {ok(t['check_p99_le_5ms'])}")
+    # The check target as a CPU budget, next to its floor (see "Where the CPU goes").
+    sel, hz = res.get("pgbench_select"), res.get("healthz")
+    cpus = meta.get("cpus")
+    if chk and sel and hz and cpus and sel["throughput"]:
+        budget = cpus * 1e6 / (0.8 * sel["throughput"])
+        used = lambda r: sum(v for v in (r.get("cpu_us_per_unit") or {}).values() if v is not None)
+        floor = sum((hz.get("cpu_us_per_unit") or {}).get(k) or 0 for k in ("server", "client"))
+        result["check_budget_us"] = {"budget": round(budget, 1), "check": round(used(chk), 1),
+                                     "healthz_floor": round(floor, 1)}
+        lines.append(f"  check CPU budget at 0.8 x pgbench -S = {budget:.1f} µs a check; the check "
+                     f"uses {used(chk):.1f}; GET /healthz (server + load gen) alone {floor:.1f}")
     lines.append(f"usage / pgbench usage script        = {fmt(ratios['usage_over_pgbench_usage'])}"
                  f"  (target >= 1.0: {ok(t['usage_ratio_ge_1.0'])})")
     lines.append(f"batch events / pgbench usage script = {fmt(ratios['batch_events_over_pgbench_usage'])}"

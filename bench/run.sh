@@ -164,7 +164,7 @@ API_KEY="$(timeout 600 "$PY" "$HELPER" setup "$BASE" "$ADMIN_TOKEN" "$CUSTOMERS"
 if [ "$STATEMENTS" = 1 ]; then "${PSQL[@]}" -d tollgate -c "CREATE EXTENSION pg_stat_statements"; fi
 
 # --- 5. wrk ---------------------------------------------------------------------------------
-run_wrk() {  # name path [mode [connections]]  (mode: one | batch:N | hot; see wrk.lua)
+run_wrk() {  # name path [mode [connections]]  (mode: one | batch:N | hot | get; see wrk.lua)
   local name="$1" path="$2" mode="${3:-one}" conns="${4:-$CONNECTIONS}" per=1
   case "$mode" in batch:*) per="${mode#batch:}" ;; esac
   if [ "$WARMUP_S" -gt 0 ]; then
@@ -198,6 +198,8 @@ run_wrk() {  # name path [mode [connections]]  (mode: one | batch:N | hot; see w
 }
 events() { "${PSQL[@]}" -d tollgate -At -c "SELECT count(*) FROM usage_events"; }
 run_wrk check /v1/check
+# The floor under every check: the same HTTP stack and layers, no work (bench/README.md).
+run_wrk healthz /healthz get
 run_wrk usage /v1/usage
 run_wrk usage_batch /v1/usage/batch batch:100
 run_wrk usage_hot /v1/usage hot 64

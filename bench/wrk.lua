@@ -3,7 +3,8 @@
 -- MODE "one" (default): every request is a POST of
 --   {"customer":"c<random 0..CUSTOMERS-1>","feature":"calls","quantity":1};
 -- MODE "batch:N": a POST of {"events":[N such events]} (for /v1/usage/batch);
--- MODE "hot": every request names customer c0 and feature "hot" (one counter, with a limit).
+-- MODE "hot": every request names customer c0 and feature "hot" (one counter, with a limit);
+-- MODE "get": a GET of PATH, no body (the `/healthz` floor).
 -- done() prints one "BENCH_JSON {...}" line. Responses of 400 and above are counted by wrk
 -- itself; a batch's 200 is also read for refused or invalid events (the only mode with a
 -- response() callback).
@@ -39,6 +40,10 @@ function init(args)
   if mode == "hot" then
     -- One static request, formatted by wrk once.
     wrk.body = '{"customer":"c0","feature":"hot","quantity":1}'
+    request = nil
+  elseif mode == "get" then
+    wrk.method = "GET"
+    wrk.headers["Content-Type"] = nil
     request = nil
   elseif batch == 0 then
     requests = {}
