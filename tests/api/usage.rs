@@ -3,7 +3,9 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{num, spawn_app, spawn_app_on};
+use tollgate::db::hot_pool::HotConn;
+
+use crate::helpers::{num, spawn_app, spawn_app_on, Tenant, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_limit_holds_under_200_concurrent_calls_across_two_processes() {
@@ -802,22 +804,25 @@ async fn hot_pool_reuses_only_connections_whose_work_completed() {
     assert!(pool.acquire().await.is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_checks_sharing_statements_each_get_their_own_answer() {
-    // Concurrent checks are resolved together (one statement for many); every answer must
-    // still be the asking tenant's, customer's and key's own.
-    let app = Arc::new(spawn_app().await);
+/// Two tenants with a metered `f` limited to `limit` and customers `u0..u<n-1>`, each of whom
+/// has used `step × (i + 1)` of it.
+async fn two_tenants_with_usage(
+    app: &TestApp,
+    n: usize,
+    (limit_a, step_a): (usize, usize),
+    (limit_b, step_b): (usize, usize),
+) -> (Tenant, Tenant) {
     let a = app
-        .tenant_with_plan(json!({"limit": 1000, "reset": "month"}))
+        .tenant_with_plan(json!({"limit": limit_a, "reset": "month"}))
         .await;
     let b = app
-        .tenant_with_plan(json!({"limit": 500, "reset": "month"}))
+        .tenant_with_plan(json!({"limit": limit_b, "reset": "month"}))
         .await;
-    for i in 0..10 {
+    for i in 0..n {
         let id = format!("u{i}");
         app.customer(&a, &id).await;
         app.customer(&b, &id).await;
-        for (t, q) in [(&a, i + 1), (&b, 2 * (i + 1))] {
+        for (t, q) in [(&a, step_a * (i + 1)), (&b, step_b * (i + 1))] {
             let r = app
                 .post(
                     "/v1/usage",
@@ -828,12 +833,50 @@ async fn concurrent_checks_sharing_statements_each_get_their_own_answer() {
             assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         }
     }
-    // A second key of tenant a, revoked: refused even when batched with valid checks.
-    let (revoked_key, revoked_id) = app.mint_key(&a.id).await;
-    let r = app
-        .delete(&format!("/v1/api_keys/{revoked_id}"), &a.key)
-        .await;
+    (a, b)
+}
+
+/// A new key of `t`, already revoked.
+async fn revoked_key(app: &TestApp, t: &Tenant) -> String {
+    let (key, id) = app.mint_key(&t.id).await;
+    let r = app.delete(&format!("/v1/api_keys/{id}"), &t.key).await;
     assert_eq!(r.status, StatusCode::OK);
+    key
+}
+
+/// Holds every hot connection, so that checks sent meanwhile queue up together; given back
+/// (`done`), they go to one statement.
+async fn hold_hot_connections(app: &TestApp) -> Vec<HotConn<'_>> {
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(
+            tollgate::testing::hold_hot_connection(&app.state)
+                .await
+                .unwrap(),
+        );
+    }
+    held
+}
+
+/// Waits (bounded) until `n` checks are waiting: those the worker took before it found no
+/// connection, and the rest in the channel (how many arrived together is up to timing).
+async fn until_checks_queued(app: &TestApp, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tollgate::testing::queued_checks(&app.state) < n {
+        assert!(std::time::Instant::now() < deadline, "checks never queued");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_sharing_statements_each_get_their_own_answer() {
+    // Concurrent checks are resolved together (one statement for many); every answer must
+    // still be the asking tenant's, customer's and key's own.
+    let app = Arc::new(spawn_app().await);
+    // Tenant a's customer u<i> has used i + 1 of 1000, tenant b's 2 (i + 1) of 500.
+    let (a, b) = two_tenants_with_usage(&app, 10, (1000, 1), (500, 2)).await;
+    // A second key of tenant a, revoked: refused even when batched with valid checks.
+    let revoked_key = revoked_key(&app, &a).await;
 
     let mut handles = Vec::new();
     for round in 0..20 {
@@ -916,15 +959,7 @@ async fn checks_waiting_together_are_resolved_in_one_statement() {
         assert_eq!(r.status, StatusCode::OK);
     }
     let (statements_before, lookups_before) = tollgate::testing::check_batch_stats(&app.state);
-    // Hold every hot connection, so the checks queue up behind the first.
-    let mut held = Vec::new();
-    for _ in 0..20 {
-        held.push(
-            tollgate::testing::hold_hot_connection(&app.state)
-                .await
-                .unwrap(),
-        );
-    }
+    let held = hold_hot_connections(&app).await;
     let mut handles = Vec::new();
     for i in 0..8 {
         let app = app.clone();
@@ -938,13 +973,7 @@ async fn checks_waiting_together_are_resolved_in_one_statement() {
             .await
         }));
     }
-    // Wait (bounded) until all 8 are waiting: those the worker took before it found no
-    // connection, and the rest in the channel (how many arrived together is up to timing).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tollgate::testing::queued_checks(&app.state) < 8 {
-        assert!(std::time::Instant::now() < deadline, "checks never queued");
-        tokio::task::yield_now().await;
-    }
+    until_checks_queued(&app, 8).await;
     for c in held {
         c.done();
     }
@@ -969,33 +998,10 @@ async fn checks_waiting_together_are_resolved_in_one_statement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_of_different_callers_in_one_statement_each_get_their_own() {
     let app = Arc::new(spawn_app().await);
-    let a = app
-        .tenant_with_plan(json!({"limit": 100, "reset": "month"}))
-        .await;
-    let b = app
-        .tenant_with_plan(json!({"limit": 50, "reset": "month"}))
-        .await;
-    for i in 0..4 {
-        let id = format!("u{i}");
-        app.customer(&a, &id).await;
-        app.customer(&b, &id).await;
-        for (t, q) in [(&a, i + 1), (&b, 10 * (i + 1))] {
-            let r = app
-                .post(
-                    "/v1/usage",
-                    &t.key,
-                    json!({"customer": id, "feature": "f", "quantity": q}),
-                )
-                .await;
-            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        }
-    }
+    // Tenant a's customer u<i> has used i + 1 of 100, tenant b's 10 (i + 1) of 50.
+    let (a, b) = two_tenants_with_usage(&app, 4, (100, 1), (50, 10)).await;
     let (second_key, _) = app.mint_key(&a.id).await;
-    let (revoked_key, revoked_id) = app.mint_key(&a.id).await;
-    let r = app
-        .delete(&format!("/v1/api_keys/{revoked_id}"), &a.key)
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
+    let revoked_key = revoked_key(&app, &a).await;
     let session = app
         .post("/v1/customer_sessions", &a.key, json!({"customer": "u3"}))
         .await;
@@ -1028,15 +1034,7 @@ async fn checks_of_different_callers_in_one_statement_each_get_their_own() {
         ("/v1/check", second_key, "u3", StatusCode::OK, "4", "100"),
     ];
     let (statements_before, lookups_before) = tollgate::testing::check_batch_stats(&app.state);
-    // Hold every hot connection, so the checks queue up together.
-    let mut held = Vec::new();
-    for _ in 0..20 {
-        held.push(
-            tollgate::testing::hold_hot_connection(&app.state)
-                .await
-                .unwrap(),
-        );
-    }
+    let held = hold_hot_connections(&app).await;
     let mut handles = Vec::new();
     for (path, bearer, customer, status, used, limit) in cases.clone() {
         let app = app.clone();
@@ -1056,11 +1054,7 @@ async fn checks_of_different_callers_in_one_statement_each_get_their_own() {
             }
         }));
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while tollgate::testing::queued_checks(&app.state) < cases.len() {
-        assert!(std::time::Instant::now() < deadline, "checks never queued");
-        tokio::task::yield_now().await;
-    }
+    until_checks_queued(&app, cases.len()).await;
     for c in held {
         c.done();
     }
