@@ -19,6 +19,8 @@ pub struct EmbeddedPg {
     log_file: PathBuf,
     port: u16,
     run_as: Option<(u32, u32)>,
+    /// Server settings given at start (`-c name=value`), beyond the embedded default's own.
+    settings: Vec<(String, String)>,
     /// Whether this process started the server (and so stops it).
     owned: bool,
 }
@@ -92,6 +94,12 @@ impl EmbeddedPg {
     /// Starts (initialising first if needed) the cluster under `data_dir/pg`, or attaches to
     /// one another process already started there.
     pub fn start(data_dir: &Path) -> Result<Self> {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`EmbeddedPg::start`] with server settings of the caller's (for example
+    /// `shared_preload_libraries`), given to the server at every start.
+    pub fn start_with(data_dir: &Path, settings: &[(&str, &str)]) -> Result<Self> {
         let bin_dir = find_bin_dir().ok_or(MissingBinaries)?;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -113,6 +121,10 @@ impl EmbeddedPg {
             log_file,
             port: 0,
             run_as,
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             owned: false,
         };
         if !pg.pgdata.join("PG_VERSION").exists() {
@@ -138,10 +150,13 @@ impl EmbeddedPg {
 
     fn launch(&self) -> Result<()> {
         let pg = self;
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200",
             pg.port
         );
+        for (name, value) in &pg.settings {
+            opts.push_str(&format!(" -c {name}='{value}'"));
+        }
         let status = pg
             .command("pg_ctl")
             .arg("start")
@@ -170,6 +185,12 @@ impl EmbeddedPg {
         let mut cmd = Command::new(self.bin_dir.join(tool));
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
+            // The server's own connections (an extension's, such as Citus's to its other
+            // nodes) look for client certificates under $HOME, which must be the database
+            // user's to read, not root's.
+            if let Some(dir) = self.log_file.parent() {
+                cmd.env("HOME", dir);
+            }
         }
         // Its own process group, so a terminal's Ctrl-C reaches only Tollgate, which then
         // stops the database cleanly.

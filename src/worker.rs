@@ -26,7 +26,7 @@ const DUE_BATCH: u32 = 100;
 
 /// Tidies the tables (see `db::retention::cleanup`); returns how many rows went.
 pub async fn cleanup(db: &PgPool) -> Result<u64, sqlx::Error> {
-    crate::db::retention::cleanup(db).await
+    crate::db::retention::cleanup(db, crate::clock::Clock.real_now()).await
 }
 
 /// Purges the raw usage events past their plan's retention, for tenants whose clock follows

@@ -68,8 +68,13 @@ enum Step {
     PaymentRetry,
 }
 
-/// Runs every item due at or before `until` in `scope`, earliest first, until none is left
-/// (or `max_items` were done).
+/// Tenants looked at per pass over every tenant on real time.
+const TENANTS_PER_PASS: i64 = 100;
+
+/// Runs every item due at or before `until` in `scope`, earliest first within each tenant,
+/// until none is left (or `max_items` were done). For every tenant on real time, the tenants
+/// with work due are found first (a read that locks nothing), then each one's work is claimed
+/// and run within that tenant — on Citus, on the tenant's node.
 /// Every change it makes is logged as `origin`'s (the worker's; inside a test-clock advance,
 /// with the advance's request id).
 pub async fn run(
@@ -80,8 +85,45 @@ pub async fn run(
     max_items: u32,
 ) -> Result<Processed> {
     let mut done = Processed::default();
-    while done.total() < max_items {
-        match next(db, plans, (scope, origin), until).await? {
+    match scope {
+        Scope::Tenant(tenant) => {
+            let claim = db::due::Claim {
+                tenant,
+                real_time_only: false,
+                until,
+            };
+            run_tenant(db, plans, (claim, origin), max_items, &mut done).await?;
+        }
+        Scope::RealTime => {
+            for tenant in db::due::due_tenants(db, until, TENANTS_PER_PASS).await? {
+                if done.total() >= max_items {
+                    break;
+                }
+                let claim = db::due::Claim {
+                    tenant: &tenant,
+                    real_time_only: true,
+                    until,
+                };
+                let left = max_items - done.total();
+                run_tenant(db, plans, (claim, origin), left, &mut done).await?;
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Runs one tenant's due items, earliest first, until none is left or `max_items` were done.
+async fn run_tenant(
+    db: &PgPool,
+    plans: &PlanCache,
+    (claim, origin): (db::due::Claim<'_>, &Origin),
+    max_items: u32,
+    done: &mut Processed,
+) -> Result<()> {
+    let mut n = 0;
+    while n < max_items {
+        n += 1;
+        match next(db, plans, (claim, origin)).await? {
             None => break,
             Some(Step::Finalized) => done.invoices_finalized += 1,
             Some(Step::PaymentRetry) => done.payment_retries += 1,
@@ -93,27 +135,22 @@ pub async fn run(
             },
         }
     }
-    Ok(done)
+    Ok(())
 }
 
-/// Claims and processes the earliest due item, in one transaction.
+/// Claims and processes the tenant's earliest due item, in one transaction.
 async fn next(
     db: &PgPool,
     plans: &PlanCache,
-    (scope, origin): (Scope<'_>, &Origin),
-    until: DateTime<Utc>,
+    (claim, origin): (db::due::Claim<'_>, &Origin),
 ) -> Result<Option<Step>> {
-    let tenant = match scope {
-        Scope::Tenant(t) => Some(t),
-        Scope::RealTime => None,
-    };
     let mut tx = audit::begin(db, origin).await?;
     // The earliest due period end and the earliest due finalization, each claimed (locked)
     // unless another runner holds it; the earlier of the two is processed, and the other's
     // lock is released at commit.
-    let sub = db::due::claim_period_end(&mut tx, tenant, until).await?;
-    let draft = db::due::claim_finalization(&mut tx, tenant, until).await?;
-    let retry = db::due::claim_payment_retry(&mut tx, tenant, until).await?;
+    let sub = db::due::claim_period_end(&mut tx, claim).await?;
+    let draft = db::due::claim_finalization(&mut tx, claim).await?;
+    let retry = db::due::claim_payment_retry(&mut tx, claim).await?;
 
     // The earliest item goes first; on a tie, period ends, then finalizations (a renewal's
     // draft may then be finalized in the same run), then payment retries.

@@ -50,14 +50,16 @@ pub async fn revoke(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     key_id: &ApiKeyId,
+    now: DateTime<Utc>,
 ) -> Result<Option<KeyRow>, sqlx::Error> {
     sqlx::query_as!(
         KeyRow,
-        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now())
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3)
          WHERE tenant_id = $1 AND key_id = $2
          RETURNING key_id AS \"id: ApiKeyId\", key_hint AS hint, created_at, revoked_at",
         tenant_id.as_str(),
-        key_id.as_str()
+        key_id.as_str(),
+        now
     )
     .fetch_optional(&mut *conn)
     .await

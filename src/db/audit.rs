@@ -152,13 +152,24 @@ pub async fn erase_customer(
     customer_id: &str,
 ) -> Result<u64, sqlx::Error> {
     let fields: Vec<String> = PERSONAL_FIELDS.iter().map(|f| f.to_string()).collect();
-    sqlx::query!(
-        "SELECT set_config('tollgate.erasing', $1 || '/' || $2, true)",
+    // The trigger reads `tollgate.erasing`, set for this transaction. On Citus it runs on the
+    // node that holds the tenant's shard, where only a `SET LOCAL` command reaches (with
+    // `citus.propagate_set_commands`; on one PostgreSQL both are plain settings). A setting
+    // cannot be a bind parameter: the server quotes the value into the command (`%L`).
+    let set = sqlx::query_scalar!(
+        r#"SELECT format('SET LOCAL tollgate.erasing TO %L', $1::text || '/' || $2::text) AS "set!""#,
         tenant_id.as_str(),
         customer_id
     )
     .fetch_one(&mut *conn)
     .await?;
+    sqlx::query("SET LOCAL citus.propagate_set_commands TO 'local'")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&set)
+        .persistent(false)
+        .execute(&mut *conn)
+        .await?;
     let erased = sqlx::query!(
         "UPDATE audit_log
          SET before = tollgate_erase_keys(before, $3), after = tollgate_erase_keys(after, $3)
@@ -171,8 +182,8 @@ pub async fn erase_customer(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    sqlx::query!("SELECT set_config('tollgate.erasing', '', true)")
-        .fetch_one(&mut *conn)
+    sqlx::query("SET LOCAL tollgate.erasing TO ''")
+        .execute(&mut *conn)
         .await?;
     Ok(erased)
 }

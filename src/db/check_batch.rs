@@ -12,7 +12,9 @@ use sqlx::PgConnection;
 pub use super::gather::SharedError;
 use super::gather::{Gatherer, Job};
 pub use super::resolve::Lookup;
-use super::resolve::{fetch_batch, ResolveRow};
+use super::resolve::{fetch_batch_routed, ResolveRow};
+use super::topology::Topology;
+use std::sync::Arc;
 
 /// The most checks one statement resolves.
 pub const MAX_BATCH: usize = 64;
@@ -23,6 +25,8 @@ pub type CheckBatcher = Gatherer<CheckJob>;
 pub struct CheckJob {
     /// Real time, for the counter lookup (test clocks are read from the tenant row).
     pub now: fn() -> DateTime<Utc>,
+    /// On Citus, one statement per tenant in the batch.
+    pub topology: Arc<Topology>,
 }
 
 impl Job for CheckJob {
@@ -39,6 +43,7 @@ impl Job for CheckJob {
         batch: &[Lookup],
     ) -> Result<Vec<Option<ResolveRow>>, sqlx::Error> {
         let lookups: Vec<&Lookup> = batch.iter().collect();
-        fetch_batch(conn, &lookups, (self.now)()).await
+        let per_tenant = self.topology.is_citus(conn).await?;
+        fetch_batch_routed(conn, &lookups, (self.now)(), per_tenant).await
     }
 }

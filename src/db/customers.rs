@@ -54,7 +54,7 @@ pub async fn upsert(
                name = COALESCE(EXCLUDED.name, customers.name),
                metadata = COALESCE($5, customers.metadata),
                net_days = COALESCE($6, customers.net_days),
-               updated_at = now()
+               updated_at = EXCLUDED.updated_at
            WHERE customers.deleted_at IS NULL
            RETURNING customer_id, email, name, metadata, net_days, credit_balance, created_at,
                      (xmax = 0) AS "inserted!""#,

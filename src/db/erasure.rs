@@ -38,7 +38,7 @@ pub async fn scrub_copies(
     // What a receiver answered may quote the payload back.
     sqlx::query!(
         "UPDATE webhook_deliveries d
-         SET last_error = (tollgate_scrub_values(to_jsonb(d.last_error), $3) #>> '{}')
+         SET last_error = tollgate_scrub_text(d.last_error, $3)
          FROM webhook_events e
          WHERE d.tenant_id = $1 AND e.tenant_id = d.tenant_id AND e.event_id = d.event_id
            AND d.last_error IS NOT NULL
@@ -54,7 +54,7 @@ pub async fn scrub_copies(
         "UPDATE stripe_outbox
          SET payload = tollgate_scrub_values(tollgate_erase_keys(payload, $3), $4),
              result = tollgate_scrub_values(tollgate_erase_keys(result, $3), $4),
-             last_error = (tollgate_scrub_values(to_jsonb(last_error), $4) #>> '{}')
+             last_error = tollgate_scrub_text(last_error, $4)
          WHERE tenant_id = $1 AND resource_id = $2",
         tenant_id.as_str(),
         customer_id,

@@ -2,25 +2,27 @@
 
 use sqlx::PgPool;
 
-/// Claims a key for `request_hash`; an expired record (older than 24 hours) is taken over.
-/// `false`: someone holds it.
+/// Claims a key for `request_hash` at `now` (real time); an expired record (older than 24
+/// hours) is taken over. `false`: someone holds it.
 pub async fn claim(
     db: &PgPool,
-    scope: &str,
-    key: &str,
+    (scope, key): (&str, &str),
     request_hash: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query_scalar!(
-        r#"INSERT INTO idempotency_keys (tenant_id, idempotency_key, request_hash)
-           VALUES ($1, $2, $3)
+        r#"INSERT INTO idempotency_keys (tenant_id, idempotency_key, request_hash, created_at)
+           VALUES ($1, $2, $3, $4)
            ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
                SET request_hash = EXCLUDED.request_hash, response_status = NULL,
-                   response_body = NULL, created_at = now()
-               WHERE idempotency_keys.created_at < now() - interval '24 hours'
+                   response_body = NULL, created_at = EXCLUDED.created_at
+               WHERE idempotency_keys.created_at < $5
            RETURNING true AS "claimed!""#,
         scope,
         key,
-        request_hash
+        request_hash,
+        now,
+        now - chrono::Duration::hours(24)
     )
     .fetch_optional(db)
     .await?

@@ -306,7 +306,10 @@ pub async fn mark_finalized(
         r#"UPDATE invoices SET
                status = CASE WHEN amount_due = 0 THEN 'paid' ELSE 'open' END,
                paid_at = CASE WHEN amount_due = 0 THEN $3::timestamptz END,
-               finalized_at = $3, due_date = $3 + make_interval(days => net_days),
+               finalized_at = $3,
+               -- Days in UTC (calendar periods are UTC), immutable as Citus needs.
+               due_date = ($3::timestamptz AT TIME ZONE 'UTC'
+                           + make_interval(days => net_days)) AT TIME ZONE 'UTC',
                finalize_at = NULL, updated_at = now()
            WHERE tenant_id = $1 AND invoice_id = $2
            RETURNING invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,

@@ -95,10 +95,30 @@ pub struct Claimed {
     pub api_base: Option<String>,
 }
 
-/// Claims up to `max` due rows (`FOR UPDATE SKIP LOCKED`), leasing each for `lease_secs` and
-/// counting the attempt, in one statement.
+/// Up to `max` tenants with outbox rows due, the longest waiting first. Reads only, locks
+/// nothing (on Citus one statement over every shard); each tenant's rows are then claimed on
+/// the tenant's node ([`claim_due`]).
+pub async fn due_tenants(db: &PgPool, max: i64) -> Result<Vec<TenantId>, sqlx::Error> {
+    let mut tx = super::spanning_tenants(db).await?;
+    let tenants = sqlx::query_scalar!(
+        r#"SELECT tenant_id AS "tenant_id!: TenantId" FROM stripe_outbox
+           WHERE status = 'pending' AND next_attempt_at <= now()
+           GROUP BY tenant_id
+           ORDER BY min(next_attempt_at), tenant_id
+           LIMIT $1"#,
+        max
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(tenants)
+}
+
+/// Claims up to `max` of the tenant's due rows (`FOR UPDATE SKIP LOCKED`), leasing each for
+/// `lease_secs` and counting the attempt, in one statement.
 pub async fn claim_due(
     db: &PgPool,
+    tenant_id: &TenantId,
     max: i64,
     lease_secs: f64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
@@ -106,16 +126,17 @@ pub async fn claim_due(
         Claimed,
         r#"WITH due AS (
                SELECT tenant_id, outbox_id FROM stripe_outbox
-               WHERE status = 'pending' AND next_attempt_at <= now()
-               ORDER BY next_attempt_at, outbox_id LIMIT $1
+               WHERE tenant_id = $1 AND status = 'pending' AND next_attempt_at <= now()
+               ORDER BY next_attempt_at, outbox_id LIMIT $2
                FOR UPDATE SKIP LOCKED)
            UPDATE stripe_outbox o
-              SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+              SET attempts = o.attempts + 1, next_attempt_at = now() + make_interval(secs => $3)
            FROM due, tenants t
-           WHERE o.tenant_id = due.tenant_id AND o.outbox_id = due.outbox_id
-             AND t.tenant_id = o.tenant_id
+           WHERE o.tenant_id = $1 AND o.tenant_id = due.tenant_id AND o.outbox_id = due.outbox_id
+             AND t.tenant_id = $1
            RETURNING o.tenant_id AS "tenant_id: TenantId", o.outbox_id, o.kind, o.resource_id, o.payload, o.attempts,
                      o.result, t.stripe_secret_key AS secret_key, t.stripe_api_base AS api_base"#,
+        tenant_id.as_str(),
         max,
         lease_secs
     )
@@ -254,6 +275,8 @@ pub struct Outcome<'a> {
     pub wait_secs: f64,
     /// 1 when the attempt is not to count (a deferral), else 0.
     pub attempts_back: i32,
+    /// When it was sent (real time; kept only for a sent row).
+    pub at: DateTime<Utc>,
 }
 
 /// Writes an attempt's outcome; `false` when the lease ran out and another worker owns the
@@ -268,7 +291,7 @@ pub async fn record_outcome(
          SET status = $4, last_error = COALESCE($5, last_error),
              next_attempt_at = now() + make_interval(secs => $6),
              attempts = attempts - $7,
-             sent_at = CASE WHEN $4 = 'sent' THEN now() END
+             sent_at = CASE WHEN $4 = 'sent' THEN $8::timestamptz END
          WHERE tenant_id = $1 AND outbox_id = $2 AND attempts = $3 AND status = 'pending'",
         row.tenant_id.as_str(),
         row.outbox_id,
@@ -276,7 +299,8 @@ pub async fn record_outcome(
         o.status,
         o.error,
         o.wait_secs,
-        o.attempts_back
+        o.attempts_back,
+        o.at
     )
     .execute(&mut *conn)
     .await?;

@@ -81,12 +81,20 @@ struct BatchRow {
 
 /// The resolve query with a counter, for many lookups in one statement (see `check_batch`).
 /// Returns one entry per lookup, in order; `None` where the tenant does not exist.
+///
+/// Every table is read for the lookups' tenants only (`tenant_id = ANY(the tenants)`), and
+/// the stamps are written out rather than called (`tollgate_tenant_stamp`,
+/// `tollgate_customer_stamp` read tables themselves): so on Citus, where the caller passes
+/// one tenant's lookups, the statement is a router query on the tenant's node.
 pub async fn fetch_batch(
     conn: &mut PgConnection,
     lookups: &[&Lookup],
     now: DateTime<Utc>,
 ) -> Result<Vec<Option<ResolveRow>>, sqlx::Error> {
     let tenants: Vec<&str> = lookups.iter().map(|l| l.tenant_id.as_str()).collect();
+    let mut distinct = tenants.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
     let hashes: Vec<&[u8]> = lookups.iter().map(|l| l.key_hash.as_slice()).collect();
     let customers: Vec<&str> = lookups.iter().map(|l| l.customer.as_str()).collect();
     let features: Vec<&str> = lookups.iter().map(|l| l.feature.as_str()).collect();
@@ -104,32 +112,39 @@ pub async fn fetch_batch(
            SELECT d.tenant_id AS caller_tenant, d.key_hash, d.is_session, t.tenant_id, t.mode,
                   t.default_plan, t.warning_threshold, t.critical_threshold, t.test_clock_now,
                   t.default_version, k.key_id, k.session_customer,
-                  -- A usage event's tenant stamp (no feature), checked when it is recorded.
-                  -- The key is the one this resolve checks, when it checks one.
+                  -- A usage event's tenant stamp (no feature), checked when it is recorded:
+                  -- tollgate_tenant_stamp written out. The key is the one this resolve
+                  -- checks, when it checks one.
                   CASE WHEN d.usage AND t.tenant_id IS NOT NULL THEN
-                      tollgate_tenant_stamp(d.tenant_id, CASE WHEN NOT d.is_session
-                                                              THEN NULLIF(d.key_hash, ''::bytea) END)
+                      t.xmin::text
+                      || '/' || coalesce((SELECT p.xmin::text FROM plans p
+                                          WHERE p.tenant_id = ANY($7) AND p.tenant_id = t.tenant_id
+                                            AND p.plan_key = t.default_plan), '')
+                      || '/' || CASE WHEN NOT d.is_session THEN coalesce(k.key_xmin, '') ELSE '' END
                   END AS tenant_stamp
            FROM (SELECT r.tenant_id, r.key_hash, r.is_session, bool_or(r.feature_key = '') AS usage
                  FROM r GROUP BY 1, 2, 3) d
            LEFT JOIN LATERAL (
                SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
-                      t.critical_threshold, t.test_clock_now,
+                      t.critical_threshold, t.test_clock_now, t.xmin,
                       (SELECT p.latest_version FROM plans p
-                        WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version
-               FROM tenants t WHERE t.tenant_id = d.tenant_id OFFSET 0) t ON true
+                        WHERE p.tenant_id = ANY($7) AND p.tenant_id = t.tenant_id
+                          AND p.plan_key = t.default_plan) AS default_version
+               FROM tenants t WHERE t.tenant_id = ANY($7) AND t.tenant_id = d.tenant_id OFFSET 0) t ON true
            LEFT JOIN LATERAL (
-               SELECT k.key_id, NULL::text AS session_customer FROM api_keys k
-               WHERE NOT d.is_session AND k.tenant_id = d.tenant_id AND k.key_hash = d.key_hash
-                 AND k.revoked_at IS NULL
+               SELECT k.key_id, NULL::text AS session_customer, k.xmin::text AS key_xmin
+               FROM api_keys k
+               WHERE NOT d.is_session AND k.tenant_id = ANY($7) AND k.tenant_id = d.tenant_id
+                 AND k.key_hash = d.key_hash AND k.revoked_at IS NULL
                UNION ALL
-               SELECT s.session_id, s.customer_id FROM customer_sessions s
-               WHERE d.is_session AND s.tenant_id = d.tenant_id AND s.token_hash = d.key_hash
-                 AND s.revoked_at IS NULL AND s.expires_at > now()
+               SELECT s.session_id, s.customer_id, NULL FROM customer_sessions s
+               WHERE d.is_session AND s.tenant_id = ANY($7) AND s.tenant_id = d.tenant_id
+                 AND s.token_hash = d.key_hash
+                 AND s.revoked_at IS NULL AND s.expires_at > $5
                  -- An erased customer's sessions end with it.
                  AND EXISTS (SELECT 1 FROM customers e
-                             WHERE e.tenant_id = s.tenant_id AND e.customer_id = s.customer_id
-                               AND e.deleted_at IS NULL)
+                             WHERE e.tenant_id = ANY($7) AND e.tenant_id = s.tenant_id
+                               AND e.customer_id = s.customer_id AND e.deleted_at IS NULL)
                LIMIT 1) k ON true)
        SELECT r.ord AS "ord!", a.tenant_id AS "tenant_id?: TenantId", a.mode AS "mode?",
               a.default_plan, a.warning_threshold AS "warning_threshold?",
@@ -142,32 +157,35 @@ pub async fn fetch_batch(
               s.current_period_end AS "current_period_end?",
               a.default_version AS "default_version?",
               u.period_start AS "counter_start?", u.used AS "counter_used?",
-              -- A usage event's stamps, checked when it is recorded.
+              -- A usage event's stamps, checked when it is recorded (the customer's is
+              -- tollgate_customer_stamp written out).
               CASE WHEN r.feature_key = '' AND c.customer_id IS NOT NULL THEN a.tenant_stamp
               END AS tenant_stamp,
               CASE WHEN r.feature_key = '' AND c.customer_id IS NOT NULL THEN
-                  tollgate_customer_stamp(r.tenant_id, c.customer_id)
+                  c.xmin::text || '/' || coalesce(s.xmin::text, '')
               END AS customer_stamp
        FROM r
        JOIN a ON a.caller_tenant = r.tenant_id AND a.key_hash = r.key_hash
              AND a.is_session = r.is_session
        LEFT JOIN LATERAL (
-           SELECT c.customer_id FROM customers c
-           WHERE c.tenant_id = r.tenant_id
+           SELECT c.customer_id, c.xmin FROM customers c
+           WHERE c.tenant_id = ANY($7) AND c.tenant_id = r.tenant_id
              AND c.customer_id = CASE WHEN r.is_session THEN a.session_customer
                                       ELSE r.customer_id END
              AND c.deleted_at IS NULL OFFSET 0) c ON true
        LEFT JOIN LATERAL (
            SELECT s.plan_key, s.plan_version, s.interval, s.billing_anchor,
-                  s.current_period_start, s.current_period_end
+                  s.current_period_start, s.current_period_end, s.xmin
            FROM subscriptions s
-           WHERE s.tenant_id = r.tenant_id AND s.customer_id = c.customer_id
+           WHERE s.tenant_id = ANY($7) AND s.tenant_id = r.tenant_id
+             AND s.customer_id = c.customer_id
              AND s.status IN ('trialing', 'active', 'past_due') OFFSET 0) s ON true
        LEFT JOIN LATERAL (
            -- No feature (a usage event's resolve): no counter, and no probe for one.
            SELECT x.period_start, x.used FROM usage_counters x
            WHERE r.feature_key <> ''
-             AND x.tenant_id = r.tenant_id AND x.customer_id = c.customer_id
+             AND x.tenant_id = ANY($7) AND x.tenant_id = r.tenant_id
+             AND x.customer_id = c.customer_id
              AND x.feature_key = r.feature_key
              AND x.period_start <= COALESCE(a.test_clock_now, $5)
            ORDER BY x.period_start DESC LIMIT 1) u ON true"#,
@@ -176,11 +194,35 @@ pub async fn fetch_batch(
         &customers as &[&str],
         &features as &[&str],
         now,
-        &sessions as &[bool]
+        &sessions as &[bool],
+        &distinct as &[&str]
     )
     .fetch_all(&mut *conn)
     .await?;
     Ok(in_order(rows, lookups.len()))
+}
+
+/// [`fetch_batch`] for lookups of any tenants, as one statement per tenant when `per_tenant`
+/// (on Citus: each a router query on its tenant's node), else as one statement.
+pub async fn fetch_batch_routed(
+    conn: &mut PgConnection,
+    lookups: &[&Lookup],
+    now: DateTime<Utc>,
+    per_tenant: bool,
+) -> Result<Vec<Option<ResolveRow>>, sqlx::Error> {
+    if !per_tenant {
+        return fetch_batch(conn, lookups, now).await;
+    }
+    let mut out: Vec<Option<ResolveRow>> = Vec::with_capacity(lookups.len());
+    out.resize_with(lookups.len(), || None);
+    for group in super::topology::by_tenant(lookups, |l| l.tenant_id.as_str()) {
+        let these: Vec<&Lookup> = group.iter().map(|&i| lookups[i]).collect();
+        let rows = fetch_batch(conn, &these, now).await?;
+        for (i, row) in group.into_iter().zip(rows) {
+            out[i] = row;
+        }
+    }
+    Ok(out)
 }
 
 /// The resolve query for many customers of one tenant whose caller is already authenticated
@@ -196,10 +238,11 @@ pub async fn fetch_customers(
         BatchRow,
         r#"WITH t AS MATERIALIZED (
            SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
-                  t.critical_threshold, t.test_clock_now,
-                  (SELECT p.latest_version FROM plans p
-                    WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version
-           FROM tenants t WHERE t.tenant_id = $1)
+                  t.critical_threshold, t.test_clock_now, p.latest_version AS default_version,
+                  t.xmin::text || '/' || coalesce(p.xmin::text, '') || '/' AS stamp
+           FROM tenants t
+           LEFT JOIN plans p ON p.tenant_id = $1 AND p.plan_key = t.default_plan
+           WHERE t.tenant_id = $1)
        SELECT r.ord AS "ord!", t.tenant_id AS "tenant_id?: TenantId", t.mode AS "mode?",
               t.default_plan, t.warning_threshold AS "warning_threshold?",
               t.critical_threshold AS "critical_threshold?", t.test_clock_now,
@@ -211,21 +254,23 @@ pub async fn fetch_customers(
               s.current_period_end AS "current_period_end?",
               t.default_version AS "default_version?",
               NULL::timestamptz AS "counter_start?", NULL::numeric AS "counter_used?",
-              tollgate_tenant_stamp(t.tenant_id, NULL) AS tenant_stamp,
+              -- The stamps (tollgate_tenant_stamp with no key, and
+              -- tollgate_customer_stamp, written out).
+              t.stamp AS tenant_stamp,
               CASE WHEN c.customer_id IS NOT NULL THEN
-                  tollgate_customer_stamp(t.tenant_id, c.customer_id)
+                  c.xmin::text || '/' || coalesce(s.xmin::text, '')
               END AS customer_stamp
        FROM unnest($2::text[]) WITH ORDINALITY AS r(customer_id, ord)
        CROSS JOIN t
        LEFT JOIN LATERAL (
-           SELECT c.customer_id FROM customers c
-           WHERE c.tenant_id = t.tenant_id AND c.customer_id = r.customer_id
+           SELECT c.customer_id, c.xmin FROM customers c
+           WHERE c.tenant_id = $1 AND c.customer_id = r.customer_id
              AND c.deleted_at IS NULL OFFSET 0) c ON true
        LEFT JOIN LATERAL (
            SELECT s.plan_key, s.plan_version, s.interval, s.billing_anchor,
-                  s.current_period_start, s.current_period_end
+                  s.current_period_start, s.current_period_end, s.xmin
            FROM subscriptions s
-           WHERE s.tenant_id = t.tenant_id AND s.customer_id = c.customer_id
+           WHERE s.tenant_id = $1 AND s.customer_id = c.customer_id
              AND s.status IN ('trialing', 'active', 'past_due') OFFSET 0) s ON true"#,
         tenant_id.as_str(),
         customers as &[&str]

@@ -52,15 +52,17 @@ pub async fn revoke(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     session_id: &CustomerSessionId,
+    now: DateTime<Utc>,
 ) -> Result<Option<SessionRow>, sqlx::Error> {
     sqlx::query_as!(
         SessionRow,
-        r#"UPDATE customer_sessions SET revoked_at = COALESCE(revoked_at, now())
+        r#"UPDATE customer_sessions SET revoked_at = COALESCE(revoked_at, $3)
            WHERE tenant_id = $1 AND session_id = $2
            RETURNING session_id AS "session_id: CustomerSessionId", customer_id, expires_at,
                      revoked_at, created_at"#,
         tenant_id.as_str(),
-        session_id.as_str()
+        session_id.as_str(),
+        now
     )
     .fetch_optional(&mut *conn)
     .await

@@ -66,7 +66,7 @@ pub enum Outcome {
 }
 
 /// Records a batch of events in one statement, so in one transaction and one commit
-/// (`tollgate_record_usage_batch`, migrations 10, 20261130000001 and 20261130000002): the
+/// (`tollgate_record_usage_batch`, version 8: migration 20261207000003): the
 /// events (deduplicated by id, also within the batch), their counters (coalesced per counter,
 /// applied in arrival order against the ceiling), the alerts they cross into (with their
 /// webhook events) and their Stripe meter outbox rows commit or abort together. Each event is
@@ -109,6 +109,12 @@ pub async fn record_batch(
         .map(|e| e.stamps.key_hash.as_deref())
         .collect();
     let tenant_stamps = col(|e| &e.stamps.tenant);
+    // The one tenant of every event, when there is one (always on Citus, where the call is
+    // then routed to the tenant's node); else the statement spans the events' tenants.
+    let scope = tenants
+        .iter()
+        .all(|t| *t == tenants[0])
+        .then_some(tenants[0]);
     let customer_stamps = col(|e| &e.stamps.customer);
     let rows = sqlx::query!(
         r#"SELECT out_ord AS "ord!", out_outcome AS "outcome!", out_used AS used,
@@ -116,7 +122,8 @@ pub async fn record_batch(
                   out_quantity AS "quantity!", out_occurred_at AS "occurred_at!"
            FROM tollgate_record_usage_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
                                             $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-                                            $23)"#,
+                                            $23, $24)"#,
+        scope,
         &tenants as &[&str],
         &ids as &[&str],
         &customers as &[&str],

@@ -179,10 +179,30 @@ pub struct Claimed {
     pub payload: serde_json::Value,
 }
 
-/// Claims up to `max` due deliveries (`FOR UPDATE SKIP LOCKED`), leasing each for
-/// `lease_secs` and counting the attempt, in one statement.
+/// Up to `max` tenants with deliveries due, the longest waiting first. Reads only, locks
+/// nothing (on Citus one statement over every shard); each tenant's deliveries are then
+/// claimed on the tenant's node ([`claim_due`]).
+pub async fn due_tenants(db: &PgPool, max: i64) -> Result<Vec<TenantId>, sqlx::Error> {
+    let mut tx = super::spanning_tenants(db).await?;
+    let tenants = sqlx::query_scalar!(
+        r#"SELECT tenant_id AS "tenant_id!: TenantId" FROM webhook_deliveries
+           WHERE status = 'pending' AND next_attempt_at <= now()
+           GROUP BY tenant_id
+           ORDER BY min(next_attempt_at), tenant_id
+           LIMIT $1"#,
+        max
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(tenants)
+}
+
+/// Claims up to `max` of the tenant's due deliveries (`FOR UPDATE SKIP LOCKED`), leasing
+/// each for `lease_secs` and counting the attempt, in one statement.
 pub async fn claim_due(
     db: &PgPool,
+    tenant_id: &TenantId,
     max: i64,
     lease_secs: f64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
@@ -190,20 +210,21 @@ pub async fn claim_due(
         Claimed,
         r#"WITH due AS (
                SELECT tenant_id, endpoint_id, event_id FROM webhook_deliveries
-               WHERE status = 'pending' AND next_attempt_at <= now()
-               ORDER BY next_attempt_at LIMIT $1
+               WHERE tenant_id = $1 AND status = 'pending' AND next_attempt_at <= now()
+               ORDER BY next_attempt_at LIMIT $2
                FOR UPDATE SKIP LOCKED)
            UPDATE webhook_deliveries d
               SET attempts = d.attempts + 1, last_attempt_at = now(),
-                  next_attempt_at = now() + make_interval(secs => $2)
+                  next_attempt_at = now() + make_interval(secs => $3)
            FROM due, webhook_endpoints w, webhook_events e
-           WHERE d.tenant_id = due.tenant_id AND d.endpoint_id = due.endpoint_id
-             AND d.event_id = due.event_id
-             AND w.tenant_id = d.tenant_id AND w.endpoint_id = d.endpoint_id
-             AND e.tenant_id = d.tenant_id AND e.event_id = d.event_id
+           WHERE d.tenant_id = $1 AND d.tenant_id = due.tenant_id
+             AND d.endpoint_id = due.endpoint_id AND d.event_id = due.event_id
+             AND w.tenant_id = $1 AND w.endpoint_id = d.endpoint_id
+             AND e.tenant_id = $1 AND e.event_id = d.event_id
            RETURNING d.tenant_id AS "tenant_id: TenantId", d.endpoint_id AS "endpoint_id: EndpointId", d.event_id, d.attempts, d.created_at,
                      w.url, w.secret, (w.deleted_at IS NOT NULL) AS "endpoint_deleted!",
                      e.payload"#,
+        tenant_id.as_str(),
         max,
         lease_secs
     )

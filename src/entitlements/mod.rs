@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::db::check_batch::{CheckBatcher, CheckJob};
 use crate::db::hot_pool::HotPool;
 use crate::db::plans::PlanCache;
+use crate::db::topology::Topology;
 use resolve_cache::ResolveCache;
 use usage_job::{UsageBatcher, UsageJob};
 
@@ -51,11 +52,13 @@ impl Entitlements {
     ) -> Self {
         let max = db.options().get_max_connections() as usize;
         let hot = Arc::new(HotPool::new((*db.connect_options()).clone(), max));
+        let topology = Arc::new(Topology::default());
         let checks = CheckBatcher::new(
             hot.clone(),
             check_workers.clamp(1, max.max(1)),
             CheckJob {
                 now: Clock::real_time,
+                topology: topology.clone(),
             },
         );
         let resolved = Arc::new(ResolveCache::default());
@@ -67,6 +70,7 @@ impl Entitlements {
                 plans: plans.clone(),
                 clock: clock.clone(),
                 resolved: resolved.clone(),
+                topology,
             },
         );
         Entitlements {

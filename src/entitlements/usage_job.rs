@@ -23,9 +23,10 @@ use crate::clock::Clock;
 use crate::db::gather::SharedError;
 use crate::db::gather::{Gatherer, Job};
 use crate::db::plans::PlanCache;
-use crate::db::resolve::{fetch_batch, Lookup};
+use crate::db::resolve::{fetch_batch_routed, Lookup};
+use crate::db::topology::Topology;
 use crate::db::usage::{NewEvent, Outcome};
-use crate::db::usage_batch::{record_isolated, Answers, MAX_BATCH, MAX_EVENTS, PARALLEL_EVENTS};
+use crate::db::usage_batch::{record_routed, Answers, MAX_BATCH, MAX_EVENTS, PARALLEL_EVENTS};
 use crate::error::{Error, Result};
 use crate::tenancy::Caller;
 
@@ -39,6 +40,8 @@ pub struct UsageJob {
     pub clock: Clock,
     /// Resolves kept for the next events of the same customers.
     pub resolved: Arc<ResolveCache>,
+    /// On Citus, one resolve and one recording statement per tenant in the batch.
+    pub topology: Arc<Topology>,
 }
 
 /// How many times a single event is resolved and recorded in one statement's turn: kept, then
@@ -107,11 +110,12 @@ impl Job for UsageJob {
         // retry is answered as a duplicate (the connection may hold half a response, so the
         // gatherer must see the failure to drop it).
         let mut todo: Vec<usize> = (0..singles.len()).collect();
+        let per_tenant = self.topology.is_citus(conn).await?;
         for round in 0..ROUNDS {
             // 1. The single events' callers, customers and plans: kept, or in one statement;
             // each single event against its plan.
             let prepared = self
-                .prepare_singles(conn, &singles, &todo, round > 0)
+                .prepare_singles(conn, &singles, &todo, (round > 0, per_tenant))
                 .await?;
             // 2. Every event, in one statement (the batch requests' in the first round).
             let mut events: Vec<&NewEvent> = Vec::new();
@@ -132,7 +136,7 @@ impl Job for UsageJob {
             let mut answers = if events.is_empty() {
                 Vec::new()
             } else {
-                record_isolated(conn, &events).await?
+                record_routed(conn, &events, per_tenant).await?
             }
             .into_iter();
             if round == 0 {
@@ -206,7 +210,7 @@ impl UsageJob {
         conn: &mut PgConnection,
         singles: &[&Single],
         todo: &[usize],
-        fresh: bool,
+        (fresh, per_tenant): (bool, bool),
     ) -> std::result::Result<Vec<PreparedSingle>, sqlx::Error> {
         let keys: Vec<_> = todo
             .iter()
@@ -232,7 +236,7 @@ impl UsageJob {
                     })
                     .collect();
                 let lookups: Vec<&Lookup> = lookups.iter().collect();
-                fetch_batch(lookup, &lookups, now).await
+                fetch_batch_routed(lookup, &lookups, now, per_tenant).await
             })
             .await?;
         let mut prepared = Vec::with_capacity(todo.len());

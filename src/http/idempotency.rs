@@ -79,7 +79,8 @@ pub async fn idempotency(
     hasher.update(&bytes);
     let request_hash = hasher.finalize().to_vec();
 
-    let claimed = db::claim(&state.db, &scope, &key, &request_hash).await?;
+    let now = crate::clock::Clock.real_now();
+    let claimed = db::claim(&state.db, (&scope, &key), &request_hash, now).await?;
 
     if !claimed {
         let prior = db::prior(&state.db, &scope, &key).await?;

@@ -185,7 +185,7 @@ pub async fn revoke(
     now: DateTime<Utc>,
 ) -> Result<CustomerSession> {
     let mut tx = audit::begin(db, origin).await?;
-    let row = db::sessions::revoke(&mut tx, tenant_id, session_id)
+    let row = db::sessions::revoke(&mut tx, tenant_id, session_id, now)
         .await?
         .ok_or_else(Error::no_such::<CustomerSessionId>)?;
     let shown = CustomerSession::from(row);

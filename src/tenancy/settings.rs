@@ -304,7 +304,7 @@ pub async fn revoke_key(
     now: DateTime<Utc>,
 ) -> Result<ApiKey> {
     let mut tx = audit::begin(db, origin).await?;
-    let key = db::api_keys::revoke(&mut tx, tenant_id, key_id)
+    let key = db::api_keys::revoke(&mut tx, tenant_id, key_id, now)
         .await?
         .map(ApiKey::from)
         .ok_or_else(Error::no_such::<ApiKeyId>)?;

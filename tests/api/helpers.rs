@@ -15,74 +15,110 @@ use tollgate::config::Secret;
 use tollgate::embedded_pg::EmbeddedPg;
 use tollgate::AppState;
 
+use crate::cluster::{self, Cluster};
+
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// `(server url with a trailing database placeholder removed, maintenance db)`.
-fn server() -> &'static (String, String) {
-    static SERVER: OnceLock<(String, String)> = OnceLock::new();
+/// Where the tests' databases live.
+enum Server {
+    /// One PostgreSQL: `(server url without a database, maintenance database)`.
+    Single(String, String),
+    /// A local Citus cluster (`TOLLGATE_TEST_CITUS=1`): a coordinator and two workers.
+    Citus(Cluster),
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             if !url.is_empty() {
                 let (base, db) = url.rsplit_once('/').expect("DATABASE_URL has a database");
                 let db = db.split('?').next().unwrap_or("postgres").to_string();
-                return (base.to_string(), db);
+                return Server::Single(base.to_string(), db);
             }
         }
         let dir = std::env::temp_dir().join(format!("tollgate-test-pg-{}", std::process::id()));
+        if cluster::enabled() {
+            let c = Cluster::start(&dir, 2);
+            let pids: Vec<_> = std::iter::once(&c.coordinator)
+                .chain(&c.workers)
+                .map(|pg| pg.pgdata().join("postmaster.pid"))
+                .collect();
+            watch(&pids, &dir);
+            return Server::Citus(c);
+        }
         let _ = std::fs::remove_dir_all(&dir);
         let mut pg = EmbeddedPg::start(&dir).expect("starting a throwaway PostgreSQL for tests");
         pg.disown();
-        // A watchdog stops the cluster and removes it when this process exits, however it
-        // exits: it waits for EOF on a pipe that only this process holds open.
-        let pid_file = pg.pgdata().join("postmaster.pid");
-        let script = format!(
-            "cat >/dev/null; kill -QUIT $(head -n1 '{}') 2>/dev/null; sleep 1; rm -rf '{}'",
-            pid_file.display(),
-            dir.display()
-        );
-        // Leaked on purpose: the watchdog must outlive every test, and its stdin (owned by
-        // the leaked Child) stays open until this process exits.
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("starting the test cluster watchdog");
-        let child: &'static mut std::process::Child = Box::leak(Box::new(child));
-        if let Some(stdin) = child.stdin.as_mut() {
-            stdin.flush().ok();
-        }
-        (
+        watch(&[pg.pgdata().join("postmaster.pid")], &dir);
+        Server::Single(
             format!("postgres://postgres@127.0.0.1:{}", pg.port()),
             "postgres".to_string(),
         )
     })
 }
 
+/// A watchdog stops the servers whose pid files are given and removes `dir` when this process
+/// exits, however it exits: it waits for EOF on a pipe that only this process holds open.
+fn watch(pid_files: &[std::path::PathBuf], dir: &std::path::Path) {
+    let kills: String = pid_files
+        .iter()
+        .map(|f| format!("kill -QUIT $(head -n1 '{}') 2>/dev/null; ", f.display()))
+        .collect();
+    let script = format!("cat >/dev/null; {kills}sleep 1; rm -rf '{}'", dir.display());
+    // Leaked on purpose: the watchdog must outlive every test, and its stdin (owned by the
+    // leaked Child) stays open until this process exits.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("starting the test cluster watchdog");
+    let child: &'static mut std::process::Child = Box::leak(Box::new(child));
+    if let Some(stdin) = child.stdin.as_mut() {
+        stdin.flush().ok();
+    }
+}
+
+/// Whether this suite runs on Citus.
+pub fn on_citus() -> bool {
+    matches!(server(), Server::Citus(_))
+}
+
 use std::os::unix::process::CommandExt;
+
+async fn create_database(base: &str, maint: &str, sql: &str) {
+    let mut conn = PgConnection::connect(&format!("{base}/{maint}"))
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+}
 
 /// The migrated template database of this process.
 async fn template() -> &'static str {
     static TEMPLATE: OnceCell<String> = OnceCell::const_new();
     TEMPLATE
         .get_or_init(|| async {
-            let (base, maint) = server();
             let name = format!("tg_tpl_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = PgConnection::connect(&format!("{base}/{maint}"))
-                .await
-                .unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let mut tpl = PgConnection::connect(&format!("{base}/{name}"))
-                .await
-                .unwrap();
+            let url = match server() {
+                Server::Single(base, maint) => {
+                    create_database(base, maint, &format!("CREATE DATABASE {name}")).await;
+                    format!("{base}/{name}")
+                }
+                Server::Citus(c) => {
+                    c.create_database(&name).await;
+                    c.url(&name)
+                }
+            };
+            let mut tpl = PgConnection::connect(&url).await.unwrap();
             tollgate::MIGRATOR.run(&mut tpl).await.unwrap();
             tpl.close().await.unwrap();
+            if let Server::Citus(c) = server() {
+                c.seal_template(&name).await;
+            }
             name
         })
         .await
@@ -91,30 +127,38 @@ async fn template() -> &'static str {
 /// A fresh, migrated database for one test.
 pub async fn fresh_database() -> String {
     let tpl = template().await;
-    let (base, maint) = server();
     let name = format!("tg_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&format!("{base}/{maint}"))
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {tpl}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    format!("{base}/{name}")
+    match server() {
+        Server::Single(base, maint) => {
+            create_database(
+                base,
+                maint,
+                &format!("CREATE DATABASE {name} TEMPLATE {tpl}"),
+            )
+            .await;
+            format!("{base}/{name}")
+        }
+        Server::Citus(c) => {
+            c.clone_database(tpl, &name).await;
+            c.url(&name)
+        }
+    }
 }
 
-/// A fresh database with nothing in it (not migrated).
+/// A fresh database with nothing in it (not migrated; on Citus, prepared as an operator
+/// prepares one: the extension on every node, the workers registered).
 pub async fn empty_database() -> String {
-    let (base, maint) = server();
     let name = format!("tg_empty_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&format!("{base}/{maint}"))
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    format!("{base}/{name}")
+    match server() {
+        Server::Single(base, maint) => {
+            create_database(base, maint, &format!("CREATE DATABASE {name}")).await;
+            format!("{base}/{name}")
+        }
+        Server::Citus(c) => {
+            c.create_database(&name).await;
+            c.url(&name)
+        }
+    }
 }
 
 pub struct TestApp {
@@ -149,6 +193,17 @@ pub async fn spawn_app_on(db_url: &str) -> TestApp {
 
 /// An app on `db_url` with `usage_workers` usage statements in flight at most.
 pub async fn spawn_app_with(db_url: &str, usage_workers: Option<usize>) -> TestApp {
+    // The app's warnings and errors (a 500's cause among them) go to the test's captured
+    // output, shown when it fails (`RUST_LOG` for more).
+    static LOGS: OnceLock<()> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
     let db = PgPoolOptions::new()
         .max_connections(20)
         .connect(db_url)

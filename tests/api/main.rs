@@ -4,6 +4,7 @@
 mod analytics;
 mod browser;
 mod cli;
+mod cluster;
 mod console;
 mod conventions;
 mod credit;
