@@ -77,6 +77,10 @@ BEGIN
 END;
 $$;
 
+-- Version 1 to 3's one-event function, unused since the group commit (migration 10).
+DROP FUNCTION tollgate_record_usage(text, text, text, text, numeric, timestamptz, timestamptz,
+                                    timestamptz, text, boolean, jsonb, boolean, numeric);
+
 DROP FUNCTION tollgate_record_usage_batch(text[], text[], text[], text[], numeric[],
                                           timestamptz[], timestamptz[], timestamptz[], text[],
                                           boolean[], jsonb[], boolean[], numeric[], numeric[],
@@ -438,7 +442,18 @@ CREATE FUNCTION tollgate_usage_meter_events(
     p_first integer[])
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    -- The tenants connected to Stripe, read first: an insert whose rows come from arrays
+    -- may not also read a table in a subquery on Citus (stripe_outbox's id is made where
+    -- the rows are, so the insert is planned apart from its select).
+    v_connected text[];
 BEGIN
+    SELECT coalesce(array_agg(t.tenant_id), '{}') INTO v_connected
+    FROM tenants t
+    WHERE t.tenant_id = ANY (p_scope) AND t.stripe_secret_key IS NOT NULL;
+    IF v_connected = '{}' THEN
+        RETURN;
+    END IF;
     INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
     SELECT i.t, 'meter_event', i.e,
            jsonb_build_object('event_name', i.meter, 'customer', i.c, 'value', i.q,
@@ -447,9 +462,7 @@ BEGIN
                 p_meter_event, p_state, p_first)
              WITH ORDINALITY AS i(t, e, c, q, at, b, meter, s, first, ord)
     WHERE i.s = 'recorded' AND i.first = i.ord AND i.b AND i.meter IS NOT NULL
-      AND EXISTS (SELECT 1 FROM tenants t
-                  WHERE t.tenant_id = ANY (p_scope)
-                    AND t.tenant_id = i.t AND t.stripe_secret_key IS NOT NULL)
+      AND i.t = ANY (v_connected)
     ORDER BY i.ord;
 END;
 $$;

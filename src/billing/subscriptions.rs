@@ -65,15 +65,11 @@ pub async fn get(
 /// (Invoicing it is `billing::lifecycle::start`'s job.)
 pub async fn create(conn: &mut PgConnection, new: &NewSubscription<'_>) -> Result<SubscriptionRow> {
     let id: SubscriptionId = crate::ids::new();
-    let row = db::create(conn, &id, new).await.map_err(|e| {
-        if crate::db::is_unique_violation(&e, db::ONE_LIVE_PER_CUSTOMER) {
-            Error::conflict(
-                "subscription_exists",
-                "The customer already has a live subscription; change it instead.",
-            )
-        } else {
-            e.into()
-        }
+    let row = db::create(conn, &id, new).await?.ok_or_else(|| {
+        Error::conflict(
+            "subscription_exists",
+            "The customer already has a live subscription; change it instead.",
+        )
     })?;
     db::record_history(conn, new.tenant_id, &row, "created", new.now).await?;
     emit(conn, new.tenant_id, events::SUBSCRIPTION_CREATED, &row).await?;

@@ -29,7 +29,7 @@ pub async fn live(
         r#"SELECT s.plan_key, s.plan_version, s.interval AS "interval: Interval",
                   s.status AS "status: SubscriptionStatus",
                   (SELECT count(*) FROM customer_members m
-                    WHERE m.tenant_id = s.tenant_id AND m.customer_id = s.customer_id) AS "members!"
+                    WHERE m.tenant_id = $1 AND m.customer_id = s.customer_id) AS "members!"
            FROM subscriptions s
            WHERE s.tenant_id = $1 AND s.status IN ('trialing', 'active', 'past_due')"#,
         tenant_id.as_str()

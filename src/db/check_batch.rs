@@ -5,6 +5,9 @@
 //! (`resolve::fetch_batch`), which reads each distinct caller (tenant, key or session,
 //! default plan) once and each check's customer, subscription and counter. Nothing is cached,
 //! so every check still sees the database as of its statement (a revoked key fails at once).
+//!
+//! On Citus the batch is one statement per tenant, each on the tenant's node; a statement
+//! the database refuses (its node is down) fails only its own tenant's checks.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -12,8 +15,8 @@ use sqlx::PgConnection;
 pub use super::gather::SharedError;
 use super::gather::{Gatherer, Job};
 pub use super::resolve::Lookup;
-use super::resolve::{fetch_batch_routed, ResolveRow};
-use super::topology::Topology;
+use super::resolve::{fetch_batch, ResolveRow};
+use super::topology::{by_tenant, Topology};
 use std::sync::Arc;
 
 /// The most checks one statement resolves.
@@ -31,8 +34,8 @@ pub struct CheckJob {
 
 impl Job for CheckJob {
     type In = Lookup;
-    /// The resolve row (`None`: no such tenant).
-    type Out = Option<ResolveRow>;
+    /// The resolve row (`None`: no such tenant), or why its tenant's statement failed.
+    type Out = Result<Option<ResolveRow>, SharedError>;
     const MAX_BATCH: usize = MAX_BATCH;
     const STATEMENTS_METRIC: &'static str = "tollgate_check_statements_total";
     const REQUESTS_METRIC: &'static str = "tollgate_check_lookups_total";
@@ -41,9 +44,33 @@ impl Job for CheckJob {
         &self,
         conn: &mut PgConnection,
         batch: &[Lookup],
-    ) -> Result<Vec<Option<ResolveRow>>, sqlx::Error> {
-        let lookups: Vec<&Lookup> = batch.iter().collect();
-        let per_tenant = self.topology.is_citus(conn).await?;
-        fetch_batch_routed(conn, &lookups, (self.now)(), per_tenant).await
+    ) -> Result<Vec<Self::Out>, sqlx::Error> {
+        let now = (self.now)();
+        if !self.topology.is_citus(conn).await? {
+            let lookups: Vec<&Lookup> = batch.iter().collect();
+            let rows = fetch_batch(conn, &lookups, now).await?;
+            return Ok(rows.into_iter().map(Ok).collect());
+        }
+        let mut out: Vec<Self::Out> = batch.iter().map(|_| Ok(None)).collect();
+        for group in by_tenant(batch, |l| l.tenant_id.as_str()) {
+            let lookups: Vec<&Lookup> = group.iter().map(|&i| &batch[i]).collect();
+            match fetch_batch(conn, &lookups, now).await {
+                Ok(rows) => {
+                    for (i, row) in group.into_iter().zip(rows) {
+                        out[i] = Ok(row);
+                    }
+                }
+                // Refused by the database (the connection itself is fine): this tenant's
+                // checks fail, the others' go on.
+                Err(err @ sqlx::Error::Database(_)) => {
+                    let err = Arc::new(err);
+                    for i in group {
+                        out[i] = Err(err.clone());
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
     }
 }

@@ -40,8 +40,8 @@ pub async fn by_token(
         r#"SELECT t.tenant_id AS "tenant_id: TenantId", t.mode, k.key_id, t.default_plan,
                   t.warning_threshold, t.critical_threshold, t.test_clock_now
            FROM console_sessions s
-           JOIN api_keys k ON k.tenant_id = s.tenant_id AND k.key_id = s.key_id
-           JOIN tenants t ON t.tenant_id = s.tenant_id
+           JOIN api_keys k ON k.tenant_id = $1 AND k.key_id = s.key_id
+           JOIN tenants t ON t.tenant_id = $1
            WHERE s.tenant_id = $1 AND s.token_hash = $2
              AND s.expires_at > now() AND k.revoked_at IS NULL"#,
         tenant_id.as_str(),

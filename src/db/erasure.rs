@@ -40,7 +40,7 @@ pub async fn scrub_copies(
         "UPDATE webhook_deliveries d
          SET last_error = tollgate_scrub_text(d.last_error, $3)
          FROM webhook_events e
-         WHERE d.tenant_id = $1 AND e.tenant_id = d.tenant_id AND e.event_id = d.event_id
+         WHERE d.tenant_id = $1 AND e.tenant_id = $1 AND e.event_id = d.event_id
            AND d.last_error IS NOT NULL
            AND (e.payload -> 'data' ->> 'customer' = $2
                 OR (e.type LIKE 'customer.%' AND e.payload -> 'data' ->> 'id' = $2))",

@@ -34,7 +34,10 @@ pub async fn row_counts(
     conn: &mut PgConnection,
     tenant: Option<&TenantId>,
 ) -> Result<RowCounts, sqlx::Error> {
-    sqlx::query_as!(
+    // Every tenant's rows, or one's by a condition Citus cannot route: on every node.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    super::span_tenants(&mut tx).await?;
+    let counts = sqlx::query_as!(
         RowCounts,
         r#"SELECT
              (SELECT count(*) FROM tenants WHERE $1::text IS NULL OR tenant_id = $1) AS "tenants!",
@@ -63,18 +66,25 @@ pub async fn row_counts(
                AS "usage_events_purged!""#,
         tenant.map(TenantId::as_str)
     )
-    .fetch_one(&mut *conn)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(counts)
 }
 
 /// How many tenants are called `name`.
 pub async fn tenants_named(conn: &mut PgConnection, name: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(
+    // Every tenant, on purpose.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    super::span_tenants(&mut tx).await?;
+    let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM tenants WHERE name = $1"#,
         name
     )
-    .fetch_one(&mut *conn)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// An `api_keys` row as stored: its hash, and the whole row as text.
@@ -84,12 +94,17 @@ pub struct StoredKey {
 }
 
 pub async fn api_keys(conn: &mut PgConnection) -> Result<Vec<StoredKey>, sqlx::Error> {
-    sqlx::query_as!(
+    // Every tenant's keys, on purpose.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    super::span_tenants(&mut tx).await?;
+    let keys = sqlx::query_as!(
         StoredKey,
         r#"SELECT k.key_hash, k::text AS "row_text!" FROM api_keys k ORDER BY k.key_id"#
     )
-    .fetch_all(&mut *conn)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(keys)
 }
 
 /// Whether the migrations table exists.

@@ -198,7 +198,7 @@ pub async fn ended_counters(
         EndedCounter,
         r#"SELECT c.feature_key, c.used, f.name, f.unit
            FROM usage_counters c
-           JOIN features f ON f.tenant_id = c.tenant_id AND f.feature_key = c.feature_key
+           JOIN features f ON f.tenant_id = $1 AND f.feature_key = c.feature_key
            WHERE c.tenant_id = $1 AND c.customer_id = $2
              AND c.period_end > $3 AND c.period_end <= $4
              AND f.stripe_meter_event_name IS NULL
@@ -411,7 +411,7 @@ pub async fn dunning_over(
 ) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query_scalar!(
         r#"SELECT s.status = 'past_due' AND NOT EXISTS (
-                   SELECT 1 FROM invoices i WHERE i.tenant_id = s.tenant_id
+                   SELECT 1 FROM invoices i WHERE i.tenant_id = $1
                       AND i.subscription_id = s.subscription_id AND i.status = 'open'
                       AND i.payment_attempts > 0) AS "reactivate!"
                FROM subscriptions s WHERE s.tenant_id = $1 AND s.subscription_id = $2"#,
@@ -503,7 +503,7 @@ pub async fn parties(
     sqlx::query_as!(
         Parties,
         "SELECT t.name AS tenant_name, c.name, c.email FROM tenants t
-         JOIN customers c ON c.tenant_id = t.tenant_id AND c.customer_id = $2
+         JOIN customers c ON c.tenant_id = $1 AND c.customer_id = $2
          WHERE t.tenant_id = $1",
         tenant_id.as_str(),
         customer

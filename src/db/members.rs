@@ -168,7 +168,9 @@ pub async fn list(
 }
 
 /// Records a change of the member count (the caller holds the customer's lock and has just
-/// added or removed `member_id`); returns the count after it.
+/// added or removed `member_id`, so the count cannot change meanwhile); returns the count
+/// after it. (Counted, then inserted: on Citus an insert into a table whose id is made from a
+/// sequence cannot take its rows from a query on another table in one statement on one node.)
 pub async fn record_seat_change(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
@@ -177,15 +179,23 @@ pub async fn record_seat_change(
     delta: i32,
     at: DateTime<Utc>,
 ) -> Result<i32, sqlx::Error> {
+    let seats = sqlx::query_scalar!(
+        r#"SELECT count(*)::int AS "seats!" FROM customer_members
+           WHERE tenant_id = $1 AND customer_id = $2"#,
+        tenant_id.as_str(),
+        customer_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     sqlx::query_scalar!(
         r#"INSERT INTO seat_changes (tenant_id, customer_id, member_id, delta, seats, at)
-           SELECT $1, $2, $3, $4, count(*)::int, $5 FROM customer_members
-           WHERE tenant_id = $1 AND customer_id = $2
+           VALUES ($1, $2, $3, $4, $5, $6)
            RETURNING seats"#,
         tenant_id.as_str(),
         customer_id,
         member_id,
         delta,
+        seats,
         at
     )
     .fetch_one(&mut *conn)

@@ -34,30 +34,6 @@ pub mod usage;
 pub mod usage_batch;
 pub mod webhooks;
 
-/// Is this error a unique violation of the named constraint/index? On Citus the error names
-/// the shard's copy of it, the name with `_<shard id>` appended.
-pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            db.code().as_deref() == Some("23505")
-                && db
-                    .constraint()
-                    .is_some_and(|c| names_constraint(c, constraint))
-        }
-        _ => false,
-    }
-}
-
-/// Whether `reported`, a constraint name from an error, is `constraint` or a Citus shard's
-/// copy of it (`constraint_102008`).
-fn names_constraint(reported: &str, constraint: &str) -> bool {
-    reported == constraint
-        || reported.strip_prefix(constraint).is_some_and(|rest| {
-            rest.strip_prefix('_')
-                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-        })
-}
-
 /// Begins a transaction for statements that span tenants on purpose (the worker finding which
 /// tenants have work due, and tidying), and says so: on Citus such a statement runs on every
 /// node, and `citus.multi_task_query_log_level`, which flags (or refuses) every other
@@ -67,10 +43,16 @@ pub async fn spanning_tenants(
     db: &sqlx::PgPool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     let mut tx = db.begin().await?;
+    span_tenants(&mut tx).await?;
+    Ok(tx)
+}
+
+/// [`spanning_tenants`] for the rest of the transaction `tx` is in.
+pub async fn span_tenants(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query!("SET LOCAL citus.multi_task_query_log_level TO 'off'")
         .execute(&mut *tx)
         .await?;
-    Ok(tx)
+    Ok(())
 }
 
 /// One round trip to the database (readiness).
@@ -94,9 +76,10 @@ pub fn decode<T>(
     })
 }
 
-/// Connects a pool to `url`.
+/// Connects a pool to `url`. On Citus its connections plan every statement for its
+/// parameters ([`topology::connect_options`]).
 pub async fn connect(url: &str, max_connections: u32) -> Result<sqlx::PgPool, sqlx::Error> {
-    let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
+    let opts = topology::connect_options(url.parse()?).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(std::time::Duration::from_secs(10))
@@ -186,29 +169,4 @@ pub async fn snapshot(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> 
         .execute(&mut *conn)
         .await
         .map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names_constraint;
-
-    #[test]
-    fn a_constraint_is_named_by_itself_or_by_a_shards_copy() {
-        let c = "subscriptions_one_live_per_customer";
-        assert!(names_constraint(c, c));
-        assert!(names_constraint(
-            "subscriptions_one_live_per_customer_102437",
-            c
-        ));
-        assert!(!names_constraint("subscriptions_one_live_per_customer_", c));
-        assert!(!names_constraint(
-            "subscriptions_one_live_per_customer_x1",
-            c
-        ));
-        assert!(!names_constraint("subscriptions_one_live", c));
-        assert!(!names_constraint(
-            "subscriptions_one_live_per_customer_id",
-            c
-        ));
-    }
 }

@@ -69,8 +69,9 @@ pub async fn enqueue(
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "INSERT INTO stripe_outbox (tenant_id, kind, resource_id, payload)
-         SELECT tenant_id, $2, $3, COALESCE($4, '{}'::jsonb) FROM tenants
-         WHERE tenant_id = $1 AND stripe_secret_key IS NOT NULL",
+         SELECT $1, $2, $3, COALESCE($4, '{}'::jsonb)
+         WHERE EXISTS (SELECT 1 FROM tenants
+                       WHERE tenant_id = $1 AND stripe_secret_key IS NOT NULL)",
         tenant_id.as_str(),
         kind.as_str(),
         resource_id,
@@ -256,7 +257,7 @@ pub async fn invoice_in_stripe(
     sqlx::query_as!(
         InvoiceInStripe,
         "SELECT i.status, i.currency, i.stripe_invoice_id, i.payment_attempts,
-                EXISTS (SELECT 1 FROM stripe_outbox o WHERE o.tenant_id = i.tenant_id
+                EXISTS (SELECT 1 FROM stripe_outbox o WHERE o.tenant_id = $1
                         AND o.kind = 'invoice' AND o.resource_id = i.invoice_id
                         AND o.status = 'pending') AS \"invoice_pending!\"
          FROM invoices i WHERE i.tenant_id = $1 AND i.invoice_id = $2",
@@ -343,7 +344,12 @@ pub async fn mark_meter_reported(
 
 /// Rows still to send, over every tenant (test support and operations).
 pub async fn pending_count(db: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM stripe_outbox WHERE status = 'pending'"#)
-        .fetch_one(db)
-        .await
+    let mut tx = super::spanning_tenants(db).await?;
+    let n = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM stripe_outbox WHERE status = 'pending'"#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(n)
 }

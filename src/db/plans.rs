@@ -146,7 +146,7 @@ pub async fn load_version(
                 e.overage_per_units, e.overage_cap_amount, f.type, f.aggregation,
                 f.stripe_meter_event_name
          FROM plan_entitlements e
-         JOIN features f ON f.tenant_id = e.tenant_id AND f.feature_key = e.feature_key
+         JOIN features f ON f.tenant_id = $1 AND f.feature_key = e.feature_key
          WHERE e.tenant_id = $1 AND e.plan_key = $2 AND e.version = $3
          ORDER BY e.feature_key COLLATE \"C\"",
         tenant_id.as_str(),
@@ -423,8 +423,8 @@ pub async fn default_for_customer(
     sqlx::query_as!(
         PlanKeyRow,
         r#"SELECT p.plan_key, p.latest_version
-           FROM tenants t JOIN plans p ON p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan
-           JOIN customers c ON c.tenant_id = t.tenant_id AND c.customer_id = $2
+           FROM tenants t JOIN plans p ON p.tenant_id = $1 AND p.plan_key = t.default_plan
+           JOIN customers c ON c.tenant_id = $1 AND c.customer_id = $2
            WHERE t.tenant_id = $1 AND c.deleted_at IS NULL"#,
         tenant_id.as_str(),
         customer_id

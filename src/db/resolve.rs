@@ -202,29 +202,6 @@ pub async fn fetch_batch(
     Ok(in_order(rows, lookups.len()))
 }
 
-/// [`fetch_batch`] for lookups of any tenants, as one statement per tenant when `per_tenant`
-/// (on Citus: each a router query on its tenant's node), else as one statement.
-pub async fn fetch_batch_routed(
-    conn: &mut PgConnection,
-    lookups: &[&Lookup],
-    now: DateTime<Utc>,
-    per_tenant: bool,
-) -> Result<Vec<Option<ResolveRow>>, sqlx::Error> {
-    if !per_tenant {
-        return fetch_batch(conn, lookups, now).await;
-    }
-    let mut out: Vec<Option<ResolveRow>> = Vec::with_capacity(lookups.len());
-    out.resize_with(lookups.len(), || None);
-    for group in super::topology::by_tenant(lookups, |l| l.tenant_id.as_str()) {
-        let these: Vec<&Lookup> = group.iter().map(|&i| lookups[i]).collect();
-        let rows = fetch_batch(conn, &these, now).await?;
-        for (i, row) in group.into_iter().zip(rows) {
-            out[i] = row;
-        }
-    }
-    Ok(out)
-}
-
 /// The resolve query for many customers of one tenant whose caller is already authenticated
 /// (a usage batch): the tenant and its default plan once, then per customer the customer and
 /// its live subscription; no key and no counter. One entry per customer, in order; `None`
@@ -322,7 +299,8 @@ fn in_order(rows: Vec<BatchRow>, n: usize) -> Vec<Option<ResolveRow>> {
     out
 }
 
-/// The resolve query for one lookup; `feature` adds its newest counter that starts no later
+/// The resolve query for one lookup (every table named by the tenant, so that on Citus it
+/// is routed to the tenant's node); `feature` adds its newest counter that starts no later
 /// than `now` (checks), which writers do not need (under concurrent writes the counter lookup
 /// costs more). `None`: no such tenant.
 pub async fn fetch(
@@ -345,20 +323,20 @@ pub async fn fetch(
                       s.current_period_start AS "current_period_start?",
                       s.current_period_end AS "current_period_end?",
                       (SELECT p.latest_version FROM plans p
-                        WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
+                        WHERE p.tenant_id = $1 AND p.plan_key = t.default_plan) AS default_version,
                       u.period_start AS "counter_start?", u.used AS "counter_used?",
                       NULL::text AS "tenant_stamp?", NULL::text AS "customer_stamp?"
                FROM tenants t
                LEFT JOIN api_keys k
-                 ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL
+                 ON k.tenant_id = $1 AND k.key_hash = $2 AND k.revoked_at IS NULL
                LEFT JOIN customers c
-                 ON c.tenant_id = t.tenant_id AND c.customer_id = $3 AND c.deleted_at IS NULL
+                 ON c.tenant_id = $1 AND c.customer_id = $3 AND c.deleted_at IS NULL
                LEFT JOIN subscriptions s
-                 ON s.tenant_id = c.tenant_id AND s.customer_id = c.customer_id
+                 ON s.tenant_id = $1 AND s.customer_id = c.customer_id
                 AND s.status IN ('trialing', 'active', 'past_due')
                LEFT JOIN LATERAL (
                    SELECT x.period_start, x.used FROM usage_counters x
-                   WHERE x.tenant_id = t.tenant_id AND x.customer_id = c.customer_id
+                   WHERE x.tenant_id = $1 AND x.customer_id = c.customer_id
                      AND x.feature_key = $4 AND x.period_start <= COALESCE(t.test_clock_now, $5)
                    ORDER BY x.period_start DESC LIMIT 1) u ON true
                WHERE t.tenant_id = $1"#,
@@ -382,16 +360,16 @@ pub async fn fetch(
                       s.current_period_start AS "current_period_start?",
                       s.current_period_end AS "current_period_end?",
                       (SELECT p.latest_version FROM plans p
-                        WHERE p.tenant_id = t.tenant_id AND p.plan_key = t.default_plan) AS default_version,
+                        WHERE p.tenant_id = $1 AND p.plan_key = t.default_plan) AS default_version,
                       NULL::timestamptz AS "counter_start?", NULL::numeric AS "counter_used?",
                       NULL::text AS "tenant_stamp?", NULL::text AS "customer_stamp?"
                FROM tenants t
                LEFT JOIN api_keys k
-                 ON k.tenant_id = t.tenant_id AND k.key_hash = $2 AND k.revoked_at IS NULL
+                 ON k.tenant_id = $1 AND k.key_hash = $2 AND k.revoked_at IS NULL
                LEFT JOIN customers c
-                 ON c.tenant_id = t.tenant_id AND c.customer_id = $3 AND c.deleted_at IS NULL
+                 ON c.tenant_id = $1 AND c.customer_id = $3 AND c.deleted_at IS NULL
                LEFT JOIN subscriptions s
-                 ON s.tenant_id = c.tenant_id AND s.customer_id = c.customer_id
+                 ON s.tenant_id = $1 AND s.customer_id = c.customer_id
                 AND s.status IN ('trialing', 'active', 'past_due')
                WHERE t.tenant_id = $1"#,
                 tenant_id.as_str(),

@@ -94,8 +94,8 @@ pub async fn by_token(
                   t.tenant_id AS "tenant_id: TenantId", t.mode, t.default_plan,
                   t.warning_threshold, t.critical_threshold, t.test_clock_now
            FROM customer_sessions s
-           JOIN tenants t ON t.tenant_id = s.tenant_id
-           JOIN customers c ON c.tenant_id = s.tenant_id AND c.customer_id = s.customer_id
+           JOIN tenants t ON t.tenant_id = $1
+           JOIN customers c ON c.tenant_id = $1 AND c.customer_id = s.customer_id
            WHERE s.tenant_id = $1 AND s.token_hash = $2
              AND s.revoked_at IS NULL AND s.expires_at > now() AND c.deleted_at IS NULL"#,
         tenant_id.as_str(),

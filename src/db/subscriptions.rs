@@ -34,9 +34,6 @@ pub struct SubscriptionRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// The unique index that allows one live subscription per customer.
-pub const ONE_LIVE_PER_CUSTOMER: &str = "subscriptions_one_live_per_customer";
-
 /// A subscription to start: `trial_days > 0` starts a trial that long, else the first period
 /// (one interval from `now`).
 pub struct NewSubscription<'a> {
@@ -50,13 +47,14 @@ pub struct NewSubscription<'a> {
     pub replaces: Option<&'a SubscriptionId>,
 }
 
-/// Inserts a subscription with id `id` (a second live one for the customer violates
-/// [`ONE_LIVE_PER_CUSTOMER`]).
+/// Inserts a subscription with id `id`; `None` (nothing inserted) when the customer has a live
+/// one already (the unique index `subscriptions_one_live_per_customer`). (Found by `ON CONFLICT` rather than by the unique
+/// violation's constraint name, which Citus does not pass on from the node that raised it.)
 pub async fn create(
     conn: &mut PgConnection,
     id: &SubscriptionId,
     new: &NewSubscription<'_>,
-) -> Result<SubscriptionRow, sqlx::Error> {
+) -> Result<Option<SubscriptionRow>, sqlx::Error> {
     let now = new.now;
     let (status, trial_end, period_end, anchor) = if new.trial_days > 0 {
         let end = now + Duration::days(i64::from(new.trial_days));
@@ -75,6 +73,8 @@ pub async fn create(
                plan_version, interval, status, billing_anchor, current_period_start,
                current_period_end, trial_end, replaces_subscription_id, created_at, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9)
+           ON CONFLICT (tenant_id, customer_id) WHERE status IN ('trialing', 'active', 'past_due')
+           DO NOTHING
            RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
@@ -94,7 +94,7 @@ pub async fn create(
         trial_end,
         new.replaces.map(SubscriptionId::as_str)
     )
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await
 }
 

@@ -26,7 +26,7 @@ pub async fn by_key(
         TenantKeyRow,
         r#"SELECT t.tenant_id AS "tenant_id: TenantId", t.mode, k.key_id, t.default_plan, t.warning_threshold,
                   t.critical_threshold, t.test_clock_now
-           FROM api_keys k JOIN tenants t ON t.tenant_id = k.tenant_id
+           FROM api_keys k JOIN tenants t ON t.tenant_id = $1
            WHERE k.tenant_id = $1 AND k.key_hash = $2 AND k.revoked_at IS NULL"#,
         tenant_id.as_str(),
         hash

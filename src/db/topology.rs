@@ -6,8 +6,34 @@
 //! on that tenant's node alone (a router query), and a batch of several tenants' work is run
 //! as one statement per tenant.
 
-use sqlx::PgConnection;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
 use tokio::sync::OnceCell;
+
+/// The options a process's connections use: on Citus, with every statement planned for the
+/// values of its parameters (`plan_cache_mode = force_custom_plan`). Citus routes a statement
+/// to one tenant's node as it plans it: a generic plan, made without the tenant's id, of a
+/// statement whose tables are joined by their `tenant_id`s is planned for every node instead
+/// (measured: `citus.multi_task_query_log_level` flagged such plans of sqlx's prepared
+/// statements once PostgreSQL had switched them to generic). One connection is opened to ask.
+pub async fn connect_options(options: PgConnectOptions) -> Result<PgConnectOptions, sqlx::Error> {
+    let mut conn = PgConnection::connect_with(&options).await?;
+    let citus = ask(&mut conn).await;
+    conn.close().await.ok();
+    Ok(if citus? {
+        options.options([("plan_cache_mode", "force_custom_plan")])
+    } else {
+        options
+    })
+}
+
+async fn ask(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS "citus!""#
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
 
 #[derive(Debug, Default)]
 pub struct Topology {
@@ -17,22 +43,13 @@ pub struct Topology {
 impl Topology {
     /// Whether the database has the `citus` extension (asked on `conn` the first time).
     pub async fn is_citus(&self, conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-        self.citus
-            .get_or_try_init(|| async {
-                sqlx::query_scalar!(
-                    r#"SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS "citus!""#
-                )
-                .fetch_one(&mut *conn)
-                .await
-            })
-            .await
-            .copied()
+        self.citus.get_or_try_init(|| ask(conn)).await.copied()
     }
 }
 
 /// The positions of `items` grouped by tenant, each group in order, the groups in the order of
 /// their first item.
-pub fn by_tenant<'a, T>(items: &'a [T], tenant: impl Fn(&T) -> &'a str) -> Vec<Vec<usize>> {
+pub fn by_tenant<'a, T>(items: &'a [T], tenant: impl Fn(&'a T) -> &'a str) -> Vec<Vec<usize>> {
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let t = tenant(item);

@@ -69,35 +69,6 @@ pub async fn record_isolated(
     }
 }
 
-/// [`record_isolated`] for events of any tenants: one statement per tenant when `per_tenant`
-/// (on Citus: each on its tenant's node, and committed there on its own), else one for all.
-pub async fn record_routed(
-    conn: &mut PgConnection,
-    events: &[&NewEvent],
-    per_tenant: bool,
-) -> Result<Answers, sqlx::Error> {
-    if !per_tenant {
-        return record_isolated(conn, events).await;
-    }
-    let mut out: Vec<Option<Result<Outcome, SharedError>>> = events.iter().map(|_| None).collect();
-    for group in super::topology::by_tenant(events, |e| e.tenant_id.as_str()) {
-        let these: Vec<&NewEvent> = group.iter().map(|&i| events[i]).collect();
-        for (i, answer) in group.into_iter().zip(record_isolated(conn, &these).await?) {
-            out[i] = Some(answer);
-        }
-    }
-    Ok(out
-        .into_iter()
-        .map(|a| {
-            a.unwrap_or_else(|| {
-                Err(Arc::new(sqlx::Error::Protocol(
-                    "no outcome for the event".into(),
-                )))
-            })
-        })
-        .collect())
-}
-
 /// Whether a database error is the statement's own (its data, a deadlock) rather than the
 /// database going away (SQLSTATE classes 08 connection, 53 resources, 57 operator
 /// intervention, 58 system error), after which nothing should be retried here.

@@ -153,7 +153,7 @@ pub async fn deliveries(
                   d.last_error, d.created_at, d.last_attempt_at, d.next_attempt_at,
                   d.delivered_at, e.payload
            FROM webhook_deliveries d
-           JOIN webhook_events e ON e.tenant_id = d.tenant_id AND e.event_id = d.event_id
+           JOIN webhook_events e ON e.tenant_id = $1 AND e.event_id = d.event_id
            WHERE d.tenant_id = $1 AND d.endpoint_id = $2
              AND ($3::text IS NULL OR d.event_id < $3)
            ORDER BY d.event_id DESC LIMIT $4"#,
@@ -282,9 +282,12 @@ pub async fn mark_failed(
 
 /// Deliveries still to make, over every tenant (test support and operations).
 pub async fn pending_count(db: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(
+    let mut tx = super::spanning_tenants(db).await?;
+    let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM webhook_deliveries WHERE status = 'pending'"#
     )
-    .fetch_one(db)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(n)
 }

@@ -116,7 +116,8 @@ impl Entitlements {
                 customer: no_nul(customer_id),
                 feature: no_nul(feature),
             })
-            .await?;
+            .await
+            .and_then(|row| row)?;
         self.finish(None, caller, row, true).await
     }
 

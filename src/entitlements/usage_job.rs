@@ -23,10 +23,10 @@ use crate::clock::Clock;
 use crate::db::gather::SharedError;
 use crate::db::gather::{Gatherer, Job};
 use crate::db::plans::PlanCache;
-use crate::db::resolve::{fetch_batch_routed, Lookup};
-use crate::db::topology::Topology;
+use crate::db::resolve::{fetch_batch, Lookup};
+use crate::db::topology::{by_tenant, Topology};
 use crate::db::usage::{NewEvent, Outcome};
-use crate::db::usage_batch::{record_routed, Answers, MAX_BATCH, MAX_EVENTS, PARALLEL_EVENTS};
+use crate::db::usage_batch::{record_isolated, Answers, MAX_BATCH, MAX_EVENTS, PARALLEL_EVENTS};
 use crate::error::{Error, Result};
 use crate::tenancy::Caller;
 
@@ -89,10 +89,79 @@ impl Job for UsageJob {
         }
     }
 
+    /// On one PostgreSQL, the whole batch together. On Citus, each tenant's requests
+    /// together, on the tenant's node: a tenant whose statements the database refuses (its
+    /// node is down) fails alone, and the others are recorded.
     async fn run(
         &self,
         conn: &mut PgConnection,
         batch: &[Submitted],
+    ) -> std::result::Result<Vec<Recorded>, sqlx::Error> {
+        if !self.topology.is_citus(conn).await? {
+            let items: Vec<&Submitted> = batch.iter().collect();
+            return self.run_group(conn, &items).await;
+        }
+        let mut out: Vec<Option<Recorded>> = batch.iter().map(|_| None).collect();
+        for group in by_tenant(batch, Submitted::tenant) {
+            let items: Vec<&Submitted> = group.iter().map(|&i| &batch[i]).collect();
+            match self.run_group(conn, &items).await {
+                Ok(recorded) => {
+                    for (i, r) in group.into_iter().zip(recorded) {
+                        out[i] = Some(r);
+                    }
+                }
+                // Refused by the database (the connection itself is fine).
+                Err(err @ sqlx::Error::Database(_)) => {
+                    let err: SharedError = Arc::new(err);
+                    for i in group {
+                        out[i] = Some(Recorded::failed(&batch[i], &err));
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out
+            .into_iter()
+            .zip(batch)
+            .map(|(r, item)| {
+                r.unwrap_or_else(|| {
+                    let missing = sqlx::Error::Protocol("no answer for a usage request".into());
+                    Recorded::failed(item, &Arc::new(missing))
+                })
+            })
+            .collect())
+    }
+}
+
+impl Submitted {
+    /// The tenant whose request it is (a batch request is one tenant's).
+    fn tenant(&self) -> &str {
+        match self {
+            Submitted::Events(events) => events.first().map_or("", |e| e.tenant_id.as_str()),
+            Submitted::Single(single) => single.caller.tenant_id().as_str(),
+        }
+    }
+}
+
+impl Recorded {
+    /// The answer to `item` when its statement failed with `err`.
+    fn failed(item: &Submitted, err: &SharedError) -> Recorded {
+        match item {
+            Submitted::Events(events) => {
+                Recorded::Events(events.iter().map(|_| Err(err.clone())).collect())
+            }
+            Submitted::Single(_) => Recorded::Single(Err(err.clone().into())),
+        }
+    }
+}
+
+impl UsageJob {
+    /// Resolves and records `batch`'s requests in one round of statements per kind (see
+    /// [`Job::run`]).
+    async fn run_group(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[&Submitted],
     ) -> std::result::Result<Vec<Recorded>, sqlx::Error> {
         let singles: Vec<&Single> = batch
             .iter()
@@ -110,12 +179,11 @@ impl Job for UsageJob {
         // retry is answered as a duplicate (the connection may hold half a response, so the
         // gatherer must see the failure to drop it).
         let mut todo: Vec<usize> = (0..singles.len()).collect();
-        let per_tenant = self.topology.is_citus(conn).await?;
         for round in 0..ROUNDS {
             // 1. The single events' callers, customers and plans: kept, or in one statement;
             // each single event against its plan.
             let prepared = self
-                .prepare_singles(conn, &singles, &todo, (round > 0, per_tenant))
+                .prepare_singles(conn, &singles, &todo, round > 0)
                 .await?;
             // 2. Every event, in one statement (the batch requests' in the first round).
             let mut events: Vec<&NewEvent> = Vec::new();
@@ -136,7 +204,7 @@ impl Job for UsageJob {
             let mut answers = if events.is_empty() {
                 Vec::new()
             } else {
-                record_routed(conn, &events, per_tenant).await?
+                record_isolated(conn, &events).await?
             }
             .into_iter();
             if round == 0 {
@@ -210,7 +278,7 @@ impl UsageJob {
         conn: &mut PgConnection,
         singles: &[&Single],
         todo: &[usize],
-        (fresh, per_tenant): (bool, bool),
+        fresh: bool,
     ) -> std::result::Result<Vec<PreparedSingle>, sqlx::Error> {
         let keys: Vec<_> = todo
             .iter()
@@ -236,7 +304,7 @@ impl UsageJob {
                     })
                     .collect();
                 let lookups: Vec<&Lookup> = lookups.iter().collect();
-                fetch_batch_routed(lookup, &lookups, now, per_tenant).await
+                fetch_batch(lookup, &lookups, now).await
             })
             .await?;
         let mut prepared = Vec::with_capacity(todo.len());

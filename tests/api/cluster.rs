@@ -72,11 +72,6 @@ impl Cluster {
         self.coordinator.url(database)
     }
 
-    /// The server URL (no database) of the coordinator.
-    pub fn base(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}", self.coordinator.port())
-    }
-
     /// A new, empty cluster database, as an operator prepares one: created on every node,
     /// the extension in each, the workers registered on the coordinator.
     pub async fn create_database(&self, name: &str) {
@@ -158,11 +153,71 @@ impl Cluster {
         }
     }
 
-    /// Stops every node (for a cluster a test started itself).
-    pub fn stop(&self) {
+    /// A new database on the cluster, migrated as `tollgate migrate` does: its URL.
+    pub async fn migrated_database(&self, name: &str) -> String {
+        self.create_database(name).await;
+        let url = self.url(name);
+        let mut conn = PgConnection::connect(&url).await.unwrap();
+        tollgate::MIGRATOR.run(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        url
+    }
+
+    /// The port of the worker node that holds the tenant's shards in `database`.
+    pub async fn node_of(&self, database: &str, tenant: &str) -> u16 {
+        let mut conn = connect(&self.url(database)).await;
+        let port: i32 = sqlx::query_scalar(
+            "SELECT nodeport FROM citus_shards
+             WHERE table_name = 'tenants'::regclass
+               AND shardid = get_shard_id_for_distribution_column('tenants', $1)",
+        )
+        .bind(tenant)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        u16::try_from(port).unwrap()
+    }
+
+    /// Adds the last started worker (see [`Cluster::add_worker`]) to `database`: the database
+    /// and the extension on it, then `citus_add_node` on the coordinator.
+    pub async fn join(&self, database: &str) {
+        let node = self.workers.last().unwrap();
+        let mut c = connect(&node.url("postgres")).await;
+        exec(&mut c, &format!("CREATE DATABASE {database}")).await;
+        let mut db = connect(&node.url(database)).await;
+        exec(&mut db, "CREATE EXTENSION citus").await;
+        let mut coord = connect(&self.url(database)).await;
+        exec(
+            &mut coord,
+            &format!("SELECT citus_add_node('127.0.0.1', {})", node.port()),
+        )
+        .await;
+    }
+
+    /// Runs `sql` on the coordinator's `database` (an operator's command).
+    pub async fn run(&self, database: &str, sql: &str) {
+        let mut coord = connect(&self.url(database)).await;
+        exec(&mut coord, sql).await;
+    }
+
+    /// How many shards of `database` the node on `port` holds.
+    pub async fn shards_on(&self, database: &str, port: u16) -> i64 {
+        let mut conn = connect(&self.url(database)).await;
+        sqlx::query_scalar("SELECT count(*) FROM citus_shards WHERE nodeport = $1")
+            .bind(i32::from(port))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+/// A cluster a test starts for itself is stopped and removed when it goes.
+impl Drop for Cluster {
+    fn drop(&mut self) {
         for pg in self.nodes() {
             pg.stop();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

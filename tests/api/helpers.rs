@@ -8,7 +8,6 @@ use std::sync::OnceLock;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::OnceCell;
 use tollgate::config::Secret;
@@ -204,11 +203,8 @@ pub async fn spawn_app_with(db_url: &str, usage_workers: Option<usize>) -> TestA
             .with_test_writer()
             .try_init();
     });
-    let db = PgPoolOptions::new()
-        .max_connections(20)
-        .connect(db_url)
-        .await
-        .unwrap();
+    // As `tollgate serve` connects (on Citus, its connections' options differ).
+    let db = tollgate::connect(db_url, 20).await.unwrap();
     let state = AppState::build(
         db.clone(),
         Some(Secret::from(ADMIN_TOKEN)),

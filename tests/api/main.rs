@@ -3,6 +3,7 @@
 
 mod analytics;
 mod browser;
+mod citus;
 mod cli;
 mod cluster;
 mod console;
