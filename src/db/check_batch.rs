@@ -16,7 +16,7 @@ pub use super::gather::SharedError;
 use super::gather::{Gatherer, Job};
 pub use super::resolve::Lookup;
 use super::resolve::{fetch_batch, ResolveRow};
-use super::topology::{by_tenant, Topology};
+use super::topology::{by_tenant, refused_alone, Topology};
 use std::sync::Arc;
 
 /// The most checks one statement resolves.
@@ -60,9 +60,9 @@ impl Job for CheckJob {
                         out[i] = Ok(row);
                     }
                 }
-                // Refused by the database (the connection itself is fine): this tenant's
-                // checks fail, the others' go on.
-                Err(err @ sqlx::Error::Database(_)) => {
+                // Refused by the database (the session goes on): this tenant's checks fail,
+                // the others' go on.
+                Err(err) if refused_alone(&err) => {
                     let err = Arc::new(err);
                     for i in group {
                         out[i] = Err(err.clone());

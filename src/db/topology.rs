@@ -47,6 +47,17 @@ impl Topology {
     }
 }
 
+/// Whether `err` is one statement's refusal by the database, after which the session goes on:
+/// an error (not a fatal one, which ends the session) the server reported. On Citus, a
+/// statement of a tenant whose node is down is refused so (Citus reports the node's failure
+/// as an error), and the tenants on other nodes are served on the same connection.
+pub fn refused_alone(err: &sqlx::Error) -> bool {
+    use sqlx::postgres::{PgDatabaseError, PgSeverity};
+    err.as_database_error()
+        .and_then(|e| e.try_downcast_ref::<PgDatabaseError>())
+        .is_some_and(|e| matches!(e.severity(), PgSeverity::Error))
+}
+
 /// The positions of `items` grouped by tenant, each group in order, the groups in the order of
 /// their first item.
 pub fn by_tenant<'a, T>(items: &'a [T], tenant: impl Fn(&'a T) -> &'a str) -> Vec<Vec<usize>> {

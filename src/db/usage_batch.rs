@@ -36,12 +36,14 @@ pub const PARALLEL_EVENTS: usize = 16;
 pub type Answers = Vec<Result<Outcome, SharedError>>;
 
 /// Records `events` in one statement; if that fails on account of the data, one statement
-/// per event, so a bad event fails alone. Connection failures fail the lot.
+/// per event, so a bad event fails alone. Connection failures fail the lot. `in_block`: on
+/// Citus (see [`record_batch`]).
 pub async fn record_isolated(
     conn: &mut PgConnection,
     events: &[&NewEvent],
+    in_block: bool,
 ) -> Result<Vec<Result<Outcome, SharedError>>, sqlx::Error> {
-    match record_batch(conn, events).await {
+    match record_batch(conn, events, in_block).await {
         Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
         Err(sqlx::Error::Database(err)) if statement_fault(&*err) => {
             if events.len() == 1 {
@@ -52,7 +54,7 @@ pub async fn record_isolated(
             let mut answers = Vec::with_capacity(events.len());
             for event in events {
                 answers.push(
-                    match record_batch(conn, std::slice::from_ref(event)).await {
+                    match record_batch(conn, std::slice::from_ref(event), in_block).await {
                         Ok(mut one) => one.pop().ok_or_else(|| {
                             Arc::new(sqlx::Error::Protocol("no outcome for the event".into()))
                         }),

@@ -24,7 +24,7 @@ use crate::db::gather::SharedError;
 use crate::db::gather::{Gatherer, Job};
 use crate::db::plans::PlanCache;
 use crate::db::resolve::{fetch_batch, Lookup};
-use crate::db::topology::{by_tenant, Topology};
+use crate::db::topology::{by_tenant, refused_alone, Topology};
 use crate::db::usage::{NewEvent, Outcome};
 use crate::db::usage_batch::{record_isolated, Answers, MAX_BATCH, MAX_EVENTS, PARALLEL_EVENTS};
 use crate::error::{Error, Result};
@@ -99,19 +99,19 @@ impl Job for UsageJob {
     ) -> std::result::Result<Vec<Recorded>, sqlx::Error> {
         if !self.topology.is_citus(conn).await? {
             let items: Vec<&Submitted> = batch.iter().collect();
-            return self.run_group(conn, &items).await;
+            return self.run_group(conn, &items, false).await;
         }
         let mut out: Vec<Option<Recorded>> = batch.iter().map(|_| None).collect();
         for group in by_tenant(batch, Submitted::tenant) {
             let items: Vec<&Submitted> = group.iter().map(|&i| &batch[i]).collect();
-            match self.run_group(conn, &items).await {
+            match self.run_group(conn, &items, true).await {
                 Ok(recorded) => {
                     for (i, r) in group.into_iter().zip(recorded) {
                         out[i] = Some(r);
                     }
                 }
-                // Refused by the database (the connection itself is fine).
-                Err(err @ sqlx::Error::Database(_)) => {
+                // Refused by the database (the session goes on).
+                Err(err) if refused_alone(&err) => {
                     let err: SharedError = Arc::new(err);
                     for i in group {
                         out[i] = Some(Recorded::failed(&batch[i], &err));
@@ -157,11 +157,13 @@ impl Recorded {
 
 impl UsageJob {
     /// Resolves and records `batch`'s requests in one round of statements per kind (see
-    /// [`Job::run`]).
+    /// [`Job::run`]); `citus`: one tenant's, recorded in a transaction block
+    /// (`db::usage::record_batch`).
     async fn run_group(
         &self,
         conn: &mut PgConnection,
         batch: &[&Submitted],
+        citus: bool,
     ) -> std::result::Result<Vec<Recorded>, sqlx::Error> {
         let singles: Vec<&Single> = batch
             .iter()
@@ -204,7 +206,7 @@ impl UsageJob {
             let mut answers = if events.is_empty() {
                 Vec::new()
             } else {
-                record_isolated(conn, &events).await?
+                record_isolated(conn, &events, citus).await?
             }
             .into_iter();
             if round == 0 {

@@ -188,7 +188,8 @@ async fn a_worker_node_down_is_503_for_its_tenants_alone_and_they_come_back() {
 #[derive(Default)]
 struct Seen {
     statuses: HashMap<u16, u64>,
-    acked: HashMap<String, u64>,
+    /// The ids acknowledged, by tenant.
+    acked: HashMap<String, Vec<String>>,
     longest: Duration,
 }
 
@@ -225,7 +226,7 @@ async fn shards_moved_to_a_new_node_under_load_lose_nothing_and_count_nothing_tw
                     *seen.statuses.entry(r.status.as_u16()).or_default() += 1;
                     if r.status == StatusCode::OK {
                         assert_eq!(r.body["duplicate"], false, "{id}: {}", r.body);
-                        *seen.acked.entry(t.id.clone()).or_default() += 1;
+                        seen.acked.entry(t.id.clone()).or_default().push(id.clone());
                         seen.longest = seen.longest.max(first.elapsed());
                         break;
                     }
@@ -270,20 +271,34 @@ async fn shards_moved_to_a_new_node_under_load_lose_nothing_and_count_nothing_tw
     let moved = cluster.shards_on("tollgate", new_port).await;
     assert!(moved > 0, "no shard moved to the new node");
 
-    // Every acknowledged event is counted once, and nothing else is.
+    // Every acknowledged event is stored and counted once, and nothing else is.
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     for t in &tenants {
+        let mut acked = seen.acked.get(&t.id).cloned().unwrap_or_default();
+        acked.sort();
+        let mut stored = tollgate::testing::stored::raw_event_ids(&app.db, &t.tid())
+            .await
+            .unwrap();
+        stored.sort();
+        let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(id)).collect();
+        let extra: Vec<&String> = stored.iter().filter(|id| !acked.contains(id)).collect();
+        assert!(
+            lost.is_empty() && extra.is_empty(),
+            "tenant {}: acknowledged but not stored {lost:?}, stored but not acknowledged \
+             {extra:?}",
+            t.id
+        );
         let r = used(&app, t).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(
             num(&r.body["used"]),
-            seen.acked.get(&t.id).copied().unwrap_or(0).to_string(),
+            acked.len().to_string(),
             "tenant {}",
             t.id
         );
     }
     let answers: u64 = seen.statuses.values().sum();
-    let acked: u64 = seen.acked.values().sum();
+    let acked: usize = seen.acked.values().map(Vec::len).sum();
     assert!(acked > 0, "no event was recorded during the move");
     eprintln!(
         "rebalance: {moved} shards moved in {took:?}; {acked} events acknowledged of {answers} \

@@ -38,20 +38,33 @@ async fn lock_customer(app: &TestApp, tenant: &str, customer: &str) -> PgConnect
     conn
 }
 
-/// The backends of the usage statements waiting for a lock now.
-async fn usage_backends_waiting(app: &TestApp) -> Vec<i32> {
-    sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity
+/// The backends of the usage statements waiting for a lock now. On Citus the statement runs
+/// on the tenant's worker node: its waits show in Citus's view of the whole cluster's lock
+/// waits, by the global process id of the coordinator's backend the statement came from
+/// (which `pg_terminate_backend` also takes).
+async fn usage_backends_waiting(app: &TestApp) -> Vec<i64> {
+    let sql = if crate::helpers::on_citus() {
+        "SELECT DISTINCT waiting_gpid FROM citus_lock_waits
+         WHERE blocked_statement LIKE '%tollgate_record_usage_batch%'"
+    } else {
+        "SELECT pid::bigint FROM pg_stat_activity
          WHERE datname = current_database() AND wait_event_type = 'Lock'
-           AND query LIKE '%tollgate_record_usage_batch%'",
-    )
-    .fetch_all(&app.db)
-    .await
-    .unwrap()
+           AND query LIKE '%tollgate_record_usage_batch%'"
+    };
+    let mut conn = app.db.acquire().await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    // (On Citus a question to every node.)
+    sqlx::query("SET LOCAL citus.multi_task_query_log_level TO 'off'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let pids = sqlx::query_scalar(sql).fetch_all(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    pids
 }
 
 /// The backend of a usage statement waiting for a lock, once there is one.
-async fn waiting_usage_backend(app: &TestApp) -> i32 {
+async fn waiting_usage_backend(app: &TestApp) -> i64 {
     let mut pids = Vec::new();
     until("a usage statement waiting for a lock", async || {
         pids = usage_backends_waiting(app).await;
@@ -70,7 +83,7 @@ async fn blocked_usage(
     key: &str,
     customer: &str,
     id: &str,
-) -> (PgConnection, tokio::task::JoinHandle<Value>, i32) {
+) -> (PgConnection, tokio::task::JoinHandle<Value>, i64) {
     let lock = lock_customer(app, tenant_id, customer).await;
     let request = post_usage(
         app,
@@ -487,10 +500,16 @@ async fn a_batch_whose_transaction_fails_answers_503_to_exactly_its_own_requests
     )
     .await;
     // The database drops the first statement's connection (as a restart would).
-    let terminate = |pid: i32| {
+    let terminate = |pid: i64| {
         let app = app.clone();
         async move {
-            let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            // On Citus a global process id, of a backend on a worker node.
+            let sql = if crate::helpers::on_citus() {
+                "SELECT pg_terminate_backend($1::bigint)"
+            } else {
+                "SELECT pg_terminate_backend($1::int)"
+            };
+            let done: bool = sqlx::query_scalar(sql)
                 .bind(pid)
                 .fetch_one(&app.db)
                 .await
@@ -506,6 +525,8 @@ async fn a_batch_whose_transaction_fails_answers_503_to_exactly_its_own_requests
     // well, and both of its events get a 503, nobody else's answer.
     let pid = waiting_usage_backend(&app).await;
     terminate(pid).await;
+    // (On Citus too: the process ended is the statement's own on the coordinator, which
+    // Citus names the transaction by.)
     for r in [second.await.unwrap(), third.await.unwrap()] {
         assert_eq!(r["status"], 503, "{r}");
         assert_eq!(r["body"]["error"]["type"], "unavailable");
