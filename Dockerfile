@@ -6,7 +6,9 @@ ENV SQLX_OFFLINE=true
 RUN cargo build --release --locked && strip target/release/tollgate
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+# libssl3: the database driver's TLS is OpenSSL's (as libpq's), so that sslmode=prefer
+# connects to a Citus node's self-signed certificate (docs/SCALING.md).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* && useradd --system --uid 10001 tollgate
 COPY --from=build /src/target/release/tollgate /usr/local/bin/tollgate
 COPY config /etc/tollgate/config

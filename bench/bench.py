@@ -181,13 +181,13 @@ def explain_sql(repo):
     print(f"""\\set ON_ERROR_STOP 1
 SELECT tenant_id AS tenant FROM tenants WHERE name = 'bench' \\gset
 \\echo '## POST /v1/check: the batched resolve statement, 64 checks'
-PREPARE check_batch(text[], bytea[], text[], text[], timestamptz, bool[]) AS
+PREPARE check_batch(text[], bytea[], text[], text[], timestamptz, bool[], text[]) AS
 {resolve};
 SELECT ARRAY(SELECT 'c' || (g * 13 % 1000) FROM generate_series(1, 64) g) AS customers \\gset
 EXPLAIN (ANALYZE, BUFFERS) EXECUTE check_batch(
   array_fill(:'tenant'::text, ARRAY[64]), array_fill(''::bytea, ARRAY[64]),
   :'customers'::text[], array_fill('calls'::text, ARRAY[64]), now(),
-  array_fill(false, ARRAY[64]));
+  array_fill(false, ARRAY[64]), ARRAY[:'tenant']);
 -- The events' stamps as a resolve gives them (before auto_explain, which would log each call).
 SELECT tollgate_tenant_stamp(:'tenant', NULL) AS tenant_stamp \\gset
 SELECT ARRAY(SELECT tollgate_customer_stamp(:'tenant', 'c' || (g * 7 % 1000))
@@ -201,7 +201,7 @@ SET auto_explain.log_nested_statements = on;
 BEGIN;
 SELECT count(*) FILTER (WHERE out_outcome = 'recorded') AS recorded
 FROM tollgate_record_usage_batch(
-  {fill(":'tenant'", 'text')},
+  :'tenant', {fill(":'tenant'", 'text')},
   ARRAY(SELECT 'explain-' || g FROM generate_series(1, {n}) g),
   ARRAY(SELECT 'c' || (g * 7 % 1000) FROM generate_series(1, {n}) g),
   {fill("'calls'", 'text')}, {fill(1, 'numeric')}, {fill('now()', 'timestamptz')},
@@ -309,7 +309,11 @@ def proc_ticks(pid, children=False):
 
 
 def tree_ticks(root):
-    """CPU ticks of root, its reaped children and its live children (PostgreSQL backends)."""
+    """CPU ticks of root, its reaped children and its live children (PostgreSQL backends).
+    root may be several pids, comma-separated (the nodes of a Citus cluster)."""
+    roots = str(root).split(",")
+    if len(roots) > 1:
+        return sum(tree_ticks(r) for r in roots)
     total = proc_ticks(root, children=True)
     for d in os.listdir("/proc"):
         if not d.isdigit():

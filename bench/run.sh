@@ -10,7 +10,10 @@
 # GROWTH_EVENTS (1000000: raw events loaded through the batch API before the checks are run again),
 # CARGO_TARGET_DIR (/tmp/tollgate-bench-target), PG_BIN (/usr/lib/postgresql/15/bin),
 # STATEMENTS=1 (diagnostic: load pg_stat_statements and print the queries per HTTP request),
-# EXPLAIN=1 (after the growth load, write the hot statements' plans to bench/results/explain.txt).
+# EXPLAIN=1 (after the growth load, write the hot statements' plans to bench/results/explain.txt),
+# CITUS=1 (the same rows with Tollgate on a local Citus cluster: a coordinator and two workers on
+# this machine, every table distributed by tenant; results in bench/results/latest-citus.json;
+# Citus must be installed: bash ../shared/citus/build.sh).
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +25,7 @@ CUSTOMERS="${CUSTOMERS:-1000}"
 WARMUP="${WARMUP:-2s}"
 STATEMENTS="${STATEMENTS:-0}"
 EXPLAIN="${EXPLAIN:-0}"
+CITUS="${CITUS:-0}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/tollgate-bench-target}"
 PY="${PYTHON:-python3}"
@@ -69,6 +73,7 @@ OUT="$WORK/out"
 mkdir -p "$OUT"
 TOLLGATE_PID=""
 PG_STARTED=0
+WORKER_DATA=()
 
 as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -84,6 +89,9 @@ cleanup() {
   fi
   if [ "$PG_STARTED" = 1 ]; then
     as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -t 30 -w stop >/dev/null 2>&1 || true
+    for w in "${WORKER_DATA[@]}"; do
+      as_pg "$PG_BIN/pg_ctl" -D "$w" -m fast -t 30 -w stop >/dev/null 2>&1 || true
+    done
   fi
   if [ "$rc" -ne 0 ] && [ -f "$WORK/tollgate.log" ]; then
     log "tollgate log (tail):"; tail -n 20 "$WORK/tollgate.log" >&2 || true
@@ -110,7 +118,20 @@ as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust >"$WORK/initdb.log"
   || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
 PG_STARTED=1
 PG_OPTS="-p $PG_PORT -k $PGDATA -c listen_addresses=127.0.0.1"
-if [ "$STATEMENTS" = 1 ]; then PG_OPTS="$PG_OPTS -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"; fi
+PRELOAD=""
+if [ "$CITUS" = 1 ]; then
+  [ -f "$("$PG_BIN/pg_config" --pkglibdir 2>/dev/null || pg_config --pkglibdir)/citus.so" ] \
+    || die "Citus is not installed: bash ../shared/citus/build.sh"
+  [ "$EXPLAIN" = 1 ] && die "EXPLAIN=1 is for the single server"
+  PRELOAD="citus"
+  CITUS_OPTS="-c wal_level=logical -c max_prepared_transactions=100 -c max_connections=300"
+  PG_OPTS="$PG_OPTS $CITUS_OPTS"
+fi
+if [ "$STATEMENTS" = 1 ]; then
+  PRELOAD="${PRELOAD:+$PRELOAD,}pg_stat_statements"
+  PG_OPTS="$PG_OPTS -c pg_stat_statements.track_planning=on"
+fi
+if [ -n "$PRELOAD" ]; then PG_OPTS="$PG_OPTS -c shared_preload_libraries=$PRELOAD"; fi
 PG_OPTS="$PG_OPTS ${PG_EXTRA_OPTS:-}"
 as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -t 60 -w -o "$PG_OPTS" start >/dev/null \
   || { cat "$PGDATA/server.log" >&2 || true; die "PostgreSQL did not start"; }
@@ -119,6 +140,29 @@ PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q -v ON_ERROR_ST
   -c "CREATE DATABASE pgbench_usage"
 
 PG_PID="$(head -n1 "$PGDATA/postmaster.pid")"
+if [ "$CITUS" = 1 ]; then
+  # Two worker nodes beside the coordinator, the extension in the tollgate database of each,
+  # the workers registered; Tollgate's migrations then distribute every table.
+  "${PSQL[@]}" -d tollgate -c "CREATE EXTENSION citus" \
+    -c "SELECT citus_set_coordinator_host('127.0.0.1', $PG_PORT)"
+  for i in 1 2; do
+    w="$WORK/worker$i"; WORKER_DATA+=("$w"); mkdir -p "$w"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$w"; fi
+    wport="$("$PY" "$HELPER" freeport)"
+    as_pg "$PG_BIN/initdb" -D "$w" -U postgres --auth=trust >"$WORK/initdb-w$i.log" 2>&1 \
+      || { cat "$WORK/initdb-w$i.log" >&2; die "initdb of worker $i failed"; }
+    as_pg "$PG_BIN/pg_ctl" -D "$w" -l "$w/server.log" -t 60 -w \
+      -o "-p $wport -k $w -c listen_addresses=127.0.0.1 -c shared_preload_libraries=citus $CITUS_OPTS" \
+      start >/dev/null || { cat "$w/server.log" >&2 || true; die "worker $i did not start"; }
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$wport" -U postgres -X -q -v ON_ERROR_STOP=1 -d postgres \
+      -c "CREATE DATABASE tollgate"
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$wport" -U postgres -X -q -v ON_ERROR_STOP=1 -d tollgate \
+      -c "CREATE EXTENSION citus"
+    "${PSQL[@]}" -d tollgate -c "SELECT citus_add_node('127.0.0.1', $wport)" >/dev/null
+    PG_PID="$PG_PID,$(head -n1 "$w/postmaster.pid")"
+  done
+  log "Citus: coordinator on $PG_PORT and two workers"
+fi
 export BENCH_PG_PID="$PG_PID"
 # CPU counters around a measured run (bench.py add_cpu): the machine, the server ($1), this
 # PostgreSQL, and the load generator (the children of this shell, $$, reaped meanwhile).
@@ -311,13 +355,15 @@ HOT_CONNECTIONS=64 run_pgbench pgbench_hot pgbench_usage -f "$BENCH_DIR/pgbench_
 # --- 7. report ------------------------------------------------------------------------------
 cat >"$OUT/meta.json" <<EOF
 {"duration_s": $DURATION_S, "warmup_s": $WARMUP_S, "connections": $CONNECTIONS, "threads": $THREADS,
- "customers": $CUSTOMERS, "loaded_events": $LOADED_EVENTS, "cpus": $(nproc), "git_rev": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "customers": $CUSTOMERS, "loaded_events": $LOADED_EVENTS, "citus": $([ "$CITUS" = 1 ] && echo true || echo false), "cpus": $(nproc), "git_rev": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)",
  "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"}
 EOF
 echo
 set +e
-"$PY" "$HELPER" report "$OUT" "$BENCH_DIR/results/latest.json"
+RESULTS="$BENCH_DIR/results/latest.json"
+if [ "$CITUS" = 1 ]; then RESULTS="$BENCH_DIR/results/latest-citus.json"; fi
+"$PY" "$HELPER" report "$OUT" "$RESULTS"
 rc=$?
 set -e
-echo "(JSON: $BENCH_DIR/results/latest.json)"
+echo "(JSON: $RESULTS)"
 exit "$rc"
