@@ -102,16 +102,7 @@ async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
             let name = format!("tg_tpl_{}", uuid::Uuid::new_v4().simple());
-            let url = match server() {
-                Server::Single(base, maint) => {
-                    create_database(base, maint, &format!("CREATE DATABASE {name}")).await;
-                    format!("{base}/{name}")
-                }
-                Server::Citus(c) => {
-                    c.create_database(&name).await;
-                    c.url(&name)
-                }
-            };
+            let url = new_database(&name).await;
             let mut tpl = PgConnection::connect(&url).await.unwrap();
             tollgate::MIGRATOR.run(&mut tpl).await.unwrap();
             tpl.close().await.unwrap();
@@ -147,15 +138,19 @@ pub async fn fresh_database() -> String {
 /// A fresh database with nothing in it (not migrated; on Citus, prepared as an operator
 /// prepares one: the extension on every node, the workers registered).
 pub async fn empty_database() -> String {
-    let name = format!("tg_empty_{}", uuid::Uuid::new_v4().simple());
+    new_database(&format!("tg_empty_{}", uuid::Uuid::new_v4().simple())).await
+}
+
+/// A new empty database called `name` (see [`empty_database`]): its URL.
+async fn new_database(name: &str) -> String {
     match server() {
         Server::Single(base, maint) => {
             create_database(base, maint, &format!("CREATE DATABASE {name}")).await;
             format!("{base}/{name}")
         }
         Server::Citus(c) => {
-            c.create_database(&name).await;
-            c.url(&name)
+            c.create_database(name).await;
+            c.url(name)
         }
     }
 }
