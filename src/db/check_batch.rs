@@ -48,13 +48,13 @@ impl Job for CheckJob {
         let now = (self.now)();
         if !self.topology.is_citus(conn).await? {
             let lookups: Vec<&Lookup> = batch.iter().collect();
-            let rows = fetch_batch(conn, &lookups, now).await?;
+            let rows = fetch_batch(conn, &lookups, now, false).await?;
             return Ok(rows.into_iter().map(Ok).collect());
         }
         let mut out: Vec<Self::Out> = batch.iter().map(|_| Ok(None)).collect();
         for group in by_tenant(batch, |l| l.tenant_id.as_str()) {
             let lookups: Vec<&Lookup> = group.iter().map(|&i| &batch[i]).collect();
-            match fetch_batch(conn, &lookups, now).await {
+            match fetch_batch(conn, &lookups, now, true).await {
                 Ok(rows) => {
                     for (i, row) in group.into_iter().zip(rows) {
                         out[i] = Ok(row);

@@ -82,19 +82,27 @@ struct BatchRow {
 /// The resolve query with a counter, for many lookups in one statement (see `check_batch`).
 /// Returns one entry per lookup, in order; `None` where the tenant does not exist.
 ///
-/// Every table is read for the lookups' tenants only (`tenant_id = ANY(the tenants)`), and
-/// the stamps are written out rather than called (`tollgate_tenant_stamp`,
-/// `tollgate_customer_stamp` read tables themselves): so on Citus, where the caller passes
-/// one tenant's lookups, the statement is a router query on the tenant's node.
+/// With `route` (on Citus, where the caller passes one tenant's lookups), every table is read
+/// for the lookups' tenants only (`tenant_id = ANY(the tenants)`), so that the statement is a
+/// router query on the tenant's node. The stamps are written out rather than called
+/// (`tollgate_tenant_stamp`, `tollgate_customer_stamp` read tables themselves, which Citus
+/// cannot do inside a statement it ships to a node).
 pub async fn fetch_batch(
     conn: &mut PgConnection,
     lookups: &[&Lookup],
     now: DateTime<Utc>,
+    route: bool,
 ) -> Result<Vec<Option<ResolveRow>>, sqlx::Error> {
     let tenants: Vec<&str> = lookups.iter().map(|l| l.tenant_id.as_str()).collect();
-    let mut distinct = tenants.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
+    // The tenants every table is read for, on Citus (see above); on one PostgreSQL none
+    // (NULL), so that the generic plan there keeps its probes by each lookup's tenant alone
+    // (measured: with the redundant condition, checks fell from 23.8k/s to 15.6k/s).
+    let scope: Option<Vec<&str>> = route.then(|| {
+        let mut distinct = tenants.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        distinct
+    });
     let hashes: Vec<&[u8]> = lookups.iter().map(|l| l.key_hash.as_slice()).collect();
     let customers: Vec<&str> = lookups.iter().map(|l| l.customer.as_str()).collect();
     let features: Vec<&str> = lookups.iter().map(|l| l.feature.as_str()).collect();
@@ -118,7 +126,7 @@ pub async fn fetch_batch(
                   CASE WHEN d.usage AND t.tenant_id IS NOT NULL THEN
                       t.xmin::text
                       || '/' || coalesce((SELECT p.xmin::text FROM plans p
-                                          WHERE p.tenant_id = ANY($7) AND p.tenant_id = t.tenant_id
+                                          WHERE (p.tenant_id = ANY($7) OR $7 IS NULL) AND p.tenant_id = t.tenant_id
                                             AND p.plan_key = t.default_plan), '')
                       || '/' || CASE WHEN NOT d.is_session THEN coalesce(k.key_xmin, '') ELSE '' END
                   END AS tenant_stamp
@@ -128,22 +136,22 @@ pub async fn fetch_batch(
                SELECT t.tenant_id, t.mode, t.default_plan, t.warning_threshold,
                       t.critical_threshold, t.test_clock_now, t.xmin,
                       (SELECT p.latest_version FROM plans p
-                        WHERE p.tenant_id = ANY($7) AND p.tenant_id = t.tenant_id
+                        WHERE (p.tenant_id = ANY($7) OR $7 IS NULL) AND p.tenant_id = t.tenant_id
                           AND p.plan_key = t.default_plan) AS default_version
-               FROM tenants t WHERE t.tenant_id = ANY($7) AND t.tenant_id = d.tenant_id OFFSET 0) t ON true
+               FROM tenants t WHERE (t.tenant_id = ANY($7) OR $7 IS NULL) AND t.tenant_id = d.tenant_id OFFSET 0) t ON true
            LEFT JOIN LATERAL (
                SELECT k.key_id, NULL::text AS session_customer, k.xmin::text AS key_xmin
                FROM api_keys k
-               WHERE NOT d.is_session AND k.tenant_id = ANY($7) AND k.tenant_id = d.tenant_id
+               WHERE NOT d.is_session AND (k.tenant_id = ANY($7) OR $7 IS NULL) AND k.tenant_id = d.tenant_id
                  AND k.key_hash = d.key_hash AND k.revoked_at IS NULL
                UNION ALL
                SELECT s.session_id, s.customer_id, NULL FROM customer_sessions s
-               WHERE d.is_session AND s.tenant_id = ANY($7) AND s.tenant_id = d.tenant_id
+               WHERE d.is_session AND (s.tenant_id = ANY($7) OR $7 IS NULL) AND s.tenant_id = d.tenant_id
                  AND s.token_hash = d.key_hash
                  AND s.revoked_at IS NULL AND s.expires_at > $5
                  -- An erased customer's sessions end with it.
                  AND EXISTS (SELECT 1 FROM customers e
-                             WHERE e.tenant_id = ANY($7) AND e.tenant_id = s.tenant_id
+                             WHERE (e.tenant_id = ANY($7) OR $7 IS NULL) AND e.tenant_id = s.tenant_id
                                AND e.customer_id = s.customer_id AND e.deleted_at IS NULL)
                LIMIT 1) k ON true)
        SELECT r.ord AS "ord!", a.tenant_id AS "tenant_id?: TenantId", a.mode AS "mode?",
@@ -169,7 +177,7 @@ pub async fn fetch_batch(
              AND a.is_session = r.is_session
        LEFT JOIN LATERAL (
            SELECT c.customer_id, c.xmin FROM customers c
-           WHERE c.tenant_id = ANY($7) AND c.tenant_id = r.tenant_id
+           WHERE (c.tenant_id = ANY($7) OR $7 IS NULL) AND c.tenant_id = r.tenant_id
              AND c.customer_id = CASE WHEN r.is_session THEN a.session_customer
                                       ELSE r.customer_id END
              AND c.deleted_at IS NULL OFFSET 0) c ON true
@@ -177,14 +185,14 @@ pub async fn fetch_batch(
            SELECT s.plan_key, s.plan_version, s.interval, s.billing_anchor,
                   s.current_period_start, s.current_period_end, s.xmin
            FROM subscriptions s
-           WHERE s.tenant_id = ANY($7) AND s.tenant_id = r.tenant_id
+           WHERE (s.tenant_id = ANY($7) OR $7 IS NULL) AND s.tenant_id = r.tenant_id
              AND s.customer_id = c.customer_id
              AND s.status IN ('trialing', 'active', 'past_due') OFFSET 0) s ON true
        LEFT JOIN LATERAL (
            -- No feature (a usage event's resolve): no counter, and no probe for one.
            SELECT x.period_start, x.used FROM usage_counters x
            WHERE r.feature_key <> ''
-             AND x.tenant_id = ANY($7) AND x.tenant_id = r.tenant_id
+             AND (x.tenant_id = ANY($7) OR $7 IS NULL) AND x.tenant_id = r.tenant_id
              AND x.customer_id = c.customer_id
              AND x.feature_key = r.feature_key
              AND x.period_start <= COALESCE(a.test_clock_now, $5)
@@ -195,7 +203,7 @@ pub async fn fetch_batch(
         &features as &[&str],
         now,
         &sessions as &[bool],
-        &distinct as &[&str]
+        scope.as_deref() as Option<&[&str]>
     )
     .fetch_all(&mut *conn)
     .await?;

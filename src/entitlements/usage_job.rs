@@ -185,7 +185,7 @@ impl UsageJob {
             // 1. The single events' callers, customers and plans: kept, or in one statement;
             // each single event against its plan.
             let prepared = self
-                .prepare_singles(conn, &singles, &todo, round > 0)
+                .prepare_singles(conn, &singles, &todo, (round > 0, citus))
                 .await?;
             // 2. Every event, in one statement (the batch requests' in the first round).
             let mut events: Vec<&NewEvent> = Vec::new();
@@ -274,13 +274,14 @@ struct PreparedSingle {
 
 impl UsageJob {
     /// Resolves and prepares the single events `todo`: from kept resolves where there are
-    /// (unless `fresh`), the others in one statement, whose answers are kept.
+    /// (unless `fresh`), the others in one statement, whose answers are kept (`citus`: one
+    /// tenant's singles, the statement routed to its node).
     async fn prepare_singles(
         &self,
         conn: &mut PgConnection,
         singles: &[&Single],
         todo: &[usize],
-        fresh: bool,
+        (fresh, citus): (bool, bool),
     ) -> std::result::Result<Vec<PreparedSingle>, sqlx::Error> {
         let keys: Vec<_> = todo
             .iter()
@@ -306,7 +307,7 @@ impl UsageJob {
                     })
                     .collect();
                 let lookups: Vec<&Lookup> = lookups.iter().collect();
-                fetch_batch(lookup, &lookups, now).await
+                fetch_batch(lookup, &lookups, now, citus).await
             })
             .await?;
         let mut prepared = Vec::with_capacity(todo.len());
