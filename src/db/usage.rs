@@ -76,7 +76,7 @@ pub enum Outcome {
 /// `in_block`: on Citus, the call is made inside a transaction block of its own. Outside one,
 /// Citus delegates the call of a distributed function to the node of its tenant's shard, and
 /// such a delegated call can write to a shard's old placement while the shard is moved to
-/// another node: measured, an acknowledged event was missing after every one of four
+/// another node: measured, an acknowledged event was missing after every one of five
 /// rebalancing runs under load (`tests/api/citus.rs`), and none in a block, where the
 /// function runs on the coordinator and each of its statements is routed (and locked
 /// against the move) like any other.
