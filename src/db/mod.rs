@@ -55,6 +55,30 @@ pub async fn span_tenants(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error
     Ok(())
 }
 
+/// Up to `max` items claimed over `tenants`, in their order: each tenant's with
+/// `claim(tenant, how many are left)`, a statement within that tenant (on Citus, on its
+/// node). For the queues the worker serves: the tenants with work due come from a read that
+/// locks nothing, the claims lock within one tenant each.
+pub async fn claim_per_tenant<T, F, Fut>(
+    tenants: Vec<crate::domain::id::TenantId>,
+    max: i64,
+    mut claim: F,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    F: FnMut(crate::domain::id::TenantId, i64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, sqlx::Error>>,
+{
+    let mut claimed = Vec::new();
+    for tenant in tenants {
+        let left = max - claimed.len() as i64;
+        if left <= 0 {
+            break;
+        }
+        claimed.extend(claim(tenant, left).await?);
+    }
+    Ok(claimed)
+}
+
 /// One round trip to the database (readiness).
 pub async fn ping(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
     sqlx::query_scalar!("SELECT 1 AS \"one!\"")

@@ -100,16 +100,11 @@ enum Apply {
 /// Sends up to `cfg.batch` due rows (concurrently); returns how many were claimed.
 pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> Result<usize> {
     let lease = cfg.timeout.as_secs_f64() * 4.0 + 60.0;
-    // The tenants with rows due, then each one's rows claimed within it (on Citus, on its
-    // node), up to the batch in all.
-    let mut claimed = Vec::new();
-    for tenant in db::outbox::due_tenants(db, cfg.batch).await? {
-        let left = cfg.batch - claimed.len() as i64;
-        if left <= 0 {
-            break;
-        }
-        claimed.extend(db::outbox::claim_due(db, &tenant, left, lease).await?);
-    }
+    let tenants = db::outbox::due_tenants(db, cfg.batch).await?;
+    let claimed = db::claim_per_tenant(tenants, cfg.batch, |tenant, left| async move {
+        db::outbox::claim_due(db, &tenant, left, lease).await
+    })
+    .await?;
     let n = claimed.len();
     let work = claimed.into_iter().map(|row| async move {
         let outcome = match client_for(&row, cfg) {

@@ -86,16 +86,11 @@ pub async fn deliver_due(
     max: i64,
 ) -> Result<usize, sqlx::Error> {
     let lease = cfg.timeout.as_secs_f64() + 30.0;
-    // The tenants with deliveries due, then each one's claimed within it (on Citus, on its
-    // node), up to `max` in all.
-    let mut claimed = Vec::new();
-    for tenant in db::webhooks::due_tenants(db, max).await? {
-        let left = max - claimed.len() as i64;
-        if left <= 0 {
-            break;
-        }
-        claimed.extend(db::webhooks::claim_due(db, &tenant, left, lease).await?);
-    }
+    let tenants = db::webhooks::due_tenants(db, max).await?;
+    let claimed = db::claim_per_tenant(tenants, max, |tenant, left| async move {
+        db::webhooks::claim_due(db, &tenant, left, lease).await
+    })
+    .await?;
     let n = claimed.len();
     let sends = claimed.into_iter().map(|c| async move {
         let result = if c.endpoint_deleted {
