@@ -1,4 +1,5 @@
-//! The `tollgate` command line: serve (default), worker, migrate, tenant create, plans apply.
+//! The `tollgate` command line: serve (default), worker, migrate, tenant create, plans apply,
+//! secrets rotate and new-key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ExposeSecret, LogFormat, Secret};
 use crate::embedded_pg::{EmbeddedPg, MissingBinaries};
+use crate::secrets::{Secrets, SecretsKey};
 use crate::AppState;
 
 #[derive(Debug, Parser)]
@@ -49,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: PlansCommand,
     },
+    /// The key stored secrets are sealed under (docs/OPERATIONS.md, "Secrets at rest").
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -87,6 +94,19 @@ enum PlansCommand {
         #[arg(long)]
         tenant: String,
         file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Print a new random key (32 bytes, base64) for TOLLGATE_SECRETS_KEY.
+    NewKey,
+    /// Re-seal every stored secret under a new key, in one transaction (the current key is
+    /// TOLLGATE_SECRETS_KEY). Then restart every process with the new key.
+    Rotate {
+        /// The new key, 32 bytes in base64.
+        #[arg(long)]
+        new_key: String,
     },
 }
 
@@ -192,22 +212,83 @@ fn admin_token(config: &Config, embedded: bool) -> Result<Option<Secret>> {
             .map(char::from)
             .collect::<String>()
     );
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        writeln!(f, "{token}")?;
-    }
+    write_private(&path, &token, true)?;
     println!(
         "Admin token (shown once, kept in {}): {token}",
         path.display()
     );
     Ok(Some(Secret::from(token)))
+}
+
+/// Where the embedded default keeps the secrets key it generated.
+fn secrets_key_file(config: &Config) -> PathBuf {
+    config.data_dir.join("secrets_key")
+}
+
+/// The secrets key: `TOLLGATE_SECRETS_KEY`, or on the embedded default one generated once and
+/// kept in the data directory (`keep` says where, for a rotation to replace it); none
+/// otherwise.
+fn secrets(config: &Config, embedded: bool) -> Result<(Secrets, Option<PathBuf>)> {
+    if let Some(text) = &config.secrets_key {
+        let key = SecretsKey::parse(text).context("TOLLGATE_SECRETS_KEY")?;
+        return Ok((Secrets::new(key), None));
+    }
+    if !embedded {
+        return Ok((Secrets::none(), None));
+    }
+    let path = secrets_key_file(config);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(existing) => Secret::from(existing.trim()),
+        Err(_) => {
+            let key = SecretsKey::generate();
+            write_private(&path, key.expose_secret(), true)?;
+            println!(
+                "Secrets key: generated into {} (back it up with the data directory)",
+                path.display()
+            );
+            key
+        }
+    };
+    let key = SecretsKey::parse(&text).with_context(|| format!("{}", path.display()))?;
+    Ok((Secrets::new(key), Some(path)))
+}
+
+/// Writes `text` to a file only its owner reads: a new file (`new`: fails if it exists), or
+/// in place of the old one through a rename, so it is never half-written.
+fn write_private(path: &std::path::Path, text: &str, new: bool) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let target = if new {
+        path.to_path_buf()
+    } else {
+        path.with_extension("new")
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(new)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&target)
+        .with_context(|| format!("writing {}", target.display()))?;
+    writeln!(f, "{text}")?;
+    f.sync_all()?;
+    if !new {
+        std::fs::rename(&target, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The process's secrets key, checked against the stored secrets (those stored in clear are
+/// sealed): a process never runs with secrets it cannot read.
+async fn open_secrets(pool: &sqlx::PgPool, config: &Config, embedded: bool) -> Result<Secrets> {
+    let (secrets, _) = secrets(config, embedded)?;
+    let prepared = crate::secrets::store::prepare(pool, &secrets).await?;
+    match secrets.key_id() {
+        Some(id) => tracing::info!(key = id, stored = prepared.stored, "secrets key in use"),
+        None => tracing::info!("no secrets key: storing a Stripe key or a webhook endpoint is refused"),
+    }
+    Ok(secrets)
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -240,6 +321,12 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             return Ok(());
         }
         Command::Healthcheck { url } => return healthcheck(&config, url.as_deref()).await,
+        Command::Secrets {
+            command: SecretsCommand::NewKey,
+        } => {
+            println!("{}", SecretsKey::generate().expose_secret());
+            return Ok(());
+        }
         _ => {}
     }
     let db = database(&config).await?;
@@ -247,7 +334,11 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
     // (AppState sizes it from this pool), so a process holds at most db_max_connections.
     let pool = crate::connect(&db.url, (config.db_max_connections / 2).max(2)).await?;
     match command {
-        Command::Openapi | Command::Healthcheck { .. } => {}
+        Command::Openapi
+        | Command::Healthcheck { .. }
+        | Command::Secrets {
+            command: SecretsCommand::NewKey,
+        } => {}
         Command::Migrate => {
             crate::MIGRATOR.run(&pool).await?;
             println!("migrations applied");
@@ -259,9 +350,13 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                     .await
                     .context("applying migrations")?;
             }
+            let secrets = open_secrets(&pool, &config, db.embedded.is_some()).await?;
             let state = AppState::build(
                 pool.clone(),
-                admin_token(&config, db.embedded.is_some())?,
+                (
+                    admin_token(&config, db.embedded.is_some())?,
+                    secrets.clone(),
+                ),
                 std::time::Duration::from_secs(config.request_timeout_seconds),
                 config.check_batch_workers,
                 config.usage_batch_workers,
@@ -274,7 +369,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 tokio::spawn(crate::worker::run(
                     pool.clone(),
                     token.clone(),
-                    worker_config(&config),
+                    worker_config(&config, secrets),
                 ))
             });
             println!("Tollgate listening on http://{}", listener.local_addr()?);
@@ -298,10 +393,11 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                     .await
                     .context("applying migrations")?;
             }
+            let secrets = open_secrets(&pool, &config, db.embedded.is_some()).await?;
             let worker = tokio::spawn(crate::worker::run(
                 pool.clone(),
                 token.clone(),
-                worker_config(&config),
+                worker_config(&config, secrets),
             ));
             shutdown_signal(token).await;
             let _ = worker.await;
@@ -334,6 +430,25 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             }
             for (k, v) in &summary.plans_unchanged {
                 println!("plan {k}: unchanged (version {v})");
+            }
+        }
+        Command::Secrets {
+            command: SecretsCommand::Rotate { new_key },
+        } => {
+            crate::MIGRATOR.run(&pool).await?;
+            let text = Secret::from(new_key);
+            let new = SecretsKey::parse(&text).context("--new-key")?;
+            let new_id = new.id().to_string();
+            let (current, kept_in) = secrets(&config, db.embedded.is_some())?;
+            let n = crate::secrets::store::rotate(&pool, &current, new).await?;
+            if let Some(path) = kept_in {
+                write_private(&path, text.expose_secret(), false)?;
+                println!("{n} secrets re-sealed under key {new_id}; the new key is in {}", path.display());
+            } else {
+                println!(
+                    "{n} secrets re-sealed under key {new_id}. Set TOLLGATE_SECRETS_KEY to the new \
+                     key and restart every serve and worker process: the old key opens nothing now."
+                );
             }
         }
     }
@@ -386,8 +501,9 @@ async fn healthcheck(config: &Config, url: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn worker_config(config: &Config) -> crate::worker::WorkerConfig {
+fn worker_config(config: &Config, secrets: Secrets) -> crate::worker::WorkerConfig {
     crate::worker::WorkerConfig {
+        secrets,
         stripe: crate::stripe::sync::SyncConfig {
             max_attempts: config.stripe_max_attempts,
             ..Default::default()

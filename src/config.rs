@@ -66,6 +66,8 @@ pub struct Config {
     pub stripe_max_attempts: i32,
     pub database_url: Option<Secret>,
     pub admin_token: Option<Secret>,
+    /// The key stored secrets are sealed under (32 bytes, base64; `secrets::SecretsKey`).
+    pub secrets_key: Option<Secret>,
 }
 
 impl Config {
@@ -109,6 +111,7 @@ impl Config {
             stripe_max_attempts: layers.stripe_max_attempts.max(1),
             database_url: secret("DATABASE_URL"),
             admin_token: secret("TOLLGATE_ADMIN_TOKEN"),
+            secrets_key: secret("TOLLGATE_SECRETS_KEY"),
         })
     }
 }
@@ -133,6 +136,7 @@ mod tests {
             jail.set_env("TOLLGATE_CHECK_BATCH_WORKERS", "3");
             jail.set_env("DATABASE_URL", "postgres://u:hunter2@h/db");
             jail.set_env("TOLLGATE_ADMIN_TOKEN", "adm_s3cret");
+            jail.set_env("TOLLGATE_SECRETS_KEY", "a2V5X3MzY3JldA==");
             // Other TOLLGATE_ variables are not configuration keys: ignored here.
             jail.set_env("TOLLGATE_PG_BIN_DIR", "/usr/lib/postgresql/15/bin");
             let cfg = Config::load().map_err(|e| e.to_string())?;
@@ -145,7 +149,12 @@ mod tests {
             let debug = format!("{cfg:?}");
             assert!(!debug.contains("hunter2"), "{debug}");
             assert!(!debug.contains("adm_s3cret"), "{debug}");
+            assert!(!debug.contains("a2V5X3MzY3JldA"), "{debug}");
             assert_eq!(cfg.admin_token.unwrap().expose_secret(), "adm_s3cret");
+            assert_eq!(
+                cfg.secrets_key.unwrap().expose_secret(),
+                "a2V5X3MzY3JldA=="
+            );
             Ok(())
         });
     }

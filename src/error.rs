@@ -39,6 +39,10 @@ pub enum Error {
     /// The database is unreachable, shutting down or restarting: retry shortly.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] Arc<sqlx::Error>),
+    /// A stored secret this process's key does not open (the key was rotated and the process
+    /// not yet restarted with the new one): retry once it is.
+    #[error("a stored secret does not open: {0}")]
+    SecretUnreadable(crate::secrets::SecretsError),
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(#[source] Arc<sqlx::Error>),

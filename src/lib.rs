@@ -22,6 +22,7 @@ pub mod http;
 pub mod ids;
 pub mod portal;
 pub mod retry;
+pub mod secrets;
 pub mod stripe;
 pub mod tenancy;
 pub mod testing;

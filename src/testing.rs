@@ -39,7 +39,7 @@ pub fn fast_webhook_delivery() -> DeliveryConfig {
 
 /// One pass of the Stripe outbox worker: sends what is due; returns how many rows it took.
 pub async fn send_stripe_outbox(state: &AppState, cfg: &SyncConfig) -> Result<usize> {
-    crate::stripe::sync::drain(&state.db, &state.plans, cfg).await
+    crate::stripe::sync::drain(&state.db, &state.plans, &state.secrets, cfg).await
 }
 
 /// Outbox rows not yet sent (nor parked).
@@ -52,14 +52,15 @@ pub async fn pending_deliveries(db: &PgPool) -> Result<i64> {
     Ok(crate::db::webhooks::pending_count(db).await?)
 }
 
-/// One pass of the webhook worker: delivers up to `max` due deliveries.
+/// One pass of the webhook worker: delivers up to `max` due deliveries (with the state's
+/// secrets key).
 pub async fn deliver_webhooks(
-    db: &PgPool,
+    state: &AppState,
     http: &reqwest::Client,
     cfg: &DeliveryConfig,
     max: i64,
 ) -> Result<usize> {
-    Ok(crate::webhooks::deliver_due(db, http, cfg, max).await?)
+    Ok(crate::webhooks::deliver_due(&state.db, http, &state.secrets, cfg, max).await?)
 }
 
 /// Runs the due billing work of every real-time tenant, as the worker's loop does.

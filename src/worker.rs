@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::billing::due::{self, Processed, Scope};
 use crate::db::plans::PlanCache;
 use crate::entitlements::retention::PurgeScope;
+use crate::secrets::Secrets;
 use crate::stripe::sync::{self as stripe_sync, SyncConfig};
 use crate::webhooks::{self, DeliveryConfig};
 
@@ -59,6 +60,8 @@ pub async fn run_due(db: &PgPool, plans: &PlanCache) -> crate::error::Result<Pro
 pub struct WorkerConfig {
     pub stripe: SyncConfig,
     pub webhooks: DeliveryConfig,
+    /// The key the Stripe keys and the endpoints' signing secrets are sealed under.
+    pub secrets: Secrets,
 }
 
 /// Runs the worker's loops until `token` is cancelled: due billing work and tidying every 5 s,
@@ -69,10 +72,11 @@ pub async fn run(db: PgPool, token: CancellationToken, cfg: WorkerConfig) {
     let plans = Arc::new(PlanCache::default());
     let due = tokio::spawn(due_loop(db.clone(), plans.clone(), token.clone()));
     let stripe = tokio::spawn({
-        let (db, plans, token, cfg) = (db.clone(), plans.clone(), token.clone(), cfg.stripe);
+        let (db, plans, token) = (db.clone(), plans.clone(), token.clone());
+        let (secrets, cfg) = (cfg.secrets.clone(), cfg.stripe);
         async move {
             poll(token, "Stripe outbox", || {
-                stripe_sync::send_due(&db, &plans, &cfg)
+                stripe_sync::send_due(&db, &plans, &secrets, &cfg)
             })
             .await
         }
@@ -82,10 +86,10 @@ pub async fn run(db: PgPool, token: CancellationToken, cfg: WorkerConfig) {
         .build()
         .unwrap_or_default();
     let hooks = tokio::spawn({
-        let (db, token, cfg) = (db.clone(), token.clone(), cfg.webhooks);
+        let (db, token, secrets, cfg) = (db.clone(), token.clone(), cfg.secrets, cfg.webhooks);
         async move {
             poll(token, "webhook deliveries", || async {
-                webhooks::deliver_due(&db, &http, &cfg, 32)
+                webhooks::deliver_due(&db, &http, &secrets, &cfg, 32)
                     .await
                     .map_err(crate::error::Error::from)
             })

@@ -25,6 +25,7 @@ pub mod plans;
 pub mod resolve;
 pub mod retention;
 pub mod schema;
+pub mod secrets;
 pub mod sessions;
 pub mod stripe_events;
 pub mod subscriptions;

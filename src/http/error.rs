@@ -185,6 +185,15 @@ impl From<Error> for ApiError {
                 tracing::error!(error = %cause, "database unavailable");
                 ApiError::unavailable("The database is unavailable; retry shortly.")
             }
+            Error::SecretUnreadable(cause) => {
+                tracing::error!(error = %cause, "a stored secret does not open: restart with the current TOLLGATE_SECRETS_KEY");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorType::Unavailable,
+                    "secrets_unreadable",
+                    "This server cannot open the tenant's stored secrets right now; retry shortly.",
+                )
+            }
             err @ (Error::Database(_) | Error::Internal(_)) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 ApiError::internal()

@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::config::Secret;
 use crate::db::plans::PlanCache;
 use crate::entitlements::Entitlements;
+use crate::secrets::Secrets;
 
 /// Everything a request handler needs. Cloned for every request and every middleware layer,
 /// so it is one `Arc`: a clone is one reference-count increment.
@@ -18,6 +19,8 @@ pub struct AppStateInner {
     pub db: PgPool,
     pub clock: Clock,
     pub admin_token: Option<Secret>,
+    /// The key stored secrets are sealed under (`TOLLGATE_SECRETS_KEY`), if any.
+    pub secrets: Secrets,
     pub plans: Arc<PlanCache>,
     pub request_timeout: std::time::Duration,
     /// The hot path's service: its own pool, the check batcher, the plan cache.
@@ -45,12 +48,19 @@ impl AppState {
         admin_token: Option<Secret>,
         request_timeout: std::time::Duration,
     ) -> Self {
-        Self::build(db, admin_token, request_timeout, None, None)
+        Self::build(
+            db,
+            (admin_token, Secrets::none()),
+            request_timeout,
+            None,
+            None,
+        )
     }
 
+    /// The state of a process: its pool, its admin token and secrets key, and how it serves.
     pub fn build(
         db: PgPool,
-        admin_token: Option<Secret>,
+        (admin_token, secrets): (Option<Secret>, Secrets),
         request_timeout: std::time::Duration,
         check_workers: Option<usize>,
         usage_workers: Option<usize>,
@@ -71,6 +81,7 @@ impl AppState {
             db,
             clock: Clock,
             admin_token,
+            secrets,
             plans,
             request_timeout,
             batch_admission: crate::http::usage::record::Admission::new(

@@ -19,7 +19,8 @@ use crate::AppState;
     request_body(content = Object, description = "A Stripe event, as Stripe sends it"),
     responses((status = 200, body = WebhookReceived),
               (status = 400, description = "Missing or bad signature, expired timestamp, or not JSON; nothing applied", body = crate::http::error::ErrorBody),
-              (status = 404, body = crate::http::error::ErrorBody)))]
+              (status = 404, body = crate::http::error::ErrorBody),
+              (status = 503, description = "`secrets_unreadable`: this server's secrets key does not open the tenant's webhook secret (it was rotated and the server not yet restarted); Stripe retries", body = crate::http::error::ErrorBody)))]
 pub async fn stripe_webhook(
     State(state): State<AppState>,
     IdPath(tenant_id): IdPath<TenantId>,
@@ -34,7 +35,7 @@ pub async fn stripe_webhook(
         .and_then(|v| v.to_str().ok());
     let received = inbound::receive(
         &state.db,
-        &state.plans,
+        (&state.plans, &state.secrets),
         (&state.clock, request_id),
         &tenant_id,
         signature,

@@ -19,7 +19,8 @@ pub async fn get_tenant(
 }
 
 #[utoipa::path(patch, path = "/v1/tenant", tag = "tenant", request_body = TenantPatch,
-    responses((status = 200, body = Tenant), (status = 400, body = crate::http::error::ErrorBody)))]
+    responses((status = 200, body = Tenant), (status = 400, body = crate::http::error::ErrorBody),
+              (status = 409, description = "`secrets_key_missing`: a Stripe secret was given and this Tollgate has no secrets key to seal it with", body = crate::http::error::ErrorBody)))]
 pub async fn patch_tenant(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -28,7 +29,13 @@ pub async fn patch_tenant(
 ) -> ApiResult<axum::Json<Tenant>> {
     let now = ctx.now(&state.clock);
     Ok(axum::Json(
-        settings::patch(&state.db, &origin, &ctx.tenant_id, &patch, now).await?,
+        settings::patch(
+            &state.db,
+            (&origin, &state.secrets),
+            &ctx.tenant_id,
+            &patch,
+            now,
+        ).await?,
     ))
 }
 

@@ -13,7 +13,8 @@ use crate::AppState;
 
 #[utoipa::path(post, path = "/v1/webhook_endpoints", tag = "webhooks", request_body = CreateEndpoint,
     responses((status = 201, description = "Created; the secret is shown only here", body = Endpoint),
-              (status = 400, body = crate::http::error::ErrorBody)))]
+              (status = 400, body = crate::http::error::ErrorBody),
+              (status = 409, description = "`secrets_key_missing`: this Tollgate has no secrets key to seal the signing secret with", body = crate::http::error::ErrorBody)))]
 pub async fn create_endpoint(
     State(state): State<AppState>,
     ctx: TenantCtx,
@@ -22,7 +23,7 @@ pub async fn create_endpoint(
 ) -> ApiResult<(StatusCode, axum::Json<Endpoint>)> {
     let endpoint = endpoints::create(
         &state.db,
-        &origin,
+        (&origin, &state.secrets),
         &ctx.tenant_id,
         &body,
         ctx.now(&state.clock),

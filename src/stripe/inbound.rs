@@ -20,6 +20,8 @@ use crate::db;
 use crate::db::plans::PlanCache;
 use crate::domain::status::SubscriptionStatus;
 use crate::error::{Error, Result};
+use crate::secrets::{Place, Secrets};
+use secrecy::ExposeSecret;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookReceived {
@@ -66,7 +68,7 @@ fn bad_signature(message: &'static str) -> Error {
 /// `Stripe-Signature` header.
 pub async fn receive(
     db: &PgPool,
-    plans: &PlanCache,
+    (plans, secrets): (&PlanCache, &Secrets),
     (clock, request_id): (&Clock, Option<&str>),
     tenant_id: &TenantId,
     signature: Option<&str>,
@@ -77,17 +79,20 @@ pub async fn receive(
         .await?
         .ok_or_else(Error::no_such::<TenantId>)?;
     drop(conn);
-    let Some(secret) = tenant.stripe_webhook_secret else {
+    let Some(stored) = tenant.stripe_webhook_secret else {
         return Err(Error::invalid(
             "stripe_not_configured",
             "The tenant has no Stripe webhook secret (PATCH /v1/tenant).",
         ));
     };
+    // Opened once for this request (503 if this process's key does not open it: Stripe
+    // retries).
+    let secret = secrets.open(tenant_id, Place::StripeWebhookSecret, &stored)?;
     let signature =
         signature.ok_or_else(|| bad_signature("The Stripe-Signature header is missing."))?;
     let payload = std::str::from_utf8(body)
         .map_err(|_| Error::invalid("invalid_body", "The body is not UTF-8."))?;
-    match Webhook::construct_event(payload, signature, &secret) {
+    match Webhook::construct_event(payload, signature, secret.expose_secret()) {
         // The signature and its timestamp were checked before the typed parse.
         Ok(_) | Err(WebhookError::BadParse(_)) => {}
         Err(WebhookError::BadTimestamp(_)) => {

@@ -44,6 +44,8 @@ use crate::db;
 use crate::db::outbox::{Claimed, InvoiceInStripe};
 use crate::db::plans::PlanCache;
 use crate::error::{Error, Result};
+use crate::secrets::{Place, Secrets};
+use secrecy::ExposeSecret;
 
 /// Stripe's API, unless the tenant sets `stripe.api_base`.
 pub const DEFAULT_API_BASE: &str = "https://api.stripe.com/";
@@ -75,6 +77,9 @@ impl Default for SyncConfig {
     }
 }
 
+/// How long a row this process cannot send waits before it is looked at again.
+const HELD_FOR: Duration = Duration::from_secs(60);
+
 /// What one send came to.
 enum Outcome {
     /// Done; `apply` runs in the transaction that marks the row sent.
@@ -84,6 +89,10 @@ enum Outcome {
     Deferred(&'static str),
     /// Worth retrying (network, timeout, 409, 429, 5xx).
     Retry(String),
+    /// This process cannot send it (its secrets key does not open the tenant's Stripe key:
+    /// the key was rotated and the process not yet restarted): left for a process that can,
+    /// without counting an attempt.
+    Held(String),
     /// Will never work: parked at once.
     Permanent(String),
 }
@@ -98,7 +107,12 @@ enum Apply {
 }
 
 /// Sends up to `cfg.batch` due rows (concurrently); returns how many were claimed.
-pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> Result<usize> {
+pub async fn send_due(
+    db: &PgPool,
+    plans: &PlanCache,
+    secrets: &Secrets,
+    cfg: &SyncConfig,
+) -> Result<usize> {
     let lease = cfg.timeout.as_secs_f64() * 4.0 + 60.0;
     let tenants = db::outbox::due_tenants(db, cfg.batch).await?;
     let claimed = db::claim_per_tenant(tenants, cfg.batch, |tenant, left| async move {
@@ -107,7 +121,7 @@ pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> Resul
     .await?;
     let n = claimed.len();
     let work = claimed.into_iter().map(|row| async move {
-        let outcome = match client_for(&row, cfg) {
+        let outcome = match client_for(&row, secrets, cfg) {
             Ok(client) => send(db, &client, &row).await,
             Err(o) => o,
         };
@@ -119,12 +133,16 @@ pub async fn send_due(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> Resul
     Ok(n)
 }
 
-fn client_for(row: &Claimed, cfg: &SyncConfig) -> Result<Client, Outcome> {
-    let Some(key) = &row.secret_key else {
+/// The tenant's Stripe client; its key is opened here, once for each row sent.
+fn client_for(row: &Claimed, secrets: &Secrets, cfg: &SyncConfig) -> Result<Client, Outcome> {
+    let Some(stored) = &row.secret_key else {
         return Err(Outcome::Permanent(
             "The tenant is no longer connected to Stripe.".into(),
         ));
     };
+    let key = secrets
+        .open(&row.tenant_id, Place::StripeSecretKey, stored)
+        .map_err(|e| Outcome::Held(format!("the tenant's Stripe key cannot be opened: {e}")))?;
     let mut base = row
         .api_base
         .clone()
@@ -133,7 +151,7 @@ fn client_for(row: &Claimed, cfg: &SyncConfig) -> Result<Client, Outcome> {
     if !base.ends_with('/') {
         base.push('/');
     }
-    ClientBuilder::new(key.as_str())
+    ClientBuilder::new(key.expose_secret())
         .url(base)
         .request_strategy(RequestStrategy::Once)
         .timeout(cfg.timeout)
@@ -704,6 +722,7 @@ async fn record(
     let (status, error, wait, attempts_back) = match &outcome {
         Outcome::Sent(_) => ("sent", None, Duration::ZERO, 0),
         Outcome::Deferred(why) => ("pending", Some(why.to_string()), cfg.base_delay, 1),
+        Outcome::Held(why) => ("pending", Some(why.clone()), HELD_FOR, 1),
         Outcome::Retry(e) if row.attempts >= cfg.max_attempts => {
             ("failed", Some(e.clone()), Duration::ZERO, 0)
         }
@@ -738,6 +757,9 @@ async fn record(
         }
         Outcome::Retry(e) | Outcome::Permanent(e) => {
             tracing::info!(outbox = row.outbox_id, kind = %row.kind, attempts = row.attempts, status, error = %e, "Stripe send failed");
+        }
+        Outcome::Held(e) => {
+            tracing::error!(outbox = row.outbox_id, tenant = %row.tenant_id, error = %e, "Stripe send held back: restart this process with the current TOLLGATE_SECRETS_KEY");
         }
         Outcome::Deferred(_) => {}
     }
@@ -791,10 +813,15 @@ async fn tenant_now(conn: &mut PgConnection, tenant_id: &TenantId) -> Result<Dat
 }
 
 /// Sends until nothing is due (tests and `tollgate` one-shot runs).
-pub async fn drain(db: &PgPool, plans: &PlanCache, cfg: &SyncConfig) -> Result<usize> {
+pub async fn drain(
+    db: &PgPool,
+    plans: &PlanCache,
+    secrets: &Secrets,
+    cfg: &SyncConfig,
+) -> Result<usize> {
     let mut total = 0;
     loop {
-        let n = send_due(db, plans, cfg).await?;
+        let n = send_due(db, plans, secrets, cfg).await?;
         if n == 0 {
             return Ok(total);
         }

@@ -10,6 +10,7 @@ use crate::audit::{self, Change, Origin, Resource};
 use crate::db;
 use crate::domain::qty::Qty;
 use crate::error::{Error, Result};
+use crate::secrets::{Place, Secrets};
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -138,14 +139,25 @@ pub async fn read(conn: &mut PgConnection, tenant_id: &TenantId) -> Result<Tenan
     })
 }
 
-/// Applies a patch in one transaction: all of it, or (on any invalid part) none of it.
+/// Applies a patch in one transaction: all of it, or (on any invalid part) none of it. The
+/// Stripe secrets are stored sealed under `secrets`' key (with none, a patch that sets one is
+/// `409 secrets_key_missing`).
 pub async fn patch(
     db: &PgPool,
-    origin: &Origin,
+    (origin, secrets): (&Origin, &Secrets),
     tenant_id: &TenantId,
     patch: &TenantPatch,
     now: DateTime<Utc>,
 ) -> Result<Tenant> {
+    let stripe = patch.stripe.as_ref();
+    let secret_key = stripe
+        .and_then(|s| s.secret_key.as_deref())
+        .map(|k| secrets.seal(tenant_id, Place::StripeSecretKey, k))
+        .transpose()?;
+    let webhook_secret = stripe
+        .and_then(|s| s.webhook_secret.as_deref())
+        .map(|k| secrets.seal(tenant_id, Place::StripeWebhookSecret, k))
+        .transpose()?;
     let mut tx = audit::begin(db, origin).await?;
     let before = read(&mut tx, tenant_id).await?;
     if let Some(default_plan) = &patch.default_plan {
@@ -206,8 +218,8 @@ pub async fn patch(
         db::tenants::set_stripe(
             &mut tx,
             tenant_id,
-            stripe.secret_key.as_deref(),
-            stripe.webhook_secret.as_deref(),
+            secret_key.as_deref(),
+            webhook_secret.as_deref(),
             stripe.api_base.as_deref(),
         )
         .await?;

@@ -9,6 +9,7 @@ use crate::audit::{self, Change, Origin, Resource};
 use crate::db;
 use crate::db::webhooks::{DeliveryRow, EndpointRow, NewEndpoint};
 use crate::error::{Error, Result};
+use crate::secrets::{Place, Secrets};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -129,10 +130,11 @@ impl From<DeliveryRow> for Delivery {
     }
 }
 
-/// Creates an endpoint with a new signing secret (shown only in this answer).
+/// Creates an endpoint with a new signing secret (shown only in this answer), stored sealed
+/// under `secrets`' key (with none, `409 secrets_key_missing`).
 pub async fn create(
     db: &PgPool,
-    origin: &Origin,
+    (origin, secrets): (&Origin, &Secrets),
     tenant_id: &TenantId,
     body: &CreateEndpoint,
     now: DateTime<Utc>,
@@ -143,6 +145,7 @@ pub async fn create(
     events.dedup();
     let id: EndpointId = crate::ids::new();
     let secret = super::new_secret();
+    let sealed = secrets.seal(tenant_id, Place::EndpointSecret(&id), &secret)?;
     let mut tx = audit::begin(db, origin).await?;
     let created_at = db::webhooks::insert_endpoint(
         &mut tx,
@@ -151,7 +154,7 @@ pub async fn create(
             endpoint_id: &id,
             url: &body.url,
             events: &events,
-            secret: &secret,
+            secret: &sealed,
             description: body.description.as_deref(),
         },
     )

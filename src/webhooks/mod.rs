@@ -23,6 +23,8 @@ use sqlx::PgPool;
 use crate::db;
 use crate::db::webhooks::Claimed;
 use crate::retry::backoff;
+use crate::secrets::{Place, Secrets};
+use secrecy::ExposeSecret;
 
 /// How deliveries are attempted.
 #[derive(Debug, Clone)]
@@ -82,6 +84,7 @@ enum Sent {
 pub async fn deliver_due(
     db: &PgPool,
     http: &reqwest::Client,
+    secrets: &Secrets,
     cfg: &DeliveryConfig,
     max: i64,
 ) -> Result<usize, sqlx::Error> {
@@ -99,7 +102,7 @@ pub async fn deliver_due(
                 error: "the endpoint was deleted".into(),
             }
         } else {
-            send(http, cfg, &c).await
+            send(http, secrets, cfg, &c).await
         };
         if let Err(e) = record(db, cfg, &c, result).await {
             tracing::warn!(error = %e, event = %c.event_id, "could not record a webhook delivery; it will be retried");
@@ -109,7 +112,18 @@ pub async fn deliver_due(
     Ok(n)
 }
 
-async fn send(http: &reqwest::Client, cfg: &DeliveryConfig, c: &Claimed) -> Sent {
+async fn send(http: &reqwest::Client, secrets: &Secrets, cfg: &DeliveryConfig, c: &Claimed) -> Sent {
+    // The signing secret is opened here, once for each delivery attempt.
+    let secret = match secrets.open(&c.tenant_id, Place::EndpointSecret(&c.endpoint_id), &c.secret) {
+        Ok(secret) => secret,
+        Err(e) => {
+            tracing::error!(event = %c.event_id, endpoint = %c.endpoint_id, error = %e, "webhook delivery held back: restart this process with the current TOLLGATE_SECRETS_KEY");
+            return Sent::Failed {
+                status: None,
+                error: format!("the endpoint's signing secret cannot be opened by this process: {e}"),
+            };
+        }
+    };
     let body = match serde_json::to_vec(&c.payload) {
         Ok(b) => b,
         Err(e) => {
@@ -120,7 +134,7 @@ async fn send(http: &reqwest::Client, cfg: &DeliveryConfig, c: &Claimed) -> Sent
         }
     };
     let timestamp = Utc::now().timestamp();
-    let Some(signature) = sign(&c.secret, &c.event_id, timestamp, &body) else {
+    let Some(signature) = sign(secret.expose_secret(), &c.event_id, timestamp, &body) else {
         return Sent::Failed {
             status: None,
             error: "the endpoint secret is malformed".into(),

@@ -12,11 +12,24 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::OnceCell;
 use tollgate::config::Secret;
 use tollgate::embedded_pg::EmbeddedPg;
+use tollgate::secrets::{Secrets, SecretsKey};
 use tollgate::AppState;
 
 use crate::cluster::{self, Cluster};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The secrets key of every app the tests start (unless a test gives its own): one for the
+/// test process, made at random, as an operator's would be.
+pub fn secrets_key() -> &'static Secret {
+    static KEY: OnceLock<Secret> = OnceLock::new();
+    KEY.get_or_init(tollgate::secrets::SecretsKey::generate)
+}
+
+/// [`secrets_key`], parsed.
+pub fn test_secrets() -> Secrets {
+    Secrets::new(SecretsKey::parse(secrets_key()).unwrap())
+}
 
 /// Where the tests' databases live.
 enum Server {
@@ -187,6 +200,16 @@ pub async fn spawn_app_on(db_url: &str) -> TestApp {
 
 /// An app on `db_url` with `usage_workers` usage statements in flight at most.
 pub async fn spawn_app_with(db_url: &str, usage_workers: Option<usize>) -> TestApp {
+    spawn_app_keyed(db_url, usage_workers, test_secrets()).await
+}
+
+/// An app on `db_url` holding `secrets` (as `tollgate serve` would with its
+/// `TOLLGATE_SECRETS_KEY`, or with none).
+pub async fn spawn_app_keyed(
+    db_url: &str,
+    usage_workers: Option<usize>,
+    secrets: Secrets,
+) -> TestApp {
     // The app's warnings and errors (a 500's cause among them) go to the test's captured
     // output, shown when it fails (`RUST_LOG` for more).
     static LOGS: OnceLock<()> = OnceLock::new();
@@ -202,7 +225,7 @@ pub async fn spawn_app_with(db_url: &str, usage_workers: Option<usize>) -> TestA
     let db = tollgate::connect(db_url, 20).await.unwrap();
     let state = AppState::build(
         db.clone(),
-        Some(Secret::from(ADMIN_TOKEN)),
+        (Some(Secret::from(ADMIN_TOKEN)), secrets),
         std::time::Duration::from_secs(30),
         None,
         usage_workers,

@@ -50,7 +50,7 @@ pub async fn drain_webhooks(app: &TestApp) {
     };
     let http = reqwest::Client::new();
     for _ in 0..10_000 {
-        testing::deliver_webhooks(&app.db, &http, &cfg, 32)
+        testing::deliver_webhooks(&app.state, &http, &cfg, 32)
             .await
             .unwrap();
         let pending = testing::pending_deliveries(&app.db).await.unwrap();
