@@ -286,7 +286,9 @@ async fn open_secrets(pool: &sqlx::PgPool, config: &Config, embedded: bool) -> R
     let prepared = crate::secrets::store::prepare(pool, &secrets).await?;
     match secrets.key_id() {
         Some(id) => tracing::info!(key = id, stored = prepared.stored, "secrets key in use"),
-        None => tracing::info!("no secrets key: storing a Stripe key or a webhook endpoint is refused"),
+        None => {
+            tracing::info!("no secrets key: storing a Stripe key or a webhook endpoint is refused")
+        }
     }
     Ok(secrets)
 }
@@ -443,7 +445,10 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             let n = crate::secrets::store::rotate(&pool, &current, new).await?;
             if let Some(path) = kept_in {
                 write_private(&path, text.expose_secret(), false)?;
-                println!("{n} secrets re-sealed under key {new_id}; the new key is in {}", path.display());
+                println!(
+                    "{n} secrets re-sealed under key {new_id}; the new key is in {}",
+                    path.display()
+                );
             } else {
                 println!(
                     "{n} secrets re-sealed under key {new_id}. Set TOLLGATE_SECRETS_KEY to the new \

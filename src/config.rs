@@ -151,10 +151,7 @@ mod tests {
             assert!(!debug.contains("adm_s3cret"), "{debug}");
             assert!(!debug.contains("a2V5X3MzY3JldA"), "{debug}");
             assert_eq!(cfg.admin_token.unwrap().expose_secret(), "adm_s3cret");
-            assert_eq!(
-                cfg.secrets_key.unwrap().expose_secret(),
-                "a2V5X3MzY3JldA=="
-            );
+            assert_eq!(cfg.secrets_key.unwrap().expose_secret(), "a2V5X3MzY3JldA==");
             Ok(())
         });
     }

@@ -35,7 +35,8 @@ pub async fn patch_tenant(
             &ctx.tenant_id,
             &patch,
             now,
-        ).await?,
+        )
+        .await?,
     ))
 }
 

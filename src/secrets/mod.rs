@@ -168,7 +168,12 @@ impl SecretsKey {
         format!("{PREFIX}{}:{}", self.id, B64.encode(bytes))
     }
 
-    fn open(&self, tenant: &TenantId, place: Place<'_>, stored: &str) -> Result<SecretString, SecretsError> {
+    fn open(
+        &self,
+        tenant: &TenantId,
+        place: Place<'_>,
+        stored: &str,
+    ) -> Result<SecretString, SecretsError> {
         let Some((key_id, body)) = sealed_parts(stored) else {
             return Err(SecretsError::DoesNotOpen);
         };
@@ -233,14 +238,24 @@ impl Secrets {
     }
 
     /// `plain` sealed for its place, as it is to be stored.
-    pub fn seal(&self, tenant: &TenantId, place: Place<'_>, plain: &str) -> Result<String, KeyMissing> {
+    pub fn seal(
+        &self,
+        tenant: &TenantId,
+        place: Place<'_>,
+        plain: &str,
+    ) -> Result<String, KeyMissing> {
         let key = self.key.as_deref().ok_or(KeyMissing)?;
         Ok(key.seal(tenant, place, plain))
     }
 
     /// A stored value opened. A value stored in clear (by a Tollgate from before sealing, not
     /// yet sealed by a start with a key) is taken as it is.
-    pub fn open(&self, tenant: &TenantId, place: Place<'_>, stored: &str) -> Result<SecretString, SecretsError> {
+    pub fn open(
+        &self,
+        tenant: &TenantId,
+        place: Place<'_>,
+        stored: &str,
+    ) -> Result<SecretString, SecretsError> {
         if !is_sealed(stored) {
             return Ok(SecretString::from(stored));
         }
@@ -266,7 +281,9 @@ mod tests {
     fn a_sealed_value_opens_in_its_place_only() {
         let secrets = Secrets::new(key());
         let (a, b) = (tenant(1), tenant(2));
-        let sealed = secrets.seal(&a, Place::StripeSecretKey, "sk_test_123").unwrap();
+        let sealed = secrets
+            .seal(&a, Place::StripeSecretKey, "sk_test_123")
+            .unwrap();
         assert!(is_sealed(&sealed));
         assert!(!sealed.contains("sk_test_123"));
         let opened = secrets.open(&a, Place::StripeSecretKey, &sealed).unwrap();
@@ -275,16 +292,26 @@ mod tests {
         for (t, place) in [
             (&b, Place::StripeSecretKey),
             (&a, Place::StripeWebhookSecret),
-            (&a, Place::EndpointSecret(&EndpointId::from_uuid(uuid::Uuid::from_u128(3)))),
+            (
+                &a,
+                Place::EndpointSecret(&EndpointId::from_uuid(uuid::Uuid::from_u128(3))),
+            ),
         ] {
-            assert_eq!(secrets.open(t, place, &sealed).unwrap_err(), SecretsError::DoesNotOpen);
+            assert_eq!(
+                secrets.open(t, place, &sealed).unwrap_err(),
+                SecretsError::DoesNotOpen
+            );
         }
         let e1 = EndpointId::from_uuid(uuid::Uuid::from_u128(4));
         let e2 = EndpointId::from_uuid(uuid::Uuid::from_u128(5));
-        let hook = secrets.seal(&a, Place::EndpointSecret(&e1), "whsec_x").unwrap();
+        let hook = secrets
+            .seal(&a, Place::EndpointSecret(&e1), "whsec_x")
+            .unwrap();
         assert!(secrets.open(&a, Place::EndpointSecret(&e1), &hook).is_ok());
         assert_eq!(
-            secrets.open(&a, Place::EndpointSecret(&e2), &hook).unwrap_err(),
+            secrets
+                .open(&a, Place::EndpointSecret(&e2), &hook)
+                .unwrap_err(),
             SecretsError::DoesNotOpen
         );
     }
@@ -293,8 +320,12 @@ mod tests {
     fn every_seal_has_its_own_nonce_and_tampering_is_caught() {
         let secrets = Secrets::new(key());
         let t = tenant(1);
-        let one = secrets.seal(&t, Place::StripeWebhookSecret, "whsec_same").unwrap();
-        let two = secrets.seal(&t, Place::StripeWebhookSecret, "whsec_same").unwrap();
+        let one = secrets
+            .seal(&t, Place::StripeWebhookSecret, "whsec_same")
+            .unwrap();
+        let two = secrets
+            .seal(&t, Place::StripeWebhookSecret, "whsec_same")
+            .unwrap();
         assert_ne!(one, two);
         let (id, body) = sealed_parts(&one).unwrap();
         let mut bytes = B64.decode(body).unwrap();
@@ -302,11 +333,15 @@ mod tests {
         bytes[last] ^= 1;
         let tampered = format!("{PREFIX}{id}:{}", B64.encode(bytes));
         assert_eq!(
-            secrets.open(&t, Place::StripeWebhookSecret, &tampered).unwrap_err(),
+            secrets
+                .open(&t, Place::StripeWebhookSecret, &tampered)
+                .unwrap_err(),
             SecretsError::DoesNotOpen
         );
         assert_eq!(
-            secrets.open(&t, Place::StripeWebhookSecret, "tgenc:v1:nonsense").unwrap_err(),
+            secrets
+                .open(&t, Place::StripeWebhookSecret, "tgenc:v1:nonsense")
+                .unwrap_err(),
             SecretsError::DoesNotOpen
         );
     }
@@ -329,7 +364,9 @@ mod tests {
             none.open(&t, Place::StripeSecretKey, &sealed).unwrap_err(),
             SecretsError::NoKey
         );
-        let clear = none.open(&t, Place::StripeSecretKey, "sk_test_clear").unwrap();
+        let clear = none
+            .open(&t, Place::StripeSecretKey, "sk_test_clear")
+            .unwrap();
         assert_eq!(clear.expose_secret(), "sk_test_clear");
     }
 
@@ -343,8 +380,17 @@ mod tests {
         assert_eq!(k1.id(), k2.id());
         assert_eq!(k1.id().len(), 12);
         assert!(!format!("{k1:?}").contains(text.expose_secret()));
-        for bad in ["", "not base64!", "c2hvcnQ=", &B64.encode([0u8; 31]), &B64.encode([0u8; 33])] {
-            assert_eq!(SecretsKey::parse(&SecretString::from(bad)).unwrap_err(), BadKey);
+        for bad in [
+            "",
+            "not base64!",
+            "c2hvcnQ=",
+            &B64.encode([0u8; 31]),
+            &B64.encode([0u8; 33]),
+        ] {
+            assert_eq!(
+                SecretsKey::parse(&SecretString::from(bad)).unwrap_err(),
+                BadKey
+            );
         }
     }
 }

@@ -66,7 +66,10 @@ pub async fn prepare(db: &PgPool, secrets: &Secrets) -> Result<Prepared, StoreEr
     let mut tx = db::spanning_tenants(db).await?;
     let stored = db::secrets::all(&mut tx).await?;
     let total = stored.len();
-    let clear: Vec<&Stored> = stored.iter().filter(|s| !super::is_sealed(&s.value)).collect();
+    let clear: Vec<&Stored> = stored
+        .iter()
+        .filter(|s| !super::is_sealed(&s.value))
+        .collect();
     if secrets.key_id().is_none() {
         return match (total, clear.len()) {
             (0, _) => Ok(Prepared {
@@ -99,7 +102,10 @@ pub async fn prepare(db: &PgPool, secrets: &Secrets) -> Result<Prepared, StoreEr
     }
     tx.commit().await?;
     if !clear.is_empty() {
-        tracing::info!(sealed = clear.len(), "secrets stored in clear are now sealed");
+        tracing::info!(
+            sealed = clear.len(),
+            "secrets stored in clear are now sealed"
+        );
     }
     Ok(Prepared {
         stored: total,

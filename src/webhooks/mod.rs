@@ -112,15 +112,26 @@ pub async fn deliver_due(
     Ok(n)
 }
 
-async fn send(http: &reqwest::Client, secrets: &Secrets, cfg: &DeliveryConfig, c: &Claimed) -> Sent {
+async fn send(
+    http: &reqwest::Client,
+    secrets: &Secrets,
+    cfg: &DeliveryConfig,
+    c: &Claimed,
+) -> Sent {
     // The signing secret is opened here, once for each delivery attempt.
-    let secret = match secrets.open(&c.tenant_id, Place::EndpointSecret(&c.endpoint_id), &c.secret) {
+    let secret = match secrets.open(
+        &c.tenant_id,
+        Place::EndpointSecret(&c.endpoint_id),
+        &c.secret,
+    ) {
         Ok(secret) => secret,
         Err(e) => {
             tracing::error!(event = %c.event_id, endpoint = %c.endpoint_id, error = %e, "webhook delivery held back: restart this process with the current TOLLGATE_SECRETS_KEY");
             return Sent::Failed {
                 status: None,
-                error: format!("the endpoint's signing secret cannot be opened by this process: {e}"),
+                error: format!(
+                    "the endpoint's signing secret cannot be opened by this process: {e}"
+                ),
             };
         }
     };

@@ -95,6 +95,27 @@ async fn embedded_default_starts_keeps_its_data_and_stops_cleanly() {
         .await
         .unwrap();
     let key = t["api_key"].as_str().unwrap().to_string();
+    // The embedded default made its secrets key once, kept beside the data, readable by its
+    // owner only; a webhook endpoint's secret is stored sealed under it.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Secrets key: generated into")),
+        "{lines:?}"
+    );
+    let key_file = data.join("secrets_key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let stored_key = std::fs::read_to_string(&key_file).unwrap();
+    let endpoint = client
+        .post(format!("{base}/v1/webhook_endpoints"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(endpoint.status(), 201);
     let status = sigterm_and_wait(child);
     assert!(status.success(), "{status:?}");
     assert!(
@@ -108,6 +129,12 @@ async fn embedded_default_starts_keeps_its_data_and_stops_cleanly() {
         !lines.iter().any(|l| l.contains(&token)),
         "the token is printed only once"
     );
+    // The same key, which opens the stored secret (a start with one that did not would stop).
+    assert!(
+        !lines.iter().any(|l| l.starts_with("Secrets key")),
+        "{lines:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), stored_key);
     let tenant = client
         .get(format!("{base}/v1/tenant"))
         .bearer_auth(&key)

@@ -24,6 +24,8 @@ pub struct Seen {
     pub form: HashMap<String, String>,
     /// Whether it was answered from the idempotency cache.
     pub replayed: bool,
+    /// The `Authorization` header (`Bearer <the tenant's Stripe secret key>`).
+    pub authorization: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -325,6 +327,10 @@ async fn stripe_handler(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let path = uri.path().to_string();
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let (status, body, late) = {
         let mut st = state.lock().unwrap();
         let n = st.counter;
@@ -339,6 +345,7 @@ async fn stripe_handler(
                 idempotency_key: key.clone(),
                 form: form.clone(),
                 replayed: false,
+                authorization: authorization.clone(),
             });
             let (s, b) = if mode == 0 {
                 stripe_error(500, "api_error", "", "Injected failure.")
@@ -369,6 +376,7 @@ async fn stripe_handler(
             idempotency_key: key,
             form,
             replayed,
+            authorization,
         });
         if fails {
             st.injected_failures += 1;

@@ -23,6 +23,7 @@ mod portal;
 mod readme;
 mod schema;
 mod seats;
+mod secrets;
 mod seed_lifecycle;
 mod seeds;
 mod sessions;

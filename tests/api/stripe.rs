@@ -11,7 +11,7 @@ use tollgate::testing::{self, DeliveryConfig, SyncConfig};
 use crate::fakes::{FakeStripe, Receiver};
 use crate::helpers::{spawn_app, Tenant, TestApp};
 
-const WHSEC: &str = "whsec_test_5ecret";
+pub const WHSEC: &str = "whsec_test_5ecret";
 
 fn sync_cfg() -> SyncConfig {
     SyncConfig {
@@ -62,7 +62,7 @@ pub async fn drain_webhooks(app: &TestApp) {
     panic!("webhook deliveries never drained");
 }
 
-async fn connect(app: &TestApp, t: &Tenant, fake: Option<&FakeStripe>) {
+pub async fn connect(app: &TestApp, t: &Tenant, fake: Option<&FakeStripe>) {
     let stripe = match fake {
         Some(f) => {
             json!({"secret_key": "sk_test_fake", "webhook_secret": WHSEC, "api_base": f.base})
@@ -75,7 +75,7 @@ async fn connect(app: &TestApp, t: &Tenant, fake: Option<&FakeStripe>) {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }
 
-async fn hook_endpoint(app: &TestApp, t: &Tenant, receiver: &Receiver, events: Value) -> Value {
+pub async fn hook_endpoint(app: &TestApp, t: &Tenant, receiver: &Receiver, events: Value) -> Value {
     let r = app
         .post(
             "/v1/webhook_endpoints",
@@ -89,7 +89,7 @@ async fn hook_endpoint(app: &TestApp, t: &Tenant, receiver: &Receiver, events: V
 
 /// A test tenant (clock frozen at `at`) with plans `free` (10 calls) and `pro` ($30/month,
 /// 100 calls); `calls` is reported to the Stripe meter `api_calls`.
-async fn billing_tenant(app: &TestApp, at: &str) -> Tenant {
+pub async fn billing_tenant(app: &TestApp, at: &str) -> Tenant {
     let t = app.tenant("test").await;
     let f = app
         .post(
@@ -113,7 +113,7 @@ async fn billing_tenant(app: &TestApp, at: &str) -> Tenant {
     t
 }
 
-async fn subscribe_pro(app: &TestApp, t: &Tenant, customer: &str) -> Value {
+pub async fn subscribe_pro(app: &TestApp, t: &Tenant, customer: &str) -> Value {
     app.customer(t, customer).await;
     let r = app
         .post(
@@ -126,7 +126,7 @@ async fn subscribe_pro(app: &TestApp, t: &Tenant, customer: &str) -> Value {
     r.body
 }
 
-async fn only_invoice(app: &TestApp, t: &Tenant, customer: &str) -> Value {
+pub async fn only_invoice(app: &TestApp, t: &Tenant, customer: &str) -> Value {
     let r = app
         .get(&format!("/v1/customers/{customer}/invoices"), &t.key)
         .await;
@@ -315,18 +315,18 @@ async fn finalized_invoices_are_sent_with_their_lines_and_collected() {
 }
 
 /// A Stripe event, signed at `t` (seconds) with `secret`.
-fn stripe_event(id: &str, kind: &str, created: i64, object: Value) -> String {
+pub fn stripe_event(id: &str, kind: &str, created: i64, object: Value) -> String {
     json!({"id": id, "object": "event", "type": kind, "created": created,
            "livemode": false, "pending_webhooks": 1, "api_version": "2026-09-30.endive",
            "data": {"object": object}})
     .to_string()
 }
 
-fn sign(payload: &str, secret: &str, t: i64) -> String {
+pub fn sign(payload: &str, secret: &str, t: i64) -> String {
     stripe_webhook::Webhook::generate_test_header(payload, secret, Some(t))
 }
 
-async fn post_stripe(
+pub async fn post_stripe(
     app: &TestApp,
     t: &Tenant,
     payload: &str,

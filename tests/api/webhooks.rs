@@ -13,7 +13,7 @@ use crate::stripe::drain_webhooks;
 
 /// Verifies a delivery as a Standard Webhooks receiver does; written here from the
 /// specification, independently of Tollgate's signer.
-fn verify(secret: &str, d: &Delivery) -> bool {
+pub fn verify(secret: &str, d: &Delivery) -> bool {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();
