@@ -51,7 +51,7 @@ enum Command {
         #[command(subcommand)]
         command: PlansCommand,
     },
-    /// The key stored secrets are sealed under (docs/OPERATIONS.md, "Secrets at rest").
+    /// The key stored secrets are sealed under (docs/SECRETS.md).
     Secrets {
         #[command(subcommand)]
         command: SecretsCommand,

@@ -15,7 +15,7 @@
 //! lets a start tell "sealed under another key" from "damaged" at a glance. Secrets that
 //! Tollgate only verifies (API keys, session and console tokens) are hashed instead and are not
 //! here. How stored secrets are checked at start, sealed when found in clear, and rotated is
-//! in [`store`]; the operator's side is docs/OPERATIONS.md, "Secrets at rest".
+//! in [`store`]; the operator's side is docs/SECRETS.md.
 
 pub mod store;
 

@@ -26,7 +26,7 @@ pub enum StoreError {
     #[error(
         "the database holds {0} stored secrets (Stripe keys, webhook secrets) and \
          TOLLGATE_SECRETS_KEY is not set: set it to the key they are sealed under \
-         (docs/OPERATIONS.md, \"Secrets at rest\")"
+         (docs/SECRETS.md)"
     )]
     KeyMissing(usize),
     #[error(
