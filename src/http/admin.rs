@@ -8,8 +8,10 @@ use super::error::ApiResult;
 use super::extract::{IdPath, Json};
 use crate::audit::Origin;
 use crate::domain::id::TenantId;
+use crate::http::idempotency::HoldsSecret;
 use crate::tenancy::{self, CreatedKey, CreatedTenant};
 use crate::AppState;
+use axum::Extension;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -26,12 +28,20 @@ pub async fn create_tenant(
     State(state): State<AppState>,
     origin: Origin,
     Json(body): Json<CreateTenant>,
-) -> ApiResult<(StatusCode, axum::Json<CreatedTenant>)> {
+) -> ApiResult<(
+    StatusCode,
+    Extension<HoldsSecret>,
+    axum::Json<CreatedTenant>,
+)> {
     let mode = body.mode.as_deref().unwrap_or("test");
     let now = state.clock.real_now();
     let created = tenancy::create_tenant(&state.db, &origin, &body.name, mode, now).await?;
     tracing::info!(tenant = %created.id, mode, "tenant created");
-    Ok((StatusCode::CREATED, axum::Json(created)))
+    Ok((
+        StatusCode::CREATED,
+        Extension(HoldsSecret),
+        axum::Json(created),
+    ))
 }
 
 #[utoipa::path(post, path = "/admin/v1/tenants/{id}/api_keys", tag = "admin",
@@ -41,7 +51,11 @@ pub async fn create_api_key(
     State(state): State<AppState>,
     origin: Origin,
     IdPath(tenant_id): IdPath<TenantId>,
-) -> ApiResult<(StatusCode, axum::Json<CreatedKey>)> {
+) -> ApiResult<(StatusCode, Extension<HoldsSecret>, axum::Json<CreatedKey>)> {
     let created = tenancy::create_api_key(&state.db, &state.clock, &origin, &tenant_id).await?;
-    Ok((StatusCode::CREATED, axum::Json(created)))
+    Ok((
+        StatusCode::CREATED,
+        Extension(HoldsSecret),
+        axum::Json(created),
+    ))
 }

@@ -19,8 +19,16 @@ use crate::db::idempotency as db;
 use crate::tenancy::sessions::SessionCtx;
 use crate::tenancy::TenantCtx;
 use crate::AppState;
+use secrecy::ExposeSecret;
 
 pub const HEADER: &str = "idempotency-key";
+
+/// Put on a response that holds a secret shown only once (a new API key, a customer session's
+/// token, an endpoint's signing secret): the copy the cache keeps for a replay is sealed
+/// under the secrets key, never stored in clear (docs/SECRETS.md). Without a key it is not
+/// kept: a replay is `409 idempotent_replay_unavailable`, and the work is not done twice.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldsSecret;
 
 /// The `tenant_id` under which admin-API idempotency keys are kept (no tenant id has a `_`
 /// prefix).
@@ -99,6 +107,7 @@ pub async fn idempotency(
         }
         return match (prior.response_status, prior.response_body) {
             (Some(status), Some(body)) => {
+                let body = opened(&state, (&scope, &key), body)?;
                 let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
                 let mut resp = (status, body).into_response();
                 resp.headers_mut().insert(
@@ -131,19 +140,56 @@ pub async fn idempotency(
     if resp_parts.status.is_server_error() {
         release(&state, &scope, &key).await;
     } else {
-        let saved = db::save_response(
-            &state.db,
-            &scope,
-            &key,
-            resp_parts.status.as_u16() as i16,
-            resp_bytes.as_ref(),
-        )
-        .await;
+        let (status, kept) = if resp_parts.extensions.get::<HoldsSecret>().is_some() {
+            sealed(&state, (&scope, &key), resp_parts.status, &resp_bytes)
+        } else {
+            (resp_parts.status, resp_bytes.to_vec())
+        };
+        let saved = db::save_response(&state.db, &scope, &key, status.as_u16() as i16, &kept).await;
         if let Err(err) = saved {
             tracing::error!(error = %err, "saving an idempotent response");
         }
     }
     Ok(Response::from_parts(resp_parts, Body::from(resp_bytes)))
+}
+
+/// The copy of a response that holds a secret, as the cache keeps it (see [`HoldsSecret`]).
+fn sealed(
+    state: &AppState,
+    (scope, key): (&str, &str),
+    status: StatusCode,
+    body: &[u8],
+) -> (StatusCode, Vec<u8>) {
+    let text = String::from_utf8_lossy(body);
+    match state.secrets.seal_replay(scope, key, &text) {
+        Ok(sealed) => (status, sealed.into_bytes()),
+        Err(_) => {
+            let refusal = ApiError::conflict(
+                "idempotent_replay_unavailable",
+                "The request with this Idempotency-Key was carried out; its answer held a secret, \
+                 which is kept for a replay only under a secrets key (TOLLGATE_SECRETS_KEY).",
+            );
+            let body = serde_json::to_vec(&refusal.body()).unwrap_or_default();
+            (StatusCode::CONFLICT, body)
+        }
+    }
+}
+
+/// A kept response as it is replayed: opened if it was sealed.
+fn opened(
+    state: &AppState,
+    (scope, key): (&str, &str),
+    body: Vec<u8>,
+) -> Result<Vec<u8>, ApiError> {
+    if !body.starts_with(b"tgenc:") {
+        return Ok(body);
+    }
+    let stored = String::from_utf8_lossy(&body);
+    let opened = state
+        .secrets
+        .open_replay(scope, key, &stored)
+        .map_err(crate::error::Error::from)?;
+    Ok(opened.expose_secret().as_bytes().to_vec())
 }
 
 async fn release(state: &AppState, scope: &str, key: &str) {

@@ -21,10 +21,12 @@ use crate::domain::period::Interval;
 use crate::domain::qty::Qty;
 use crate::entitlements::check::{CheckInput, CheckResult, EntitlementList};
 use crate::entitlements::readouts::CurrentUsage;
+use crate::http::idempotency::HoldsSecret;
 use crate::ids::{CustomerSessionId, InvoiceId};
 use crate::tenancy::sessions::{self, CreateSession, CreatedSession, CustomerSession, SessionCtx};
 use crate::tenancy::TenantCtx;
 use crate::AppState;
+use axum::Extension;
 
 #[utoipa::path(post, path = "/v1/customer_sessions", tag = "customer_sessions",
     request_body = CreateSession,
@@ -36,11 +38,19 @@ pub async fn create_session(
     ctx: TenantCtx,
     origin: Origin,
     Json(body): Json<CreateSession>,
-) -> ApiResult<(StatusCode, axum::Json<CreatedSession>)> {
+) -> ApiResult<(
+    StatusCode,
+    Extension<HoldsSecret>,
+    axum::Json<CreatedSession>,
+)> {
     let now = ctx.now(&state.clock);
     let caller = (&origin, &ctx.tenant_id);
     let created = sessions::create(&state.db, &state.clock, caller, &body, now).await?;
-    Ok((StatusCode::CREATED, axum::Json(created)))
+    Ok((
+        StatusCode::CREATED,
+        Extension(HoldsSecret),
+        axum::Json(created),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/customer_sessions/{id}", tag = "customer_sessions",

@@ -7,9 +7,11 @@ use super::error::ApiResult;
 use super::extract::{IdPath, Json, List, PageParams, Query};
 use crate::audit::Origin;
 use crate::domain::id::EndpointId;
+use crate::http::idempotency::HoldsSecret;
 use crate::tenancy::TenantCtx;
 use crate::webhooks::endpoints::{self, CreateEndpoint, Delivery, Endpoint};
 use crate::AppState;
+use axum::Extension;
 
 #[utoipa::path(post, path = "/v1/webhook_endpoints", tag = "webhooks", request_body = CreateEndpoint,
     responses((status = 201, description = "Created; the secret is shown only here", body = Endpoint),
@@ -20,7 +22,7 @@ pub async fn create_endpoint(
     ctx: TenantCtx,
     origin: Origin,
     Json(body): Json<CreateEndpoint>,
-) -> ApiResult<(StatusCode, axum::Json<Endpoint>)> {
+) -> ApiResult<(StatusCode, Extension<HoldsSecret>, axum::Json<Endpoint>)> {
     let endpoint = endpoints::create(
         &state.db,
         (&origin, &state.secrets),
@@ -29,7 +31,11 @@ pub async fn create_endpoint(
         ctx.now(&state.clock),
     )
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(endpoint)))
+    Ok((
+        StatusCode::CREATED,
+        Extension(HoldsSecret),
+        axum::Json(endpoint),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks",

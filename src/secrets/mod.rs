@@ -47,7 +47,8 @@ pub enum Place<'a> {
 }
 
 impl Place<'_> {
-    fn associated_data(&self, tenant: &TenantId) -> String {
+    /// What a value in this place of `owner`'s (a tenant id) is sealed to.
+    fn associated_data(&self, tenant: &str) -> String {
         match self {
             Place::StripeSecretKey => format!("tollgate/{tenant}/tenants.stripe_secret_key"),
             Place::StripeWebhookSecret => {
@@ -148,9 +149,8 @@ impl SecretsKey {
         &self.id
     }
 
-    fn seal(&self, tenant: &TenantId, place: Place<'_>, plain: &str) -> String {
+    fn seal(&self, aad: &str, plain: &str) -> String {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = place.associated_data(tenant);
         let sealed = self
             .cipher
             .encrypt(
@@ -168,12 +168,7 @@ impl SecretsKey {
         format!("{PREFIX}{}:{}", self.id, B64.encode(bytes))
     }
 
-    fn open(
-        &self,
-        tenant: &TenantId,
-        place: Place<'_>,
-        stored: &str,
-    ) -> Result<SecretString, SecretsError> {
+    fn open(&self, aad: &str, stored: &str) -> Result<SecretString, SecretsError> {
         let Some((key_id, body)) = sealed_parts(stored) else {
             return Err(SecretsError::DoesNotOpen);
         };
@@ -188,7 +183,6 @@ impl SecretsKey {
             return Err(SecretsError::DoesNotOpen);
         }
         let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-        let aad = place.associated_data(tenant);
         let plain = self
             .cipher
             .decrypt(
@@ -244,8 +238,12 @@ impl Secrets {
         place: Place<'_>,
         plain: &str,
     ) -> Result<String, KeyMissing> {
+        self.seal_at(tenant.as_str(), place, plain)
+    }
+
+    fn seal_at(&self, owner: &str, place: Place<'_>, plain: &str) -> Result<String, KeyMissing> {
         let key = self.key.as_deref().ok_or(KeyMissing)?;
-        Ok(key.seal(tenant, place, plain))
+        Ok(key.seal(&place.associated_data(owner), plain))
     }
 
     /// A stored value opened. A value stored in clear (by a Tollgate from before sealing, not
@@ -256,12 +254,44 @@ impl Secrets {
         place: Place<'_>,
         stored: &str,
     ) -> Result<SecretString, SecretsError> {
+        self.open_at(tenant.as_str(), place, stored)
+    }
+
+    fn open_at(
+        &self,
+        owner: &str,
+        place: Place<'_>,
+        stored: &str,
+    ) -> Result<SecretString, SecretsError> {
         if !is_sealed(stored) {
             return Ok(SecretString::from(stored));
         }
         let key = self.key.as_deref().ok_or(SecretsError::NoKey)?;
-        key.open(tenant, place, stored)
+        key.open(&place.associated_data(owner), stored)
     }
+
+    /// A response that holds a secret shown once (a new API key, a session token, an
+    /// endpoint's signing secret), sealed as the idempotency cache keeps it for a replay:
+    /// bound to the key's scope (the tenant, or the admin API) and the idempotency key.
+    pub fn seal_replay(&self, scope: &str, key: &str, body: &str) -> Result<String, KeyMissing> {
+        let cipher = self.key.as_deref().ok_or(KeyMissing)?;
+        Ok(cipher.seal(&replay_data(scope, key), body))
+    }
+
+    /// A sealed replay (see [`Secrets::seal_replay`]) opened.
+    pub fn open_replay(
+        &self,
+        scope: &str,
+        key: &str,
+        stored: &str,
+    ) -> Result<SecretString, SecretsError> {
+        let cipher = self.key.as_deref().ok_or(SecretsError::NoKey)?;
+        cipher.open(&replay_data(scope, key), stored)
+    }
+}
+
+fn replay_data(scope: &str, key: &str) -> String {
+    format!("tollgate/{scope}/idempotency_keys.response_body/{key}")
 }
 
 #[cfg(test)]

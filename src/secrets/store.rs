@@ -83,7 +83,7 @@ pub async fn prepare(db: &PgPool, secrets: &Secrets) -> Result<Prepared, StoreEr
     let mut failures = stored
         .iter()
         .filter(|s| super::is_sealed(&s.value))
-        .filter_map(|s| secrets.open(&s.tenant_id, place(s), &s.value).err());
+        .filter_map(|s| open(secrets, s).err());
     if let Some(first) = failures.next() {
         return Err(StoreError::WrongKey {
             ours: secrets.key_id().unwrap_or_default().to_string(),
@@ -93,9 +93,8 @@ pub async fn prepare(db: &PgPool, secrets: &Secrets) -> Result<Prepared, StoreEr
         });
     }
     for s in &clear {
-        let sealed = secrets
-            .seal(&s.tenant_id, place(s), &s.value)
-            .map_err(|_| StoreError::ClearWithoutKey(clear.len()))?;
+        let sealed =
+            seal(secrets, s, &s.value).map_err(|_| StoreError::ClearWithoutKey(clear.len()))?;
         // Another process starting at the same time may have sealed it first: then it
         // holds a sealed value, and that is all this step is for.
         db::secrets::replace(&mut tx, s, &sealed).await?;
@@ -125,7 +124,7 @@ pub async fn rotate(db: &PgPool, current: &Secrets, new: SecretsKey) -> Result<u
     let mut opened = Vec::with_capacity(total);
     let mut failed = Vec::new();
     for s in &stored {
-        match current.open(&s.tenant_id, place(s), &s.value) {
+        match open(current, s) {
             Ok(plain) => opened.push((s, plain)),
             Err(e) => failed.push(e),
         }
@@ -143,11 +142,11 @@ pub async fn rotate(db: &PgPool, current: &Secrets, new: SecretsKey) -> Result<u
     }
     for (s, plain) in opened {
         use secrecy::ExposeSecret;
-        let sealed = next
-            .seal(&s.tenant_id, place(s), plain.expose_secret())
-            .map_err(|_| StoreError::Raced)?;
-        // The writes are held off: every place still holds what was read.
-        if !db::secrets::replace(&mut tx, s, &sealed).await? {
+        let sealed = seal(&next, s, plain.expose_secret()).map_err(|_| StoreError::Raced)?;
+        let replaced = db::secrets::replace(&mut tx, s, &sealed).await?;
+        // The writes to the tables are held off: every place still holds what was read. A
+        // kept response may have expired meanwhile (the idempotency cache is not held off).
+        if !replaced && !matches!(s.column, Column::Replay(_)) {
             return Err(StoreError::Raced);
         }
     }
@@ -155,10 +154,26 @@ pub async fn rotate(db: &PgPool, current: &Secrets, new: SecretsKey) -> Result<u
     Ok(total)
 }
 
-fn place(s: &Stored) -> Place<'_> {
+fn open(secrets: &Secrets, s: &Stored) -> Result<secrecy::SecretString, SecretsError> {
     match &s.column {
-        Column::StripeSecretKey => Place::StripeSecretKey,
-        Column::StripeWebhookSecret => Place::StripeWebhookSecret,
-        Column::EndpointSecret(endpoint) => Place::EndpointSecret(endpoint),
+        Column::StripeSecretKey => secrets.open_at(&s.owner, Place::StripeSecretKey, &s.value),
+        Column::StripeWebhookSecret => {
+            secrets.open_at(&s.owner, Place::StripeWebhookSecret, &s.value)
+        }
+        Column::EndpointSecret(endpoint) => {
+            secrets.open_at(&s.owner, Place::EndpointSecret(endpoint), &s.value)
+        }
+        Column::Replay(key) => secrets.open_replay(&s.owner, key, &s.value),
+    }
+}
+
+fn seal(secrets: &Secrets, s: &Stored, plain: &str) -> Result<String, super::KeyMissing> {
+    match &s.column {
+        Column::StripeSecretKey => secrets.seal_at(&s.owner, Place::StripeSecretKey, plain),
+        Column::StripeWebhookSecret => secrets.seal_at(&s.owner, Place::StripeWebhookSecret, plain),
+        Column::EndpointSecret(endpoint) => {
+            secrets.seal_at(&s.owner, Place::EndpointSecret(endpoint), plain)
+        }
+        Column::Replay(key) => secrets.seal_replay(&s.owner, key, plain),
     }
 }

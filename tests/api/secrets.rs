@@ -6,7 +6,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tollgate::config::{ExposeSecret, Secret};
@@ -191,10 +191,44 @@ async fn a_dump_of_the_database_holds_no_secret_in_clear() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["stripe"]["secret_key_set"], true);
     assert!(!r.body.to_string().contains(&secret_key));
-    let receiver = Receiver::start().await;
-    let e = hook_endpoint(&app, &t, &receiver, json!(["*"])).await;
-    let endpoint_secret = e["secret"].as_str().unwrap().to_string();
+    // Created with Idempotency-Keys: the answers the cache keeps for a replay hold the
+    // endpoint's secret, a session token and an API key.
+    let idem = |k: &'static str| [("Idempotency-Key", k)];
+    let e = app
+        .request(
+            Method::POST,
+            "/v1/webhook_endpoints",
+            Some(&t.key),
+            Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]})),
+            &idem("endpoint-1"),
+        )
+        .await;
+    assert_eq!(e.status, StatusCode::CREATED, "{:?}", e.body);
+    let endpoint_secret = e.body["secret"].as_str().unwrap().to_string();
     let endpoint_key = endpoint_secret.strip_prefix("whsec_").unwrap().to_string();
+    app.customer(&t, "c1").await;
+    let session = app
+        .request(
+            Method::POST,
+            "/v1/customer_sessions",
+            Some(&t.key),
+            Some(json!({"customer": "c1"})),
+            &idem("session-1"),
+        )
+        .await;
+    assert_eq!(session.status, StatusCode::CREATED, "{:?}", session.body);
+    let token = session.body["token"].as_str().unwrap().to_string();
+    let minted = app
+        .request(
+            Method::POST,
+            &format!("/admin/v1/tenants/{}/api_keys", t.id),
+            Some(crate::helpers::ADMIN_TOKEN),
+            None,
+            &idem("key-1"),
+        )
+        .await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{:?}", minted.body);
+    let api_key = minted.body["api_key"].as_str().unwrap().to_string();
 
     let dump = dump(&app).await;
     for (what, clear) in [
@@ -202,14 +236,61 @@ async fn a_dump_of_the_database_holds_no_secret_in_clear() {
         ("the Stripe webhook secret", &webhook_secret),
         ("the endpoint's signing secret", &endpoint_secret),
         ("the endpoint's signing key", &endpoint_key),
+        ("a customer session's token", &token),
+        ("an API key", &api_key),
     ] {
         assert!(!dump.contains(clear.as_str()), "{what} is in the dump");
     }
-    // The dump does hold the three, sealed (so the test reads the rows it means to).
+    // The dump does hold the three, sealed (so the test reads the rows it means to), and the
+    // three kept answers (bytea, so pg_dump shows them in hex).
     let key_id = test_secrets().key_id().unwrap().to_string();
     let sealed = dump.matches(&format!("tgenc:v1:{key_id}:")).count();
     assert!(sealed >= 3, "{sealed} sealed values in the dump");
     assert_eq!(stored(&app, &t).await.len(), 3);
+    let mut conn = PgConnection::connect(&app.db_url).await.unwrap();
+    sqlx::query("SET citus.multi_task_query_log_level TO 'off'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM idempotency_keys WHERE position('tgenc:'::bytea IN response_body) = 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(kept, 3, "three answers kept sealed");
+
+    // A replay opens them: the same answers again.
+    for (path, key, body, idem_key, first) in [
+        (
+            "/v1/webhook_endpoints".to_string(),
+            t.key.as_str(),
+            Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]})),
+            "endpoint-1",
+            &e.body,
+        ),
+        (
+            "/v1/customer_sessions".to_string(),
+            t.key.as_str(),
+            Some(json!({"customer": "c1"})),
+            "session-1",
+            &session.body,
+        ),
+        (
+            format!("/admin/v1/tenants/{}/api_keys", t.id),
+            crate::helpers::ADMIN_TOKEN,
+            None,
+            "key-1",
+            &minted.body,
+        ),
+    ] {
+        let again = app
+            .request(Method::POST, &path, Some(key), body, &idem(idem_key))
+            .await;
+        assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+        assert_eq!(&again.body, first);
+        assert_eq!(again.headers["idempotent-replayed"], "true");
+    }
 
     // The settings answer says only whether they are set.
     let got = app.get("/v1/tenant", &t.key).await;
@@ -331,6 +412,19 @@ async fn rotation_re_seals_everything_and_stripe_and_webhooks_work_under_the_new
     let endpoint_secret = e["secret"].as_str().unwrap().to_string();
     let before = stored(&old, &t).await;
     assert_eq!(before.len(), 3);
+    // An answer kept sealed for a replay (it holds a session token) is re-sealed too.
+    old.customer(&t, "kept").await;
+    let idem = [("Idempotency-Key", "session-kept")];
+    let session = old
+        .request(
+            Method::POST,
+            "/v1/customer_sessions",
+            Some(&t.key),
+            Some(json!({"customer": "kept"})),
+            &idem,
+        )
+        .await;
+    assert_eq!(session.status, StatusCode::CREATED, "{:?}", session.body);
 
     let out = run_to_exit(
         Command::new(BIN)
@@ -347,7 +441,7 @@ async fn rotation_re_seals_everything_and_stripe_and_webhooks_work_under_the_new
     );
     let k2_id = keyed(&k2).key_id().unwrap().to_string();
     assert!(
-        stdout.contains(&format!("3 secrets re-sealed under key {k2_id}")),
+        stdout.contains(&format!("4 secrets re-sealed under key {k2_id}")),
         "{stdout}"
     );
     let after = stored(&old, &t).await;
@@ -359,7 +453,7 @@ async fn rotation_re_seals_everything_and_stripe_and_webhooks_work_under_the_new
     // The old key opens nothing now: a start with it is refused; one with the new key serves.
     let line = refused_start(&db_url, Some(k1.expose_secret()));
     assert!(
-        line.contains("does not open 3 of the 3 stored secrets"),
+        line.contains("does not open 4 of the 4 stored secrets"),
         "{line}"
     );
     starts(&db_url, Some(k2.expose_secret()));
@@ -368,8 +462,20 @@ async fn rotation_re_seals_everything_and_stripe_and_webhooks_work_under_the_new
     let r = harmless_event(&old, &t, WHSEC).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
 
-    // Under the new key, end to end: the Stripe sync, Stripe's webhooks, signed deliveries.
+    // Under the new key, end to end: the kept answer, the Stripe sync, Stripe's webhooks,
+    // signed deliveries.
     let new = spawn_app_keyed(&db_url, None, keyed(&k2)).await;
+    let again = new
+        .request(
+            Method::POST,
+            "/v1/customer_sessions",
+            Some(&t.key),
+            Some(json!({"customer": "kept"})),
+            &idem,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    assert_eq!(again.body["token"], session.body["token"]);
     subscribe_pro(&new, &t, "acme").await;
     drain_stripe(&new, 1).await;
     {
@@ -383,7 +489,7 @@ async fn rotation_re_seals_everything_and_stripe_and_webhooks_work_under_the_new
                 seen.path
             );
         }
-        assert_eq!(st.customers.len(), 1);
+        assert_eq!(st.customers.len(), 2, "acme and kept");
     }
     // The start invoice was collected through the fake Stripe with the opened key.
     assert_eq!(only_invoice(&new, &t, "acme").await["status"], "paid");
@@ -397,11 +503,13 @@ async fn rotation_re_seals_everything_and_stripe_and_webhooks_work_under_the_new
         .iter()
         .filter(|d| d.json()["type"] == "customer.created")
         .collect();
-    assert_eq!(created.len(), 1);
-    assert!(
-        verify(&endpoint_secret, created[0]),
-        "signed with the endpoint's secret"
-    );
+    assert_eq!(created.len(), 2, "kept and acme");
+    for d in created {
+        assert!(
+            verify(&endpoint_secret, d),
+            "signed with the endpoint's secret"
+        );
+    }
 }
 
 #[tokio::test]
@@ -461,6 +569,33 @@ async fn a_missing_or_wrong_key_stops_a_start_and_without_one_nothing_is_stored(
             .any(|a| a.starts_with("tenant.updated") || a.starts_with("webhook_endpoint")),
         "{actions:?}"
     );
+    // An answer that holds a secret (here a new API key) is kept for a replay only sealed:
+    // without a key the replay is refused, and the work is not done twice.
+    let idem = [("Idempotency-Key", "tenant-1")];
+    let body = json!({"name": "Keyless"});
+    let first = keyless
+        .request(
+            Method::POST,
+            "/admin/v1/tenants",
+            Some(crate::helpers::ADMIN_TOKEN),
+            Some(body.clone()),
+            &idem,
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let again = keyless
+        .request(
+            Method::POST,
+            "/admin/v1/tenants",
+            Some(crate::helpers::ADMIN_TOKEN),
+            Some(body),
+            &idem,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+    assert_eq!(again.code(), "idempotent_replay_unavailable");
+    let first_key = first.body["api_key"].as_str().unwrap();
+    assert!(!dump(&keyless).await.contains(first_key));
     // Settings without a secret are stored as ever.
     let r = keyless
         .patch(
