@@ -42,7 +42,7 @@ pub enum Error {
     /// A stored secret this process's key does not open (the key was rotated and the process
     /// not yet restarted with the new one): retry once it is.
     #[error("a stored secret does not open: {0}")]
-    SecretUnreadable(crate::secrets::SecretsError),
+    SecretUnreadable(String),
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(#[source] Arc<sqlx::Error>),

@@ -95,7 +95,7 @@ impl From<KeyMissing> for crate::error::Error {
 
 impl From<SecretsError> for crate::error::Error {
     fn from(err: SecretsError) -> Self {
-        crate::error::Error::SecretUnreadable(err)
+        crate::error::Error::SecretUnreadable(err.to_string())
     }
 }
 
