@@ -80,6 +80,15 @@ pub async fn create(
             db::pending_lines::claim(conn, new.tenant_id, subscription_id, &invoice_id).await?;
         db::invoices::insert_lines(conn, new.tenant_id, &invoice_id, &waiting).await?;
     }
+    // So is every one-off charge of the customer waiting in its currency (SPEC §15).
+    db::invoice_items::claim(
+        conn,
+        (new.tenant_id, new.customer_id),
+        &invoice_id,
+        new.currency,
+        (new.period_start, new.period_end),
+    )
+    .await?;
     if let Some(window) = &new.usage {
         let lines = overage_lines(
             conn,

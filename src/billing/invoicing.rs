@@ -191,6 +191,11 @@ pub async fn upcoming(
     let at = sub.current_period_end;
     let trial = sub.status == SubscriptionStatus::Trialing;
     let mut items = db::pending_lines::waiting(&mut conn, tenant_id, &sub.subscription_id).await?;
+    // The customer's one-off charges waiting for its next invoice.
+    items.extend(
+        super::invoice_items::pending_lines(&mut conn, tenant_id, customer, &currency, (at, at))
+            .await?,
+    );
     if !sub.cancel_at_period_end {
         let (_, next_end) = next_period(sub.billing_anchor, at, sub.interval, next_interval, trial);
         // The seats of the next period are the members then; today's count is the forecast.

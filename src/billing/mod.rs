@@ -5,6 +5,7 @@ pub mod balance;
 pub mod credit;
 pub mod due;
 pub mod dunning;
+pub mod invoice_items;
 pub mod invoices;
 pub mod invoicing;
 pub mod lifecycle;

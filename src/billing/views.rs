@@ -90,8 +90,8 @@ pub struct Invoice {
     #[schema(value_type = Option<String>)]
     pub subscription: Option<SubscriptionId>,
     pub status: InvoiceStatus,
-    /// `subscription_create`, `subscription_cycle`, `subscription_update` or
-    /// `subscription_cancel`.
+    /// `subscription_create`, `subscription_cycle`, `subscription_update`,
+    /// `subscription_cancel`, or `manual` (one-off charges invoiced at once).
     pub billing_reason: String,
     pub currency: String,
     pub lines: Vec<InvoiceLine>,

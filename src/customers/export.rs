@@ -11,6 +11,7 @@ use super::members::Member;
 use super::Customer;
 use crate::audit::{self, AuditEntry};
 use crate::billing::credit::BalanceTransaction;
+use crate::billing::invoice_items::InvoiceItem;
 use crate::billing::views::{self, Invoice, Subscription};
 use crate::db;
 use crate::domain::qty::Qty;
@@ -62,6 +63,8 @@ pub struct Export {
     pub subscriptions: Vec<Subscription>,
     pub subscription_history: Vec<HistoryEntry>,
     pub invoices: Vec<Invoice>,
+    /// One-off charges, pending or invoiced, newest first.
+    pub invoice_items: Vec<InvoiceItem>,
     pub usage_totals: Vec<UsageTotal>,
     pub usage_events: Vec<UsageEvent>,
     pub alerts: Vec<Alert>,
@@ -86,6 +89,7 @@ pub async fn export(db: &PgPool, tenant_id: &TenantId, customer_id: &str) -> Res
     let invoice_rows =
         db::invoices::for_customer(&mut tx, tenant_id, customer_id, None, ALL).await?;
     let invoices = views::with_lines(&mut tx, tenant_id, invoice_rows).await?;
+    let items = db::invoice_items::list(&mut tx, tenant_id, customer_id, false, None, ALL).await?;
     let totals = db::usage::history(
         &mut tx,
         tenant_id,
@@ -115,6 +119,7 @@ pub async fn export(db: &PgPool, tenant_id: &TenantId, customer_id: &str) -> Res
             })
             .collect(),
         invoices,
+        invoice_items: items.into_iter().map(InvoiceItem::from).collect(),
         usage_totals: totals
             .into_iter()
             .map(|t| UsageTotal {

@@ -16,6 +16,7 @@ pub mod gather;
 pub mod hot_pool;
 pub mod idempotency;
 pub mod inspect;
+pub mod invoice_items;
 pub mod invoices;
 pub mod leases;
 pub mod members;
@@ -171,6 +172,9 @@ decode_text!(crate::domain::id::SubscriptionId, "subscription id", |s| {
     crate::domain::id::PrefixedId::parse(s)
 });
 decode_text!(crate::domain::id::InvoiceId, "invoice id", |s| {
+    crate::domain::id::PrefixedId::parse(s)
+});
+decode_text!(crate::domain::id::InvoiceItemId, "invoice item id", |s| {
     crate::domain::id::PrefixedId::parse(s)
 });
 decode_text!(crate::domain::id::LeaseId, "lease id", |s| {

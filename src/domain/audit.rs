@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use super::id::{ApiKeyId, CustomerSessionId, EndpointId, InvoiceId, SubscriptionId, TenantId};
+use super::id::{
+    ApiKeyId, CustomerSessionId, EndpointId, InvoiceId, InvoiceItemId, SubscriptionId, TenantId,
+};
 
 /// Who made a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +81,7 @@ pub enum Resource<'a> {
     WebhookEndpoint(&'a EndpointId),
     TestClock(&'a TenantId),
     CustomerSession(&'a CustomerSessionId),
+    InvoiceItem(&'a InvoiceItemId),
 }
 
 impl Resource<'_> {
@@ -96,6 +99,7 @@ impl Resource<'_> {
             Resource::WebhookEndpoint(_) => "webhook_endpoint",
             Resource::TestClock(_) => "test_clock",
             Resource::CustomerSession(_) => "customer_session",
+            Resource::InvoiceItem(_) => "invoice_item",
         }
     }
 
@@ -118,6 +122,7 @@ impl fmt::Display for Resource<'_> {
             Resource::Subscription(id) => write!(f, "{kind}/{id}"),
             Resource::Invoice(id) => write!(f, "{kind}/{id}"),
             Resource::WebhookEndpoint(id) => write!(f, "{kind}/{id}"),
+            Resource::InvoiceItem(id) => write!(f, "{kind}/{id}"),
         }
     }
 }

@@ -167,6 +167,13 @@ prefixed_id!(
     "No such invoice."
 );
 prefixed_id!(
+    /// A one-off charge for a customer (SPEC §15).
+    InvoiceItemId,
+    "ii",
+    "invoice_item_not_found",
+    "No such invoice item."
+);
+prefixed_id!(
     /// A held concurrency slot.
     LeaseId,
     "lease",

@@ -15,6 +15,8 @@ pub enum LineType {
     Overage,
     Seat,
     Addon,
+    /// A one-off charge (an invoice item, SPEC §15).
+    Charge,
     Discount,
 }
 
@@ -26,6 +28,7 @@ impl LineType {
             LineType::Overage => "overage",
             LineType::Seat => "seat",
             LineType::Addon => "addon",
+            LineType::Charge => "charge",
             LineType::Discount => "discount",
         }
     }
@@ -37,6 +40,7 @@ impl LineType {
             "overage" => LineType::Overage,
             "seat" => LineType::Seat,
             "addon" => LineType::Addon,
+            "charge" => LineType::Charge,
             "discount" => LineType::Discount,
             _ => return None,
         })

@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod features;
 pub mod idempotency;
+pub mod invoice_items;
 pub mod invoices;
 pub mod leases;
 pub mod me;
@@ -109,6 +110,11 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(invoices::create_credit_note))
         .routes(routes!(invoices::grant_credit))
         .routes(routes!(invoices::balance_transactions))
+        .routes(routes!(
+            invoice_items::create_item,
+            invoice_items::list_items
+        ))
+        .routes(routes!(invoice_items::delete_item))
         .routes(routes!(analytics::summary))
         .routes(routes!(analytics::mrr))
         .routes(routes!(audit::list))

@@ -14,6 +14,7 @@ mod fakes;
 mod governance;
 mod helpers;
 mod ingest;
+mod invoice_items;
 mod isolation;
 mod lifecycle;
 mod members;
