@@ -1,9 +1,18 @@
 -- One-off charges (SPEC §15): `invoice_items`, pending until the customer's next invoice of
 -- any kind (or invoiced at once), where each becomes a `charge` line.
 
-ALTER TABLE invoice_lines DROP CONSTRAINT invoice_lines_type_check;
-ALTER TABLE invoice_lines ADD CONSTRAINT invoice_lines_type_check
-    CHECK (type IN ('subscription', 'proration', 'overage', 'seat', 'addon', 'charge', 'discount'));
+-- In a DO block: Citus ships an ADD CONSTRAINT on a distributed table to the shards as the
+-- statement's own query text, which in a migration file is the whole file (refused:
+-- "cannot insert multiple commands into a prepared statement"); under EXECUTE the text is
+-- the one statement (docs/DEVELOPING.md).
+DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE invoice_lines DROP CONSTRAINT invoice_lines_type_check';
+    EXECUTE $ddl$ALTER TABLE invoice_lines ADD CONSTRAINT invoice_lines_type_check
+        CHECK (type IN ('subscription', 'proration', 'overage', 'seat', 'addon', 'charge',
+                        'discount'))$ddl$;
+END;
+$$;
 
 CREATE TABLE invoice_items (
     tenant_id   text        NOT NULL,
