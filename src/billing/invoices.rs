@@ -101,6 +101,17 @@ pub async fn create(
         .await?;
         db::invoices::insert_lines(conn, new.tenant_id, &invoice_id, &lines).await?;
     }
+    // The subscription's discount, as of the lines so far (SPEC §15).
+    if let Some(subscription_id) = new.subscription_id {
+        super::coupons::discount_new_invoice(
+            conn,
+            new.tenant_id,
+            (&invoice_id, subscription_id),
+            (new.currency, (new.period_start, new.period_end)),
+            new.now,
+        )
+        .await?;
+    }
     let row = db::invoices::refresh_totals(conn, new.tenant_id, &invoice_id).await?;
     audit(conn, new.tenant_id, &row, "created", None, new.now).await?;
     if new.finalize_at <= new.now {
@@ -291,6 +302,13 @@ pub async fn finalize(
         .await?;
         db::invoices::insert_lines(conn, tenant_id, invoice_id, &lines).await?;
     }
+    super::coupons::recompute(
+        conn,
+        tenant_id,
+        invoice_id,
+        (&inv.currency, (inv.period_start, inv.period_end)),
+    )
+    .await?;
     let totals = db::invoices::refresh_totals(conn, tenant_id, invoice_id).await?;
     super::balance::settle_at_finalization(conn, tenant_id, &totals, now).await?;
     let row = db::invoices::mark_finalized(conn, tenant_id, invoice_id, now).await?;

@@ -198,6 +198,7 @@ pub async fn fall_back(
         trial_days: 0,
         now: at,
         replaces: Some(replaces),
+        discount: None,
     };
     start(conn, plans, &new).await.map(Some)
 }

@@ -2,6 +2,7 @@
 //! and the read models (`views`) the API and webhook payloads share.
 
 pub mod balance;
+pub mod coupons;
 pub mod credit;
 pub mod due;
 pub mod dunning;

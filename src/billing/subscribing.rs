@@ -26,6 +26,8 @@ pub struct CreateSubscription {
     pub interval: Option<Interval>,
     /// Overrides the plan's trial_days.
     pub trial_days: Option<i32>,
+    /// A coupon code: the subscription starts with its discount (SPEC §15).
+    pub coupon: Option<String>,
 }
 
 /// A plan version to move to: `"latest"` or a version number.
@@ -89,6 +91,12 @@ pub async fn subscribe(
         ));
     }
     let trial_days = body.trial_days.unwrap_or(plan.trial_days);
+    let discount = match &body.coupon {
+        Some(code) => Some(
+            super::coupons::redeem(&mut tx, tenant_id, code, (&plan.key, interval), now).await?,
+        ),
+        None => None,
+    };
     let new = NewSubscription {
         tenant_id,
         customer_id: &body.customer,
@@ -97,6 +105,9 @@ pub async fn subscribe(
         trial_days,
         now,
         replaces: None,
+        discount: discount
+            .as_ref()
+            .map(|(code, start, end)| (code.as_str(), *start, *end)),
     };
     let row = lifecycle::start(&mut tx, plans, &new).await?;
     tx.commit().await?;

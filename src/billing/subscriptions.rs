@@ -180,6 +180,29 @@ pub async fn set_status(
     Ok(row)
 }
 
+/// Sets a subscription's discount (`subscription.discount_applied`) or ends it
+/// (`.discount_removed`), with `subscription.updated`.
+pub async fn set_discount(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    before: &SubscriptionRow,
+    discount: Option<&crate::db::coupons::Discount>,
+    now: DateTime<Utc>,
+) -> Result<SubscriptionRow> {
+    let id = &before.subscription_id;
+    let value = discount.map(|(code, start, end)| (code.as_str(), *start, *end));
+    crate::db::coupons::set_discount(conn, tenant_id, id, value).await?;
+    let row = get(conn, tenant_id, id, false).await?;
+    emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    let verb = if discount.is_some() {
+        "discount_applied"
+    } else {
+        "discount_removed"
+    };
+    audit(conn, tenant_id, verb, (Some(before), &row), now).await?;
+    Ok(row)
+}
+
 /// Cancels at period end (`subscription.canceled`) or undoes that (`.reactivated`).
 pub async fn set_cancel_at_period_end(
     conn: &mut PgConnection,

@@ -40,11 +40,30 @@ pub struct Subscription {
     /// When it ended (status `canceled`).
     pub ended_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The coupon discounting its invoices (SPEC §15), or null.
+    pub discount: Option<Discount>,
+}
+
+/// A subscription's discount: its coupon, since when, and until when (null: no end; a `once`
+/// coupon ends with the first invoice it discounts).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Discount {
+    pub coupon: String,
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
 }
 
 impl From<SubscriptionRow> for Subscription {
     fn from(r: SubscriptionRow) -> Self {
         Subscription {
+            discount: match (r.discount_coupon, r.discount_start) {
+                (Some(coupon), Some(start)) => Some(Discount {
+                    coupon,
+                    start,
+                    end: r.discount_end,
+                }),
+                _ => None,
+            },
             pending_change: r.pending_plan_key.map(|plan| PendingChange {
                 plan,
                 interval: r.pending_interval,

@@ -161,6 +161,7 @@ pub async fn put(
                         trial_days: plan.trial_days,
                         now,
                         replaces: None,
+                        discount: None,
                     };
                     crate::billing::lifecycle::start(&mut tx, plans, &new).await?;
                 }

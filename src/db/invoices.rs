@@ -152,7 +152,8 @@ pub async fn insert_lines(
     .map(drop)
 }
 
-/// Sets subtotal, total and amount due from the lines (sums of rounded amounts).
+/// Sets subtotal (every line but `discount` lines), total (every line) and amount due from
+/// the lines (sums of rounded amounts).
 pub async fn refresh_totals(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
@@ -160,9 +161,11 @@ pub async fn refresh_totals(
 ) -> Result<InvoiceRow, sqlx::Error> {
     sqlx::query_as!(
         InvoiceRow,
-        r#"UPDATE invoices i SET subtotal = t.sum, total = t.sum,
+        r#"UPDATE invoices i SET subtotal = t.before_discounts, total = t.sum,
                amount_due = GREATEST(t.sum, 0), updated_at = now()
-           FROM (SELECT COALESCE(sum(amount), 0) AS sum FROM invoice_lines
+           FROM (SELECT COALESCE(sum(amount), 0) AS sum,
+                        COALESCE(sum(amount) FILTER (WHERE type <> 'discount'), 0) AS before_discounts
+                 FROM invoice_lines
                  WHERE tenant_id = $1 AND invoice_id = $2) t
            WHERE i.tenant_id = $1 AND i.invoice_id = $2
            RETURNING i.invoice_id AS "invoice_id: InvoiceId", number, customer_id, subscription_id AS "subscription_id: SubscriptionId", billing_reason,

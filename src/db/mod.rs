@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod check_batch;
 pub mod console_sessions;
+pub mod coupons;
 pub mod credit;
 pub mod customers;
 pub mod due;

@@ -32,6 +32,10 @@ pub struct SubscriptionRow {
     pub canceled_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The current discount (SPEC §15): its coupon, start and end (none: no end).
+    pub discount_coupon: Option<String>,
+    pub discount_start: Option<DateTime<Utc>>,
+    pub discount_end: Option<DateTime<Utc>>,
 }
 
 /// A subscription to start: `trial_days > 0` starts a trial that long, else the first period
@@ -45,6 +49,8 @@ pub struct NewSubscription<'a> {
     pub now: DateTime<Utc>,
     /// The subscription it takes over from (a fallback to the default plan).
     pub replaces: Option<&'a SubscriptionId>,
+    /// A discount it starts with (a coupon redeemed at subscribe): `(coupon, start, end)`.
+    pub discount: Option<super::coupons::DiscountRef<'a>>,
 }
 
 /// Inserts a subscription with id `id`; `None` (nothing inserted) when the customer has a live
@@ -71,8 +77,9 @@ pub async fn create(
         SubscriptionRow,
         r#"INSERT INTO subscriptions (tenant_id, subscription_id, customer_id, plan_key,
                plan_version, interval, status, billing_anchor, current_period_start,
-               current_period_end, trial_end, replaces_subscription_id, created_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9)
+               current_period_end, trial_end, replaces_subscription_id, created_at, updated_at,
+               discount_coupon, discount_start, discount_end)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9, $13, $14, $15)
            ON CONFLICT (tenant_id, customer_id) WHERE status IN ('trialing', 'active', 'past_due')
            DO NOTHING
            RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
@@ -80,7 +87,7 @@ pub async fn create(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
         new.tenant_id.as_str(),
         id.as_str(),
         new.customer_id,
@@ -92,7 +99,10 @@ pub async fn create(
         now,
         period_end,
         trial_end,
-        new.replaces.map(SubscriptionId::as_str)
+        new.replaces.map(SubscriptionId::as_str),
+        new.discount.map(|d| d.0),
+        new.discount.map(|d| d.1),
+        new.discount.and_then(|d| d.2)
     )
     .fetch_optional(&mut *conn)
     .await
@@ -114,7 +124,7 @@ pub async fn get(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at
+                   ended_at, created_at, discount_coupon, discount_start, discount_end
                FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2 FOR NO KEY UPDATE"#,
             tenant_id.as_str(),
             subscription_id.as_str()
@@ -129,7 +139,7 @@ pub async fn get(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at
+                   ended_at, created_at, discount_coupon, discount_start, discount_end
                FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2"#,
             tenant_id.as_str(),
             subscription_id.as_str()
@@ -152,7 +162,7 @@ pub async fn live_for_customer(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at
+                   ended_at, created_at, discount_coupon, discount_start, discount_end
            FROM subscriptions
            WHERE tenant_id = $1 AND customer_id = $2
              AND status IN ('trialing', 'active', 'past_due')"#,
@@ -182,7 +192,7 @@ pub async fn end(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         at,
@@ -230,7 +240,7 @@ pub async fn roll(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         plan.key,
@@ -270,7 +280,7 @@ pub async fn schedule_change(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         key,
@@ -307,7 +317,7 @@ pub async fn switch_plan(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         plan.key,
@@ -338,7 +348,7 @@ pub async fn set_status(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         status.as_str()
@@ -364,7 +374,7 @@ pub async fn set_cancel_at_period_end(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         cancel,
@@ -414,7 +424,7 @@ pub async fn for_customer(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at
+                   ended_at, created_at, discount_coupon, discount_start, discount_end
            FROM subscriptions
            WHERE tenant_id = $1 AND customer_id = $2
            ORDER BY created_at, subscription_id"#,

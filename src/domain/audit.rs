@@ -82,6 +82,7 @@ pub enum Resource<'a> {
     TestClock(&'a TenantId),
     CustomerSession(&'a CustomerSessionId),
     InvoiceItem(&'a InvoiceItemId),
+    Coupon(&'a str),
 }
 
 impl Resource<'_> {
@@ -100,6 +101,7 @@ impl Resource<'_> {
             Resource::TestClock(_) => "test_clock",
             Resource::CustomerSession(_) => "customer_session",
             Resource::InvoiceItem(_) => "invoice_item",
+            Resource::Coupon(_) => "coupon",
         }
     }
 
@@ -115,7 +117,9 @@ impl fmt::Display for Resource<'_> {
         match self {
             Resource::Tenant(id) | Resource::TestClock(id) => write!(f, "{kind}/{id}"),
             Resource::ApiKey(id) => write!(f, "{kind}/{id}"),
-            Resource::Feature(key) | Resource::Plan(key) => write!(f, "{kind}/{key}"),
+            Resource::Feature(key) | Resource::Plan(key) | Resource::Coupon(key) => {
+                write!(f, "{kind}/{key}")
+            }
             Resource::Customer(id) => write!(f, "{kind}/{id}"),
             Resource::CustomerSession(id) => write!(f, "{kind}/{id}"),
             Resource::Member { customer, member } => write!(f, "{kind}/{customer}/{member}"),

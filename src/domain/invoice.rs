@@ -194,3 +194,72 @@ mod tests {
         }
     }
 }
+
+/// What a coupon takes off (SPEC §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Off {
+    /// A percentage of the subtotal, 0 < p ≤ 100.
+    Percent(Decimal),
+    /// A fixed amount, in the invoice's currency.
+    Amount(Decimal),
+}
+
+/// The amount of an invoice's `discount` line (zero or negative) for its `subtotal` (the sum
+/// of every other line): the percentage rounded once to the minor unit, or the fixed amount,
+/// never more than the subtotal (an unused rest is lost, as in Stripe); nothing when the
+/// subtotal is zero or less.
+pub fn discount_amount(subtotal: Decimal, off: Off, currency: &str) -> Decimal {
+    if subtotal <= Decimal::ZERO {
+        return Decimal::ZERO;
+    }
+    let off = match off {
+        Off::Percent(p) => round_to_minor(subtotal * p / Decimal::ONE_HUNDRED, currency),
+        Off::Amount(a) => a,
+    };
+    -off.min(subtotal)
+}
+
+#[cfg(test)]
+mod discount_tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn discounts_are_rounded_once_and_capped_at_the_subtotal() {
+        // 15% of 49.99 = 7.4985, rounded half away from zero: 7.50.
+        assert_eq!(
+            discount_amount(dec!(49.99), Off::Percent(dec!(15)), "usd"),
+            dec!(-7.50)
+        );
+        // $100 off a $49.99 invoice takes 49.99; the rest is lost.
+        assert_eq!(
+            discount_amount(dec!(49.99), Off::Amount(dec!(100)), "usd"),
+            dec!(-49.99)
+        );
+        assert_eq!(
+            discount_amount(dec!(30), Off::Amount(dec!(5)), "usd"),
+            dec!(-5)
+        );
+        assert_eq!(
+            discount_amount(dec!(30), Off::Percent(dec!(100)), "usd"),
+            dec!(-30.00)
+        );
+        // 12.5% of 0.99 = 0.12375: 0.12.
+        assert_eq!(
+            discount_amount(dec!(0.99), Off::Percent(dec!(12.5)), "usd"),
+            dec!(-0.12)
+        );
+        assert_eq!(
+            discount_amount(dec!(0), Off::Percent(dec!(15)), "usd"),
+            dec!(0)
+        );
+        assert_eq!(
+            discount_amount(dec!(-10), Off::Amount(dec!(5)), "usd"),
+            dec!(0)
+        );
+        assert_eq!(
+            discount_amount(dec!(999), Off::Percent(dec!(10)), "jpy"),
+            dec!(-100)
+        );
+    }
+}

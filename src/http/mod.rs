@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod chart;
 pub mod console;
+pub mod coupons;
 pub mod customers;
 pub mod error;
 pub mod extract;
@@ -115,6 +116,9 @@ fn v1_routes() -> OpenApiRouter<AppState> {
             invoice_items::list_items
         ))
         .routes(routes!(invoice_items::delete_item))
+        .routes(routes!(coupons::create_coupon, coupons::list_coupons))
+        .routes(routes!(coupons::get_coupon, coupons::delete_coupon))
+        .routes(routes!(coupons::apply_discount, coupons::remove_discount))
         .routes(routes!(analytics::summary))
         .routes(routes!(analytics::mrr))
         .routes(routes!(audit::list))

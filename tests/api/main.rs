@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod console;
 mod conventions;
+mod coupons;
 mod credit;
 mod export;
 mod fakes;

@@ -1,0 +1,482 @@
+//! Coupons (SPEC §15): made and deleted by the tenant, redeemed onto a subscription as its
+//! discount (at subscribe, or later), which puts one `discount` line on each invoice of the
+//! subscription while it lasts: `percent_off`% of the invoice's subtotal rounded once, or
+//! `amount_off`, never more than the subtotal (`domain::invoice::discount_amount`). A draft's
+//! line is computed as of its lines and again at finalization. A `once` discount ends with the
+//! first invoice it discounts; a `repeating` one at `end` (an invoice made at or after it gets
+//! none); a `forever` one never. Redemptions are counted in the statement that redeems
+//! (`db::coupons::redeem`), so `max_redemptions` holds under concurrency.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+
+use super::subscriptions::{self as subs};
+use super::views::Subscription;
+use crate::audit::{self, Change, Origin, Resource};
+use crate::db;
+use crate::db::coupons::{CouponRow, NewCoupon};
+use crate::domain::invoice::{discount_amount, Line, LineType, Off};
+use crate::domain::money;
+use crate::domain::period::{add_months_clamped, Interval};
+use crate::domain::qty::{max_quantity, Qty};
+use crate::domain::status::SubscriptionStatus;
+use crate::error::{Error, Result};
+use crate::ids::{InvoiceId, SubscriptionId, TenantId};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCoupon {
+    /// The code customers and the API name it by (1–255 printable characters).
+    pub code: String,
+    pub name: Option<String>,
+    /// 0 < p ≤ 100, at most two decimals: a JSON number or a decimal string.
+    #[schema(value_type = Option<f64>, example = 15)]
+    pub percent_off: Option<serde_json::Value>,
+    /// Above zero, in `currency`.
+    #[schema(value_type = Option<String>, example = "100.00")]
+    pub amount_off: Option<Decimal>,
+    /// The currency of `amount_off` (default `usd`).
+    pub currency: Option<String>,
+    /// `once`, `repeating` or `forever`.
+    pub duration: String,
+    /// With `repeating` only: how many periods of the subscription's interval it lasts.
+    pub duration_in_periods: Option<i32>,
+    pub max_redemptions: Option<i32>,
+    /// No redemptions at or after this time.
+    pub redeem_by: Option<DateTime<Utc>>,
+    /// The plan keys it may be applied to (default: any).
+    pub plans: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Coupon {
+    pub code: String,
+    pub name: Option<String>,
+    #[schema(value_type = Option<f64>)]
+    pub percent_off: Option<Qty>,
+    pub amount_off: Option<String>,
+    pub currency: String,
+    pub duration: String,
+    pub duration_in_periods: Option<i32>,
+    pub max_redemptions: Option<i32>,
+    pub times_redeemed: i32,
+    pub redeem_by: Option<DateTime<Utc>>,
+    pub plans: Option<Vec<String>>,
+    pub created_at: DateTime<Utc>,
+    /// When it was deleted (no new redemptions since).
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl From<CouponRow> for Coupon {
+    fn from(r: CouponRow) -> Self {
+        Coupon {
+            percent_off: r.percent_off.map(|p| Qty(p.normalize())),
+            amount_off: r.amount_off.map(|a| money::format(a, &r.currency)),
+            code: r.code,
+            name: r.name,
+            currency: r.currency,
+            duration: r.duration,
+            duration_in_periods: r.duration_in_periods,
+            max_redemptions: r.max_redemptions,
+            times_redeemed: r.times_redeemed,
+            redeem_by: r.redeem_by,
+            plans: r.plans,
+            created_at: r.created_at,
+            deleted_at: r.deleted_at,
+        }
+    }
+}
+
+pub fn coupon_not_found() -> Error {
+    Error::not_found("coupon_not_found", "No such coupon.")
+}
+
+fn invalid(code: &'static str, param: &str, message: &str) -> Error {
+    Error::invalid_param(code, param, message.to_string())
+}
+
+/// `percent_off` as given: a JSON number or a decimal string, 0 < p ≤ 100, two decimals.
+fn percent(v: &serde_json::Value) -> Result<Decimal> {
+    let text = match v {
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        _ => String::new(),
+    };
+    text.parse::<Decimal>()
+        .ok()
+        .filter(|p| *p > Decimal::ZERO && *p <= Decimal::ONE_HUNDRED && p.normalize().scale() <= 2)
+        .ok_or_else(|| {
+            invalid(
+                "invalid_percent_off",
+                "percent_off",
+                "percent_off must be above 0 and at most 100, with at most two decimals.",
+            )
+        })
+}
+
+fn check(body: &CreateCoupon) -> Result<(Option<Decimal>, String)> {
+    if !crate::domain::id::is_valid_external_id(&body.code) {
+        return Err(invalid(
+            "invalid_code",
+            "code",
+            "code must be 1 to 255 printable characters.",
+        ));
+    }
+    if body
+        .name
+        .as_deref()
+        .is_some_and(|n| n.trim().is_empty() || n.len() > 200)
+    {
+        return Err(invalid(
+            "invalid_name",
+            "name",
+            "name must be 1 to 200 characters.",
+        ));
+    }
+    let currency = body.currency.clone().unwrap_or_else(|| "usd".to_string());
+    if !money::is_valid_currency(&currency) {
+        return Err(invalid(
+            "invalid_currency",
+            "currency",
+            "currency must be a lowercase ISO 4217 code.",
+        ));
+    }
+    let percent = match (&body.percent_off, &body.amount_off) {
+        (Some(p), None) => Some(percent(p)?),
+        (None, Some(a)) => {
+            if *a <= Decimal::ZERO
+                || *a > max_quantity()
+                || a.normalize().scale() > money::minor_unit_scale(&currency)
+            {
+                return Err(invalid(
+                    "invalid_amount_off",
+                    "amount_off",
+                    "amount_off must be above zero, with at most the currency's minor-unit precision.",
+                ));
+            }
+            None
+        }
+        _ => {
+            return Err(invalid(
+                "invalid_discount",
+                "percent_off",
+                "Give exactly one of percent_off and amount_off.",
+            ))
+        }
+    };
+    match (body.duration.as_str(), body.duration_in_periods) {
+        ("repeating", Some(n)) if (1..=1200).contains(&n) => {}
+        ("repeating", _) => {
+            return Err(invalid(
+                "invalid_duration_in_periods",
+                "duration_in_periods",
+                "A repeating coupon needs duration_in_periods, 1 to 1200.",
+            ))
+        }
+        ("once" | "forever", None) => {}
+        ("once" | "forever", Some(_)) => {
+            return Err(invalid(
+                "invalid_duration_in_periods",
+                "duration_in_periods",
+                "duration_in_periods goes only with a repeating coupon.",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "invalid_duration",
+                "duration",
+                "duration must be once, repeating or forever.",
+            ))
+        }
+    }
+    if body.max_redemptions.is_some_and(|m| m < 1) {
+        return Err(invalid(
+            "invalid_max_redemptions",
+            "max_redemptions",
+            "max_redemptions must be at least 1.",
+        ));
+    }
+    if let Some(plans) = &body.plans {
+        if plans.is_empty()
+            || plans.len() > 100
+            || plans
+                .iter()
+                .any(|p| !crate::domain::id::is_valid_external_id(p))
+        {
+            return Err(invalid(
+                "invalid_plans",
+                "plans",
+                "plans must list 1 to 100 plan keys.",
+            ));
+        }
+    }
+    Ok((percent, currency))
+}
+
+pub async fn create(
+    db: &PgPool,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    body: &CreateCoupon,
+    now: DateTime<Utc>,
+) -> Result<Coupon> {
+    let (percent_off, currency) = check(body)?;
+    let mut tx = audit::begin(db, origin).await?;
+    let row = db::coupons::insert(
+        &mut tx,
+        tenant_id,
+        &NewCoupon {
+            code: &body.code,
+            name: body.name.as_deref().map(str::trim),
+            percent_off,
+            amount_off: body.amount_off.map(|a| a.normalize()),
+            currency: &currency,
+            duration: &body.duration,
+            duration_in_periods: body.duration_in_periods,
+            max_redemptions: body.max_redemptions,
+            redeem_by: body.redeem_by,
+            plans: body.plans.as_deref(),
+            now,
+        },
+    )
+    .await?
+    .ok_or_else(|| {
+        Error::conflict("coupon_exists", "A coupon with this code exists already.")
+            .with_param("code")
+    })?;
+    let coupon = Coupon::from(row);
+    let change = Change::new(Resource::Coupon(&coupon.code), "created").after(&coupon);
+    audit::record(&mut tx, tenant_id, change, now).await?;
+    tx.commit().await?;
+    Ok(coupon)
+}
+
+pub async fn get(db: &PgPool, tenant_id: &TenantId, code: &str) -> Result<Coupon> {
+    let mut conn = db.acquire().await?;
+    db::coupons::get(&mut conn, tenant_id, code)
+        .await?
+        .map(Coupon::from)
+        .ok_or_else(coupon_not_found)
+}
+
+pub async fn list(
+    db: &PgPool,
+    tenant_id: &TenantId,
+    starting_after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Coupon>> {
+    let mut conn = db.acquire().await?;
+    let rows = db::coupons::list(&mut conn, tenant_id, starting_after, limit + 1).await?;
+    Ok(rows.into_iter().map(Coupon::from).collect())
+}
+
+/// Deletes a coupon: no new redemptions; discounts already applied run their course.
+pub async fn delete(
+    db: &PgPool,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    code: &str,
+    now: DateTime<Utc>,
+) -> Result<Coupon> {
+    let mut tx = audit::begin(db, origin).await?;
+    let row = db::coupons::delete(&mut tx, tenant_id, code, now)
+        .await?
+        .ok_or_else(coupon_not_found)?;
+    let coupon = Coupon::from(row);
+    let change = Change::new(Resource::Coupon(&coupon.code), "deleted").after(&coupon);
+    audit::record(&mut tx, tenant_id, change, now).await?;
+    tx.commit().await?;
+    Ok(coupon)
+}
+
+pub use crate::db::coupons::Discount as NewDiscount;
+
+/// Redeems `code` for a subscription on `plan_key` billed every `interval`, starting `now`:
+/// the discount it gets. The plan is checked before the redemption is counted.
+pub async fn redeem(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    code: &str,
+    (plan_key, interval): (&str, Interval),
+    now: DateTime<Utc>,
+) -> Result<NewDiscount> {
+    let coupon = db::coupons::get(conn, tenant_id, code)
+        .await?
+        .ok_or_else(|| coupon_not_found().with_param("coupon"))?;
+    if coupon
+        .plans
+        .as_ref()
+        .is_some_and(|p| !p.iter().any(|k| k == plan_key))
+    {
+        return Err(Error::conflict(
+            "coupon_not_applicable",
+            format!("Coupon `{code}` does not apply to plan `{plan_key}`."),
+        )
+        .with_param("coupon"));
+    }
+    let redeemed = db::coupons::redeem(conn, tenant_id, code, now)
+        .await?
+        .ok_or_else(|| {
+            Error::conflict(
+                "coupon_not_redeemable",
+                format!("Coupon `{code}` cannot be redeemed (deleted, past redeem_by, or redeemed its maximum number of times)."),
+            )
+            .with_param("coupon")
+        })?;
+    let end = match (redeemed.duration.as_str(), redeemed.duration_in_periods) {
+        ("repeating", Some(n)) => Some(add_months_clamped(
+            now,
+            i64::from(n) * i64::from(interval.months()),
+        )),
+        _ => None,
+    };
+    Ok((redeemed.code, now, end))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyCoupon {
+    pub coupon: String,
+}
+
+fn live(row: &crate::db::subscriptions::SubscriptionRow) -> Result<()> {
+    if !matches!(
+        row.status,
+        SubscriptionStatus::Trialing | SubscriptionStatus::Active | SubscriptionStatus::PastDue
+    ) {
+        return Err(Error::conflict(
+            "subscription_inactive",
+            "The subscription has ended.",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies a coupon to a live subscription, replacing its current discount.
+pub async fn apply(
+    db: &PgPool,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
+    code: &str,
+    now: DateTime<Utc>,
+) -> Result<Subscription> {
+    let mut tx = audit::begin(db, origin).await?;
+    let before = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
+    live(&before)?;
+    let discount = redeem(
+        &mut tx,
+        tenant_id,
+        code,
+        (&before.plan_key, before.interval),
+        now,
+    )
+    .await?;
+    let row = subs::set_discount(&mut tx, tenant_id, &before, Some(&discount), now).await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+/// Ends a subscription's discount now.
+pub async fn remove(
+    db: &PgPool,
+    origin: &Origin,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
+    now: DateTime<Utc>,
+) -> Result<Subscription> {
+    let mut tx = audit::begin(db, origin).await?;
+    let before = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
+    let row = subs::set_discount(&mut tx, tenant_id, &before, None, now).await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+/// The discount line of an invoice of `subscription_id` made `now`, if its discount is active
+/// and the subtotal positive: added, and the invoice marked with the coupon (finalization
+/// computes the line again). A `once` discount ends with it; one past its end is cleared.
+pub async fn discount_new_invoice(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    (invoice_id, subscription_id): (&InvoiceId, &SubscriptionId),
+    (currency, period): (&str, (DateTime<Utc>, DateTime<Utc>)),
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some((code, _, end)) = db::coupons::discount(conn, tenant_id, subscription_id).await?
+    else {
+        return Ok(());
+    };
+    if end.is_some_and(|end| now >= end) {
+        db::coupons::set_discount(conn, tenant_id, subscription_id, None).await?;
+        return Ok(());
+    }
+    let Some(coupon) = db::coupons::get(conn, tenant_id, &code).await? else {
+        return Ok(());
+    };
+    if !add_line(conn, tenant_id, invoice_id, &coupon, (currency, period)).await? {
+        return Ok(());
+    }
+    db::coupons::mark_invoice(conn, tenant_id, invoice_id, &code).await?;
+    if coupon.duration == "once" {
+        db::coupons::set_discount(conn, tenant_id, subscription_id, None).await?;
+    }
+    Ok(())
+}
+
+/// Computes a discounted draft's line again from its lines now (at finalization).
+pub async fn recompute(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
+    (currency, period): (&str, (DateTime<Utc>, DateTime<Utc>)),
+) -> Result<()> {
+    let Some(code) = db::coupons::of_invoice(conn, tenant_id, invoice_id).await? else {
+        return Ok(());
+    };
+    let Some(coupon) = db::coupons::get(conn, tenant_id, &code).await? else {
+        return Ok(());
+    };
+    db::coupons::delete_discount_lines(conn, tenant_id, invoice_id).await?;
+    add_line(conn, tenant_id, invoice_id, &coupon, (currency, period)).await?;
+    Ok(())
+}
+
+/// Adds the coupon's line for the invoice's subtotal now; whether there was one to add.
+async fn add_line(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
+    coupon: &CouponRow,
+    (currency, period): (&str, (DateTime<Utc>, DateTime<Utc>)),
+) -> Result<bool> {
+    let off = match (coupon.percent_off, coupon.amount_off) {
+        (Some(p), _) => Off::Percent(p),
+        // An amount in another currency than the invoice's takes nothing off it.
+        (None, Some(a)) if coupon.currency == currency => Off::Amount(a),
+        _ => return Ok(false),
+    };
+    let subtotal = db::coupons::subtotal(conn, tenant_id, invoice_id).await?;
+    let amount = discount_amount(subtotal, off, currency);
+    if amount.is_zero() {
+        return Ok(false);
+    }
+    let label = coupon.name.as_deref().unwrap_or(&coupon.code);
+    let what = match off {
+        Off::Percent(p) => format!("{}% off", p.normalize()),
+        Off::Amount(a) => format!("{} off", money::format(a, currency)),
+    };
+    let line = Line {
+        kind: LineType::Discount,
+        description: format!("Discount: {label} ({what})"),
+        feature: None,
+        quantity: Decimal::ONE,
+        unit_amount: amount,
+        amount,
+        period_start: period.0,
+        period_end: period.1,
+    };
+    db::invoices::insert_lines(conn, tenant_id, invoice_id, std::slice::from_ref(&line)).await?;
+    Ok(true)
+}
