@@ -56,6 +56,8 @@ pub struct Current {
     pub cancel_at_period_end: bool,
     /// A change waiting for the period end.
     pub pending: Option<String>,
+    /// The coupon discounting its invoices (SPEC §15), worded.
+    pub discount: Option<String>,
 }
 
 /// One usage bar.
@@ -269,6 +271,10 @@ fn current(sub: &Subscription, plan: Option<&Plan>) -> Current {
         pending: sub.pending_change.as_ref().map(|c| match c.at {
             Some(at) => format!("Changes to {} on {}", c.plan, day(at)),
             None => format!("Changes to {} at the end of the period", c.plan),
+        }),
+        discount: sub.discount.as_ref().map(|d| match d.end {
+            Some(end) => format!("Discount {} applies until {}", d.coupon, day(end)),
+            None => format!("Discount {} applies", d.coupon),
         }),
     }
 }

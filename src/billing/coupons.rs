@@ -451,23 +451,37 @@ async fn add_line(
     coupon: &CouponRow,
     (currency, period): (&str, (DateTime<Utc>, DateTime<Utc>)),
 ) -> Result<bool> {
+    let subtotal = db::coupons::subtotal(conn, tenant_id, invoice_id).await?;
+    let Some(line) = line_for(coupon, subtotal, currency, period) else {
+        return Ok(false);
+    };
+    db::invoices::insert_lines(conn, tenant_id, invoice_id, std::slice::from_ref(&line)).await?;
+    Ok(true)
+}
+
+/// The discount line the coupon puts on an invoice of `subtotal`, if any.
+fn line_for(
+    coupon: &CouponRow,
+    subtotal: Decimal,
+    currency: &str,
+    period: (DateTime<Utc>, DateTime<Utc>),
+) -> Option<Line> {
     let off = match (coupon.percent_off, coupon.amount_off) {
         (Some(p), _) => Off::Percent(p),
         // An amount in another currency than the invoice's takes nothing off it.
         (None, Some(a)) if coupon.currency == currency => Off::Amount(a),
-        _ => return Ok(false),
+        _ => return None,
     };
-    let subtotal = db::coupons::subtotal(conn, tenant_id, invoice_id).await?;
     let amount = discount_amount(subtotal, off, currency);
     if amount.is_zero() {
-        return Ok(false);
+        return None;
     }
     let label = coupon.name.as_deref().unwrap_or(&coupon.code);
     let what = match off {
         Off::Percent(p) => format!("{}% off", p.normalize()),
         Off::Amount(a) => format!("{} off", money::format(a, currency)),
     };
-    let line = Line {
+    Some(Line {
         kind: LineType::Discount,
         description: format!("Discount: {label} ({what})"),
         feature: None,
@@ -476,7 +490,31 @@ async fn add_line(
         amount,
         period_start: period.0,
         period_end: period.1,
+    })
+}
+
+/// The discount line the subscription's next invoice, made at `at` with these `lines`, would
+/// get (`upcoming_invoice`).
+pub async fn preview_line(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    sub: &crate::db::subscriptions::SubscriptionRow,
+    (lines, currency): (&[Line], &str),
+    (at, period): (DateTime<Utc>, (DateTime<Utc>, DateTime<Utc>)),
+) -> Result<Option<Line>> {
+    let Some(code) = &sub.discount_coupon else {
+        return Ok(None);
     };
-    db::invoices::insert_lines(conn, tenant_id, invoice_id, std::slice::from_ref(&line)).await?;
-    Ok(true)
+    if sub.discount_end.is_some_and(|end| at >= end) {
+        return Ok(None);
+    }
+    let Some(coupon) = db::coupons::get(conn, tenant_id, code).await? else {
+        return Ok(None);
+    };
+    let subtotal = lines
+        .iter()
+        .filter(|l| l.kind != LineType::Discount)
+        .map(|l| l.amount)
+        .sum();
+    Ok(line_for(&coupon, subtotal, currency, period))
 }

@@ -220,6 +220,17 @@ pub async fn upcoming(
         .await?;
         items.extend(overage);
     }
+    // The discount, as the invoice will get it (SPEC §15).
+    let discount = super::coupons::preview_line(
+        &mut conn,
+        tenant_id,
+        &sub,
+        (&items, &currency),
+        (at, (sub.current_period_start, at)),
+    )
+    .await?;
+    let subtotal = lines::total(&items);
+    items.extend(discount);
     let total = lines::total(&items);
     Ok(UpcomingInvoice {
         customer: customer.to_string(),
@@ -228,7 +239,7 @@ pub async fn upcoming(
             .iter()
             .map(|l| views::line_out(l, &currency))
             .collect(),
-        subtotal: money::format(total, &currency),
+        subtotal: money::format(subtotal, &currency),
         total: money::format(total, &currency),
         amount_due: money::format(total.max(Decimal::ZERO), &currency),
         currency,

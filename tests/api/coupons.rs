@@ -119,6 +119,13 @@ async fn a_forever_percentage_and_a_once_amount_are_taken_off_and_capped_at_the_
         .clone();
     assert_eq!(line["description"], "Discount: Launch (15% off)");
     assert_eq!(line["quantity"], json!(1));
+    // The preview of the next invoice shows it too.
+    let up = app
+        .get("/v1/customers/fifteen/upcoming_invoice", &t.key)
+        .await;
+    assert_eq!(up.status, StatusCode::OK, "{:?}", up.body);
+    assert_eq!(up.body["subtotal"], "49.99");
+    assert_eq!(up.body["total"], "42.49");
 
     app.advance_clock(&t, "2026-04-01T02:00:00Z").await;
     assert_eq!(
@@ -427,5 +434,34 @@ async fn coupons_are_validated_limited_to_plans_and_applied_or_removed_later() {
     assert!(
         actions.contains(&"subscription.discount_removed"),
         "{actions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_shows_the_customers_discount() {
+    let app = spawn_app().await;
+    let t = tenant(&app).await;
+    coupon(
+        &app,
+        &t,
+        json!({"code": "THREE", "percent_off": 20, "duration": "repeating",
+               "duration_in_periods": 3}),
+    )
+    .await;
+    subscribe(&app, &t, "acme", Some("THREE")).await;
+    let r = app
+        .post("/v1/customer_sessions", &t.key, json!({"customer": "acme"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let url = format!(
+        "{}/portal?session={}",
+        app.base,
+        r.body["token"].as_str().unwrap()
+    );
+    let b = crate::browser::Browser::start().await;
+    b.goto(&url).await;
+    assert_eq!(
+        b.text("#plan .discount").await,
+        "Discount THREE applies until 2026-06-01"
     );
 }
