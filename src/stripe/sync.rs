@@ -345,14 +345,17 @@ async fn send_meter_event(db: &PgPool, client: &Client, row: &Claimed) -> Result
 }
 
 /// A line as Stripe's `quantity` and `unit_amount_decimal` (in minor units), when it is a
-/// whole positive number of units at a unit amount that makes its amount exactly.
+/// whole positive number of units at a positive unit amount that makes its amount exactly.
 fn per_unit(
     quantity: Decimal,
     unit_amount: Decimal,
     amount: Decimal,
     currency: &str,
 ) -> Option<(u64, String)> {
+    // A negative line (a proration credit, a discount) goes as an amount, which Stripe takes
+    // negative on an invoice item.
     if quantity <= Decimal::ZERO
+        || unit_amount <= Decimal::ZERO
         || quantity.fract() != Decimal::ZERO
         || quantity * unit_amount != amount
     {
@@ -839,5 +842,16 @@ mod tests {
         assert_eq!(minor_units(Decimal::new(-1500, 2), "eur"), Some(-1500));
         assert_eq!(minor_units(Decimal::new(500, 0), "jpy"), Some(500));
         assert_eq!(minor_units(Decimal::new(1, 3), "usd"), None);
+    }
+
+    #[test]
+    fn counted_lines_go_as_quantity_and_unit_and_negative_ones_as_amounts() {
+        let d = |n: i64, scale: u32| Decimal::new(n, scale);
+        assert_eq!(
+            per_unit(d(3, 0), d(1250, 2), d(3750, 2), "usd"),
+            Some((3, "1250".to_string()))
+        );
+        assert_eq!(per_unit(d(1, 0), d(-750, 2), d(-750, 2), "usd"), None);
+        assert_eq!(per_unit(d(15, 1), d(100, 0), d(150, 0), "usd"), None);
     }
 }

@@ -465,3 +465,24 @@ async fn the_portal_shows_the_customers_discount() {
         "Discount THREE applies until 2026-06-01"
     );
 }
+
+#[tokio::test]
+async fn the_discount_reaches_stripe_as_a_negative_item() {
+    let app = spawn_app().await;
+    let fake = crate::fakes::FakeStripe::start().await;
+    let t = tenant(&app).await;
+    crate::stripe::connect(&app, &t, Some(&fake)).await;
+    coupon(
+        &app,
+        &t,
+        json!({"code": "FIFTEEN", "percent_off": 15, "duration": "forever"}),
+    )
+    .await;
+    subscribe(&app, &t, "acme", Some("FIFTEEN")).await;
+    crate::stripe::drain_stripe(&app, 1).await;
+    let st = fake.lock();
+    let sent = &st.invoices[&st.invoice_order[0]];
+    // 49.99 and −7.50, in cents; the discount as an amount.
+    assert_eq!(sent.items, [4999, -750]);
+    assert_eq!(sent.item_units, [Some((1, "4999".to_string())), None]);
+}
