@@ -3,6 +3,7 @@
 //! browser profile, on loopback only.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -17,6 +18,24 @@ pub struct Browser {
     pub client: Client,
     driver: Child,
     _profile: tempfile_dir::TempDir,
+}
+
+/// chromedriver and the browser it started go with the test (a `Child` is not killed when
+/// dropped: each test's driver outlived the test process, and its browser the profile): the
+/// driver's whole process group gets SIGTERM, which lets Chromium tidy its temporary files.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.driver.id()) {
+            // SAFETY: a signal to the process group this Browser started.
+            unsafe { kill_group(-pid, 15) };
+        }
+        let _ = self.driver.wait();
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn kill_group(pid: i32, sig: i32) -> i32;
 }
 
 /// A throwaway directory (the browser profile), removed on drop.
@@ -50,6 +69,8 @@ impl Browser {
         let mut driver = Command::new(&driver_bin)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
+            // Its own process group, so that dropping the Browser ends the browser too.
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
