@@ -293,26 +293,31 @@ async fn open_secrets(pool: &sqlx::PgPool, config: &Config, embedded: bool) -> R
     Ok(secrets)
 }
 
-async fn shutdown_signal(token: CancellationToken) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Resolves on SIGINT, SIGTERM or `token` being cancelled, and then cancels `token`. The
+/// signal listeners are registered when this is called, not when the future is first polled:
+/// a signal sent as soon as the process says it is up ("listening", "worker started", both
+/// said before this future is polled) would otherwise be lost, and the process would run on.
+fn shutdown_signal(token: CancellationToken) -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    let terminate = signal(SignalKind::terminate()).ok();
+    async fn next(s: Option<Signal>) {
+        match s {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-        _ = token.cancelled() => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests");
-    token.cancel();
+    async move {
+        tokio::select! {
+            _ = next(interrupt) => {},
+            _ = next(terminate) => {},
+            _ = token.cancelled() => {},
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+        token.cancel();
+    }
 }
 
 async fn run(cli: Cli, config: Config) -> Result<()> {
@@ -367,6 +372,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             let token = CancellationToken::new();
+            let stop = shutdown_signal(token.clone());
             let worker = (!args.no_worker).then(|| {
                 tokio::spawn(crate::worker::run(
                     pool.clone(),
@@ -375,7 +381,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 ))
             });
             println!("Tollgate listening on http://{}", listener.local_addr()?);
-            crate::serve(listener, state, shutdown_signal(token.clone())).await?;
+            crate::serve(listener, state, stop).await?;
             token.cancel();
             if let Some(w) = worker {
                 let _ = w.await;
@@ -384,10 +390,12 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
         }
         Command::Worker(args) => {
             let token = CancellationToken::new();
+            let stop = shutdown_signal(token.clone());
+            tokio::pin!(stop);
             if args.no_migrate {
                 tokio::select! {
                     ready = wait_for_migrations(&pool) => ready?,
-                    _ = shutdown_signal(token.clone()) => return Ok(()),
+                    _ = &mut stop => return Ok(()),
                 }
             } else {
                 crate::MIGRATOR
@@ -401,7 +409,7 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
                 token.clone(),
                 worker_config(&config, secrets),
             ));
-            shutdown_signal(token).await;
+            stop.await;
             let _ = worker.await;
             pool.close().await;
         }
