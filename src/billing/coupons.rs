@@ -21,7 +21,6 @@ use crate::domain::invoice::{discount_amount, Line, LineType, Off};
 use crate::domain::money;
 use crate::domain::period::{add_months_clamped, Interval};
 use crate::domain::qty::{max_quantity, Qty};
-use crate::domain::status::SubscriptionStatus;
 use crate::error::{Error, Result};
 use crate::ids::{InvoiceId, SubscriptionId, TenantId};
 
@@ -32,7 +31,7 @@ pub struct CreateCoupon {
     pub code: String,
     pub name: Option<String>,
     /// 0 < p ≤ 100, at most two decimals: a JSON number or a decimal string.
-    #[schema(value_type = Option<f64>, example = 15)]
+    #[schema(value_type = Option<Qty>, example = 15)]
     pub percent_off: Option<serde_json::Value>,
     /// Above zero, in `currency`.
     #[schema(value_type = Option<String>, example = "100.00")]
@@ -54,7 +53,6 @@ pub struct CreateCoupon {
 pub struct Coupon {
     pub code: String,
     pub name: Option<String>,
-    #[schema(value_type = Option<f64>)]
     pub percent_off: Option<Qty>,
     pub amount_off: Option<String>,
     pub currency: String,
@@ -342,10 +340,7 @@ pub struct ApplyCoupon {
 }
 
 fn live(row: &crate::db::subscriptions::SubscriptionRow) -> Result<()> {
-    if !matches!(
-        row.status,
-        SubscriptionStatus::Trialing | SubscriptionStatus::Active | SubscriptionStatus::PastDue
-    ) {
+    if !row.status.is_live() {
         return Err(Error::conflict(
             "subscription_inactive",
             "The subscription has ended.",

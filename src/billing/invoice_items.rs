@@ -36,7 +36,7 @@ pub struct CreateItem {
     #[schema(value_type = String, example = "150.00")]
     pub unit_amount: Decimal,
     /// Above zero, fractions allowed (7.5 hours); default 1.
-    #[schema(value_type = Option<f64>, example = 7.5)]
+    #[schema(example = 7.5)]
     pub quantity: Option<Qty>,
     /// Invoice it now, on an invoice of its own (finalized) with every pending item of the
     /// customer; default false: it waits for the customer's next invoice.
@@ -53,7 +53,6 @@ pub struct InvoiceItem {
     pub currency: String,
     #[schema(example = "150.00")]
     pub unit_amount: String,
-    #[schema(value_type = f64)]
     pub quantity: Qty,
     /// `unit_amount × quantity`, rounded once to the minor unit.
     #[schema(example = "1125.00")]
