@@ -206,7 +206,7 @@ async fn currency_of(
         return Ok(DEFAULT_CURRENCY.to_string());
     };
     let plan = plans
-        .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
+        .of_subscription(conn, tenant_id, &sub)
         .await?
         .ok_or_else(|| Error::internal("subscription plan version missing"))?;
     Ok(plan.currency().to_string())

@@ -23,6 +23,8 @@ pub struct UsageWindow {
     pub end: DateTime<Utc>,
     pub plan_key: String,
     pub plan_version: i32,
+    /// The add-ons attached in it, whose entitlements stack on the plan's (SPEC §15).
+    pub addons: Vec<crate::domain::addon::Attached>,
 }
 
 pub struct NewInvoice<'a> {
@@ -68,6 +70,7 @@ pub async fn create(
                 .usage
                 .as_ref()
                 .map(|u| (u.start, u.end, u.plan_key.as_str(), u.plan_version)),
+            usage_addons: new.usage.as_ref().map_or(&[], |u| u.addons.as_slice()),
             finalize_at: new.finalize_at,
             now: new.now,
         },
@@ -162,7 +165,12 @@ pub async fn overage_lines(
     currency: &str,
 ) -> Result<Vec<Line>> {
     let Some(plan) = plans
-        .get(conn, tenant_id, &window.plan_key, window.plan_version)
+        .stack(
+            conn,
+            tenant_id,
+            (&window.plan_key, window.plan_version),
+            &window.addons,
+        )
         .await?
     else {
         return Ok(Vec::new());
@@ -290,6 +298,7 @@ pub async fn finalize(
             end,
             plan_key: key,
             plan_version: version,
+            addons: db::invoices::usage_addons(conn, tenant_id, invoice_id).await?,
         };
         let lines = overage_lines(
             conn,

@@ -174,7 +174,7 @@ pub async fn upcoming(
         })?;
     let missing = || Error::internal("subscription plan version missing");
     let plan = plans
-        .get(&mut conn, tenant_id, &sub.plan_key, sub.plan_version)
+        .of_subscription(&mut conn, tenant_id, &sub)
         .await?
         .ok_or_else(missing)?;
     let (next_plan, next_interval) = match (&sub.pending_plan_key, sub.pending_plan_version) {
@@ -201,6 +201,11 @@ pub async fn upcoming(
         // The seats of the next period are the members then; today's count is the forecast.
         let members = i64::from(db::members::seats(&mut conn, tenant_id, customer).await?);
         items.extend(base_lines(&next_plan, next_interval, members, at, next_end));
+        let addons = super::addons::kept_at(&sub.addons, at);
+        let period = (next_interval, at, next_end);
+        items.extend(
+            super::addons::period_lines(&mut conn, plans, tenant_id, &addons, period).await?,
+        );
     }
     if !trial {
         let window = UsageWindow {
@@ -208,6 +213,7 @@ pub async fn upcoming(
             end: at,
             plan_key: sub.plan_key.clone(),
             plan_version: sub.plan_version,
+            addons: sub.addons.0.clone(),
         };
         let overage = inv::overage_lines(
             &mut conn,

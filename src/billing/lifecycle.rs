@@ -13,6 +13,7 @@ use crate::billing::subscriptions::{self as subs, Ending, NewSubscription, NextP
 use crate::db;
 use crate::db::plans::{PlanCache, PlanVersion};
 use crate::db::subscriptions::SubscriptionRow;
+use crate::domain::addon;
 use crate::domain::invoice::{proration_lines, Line, LineType};
 use crate::domain::period::{add_months_clamped, next_period, Interval};
 use crate::domain::plan::Charge;
@@ -222,7 +223,7 @@ pub async fn period_end(
 ) -> Result<PeriodEndKind> {
     let at = sub.current_period_end;
     let old_plan = plans
-        .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
+        .of_subscription(conn, tenant_id, &sub)
         .await?
         .ok_or_else(|| Error::internal("subscription plan version missing"))?;
     let old_interval = interval_of(&sub);
@@ -232,6 +233,7 @@ pub async fn period_end(
         end: at,
         plan_key: sub.plan_key.clone(),
         plan_version: sub.plan_version,
+        addons: sub.addons.0.clone(),
     });
 
     if sub.cancel_at_period_end {
@@ -286,12 +288,14 @@ pub async fn period_end(
         ),
     };
     let (anchor, next_end) = next_period(sub.billing_anchor, at, old_interval, interval, trial);
+    let addons = super::addons::kept_at(&sub.addons, at);
     let next = NextPeriod {
         plan: &plan,
         interval,
         anchor,
         start: at,
         end: next_end,
+        addons: &addons,
     };
     let verb = match kind {
         PeriodEndKind::TrialEnd => "trial_ended",
@@ -302,7 +306,9 @@ pub async fn period_end(
 
     // The next period's seats are the members at its start.
     let members = members_at(conn, tenant_id, &sub.customer_id, at).await?;
-    let base = base_lines(&plan, interval, members, at, next_end);
+    let mut base = base_lines(&plan, interval, members, at, next_end);
+    let period = (interval, at, next_end);
+    base.extend(super::addons::period_lines(conn, plans, tenant_id, &addons, period).await?);
     let charge_base = !base.is_empty();
     if trial {
         // The first invoice, at trial end: the first period's price, finalized at once.
@@ -409,7 +415,7 @@ pub async fn plan_change(
     now: DateTime<Utc>,
 ) -> Result<ChangeEffect> {
     let old_plan = plans
-        .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
+        .of_subscription(conn, tenant_id, &sub)
         .await?
         .ok_or_else(|| Error::internal("subscription plan version missing"))?;
     let old_interval = interval_of(sub);
@@ -433,6 +439,11 @@ pub async fn plan_change(
                 req.interval.as_str()
             ),
         ));
+    }
+    // Add-ons stay on through a change: they need a price for the new interval.
+    if req.interval != old_interval {
+        let kept = super::addons::kept_at(&sub.addons, sub.current_period_end);
+        super::addons::check_interval(conn, plans, tenant_id, &kept, req.interval).await?;
     }
     // Seats count at the current member count, for the comparison and the proration alike.
     let members = members_at(conn, tenant_id, &sub.customer_id, now).await?;
@@ -486,6 +497,22 @@ pub async fn plan_change(
     );
     lines.truncate(1);
     lines.extend(base_lines(new_plan, req.interval, members, now, end));
+    // So do the add-ons: the unused time of each is credited, and those kept are charged
+    // for the new period in full.
+    let period = (sub.current_period_start, sub.current_period_end);
+    for a in sub.addons.iter() {
+        if let Some(version) = plans.addon(conn, tenant_id, &a.addon, a.version).await? {
+            if let Some(price) = version.recurring(old_interval) {
+                let credit = addon::prorated_line(&version.name, price, -a.quantity, period, now);
+                lines.push(credit);
+            }
+        }
+    }
+    let kept = super::addons::kept_at(&sub.addons, sub.current_period_end);
+    lines.extend(
+        super::addons::period_lines(conn, plans, tenant_id, &kept, (req.interval, now, end))
+            .await?,
+    );
     lines.retain(|l| !l.amount.is_zero());
     Ok(ChangeEffect::Now {
         new_period: Some((now, end)),
@@ -521,7 +548,12 @@ pub async fn change(
         } => (new_period, lines, invoice_period),
     };
     let plan = (new_plan, req.interval);
-    let row = subs::switch_plan(conn, tenant_id, &sub, plan, new_period, now).await?;
+    let mut row = subs::switch_plan(conn, tenant_id, &sub, plan, new_period, now).await?;
+    if new_period.is_some() && row.addons.iter().any(|a| a.removes_at.is_some()) {
+        // A new period: add-ons removed at the old one's end are gone now (credited above).
+        let kept = super::addons::kept_at(&row.addons, sub.current_period_end);
+        row = db::subscriptions::set_addons(conn, tenant_id, &row.subscription_id, &kept).await?;
+    }
     if !lines.is_empty() {
         invoices::create(
             conn,
@@ -581,9 +613,10 @@ pub async fn end_now(
             end: now,
             plan_key: sub.plan_key.clone(),
             plan_version: sub.plan_version,
+            addons: sub.addons.0.clone(),
         };
         let old_plan = plans
-            .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
+            .of_subscription(conn, tenant_id, &sub)
             .await?
             .ok_or_else(|| Error::internal("subscription plan version missing"))?;
         // Usage counted in billing-period counters ends with the subscription.

@@ -1,6 +1,7 @@
 //! Billing: the subscription lifecycle, invoices, the due-work runner, dunning, invoice PDFs
 //! and the read models (`views`) the API and webhook payloads share.
 
+pub mod addons;
 pub mod balance;
 pub mod coupons;
 pub mod credit;

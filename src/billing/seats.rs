@@ -38,7 +38,7 @@ pub async fn members_changed(
         return Ok(());
     }
     let plan = plans
-        .get(conn, tenant_id, &sub.plan_key, sub.plan_version)
+        .of_subscription(conn, tenant_id, &sub)
         .await?
         .ok_or_else(|| Error::internal("subscription plan version missing"))?;
     let Some(price) = plan.seat_price(sub.interval) else {

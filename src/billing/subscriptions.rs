@@ -10,6 +10,7 @@ use crate::audit::{self, Change, Resource};
 use crate::db::plans::PlanVersion;
 use crate::db::subscriptions::{self as db, SubscriptionRow};
 pub use crate::db::subscriptions::{NewSubscription, NextPeriod};
+use crate::domain::addon::Attached;
 use crate::domain::period::Interval;
 use crate::domain::status::SubscriptionStatus;
 use crate::error::{Error, Result};
@@ -193,6 +194,7 @@ pub async fn set_discount(
     let value = discount.map(|(code, start, end)| (code.as_str(), *start, *end));
     crate::db::coupons::set_discount(conn, tenant_id, id, value).await?;
     let row = get(conn, tenant_id, id, false).await?;
+    db::record_history(conn, tenant_id, &row, "terms_changed", now).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
     let verb = if discount.is_some() {
         "discount_applied"
@@ -201,6 +203,35 @@ pub async fn set_discount(
     };
     audit(conn, tenant_id, verb, (Some(before), &row), now).await?;
     Ok(row)
+}
+
+/// Sets a subscription's add-ons (SPEC §15): `subscription.<verb>` (`addon_attached`,
+/// `addon_updated`, `addon_removed`) and `subscription.updated`.
+pub async fn set_addons(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    before: &SubscriptionRow,
+    addons: &[Attached],
+    verb: &str,
+    now: DateTime<Utc>,
+) -> Result<SubscriptionRow> {
+    let row = db::set_addons(conn, tenant_id, &before.subscription_id, addons).await?;
+    db::record_history(conn, tenant_id, &row, "terms_changed", now).await?;
+    emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
+    audit(conn, tenant_id, verb, (Some(before), &row), now).await?;
+    Ok(row)
+}
+
+/// A one-time add-on bought on a subscription (SPEC §15): not kept on it, so only the audit
+/// entry `subscription.addon_attached` (its invoice says what was bought).
+pub async fn one_time_addon(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    sub: &SubscriptionRow,
+    now: DateTime<Utc>,
+) -> Result<SubscriptionRow> {
+    audit(conn, tenant_id, "addon_attached", (Some(sub), sub), now).await?;
+    Ok(sub.clone())
 }
 
 /// Cancels at period end (`subscription.canceled`) or undoes that (`.reactivated`).

@@ -42,6 +42,8 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     /// The coupon discounting its invoices (SPEC §15), or null.
     pub discount: Option<Discount>,
+    /// Its add-ons (SPEC §15), by key; `removes_at` is set on one removed at the period end.
+    pub addons: Vec<crate::domain::addon::Attached>,
 }
 
 /// A subscription's discount: its coupon, since when, and until when (null: no end; a `once`
@@ -82,6 +84,7 @@ impl From<SubscriptionRow> for Subscription {
             canceled_at: r.canceled_at,
             ended_at: r.ended_at,
             created_at: r.created_at,
+            addons: r.addons.0,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::db::plans::{PlanCache, PlanVersion};
 use crate::domain::entitlement::FeatureType;
 use crate::domain::money;
 use crate::domain::period::{Interval, Reset};
-use crate::domain::plan::{self, Charge, Definition, PlanInput, Price};
+use crate::domain::plan::{self, Charge, Definition, PlanFeature, PlanInput, Price};
 use crate::domain::qty::Qty;
 use crate::domain::seats::{SeatPricing, TiersMode};
 use crate::error::{Error, Result};
@@ -113,6 +113,33 @@ pub struct Plan {
     pub created_at: DateTime<Utc>,
 }
 
+/// Entitlements as the API shows them (a plan's or an add-on's), amounts in `currency`.
+pub fn entitlements_out(features: &[PlanFeature], currency: &str) -> Vec<EntitlementOut> {
+    features
+        .iter()
+        .map(|f| {
+            let e = &f.entitlement;
+            EntitlementOut {
+                feature: f.feature.clone(),
+                feature_type: e.feature_type,
+                enabled: e.enabled,
+                limit: e.limit.map(Qty),
+                unlimited: e.limit.is_none()
+                    && matches!(
+                        e.feature_type,
+                        FeatureType::Metered | FeatureType::Limit | FeatureType::Concurrency
+                    ),
+                reset: (e.feature_type == FeatureType::Metered).then_some(e.reset),
+                overage: e.overage.as_ref().map(|o| OverageOut {
+                    unit_amount: money::format_unit(o.unit_amount, currency),
+                    per_units: Qty(o.per_units),
+                    cap_amount: o.cap_amount.map(|c| money::format(c, currency)),
+                }),
+            }
+        })
+        .collect()
+}
+
 pub fn plan_out(v: &PlanVersion, default_plan: Option<&str>) -> Plan {
     let currency = v.currency().to_string();
     Plan {
@@ -123,30 +150,7 @@ pub fn plan_out(v: &PlanVersion, default_plan: Option<&str>) -> Plan {
         prices: v.prices.iter().map(price_out).collect(),
         trial_days: v.trial_days,
         retention_days: v.retention_days,
-        entitlements: v
-            .features
-            .iter()
-            .map(|f| {
-                let e = &f.entitlement;
-                EntitlementOut {
-                    feature: f.feature.clone(),
-                    feature_type: e.feature_type,
-                    enabled: e.enabled,
-                    limit: e.limit.map(Qty),
-                    unlimited: e.limit.is_none()
-                        && matches!(
-                            e.feature_type,
-                            FeatureType::Metered | FeatureType::Limit | FeatureType::Concurrency
-                        ),
-                    reset: (e.feature_type == FeatureType::Metered).then_some(e.reset),
-                    overage: e.overage.as_ref().map(|o| OverageOut {
-                        unit_amount: money::format_unit(o.unit_amount, &currency),
-                        per_units: Qty(o.per_units),
-                        cap_amount: o.cap_amount.map(|c| money::format(c, &currency)),
-                    }),
-                }
-            })
-            .collect(),
+        entitlements: entitlements_out(&v.features, &currency),
         created_at: v.created_at,
     }
 }

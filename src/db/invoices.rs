@@ -7,7 +7,10 @@ use crate::domain::id::TenantId;
 use crate::domain::id::{InvoiceId, SubscriptionId};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use sqlx::types::Json;
 use sqlx::PgConnection;
+
+use crate::domain::addon::Attached;
 
 use crate::domain::invoice::{Line, LineType};
 use crate::domain::status::InvoiceStatus;
@@ -71,6 +74,8 @@ pub struct NewInvoiceRow<'a> {
     pub period_end: DateTime<Utc>,
     /// The usage window billed in arrears: start, end, plan key and version.
     pub usage: Option<(DateTime<Utc>, DateTime<Utc>, &'a str, i32)>,
+    /// The add-ons whose entitlements stacked on the plan's in that window.
+    pub usage_addons: &'a [Attached],
     pub finalize_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
 }
@@ -81,9 +86,9 @@ pub async fn insert(conn: &mut PgConnection, new: &NewInvoiceRow<'_>) -> Result<
         "INSERT INTO invoices (tenant_id, invoice_id, number, customer_id, subscription_id,
              billing_reason, status, currency, subtotal, total, amount_due, period_start,
              period_end, usage_period_start, usage_period_end, usage_plan_key,
-             usage_plan_version, net_days, finalize_at, created_at, updated_at)
+             usage_plan_version, net_days, finalize_at, created_at, updated_at, usage_addons)
          SELECT $1, $2, $3, $4, $5, $6, 'draft', $7, 0, 0, 0, $8, $9, $10, $11, $12, $13,
-                c.net_days, $14, $15, $15
+                c.net_days, $14, $15, $15, $16
          FROM customers c WHERE c.tenant_id = $1 AND c.customer_id = $4",
         new.tenant_id.as_str(),
         new.invoice_id.as_str(),
@@ -99,11 +104,29 @@ pub async fn insert(conn: &mut PgConnection, new: &NewInvoiceRow<'_>) -> Result<
         new.usage.map(|u| u.2),
         new.usage.map(|u| u.3),
         new.finalize_at,
-        new.now
+        new.now,
+        Json(new.usage_addons) as Json<&[Attached]>
     )
     .execute(&mut *conn)
     .await
     .map(drop)
+}
+
+/// The add-ons an invoice's usage window is billed with (see [`NewInvoiceRow::usage_addons`]).
+pub async fn usage_addons(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    invoice_id: &InvoiceId,
+) -> Result<Vec<Attached>, sqlx::Error> {
+    let addons = sqlx::query_scalar!(
+        r#"SELECT usage_addons AS "usage_addons: Json<Vec<Attached>>" FROM invoices
+           WHERE tenant_id = $1 AND invoice_id = $2"#,
+        tenant_id.as_str(),
+        invoice_id.as_str()
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(addons.0)
 }
 
 /// Appends lines after the invoice's last one.

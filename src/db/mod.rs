@@ -1,6 +1,7 @@
 //! All SQL: one module per table group, functions taking a connection or transaction and
 //! returning `sqlx::Error`. Nothing here knows HTTP or the services above.
 
+pub mod addons;
 pub mod alerts;
 pub mod analytics;
 pub mod api_keys;

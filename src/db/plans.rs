@@ -11,15 +11,34 @@ use sqlx::PgConnection;
 use crate::domain::entitlement::{Aggregation, Entitlement, FeatureType, Overage};
 use crate::domain::period::{Interval, Reset};
 
+use crate::domain::addon::{self, AddonVersion, Attached};
 use crate::domain::plan::Charge;
 pub use crate::domain::plan::{PlanFeature, PlanVersion, Price};
 use crate::domain::seats::{SeatPricing, TiersMode};
 
 type Key = (String, String, i32);
 
-#[derive(Default)]
+/// A plan version with add-ons stacked (SPEC §15): the tenant, the plan and version, and the
+/// attached add-ons as the subscription row's `addons` reads as text.
+type StackKey = (String, String, i32, String);
+
+/// How many stacked plans are kept (one per plan and add-on combination in use).
+const STACKED: usize = 10_000;
+
 pub struct PlanCache {
     versions: RwLock<HashMap<Key, Arc<PlanVersion>>>,
+    addons: RwLock<HashMap<Key, Arc<AddonVersion>>>,
+    stacked: quick_cache::sync::Cache<StackKey, Arc<PlanVersion>>,
+}
+
+impl Default for PlanCache {
+    fn default() -> Self {
+        PlanCache {
+            versions: RwLock::default(),
+            addons: RwLock::default(),
+            stacked: quick_cache::sync::Cache::new(STACKED),
+        }
+    }
 }
 
 impl PlanCache {
@@ -56,6 +75,118 @@ impl PlanCache {
             map.insert(key, loaded.clone());
         }
         Ok(Some(loaded))
+    }
+}
+
+impl PlanCache {
+    /// An add-on version, from the cache or the database. `None` if it does not exist.
+    pub async fn addon(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &TenantId,
+        addon_key: &str,
+        version: i32,
+    ) -> Result<Option<Arc<AddonVersion>>, sqlx::Error> {
+        let key = (tenant_id.to_string(), addon_key.to_string(), version);
+        if let Some(v) = self.addons.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(Some(v));
+        }
+        let Some(loaded) = super::addons::load_version(conn, tenant_id, addon_key, version).await?
+        else {
+            return Ok(None);
+        };
+        let loaded = Arc::new(loaded);
+        if let Ok(mut map) = self.addons.write() {
+            map.insert(key, loaded.clone());
+        }
+        Ok(Some(loaded))
+    }
+
+    /// A plan version with `attached` add-ons stacked on it (its entitlements; prices are the
+    /// plan's). `None` if the plan version does not exist.
+    pub async fn stack(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &TenantId,
+        (plan_key, version): (&str, i32),
+        attached: &[Attached],
+    ) -> Result<Option<Arc<PlanVersion>>, sqlx::Error> {
+        let Some(plan) = self.get(conn, tenant_id, plan_key, version).await? else {
+            return Ok(None);
+        };
+        if attached.is_empty() {
+            return Ok(Some(plan));
+        }
+        let mut addons = Vec::with_capacity(attached.len());
+        for a in attached {
+            let addon = self
+                .addon(conn, tenant_id, &a.addon, a.version)
+                .await?
+                .ok_or_else(|| sqlx::Error::ColumnDecode {
+                    index: "subscriptions.addons".into(),
+                    source: format!("add-on `{}` version {} is missing", a.addon, a.version)
+                        .into(),
+                })?;
+            addons.push((addon, a.quantity));
+        }
+        let refs: Vec<(&AddonVersion, i64)> = addons.iter().map(|(a, q)| (&**a, *q)).collect();
+        Ok(Some(Arc::new(addon::stack(&plan, &refs))))
+    }
+
+    /// [`Self::stack`] for the resolve of a check or a usage event, whose subscription row's
+    /// `addons` come as text: kept by that text, so that a customer's next lookups only hash
+    /// it. `cached_only`: `None` unless kept (no connection to load it with).
+    pub async fn stacked(
+        &self,
+        conn: Option<&mut PgConnection>,
+        tenant_id: &TenantId,
+        (plan_key, version): (&str, i32),
+        addons: &str,
+    ) -> Result<Option<Arc<PlanVersion>>, sqlx::Error> {
+        let key = (
+            tenant_id.to_string(),
+            plan_key.to_string(),
+            version,
+            addons.to_string(),
+        );
+        if let Some(v) = self.stacked.get(&key) {
+            return Ok(Some(v));
+        }
+        let Some(conn) = conn else {
+            return Ok(None);
+        };
+        let attached: Vec<Attached> =
+            serde_json::from_str(addons).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "subscriptions.addons".into(),
+                source: Box::new(e),
+            })?;
+        let stacked = self
+            .stack(conn, tenant_id, (plan_key, version), &attached)
+            .await?;
+        if let Some(v) = &stacked {
+            self.stacked.insert(key, v.clone());
+        }
+        Ok(stacked)
+    }
+
+    /// What a subscription is on, as billing sees it: its plan version with its add-ons'
+    /// entitlements stacked and its negotiated prices in place of the plan's (SPEC §15).
+    pub async fn of_subscription(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &TenantId,
+        sub: &super::subscriptions::SubscriptionRow,
+    ) -> Result<Option<Arc<PlanVersion>>, sqlx::Error> {
+        let Some(plan) = self
+            .stack(conn, tenant_id, (&sub.plan_key, sub.plan_version), &sub.addons)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(match &sub.price_overrides {
+            Some(overrides) => Arc::new(plan.with_prices(sub.interval, overrides)),
+            None => plan,
+        }))
     }
 }
 

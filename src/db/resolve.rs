@@ -43,6 +43,8 @@ pub struct ResolveRow {
     pub customer_id: Option<String>,
     pub plan_key: Option<String>,
     pub plan_version: Option<i32>,
+    /// The subscription's attached add-ons as text (`None`: none attached).
+    pub addons: Option<String>,
     pub interval: Option<String>,
     pub billing_anchor: Option<DateTime<Utc>>,
     pub current_period_start: Option<DateTime<Utc>>,
@@ -68,6 +70,7 @@ struct BatchRow {
     customer_id: Option<String>,
     plan_key: Option<String>,
     plan_version: Option<i32>,
+    addons: Option<String>,
     interval: Option<String>,
     billing_anchor: Option<DateTime<Utc>>,
     current_period_start: Option<DateTime<Utc>>,
@@ -159,7 +162,7 @@ pub async fn fetch_batch(
               a.critical_threshold AS "critical_threshold?", a.test_clock_now,
               a.key_id AS "key_id?",
               c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
-              s.plan_version AS "plan_version?", s.interval AS "interval?",
+              s.plan_version AS "plan_version?", s.addons AS "addons?", s.interval AS "interval?",
               s.billing_anchor AS "billing_anchor?",
               s.current_period_start AS "current_period_start?",
               s.current_period_end AS "current_period_end?",
@@ -183,6 +186,7 @@ pub async fn fetch_batch(
              AND c.deleted_at IS NULL OFFSET 0) c ON true
        LEFT JOIN LATERAL (
            SELECT s.plan_key, s.plan_version, s.interval, s.billing_anchor,
+                  CASE WHEN s.addons <> '[]' THEN s.addons::text END AS addons,
                   s.current_period_start, s.current_period_end, s.xmin
            FROM subscriptions s
            WHERE (s.tenant_id = ANY($7) OR $7 IS NULL) AND s.tenant_id = r.tenant_id
@@ -233,7 +237,7 @@ pub async fn fetch_customers(
               t.critical_threshold AS "critical_threshold?", t.test_clock_now,
               NULL::text AS "key_id?",
               c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
-              s.plan_version AS "plan_version?", s.interval AS "interval?",
+              s.plan_version AS "plan_version?", s.addons AS "addons?", s.interval AS "interval?",
               s.billing_anchor AS "billing_anchor?",
               s.current_period_start AS "current_period_start?",
               s.current_period_end AS "current_period_end?",
@@ -253,6 +257,7 @@ pub async fn fetch_customers(
              AND c.deleted_at IS NULL OFFSET 0) c ON true
        LEFT JOIN LATERAL (
            SELECT s.plan_key, s.plan_version, s.interval, s.billing_anchor,
+                  CASE WHEN s.addons <> '[]' THEN s.addons::text END AS addons,
                   s.current_period_start, s.current_period_end, s.xmin
            FROM subscriptions s
            WHERE s.tenant_id = $1 AND s.customer_id = c.customer_id
@@ -293,6 +298,7 @@ fn in_order(rows: Vec<BatchRow>, n: usize) -> Vec<Option<ResolveRow>> {
             customer_id: r.customer_id,
             plan_key: r.plan_key,
             plan_version: r.plan_version,
+            addons: r.addons,
             interval: r.interval,
             billing_anchor: r.billing_anchor,
             current_period_start: r.current_period_start,
@@ -326,7 +332,9 @@ pub async fn fetch(
                 r#"SELECT t.tenant_id AS "tenant_id: TenantId", t.mode, t.default_plan, t.warning_threshold,
                       t.critical_threshold, t.test_clock_now, k.key_id AS "key_id?",
                       c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
-                      s.plan_version AS "plan_version?", s.interval AS "interval?",
+                      s.plan_version AS "plan_version?",
+                      CASE WHEN s.addons <> '[]' THEN s.addons::text END AS "addons?",
+                      s.interval AS "interval?",
                       s.billing_anchor AS "billing_anchor?",
                       s.current_period_start AS "current_period_start?",
                       s.current_period_end AS "current_period_end?",
@@ -363,7 +371,9 @@ pub async fn fetch(
                 r#"SELECT t.tenant_id AS "tenant_id: TenantId", t.mode, t.default_plan, t.warning_threshold,
                       t.critical_threshold, t.test_clock_now, k.key_id AS "key_id?",
                       c.customer_id AS "customer_id?", s.plan_key AS "plan_key?",
-                      s.plan_version AS "plan_version?", s.interval AS "interval?",
+                      s.plan_version AS "plan_version?",
+                      CASE WHEN s.addons <> '[]' THEN s.addons::text END AS "addons?",
+                      s.interval AS "interval?",
                       s.billing_anchor AS "billing_anchor?",
                       s.current_period_start AS "current_period_start?",
                       s.current_period_end AS "current_period_end?",

@@ -6,7 +6,11 @@
 use crate::domain::id::SubscriptionId;
 use crate::domain::id::TenantId;
 use chrono::{DateTime, Duration, Utc};
+use sqlx::types::Json;
 use sqlx::PgConnection;
+
+use crate::domain::addon::Attached;
+use crate::domain::plan::PriceDef;
 
 use crate::db::plans::PlanVersion;
 use crate::domain::period::{add_months_clamped, Interval};
@@ -36,6 +40,10 @@ pub struct SubscriptionRow {
     pub discount_coupon: Option<String>,
     pub discount_start: Option<DateTime<Utc>>,
     pub discount_end: Option<DateTime<Utc>>,
+    /// The attached add-ons, by key (SPEC §15).
+    pub addons: Json<Vec<Attached>>,
+    /// Negotiated prices for its interval, replacing the plan version's (SPEC §15).
+    pub price_overrides: Option<Json<Vec<PriceDef>>>,
 }
 
 /// A subscription to start: `trial_days > 0` starts a trial that long, else the first period
@@ -87,7 +95,9 @@ pub async fn create(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
         new.tenant_id.as_str(),
         id.as_str(),
         new.customer_id,
@@ -124,7 +134,9 @@ pub async fn get(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>"
                FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2 FOR NO KEY UPDATE"#,
             tenant_id.as_str(),
             subscription_id.as_str()
@@ -139,7 +151,9 @@ pub async fn get(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>"
                FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2"#,
             tenant_id.as_str(),
             subscription_id.as_str()
@@ -162,7 +176,9 @@ pub async fn live_for_customer(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>"
            FROM subscriptions
            WHERE tenant_id = $1 AND customer_id = $2
              AND status IN ('trialing', 'active', 'past_due')"#,
@@ -192,7 +208,9 @@ pub async fn end(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         at,
@@ -210,6 +228,8 @@ pub struct NextPeriod<'a> {
     pub anchor: DateTime<Utc>,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// The add-ons it keeps (those removed at the period end dropped).
+    pub addons: &'a [Attached],
 }
 
 /// Moves a subscription into its next period (a scheduled change, if any, is thereby applied
@@ -226,6 +246,7 @@ pub async fn roll(
         anchor,
         start,
         end,
+        addons,
     } = *next;
     sqlx::query_as!(
         SubscriptionRow,
@@ -233,14 +254,16 @@ pub async fn roll(
                current_period_start = $7, current_period_end = $8,
                status = CASE WHEN status = 'trialing' THEN 'active' ELSE status END,
                pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
-               pending_at = NULL, updated_at = now()
+               pending_at = NULL, addons = $9, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
            RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         plan.key,
@@ -248,7 +271,8 @@ pub async fn roll(
         interval.as_str(),
         anchor,
         start,
-        end
+        end,
+        Json(addons) as Json<&[Attached]>
     )
     .fetch_one(&mut *conn)
     .await
@@ -280,7 +304,9 @@ pub async fn schedule_change(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         key,
@@ -317,7 +343,9 @@ pub async fn switch_plan(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         plan.key,
@@ -348,7 +376,9 @@ pub async fn set_status(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         status.as_str()
@@ -374,11 +404,67 @@ pub async fn set_cancel_at_period_end(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end"#,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         cancel,
         now
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Sets the attached add-ons (sorted by key).
+pub async fn set_addons(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
+    addons: &[Attached],
+) -> Result<SubscriptionRow, sqlx::Error> {
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"UPDATE subscriptions SET addons = $3, updated_at = now()
+           WHERE tenant_id = $1 AND subscription_id = $2
+           RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+        tenant_id.as_str(),
+        subscription_id.as_str(),
+        Json(addons) as Json<&[Attached]>
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Sets (or clears) the negotiated prices.
+pub async fn set_price_overrides(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    subscription_id: &SubscriptionId,
+    overrides: Option<&[PriceDef]>,
+) -> Result<SubscriptionRow, sqlx::Error> {
+    sqlx::query_as!(
+        SubscriptionRow,
+        r#"UPDATE subscriptions SET price_overrides = $3, updated_at = now()
+           WHERE tenant_id = $1 AND subscription_id = $2
+           RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
+                   interval AS "interval: Interval", status AS "status: SubscriptionStatus",
+                   billing_anchor, current_period_start, current_period_end, trial_end,
+                   cancel_at_period_end, pending_plan_key, pending_plan_version,
+                   pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+        tenant_id.as_str(),
+        subscription_id.as_str(),
+        overrides.map(Json) as Option<Json<&[PriceDef]>>
     )
     .fetch_one(&mut *conn)
     .await
@@ -394,8 +480,9 @@ pub async fn record_history(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO subscription_history (tenant_id, subscription_id, customer_id, event,
-             plan_key, plan_version, interval, status, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             plan_key, plan_version, interval, status, at, addons, price_overrides,
+             discount_coupon, discount_end)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         tenant_id.as_str(),
         row.subscription_id.as_str(),
         row.customer_id,
@@ -404,7 +491,11 @@ pub async fn record_history(
         row.plan_version,
         row.interval.as_str(),
         row.status.as_str(),
-        at
+        at,
+        &row.addons as &Json<Vec<Attached>>,
+        row.price_overrides.as_ref() as Option<&Json<Vec<PriceDef>>>,
+        row.discount_coupon,
+        row.discount_end
     )
     .execute(&mut *conn)
     .await
@@ -424,7 +515,9 @@ pub async fn for_customer(
                    billing_anchor, current_period_start, current_period_end, trial_end,
                    cancel_at_period_end, pending_plan_key, pending_plan_version,
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
-                   ended_at, created_at, discount_coupon, discount_start, discount_end
+                   ended_at, created_at, discount_coupon, discount_start, discount_end,
+                   addons AS "addons: Json<Vec<Attached>>",
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>"
            FROM subscriptions
            WHERE tenant_id = $1 AND customer_id = $2
            ORDER BY created_at, subscription_id"#,

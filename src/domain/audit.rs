@@ -83,6 +83,7 @@ pub enum Resource<'a> {
     CustomerSession(&'a CustomerSessionId),
     InvoiceItem(&'a InvoiceItemId),
     Coupon(&'a str),
+    Addon(&'a str),
 }
 
 impl Resource<'_> {
@@ -102,6 +103,7 @@ impl Resource<'_> {
             Resource::CustomerSession(_) => "customer_session",
             Resource::InvoiceItem(_) => "invoice_item",
             Resource::Coupon(_) => "coupon",
+            Resource::Addon(_) => "addon",
         }
     }
 
@@ -117,7 +119,10 @@ impl fmt::Display for Resource<'_> {
         match self {
             Resource::Tenant(id) | Resource::TestClock(id) => write!(f, "{kind}/{id}"),
             Resource::ApiKey(id) => write!(f, "{kind}/{id}"),
-            Resource::Feature(key) | Resource::Plan(key) | Resource::Coupon(key) => {
+            Resource::Feature(key)
+            | Resource::Plan(key)
+            | Resource::Coupon(key)
+            | Resource::Addon(key) => {
                 write!(f, "{kind}/{key}")
             }
             Resource::Customer(id) => write!(f, "{kind}/{id}"),

@@ -1,5 +1,6 @@
 //! Pure billing logic: no I/O, no clock. Unit- and property-tested.
 
+pub mod addon;
 pub mod audit;
 pub mod entitlement;
 pub mod id;

@@ -127,6 +127,39 @@ fn one_seat() -> i32 {
     1
 }
 
+impl PriceDef {
+    /// The price this definition describes.
+    pub fn price(&self) -> Price {
+        let min_seats = i64::from(self.min_seats);
+        let charge = match (&self.tiers, self.tiers_mode) {
+            (Some(tiers), Some(mode)) => Charge::Seats {
+                pricing: SeatPricing::Tiered {
+                    mode,
+                    tiers: tiers.clone(),
+                },
+                min_seats,
+            },
+            _ => {
+                let amount = self.amount.unwrap_or_default();
+                if self.per_seat {
+                    Charge::Seats {
+                        pricing: SeatPricing::PerSeat(amount),
+                        min_seats,
+                    }
+                } else {
+                    Charge::Flat(amount)
+                }
+            }
+        };
+        Price {
+            interval: self.interval,
+            charge,
+            currency: self.currency.clone(),
+            stripe_price_id: self.stripe_price_id.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EntitlementDef {
     pub feature: String,
@@ -174,8 +207,22 @@ pub fn normalize(
             ));
         }
     }
+    let prices = normalize_prices(&input.prices)?;
+    let entitlements = normalize_entitlements(&input.entitlements, feature_type)?;
+    Ok(Definition {
+        name: name.to_string(),
+        trial_days,
+        retention_days: input.retention_days,
+        prices,
+        entitlements,
+    })
+}
+
+/// Validates a plan's prices (or a subscription's negotiated ones, SPEC §15) and normalizes
+/// them, sorted by interval, flat before per-seat.
+pub fn normalize_prices(input: &[PriceInput]) -> Result<Vec<PriceDef>, PlanError> {
     let mut prices = Vec::new();
-    for (i, p) in input.prices.iter().enumerate() {
+    for (i, p) in input.iter().enumerate() {
         let currency = p.currency.to_ascii_lowercase();
         if !money::is_valid_currency(&currency) {
             return Err(bad(
@@ -318,8 +365,16 @@ pub fn normalize(
         });
     }
     prices.sort_by_key(|p| (p.interval.as_str(), p.per_seat));
+    Ok(prices)
+}
+
+/// Validates a plan's (or an add-on's) entitlements and normalizes them, sorted by feature.
+pub fn normalize_entitlements(
+    input: &[EntitlementInput],
+    feature_type: impl Fn(&str) -> Option<FeatureType>,
+) -> Result<Vec<EntitlementDef>, PlanError> {
     let mut entitlements: Vec<EntitlementDef> = Vec::new();
-    for (i, e) in input.entitlements.iter().enumerate() {
+    for (i, e) in input.iter().enumerate() {
         let at = |field: &str| format!("entitlements[{i}].{field}");
         let ftype = feature_type(&e.feature).ok_or_else(|| {
             bad(
@@ -418,13 +473,7 @@ pub fn normalize(
         });
     }
     entitlements.sort_by(|a, b| a.feature.cmp(&b.feature));
-    Ok(Definition {
-        name: name.to_string(),
-        trial_days,
-        retention_days: input.retention_days,
-        prices,
-        entitlements,
-    })
+    Ok(entitlements)
 }
 
 /// The most seats a price counts (tier bounds, `min_seats`).
@@ -534,6 +583,22 @@ impl PlanVersion {
             .first()
             .map(|p| p.currency.as_str())
             .unwrap_or("usd")
+    }
+
+    /// This version with its prices of `interval` replaced by negotiated ones (SPEC §15).
+    pub fn with_prices(&self, interval: Interval, overrides: &[PriceDef]) -> PlanVersion {
+        let mut prices: Vec<Price> = self
+            .prices
+            .iter()
+            .filter(|p| p.interval != interval)
+            .cloned()
+            .collect();
+        prices.extend(overrides.iter().map(PriceDef::price));
+        prices.sort_by_key(|p| (p.interval.as_str(), p.per_seat()));
+        PlanVersion {
+            prices,
+            ..self.clone()
+        }
     }
 
     /// The interval a new subscription gets when none is asked for.

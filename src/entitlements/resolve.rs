@@ -240,7 +240,10 @@ pub(super) async fn finish(
         row.current_period_start,
         row.current_period_end,
     ) {
-        let plan = load_plan(plans, db, conn, &ctx.tenant_id, &key, version).await?;
+        let plan = match &row.addons {
+            None => load_plan(plans, db, conn, &ctx.tenant_id, &key, version).await?,
+            Some(addons) => load_stacked(plans, db, conn, &ctx.tenant_id, (&key, version), addons).await?,
+        };
         let interval = crate::db::decode("subscriptions.interval", &interval, Interval::parse)?;
         let billing = Some(BillingCycle {
             anchor,
@@ -279,6 +282,28 @@ pub(super) async fn finish(
             stamps,
         },
     ))
+}
+
+/// The plan version with the subscription's add-ons stacked (`addons` as the resolve read
+/// them), kept by that text.
+async fn load_stacked(
+    plans: &PlanCache,
+    db: &PgPool,
+    conn: Option<&mut PgConnection>,
+    tenant_id: &TenantId,
+    plan: (&str, i32),
+    addons: &str,
+) -> Result<Option<Arc<PlanVersion>>> {
+    if let Some(stacked) = plans.stacked(None, tenant_id, plan, addons).await? {
+        return Ok(Some(stacked));
+    }
+    match conn {
+        Some(conn) => Ok(plans.stacked(Some(conn), tenant_id, plan, addons).await?),
+        None => {
+            let mut conn = db.acquire().await?;
+            Ok(plans.stacked(Some(&mut conn), tenant_id, plan, addons).await?)
+        }
+    }
 }
 
 async fn load_plan(

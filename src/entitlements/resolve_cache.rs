@@ -165,6 +165,7 @@ mod tests {
             customer_id: customer.map(str::to_string),
             plan_key: None,
             plan_version: None,
+            addons: None,
             interval: None,
             billing_anchor: None,
             current_period_start: None,

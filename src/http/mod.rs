@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod chart;
 pub mod console;
+pub mod addons;
 pub mod coupons;
 pub mod customers;
 pub mod error;
@@ -116,6 +117,10 @@ fn v1_routes() -> OpenApiRouter<AppState> {
             invoice_items::list_items
         ))
         .routes(routes!(invoice_items::delete_item))
+        .routes(routes!(addons::create_addon, addons::list_addons))
+        .routes(routes!(addons::get_addon, addons::put_addon))
+        .routes(routes!(addons::attach_addon))
+        .routes(routes!(addons::remove_addon))
         .routes(routes!(coupons::create_coupon, coupons::list_coupons))
         .routes(routes!(coupons::get_coupon, coupons::delete_coupon))
         .routes(routes!(coupons::apply_discount, coupons::remove_discount))
