@@ -3,7 +3,7 @@
 //! subscription but brings no MRR), the last 30 days' new, churned and paid, and the MRR of
 //! past months with its movements, from the subscription and seat histories.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -12,9 +12,13 @@ use sqlx::PgPool;
 
 use crate::db;
 use crate::db::plans::PlanCache;
+use crate::domain::addon::Attached;
+use crate::domain::invoice::Off;
 use crate::domain::money;
-use crate::domain::mrr::movements;
+use crate::domain::mrr::{movements, subscription_mrr};
 use crate::domain::period::add_months_clamped;
+use crate::domain::period::Interval;
+use crate::domain::plan::PriceDef;
 use crate::domain::status::SubscriptionStatus;
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
@@ -51,6 +55,65 @@ pub struct Summary {
     pub revenue_30d: String,
 }
 
+/// What makes up a subscription's MRR at one instant (SPEC §12, §15).
+struct Terms<'a> {
+    plan: (&'a str, i32),
+    interval: Interval,
+    members: i64,
+    addons: &'a [Attached],
+    overrides: Option<&'a [PriceDef]>,
+    discount: (Option<&'a str>, Option<DateTime<Utc>>),
+}
+
+/// A subscription's exact MRR at `at`: its plan at its effective prices, its recurring
+/// add-ons, less an active `forever` or `repeating` discount. Coupons are looked up once per
+/// code (`coupons`).
+async fn mrr_of(
+    conn: &mut sqlx::PgConnection,
+    plans: &PlanCache,
+    (tenant_id, coupons): (&TenantId, &mut HashMap<String, Option<Off>>),
+    terms: Terms<'_>,
+    at: DateTime<Utc>,
+) -> Result<(Decimal, String)> {
+    let plan = plans
+        .get(conn, tenant_id, terms.plan.0, terms.plan.1)
+        .await?
+        .ok_or_else(|| Error::internal("subscription plan version missing"))?;
+    let plan = match terms.overrides {
+        Some(o) => std::sync::Arc::new(plan.with_prices(terms.interval, o)),
+        None => plan,
+    };
+    let mut per_interval = plan.base_amount(terms.interval, terms.members);
+    for a in terms.addons {
+        let addon = plans
+            .addon(conn, tenant_id, &a.addon, a.version)
+            .await?
+            .ok_or_else(|| Error::internal("attached add-on version missing"))?;
+        if let Some(price) = addon.recurring(terms.interval) {
+            per_interval += price.amount * Decimal::from(a.quantity);
+        }
+    }
+    let discount = match terms.discount {
+        (Some(code), end) if end.is_none_or(|e| e > at) => {
+            if !coupons.contains_key(code) {
+                let off = db::coupons::get(conn, tenant_id, code)
+                    .await?
+                    .filter(|c| c.duration != "once")
+                    .and_then(|c| match (c.percent_off, c.amount_off) {
+                        (Some(p), _) => Some(Off::Percent(p)),
+                        (None, Some(a)) => Some(Off::Amount(a)),
+                        (None, None) => None,
+                    });
+                coupons.insert(code.to_string(), off);
+            }
+            coupons.get(code).copied().flatten()
+        }
+        _ => None,
+    };
+    let mrr = subscription_mrr(per_interval, terms.interval.months(), discount);
+    Ok((mrr, plan.currency().to_string()))
+}
+
 /// The summary at `now` (the tenant's clock).
 pub async fn summary(
     db: &PgPool,
@@ -64,24 +127,29 @@ pub async fn summary(
     let mut total = Decimal::ZERO;
     // plan key -> (subscriptions, exact MRR)
     let mut by_plan: BTreeMap<String, (i64, Decimal)> = BTreeMap::new();
+    let mut coupons = HashMap::new();
     for s in &live {
-        let plan = plans
-            .get(&mut conn, tenant_id, &s.plan_key, s.plan_version)
-            .await?
-            .ok_or_else(|| Error::internal("subscription plan version missing"))?;
+        let terms = Terms {
+            plan: (&s.plan_key, s.plan_version),
+            interval: s.interval,
+            members: s.members,
+            addons: &s.addons,
+            overrides: s.price_overrides.as_ref().map(|o| o.0.as_slice()),
+            discount: (s.discount_coupon.as_deref(), s.discount_end),
+        };
+        let (monthly, plan_currency) =
+            mrr_of(&mut conn, plans, (tenant_id, &mut coupons), terms, now).await?;
         let entry = by_plan.entry(s.plan_key.clone()).or_default();
         entry.0 += 1;
         if matches!(
             s.status,
             SubscriptionStatus::Active | SubscriptionStatus::PastDue
         ) {
-            let monthly =
-                plan.base_amount(s.interval, s.members) / Decimal::from(s.interval.months());
             entry.1 += monthly;
             total += monthly;
         }
-        if currency.is_none() && !plan.prices.is_empty() {
-            currency = Some(plan.currency().to_string());
+        if currency.is_none() && !monthly.is_zero() {
+            currency = Some(plan_currency);
         }
     }
     let currency = currency.unwrap_or_else(|| "usd".to_string());
@@ -161,6 +229,7 @@ async fn mrr_by_customer(
         members.insert(s.customer_id.as_str(), i64::from(s.seats));
     }
     let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
+    let mut coupons = HashMap::new();
     for h in state.values() {
         if !matches!(
             h.status,
@@ -168,12 +237,15 @@ async fn mrr_by_customer(
         ) {
             continue;
         }
-        let plan = plans
-            .get(conn, tenant_id, &h.plan_key, h.plan_version)
-            .await?
-            .ok_or_else(|| Error::internal("subscription plan version missing"))?;
-        let count = members.get(h.customer_id.as_str()).copied().unwrap_or(0);
-        let monthly = plan.base_amount(h.interval, count) / Decimal::from(h.interval.months());
+        let terms = Terms {
+            plan: (&h.plan_key, h.plan_version),
+            interval: h.interval,
+            members: members.get(h.customer_id.as_str()).copied().unwrap_or(0),
+            addons: &h.addons,
+            overrides: h.price_overrides.as_ref().map(|o| o.0.as_slice()),
+            discount: (h.discount_coupon.as_deref(), h.discount_end),
+        };
+        let (monthly, _) = mrr_of(conn, plans, (tenant_id, &mut coupons), terms, at).await?;
         *out.entry(h.customer_id.clone()).or_default() += monthly;
     }
     Ok(out)

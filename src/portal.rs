@@ -358,6 +358,7 @@ pub async fn view(deps: &Deps<'_>, s: &SessionCtx, now: DateTime<Utc>) -> Result
                     interval: None,
                     when: None,
                     version: None,
+                    price_overrides: None,
                 };
                 match subscribing::preview_change(
                     deps.db, deps.plans, tenant_id, &sub.id, &body, now,
@@ -426,6 +427,7 @@ pub async fn confirm(
         interval: None,
         when: None,
         version: None,
+        price_overrides: None,
     };
     let preview =
         subscribing::preview_change(deps.db, deps.plans, tenant_id, &sub.id, &body, now).await?;

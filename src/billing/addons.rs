@@ -174,8 +174,15 @@ pub async fn attach(
             // Invoiced in full, now; the subscription does not change.
             let line = addon::full_line(&version.name, price, quantity, (now, now));
             let after = subs::one_time_addon(&mut tx, tenant_id, &sub, now).await?;
-            invoice_now(&mut tx, plans, tenant_id, &sub, (vec![line], &price.currency), now)
-                .await?;
+            invoice_now(
+                &mut tx,
+                plans,
+                tenant_id,
+                &sub,
+                (vec![line], &price.currency),
+                now,
+            )
+            .await?;
             after
         }
         Billing::Recurring(price) => {
@@ -201,8 +208,15 @@ pub async fn attach(
             let row = subs::set_addons(&mut tx, tenant_id, &sub, &list, verb, now).await?;
             if !trial && quantity != old {
                 let line = addon::prorated_line(&version.name, price, quantity - old, period, now);
-                invoice_now(&mut tx, plans, tenant_id, &row, (vec![line], &price.currency), now)
-                    .await?;
+                invoice_now(
+                    &mut tx,
+                    plans,
+                    tenant_id,
+                    &row,
+                    (vec![line], &price.currency),
+                    now,
+                )
+                .await?;
             }
             row
         }
@@ -256,8 +270,15 @@ pub async fn remove(
         if let Some(price) = version.recurring(sub.interval) {
             let period = (sub.current_period_start, sub.current_period_end);
             let line = addon::prorated_line(&version.name, price, -current.quantity, period, now);
-            invoice_now(&mut tx, plans, tenant_id, &row, (vec![line], &price.currency), now)
-                .await?;
+            invoice_now(
+                &mut tx,
+                plans,
+                tenant_id,
+                &row,
+                (vec![line], &price.currency),
+                now,
+            )
+            .await?;
         }
     }
     tx.commit().await?;
@@ -289,7 +310,12 @@ pub async fn period_lines(
     for a in addons {
         let version = attached_version(conn, plans, tenant_id, a).await?;
         if let Some(price) = version.recurring(interval) {
-            lines.push(addon::full_line(&version.name, price, a.quantity, (start, end)));
+            lines.push(addon::full_line(
+                &version.name,
+                price,
+                a.quantity,
+                (start, end),
+            ));
         }
     }
     lines.retain(|l| !l.amount.is_zero());

@@ -178,13 +178,19 @@ pub async fn upcoming(
         .await?
         .ok_or_else(missing)?;
     let (next_plan, next_interval) = match (&sub.pending_plan_key, sub.pending_plan_version) {
-        (Some(key), Some(version)) => (
-            plans
+        (Some(key), Some(version)) => {
+            let plan = plans
                 .get(&mut conn, tenant_id, key, version)
                 .await?
-                .ok_or_else(missing)?,
-            sub.pending_interval.unwrap_or(sub.interval),
-        ),
+                .ok_or_else(missing)?;
+            let interval = sub.pending_interval.unwrap_or(sub.interval);
+            // With the negotiated prices it moves to (SPEC §15).
+            let plan = match &sub.pending_price_overrides {
+                Some(o) => std::sync::Arc::new(plan.with_prices(interval, o)),
+                None => plan,
+            };
+            (plan, interval)
+        }
         _ => (plan.clone(), sub.interval),
     };
     let currency = next_plan.currency().to_string();

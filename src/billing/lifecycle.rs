@@ -16,7 +16,7 @@ use crate::db::subscriptions::SubscriptionRow;
 use crate::domain::addon;
 use crate::domain::invoice::{proration_lines, Line, LineType};
 use crate::domain::period::{add_months_clamped, next_period, Interval};
-use crate::domain::plan::Charge;
+use crate::domain::plan::{Charge, PriceDef};
 use crate::domain::seats;
 use crate::domain::status::SubscriptionStatus;
 use crate::error::{Error, Result};
@@ -200,6 +200,7 @@ pub async fn fall_back(
         now: at,
         replaces: Some(replaces),
         discount: None,
+        price_overrides: None,
     };
     start(conn, plans, &new).await.map(Some)
 }
@@ -275,6 +276,11 @@ pub async fn period_end(
                 .await?
                 .ok_or_else(|| Error::internal("pending plan version missing"))?;
             let interval = sub.pending_interval.unwrap_or(old_interval);
+            // With the negotiated prices it moves to, and the add-ons it keeps.
+            let plan = match &sub.pending_price_overrides {
+                Some(o) => std::sync::Arc::new(plan.with_prices(interval, o)),
+                None => plan,
+            };
             (plan, interval, PeriodEndKind::ScheduledChange)
         }
         _ => (
@@ -373,6 +379,18 @@ pub struct ChangeRequest<'a> {
     pub plan: &'a PlanVersion,
     pub interval: Interval,
     pub when: Option<When>,
+    /// The negotiated prices the subscription holds after the change (SPEC §15).
+    pub overrides: Option<&'a [PriceDef]>,
+}
+
+impl ChangeRequest<'_> {
+    /// The plan as the change bills it: its version with the negotiated prices in place.
+    pub fn effective_plan(&self) -> PlanVersion {
+        match self.overrides {
+            Some(o) => self.plan.with_prices(self.interval, o),
+            None => self.plan.clone(),
+        }
+    }
 }
 
 /// What a plan change does, worked out once: for the change itself and for its preview (the
@@ -419,14 +437,15 @@ pub async fn plan_change(
         .await?
         .ok_or_else(|| Error::internal("subscription plan version missing"))?;
     let old_interval = interval_of(sub);
-    let new_plan = req.plan;
+    let new_plan = &req.effective_plan();
     if new_plan.key == sub.plan_key
         && new_plan.version == sub.plan_version
         && req.interval == old_interval
+        && req.overrides == sub.price_overrides.as_ref().map(|o| o.0.as_slice())
     {
         return Err(Error::conflict(
             "same_plan",
-            "The subscription is already on this plan, version and interval.",
+            "The subscription is already on this plan, version, interval and prices.",
         ));
     }
     if !new_plan.prices.is_empty() && !new_plan.has_price(req.interval) {
@@ -535,10 +554,10 @@ pub async fn change(
     let (new_period, lines, invoice_period) = match effect {
         ChangeEffect::Scheduled { at } => {
             let change = Some((new_plan, req.interval, at));
-            return subs::schedule_change(conn, tenant_id, &sub, change, now).await;
+            return subs::schedule_change(conn, tenant_id, &sub, change, req.overrides, now).await;
         }
         ChangeEffect::TrialSwitch => {
-            let plan = (new_plan, req.interval);
+            let plan = (new_plan, req.interval, req.overrides);
             return subs::switch_plan(conn, tenant_id, &sub, plan, None, now).await;
         }
         ChangeEffect::Now {
@@ -547,7 +566,7 @@ pub async fn change(
             invoice_period,
         } => (new_period, lines, invoice_period),
     };
-    let plan = (new_plan, req.interval);
+    let plan = (new_plan, req.interval, req.overrides);
     let mut row = subs::switch_plan(conn, tenant_id, &sub, plan, new_period, now).await?;
     if new_period.is_some() && row.addons.iter().any(|a| a.removes_at.is_some()) {
         // A new period: add-ons removed at the old one's end are gone now (credited above).

@@ -14,6 +14,7 @@ use crate::db;
 use crate::db::plans::PlanCache;
 use crate::db::subscriptions::SubscriptionRow;
 use crate::domain::period::Interval;
+use crate::domain::plan::{normalize_prices, PriceDef, PriceInput};
 use crate::domain::status::SubscriptionStatus;
 use crate::entitlements::resolve::customer_must_exist;
 use crate::error::{Error, Result};
@@ -28,6 +29,9 @@ pub struct CreateSubscription {
     pub trial_days: Option<i32>,
     /// A coupon code: the subscription starts with its discount (SPEC §15).
     pub coupon: Option<String>,
+    /// Negotiated prices for this subscription only, in the plan price shape, for its
+    /// interval; they replace the plan's (SPEC §15).
+    pub price_overrides: Option<Vec<PriceInput>>,
 }
 
 /// A plan version to move to: `"latest"` or a version number.
@@ -50,6 +54,61 @@ pub struct ChangeSubscription {
     /// plan the version held (so only `interval` changes).
     #[schema(value_type = Option<String>, example = "latest")]
     pub version: Option<VersionSpec>,
+    /// Negotiated prices after the change (SPEC §15); `null` clears them. Absent: kept on the
+    /// same plan, cleared on another.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<PriceInput>>)]
+    pub price_overrides: Option<Option<Vec<PriceInput>>>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Validates negotiated prices for a subscription on `plan` billed each `interval`: prices in
+/// the plan price shape, all for that interval and in the plan's currency.
+fn overrides(
+    plan: &crate::db::plans::PlanVersion,
+    interval: Interval,
+    input: &[PriceInput],
+) -> Result<Vec<PriceDef>> {
+    let param = |i: usize, f: &str| format!("price_overrides[{i}].{f}");
+    if input.is_empty() {
+        return Err(Error::invalid_param(
+            "invalid_price_overrides",
+            "price_overrides",
+            "price_overrides lists at least one price; null clears them.",
+        ));
+    }
+    let defs = normalize_prices(input).map_err(|e| {
+        let at = e.param.strip_prefix("prices").unwrap_or(&e.param);
+        Error::invalid_param(e.code, &format!("price_overrides{at}"), e.message)
+    })?;
+    for (i, p) in input.iter().enumerate() {
+        if p.interval != interval {
+            return Err(Error::invalid_param(
+                "price_interval_mismatch",
+                &param(i, "interval"),
+                format!(
+                    "The subscription is billed each {}; its negotiated prices are for that interval.",
+                    interval.as_str()
+                ),
+            ));
+        }
+        if !plan.prices.is_empty() && p.currency.to_ascii_lowercase() != plan.currency() {
+            return Err(Error::invalid_param(
+                "invalid_currency",
+                &param(i, "currency"),
+                format!("The plan is priced in {}.", plan.currency()),
+            ));
+        }
+    }
+    Ok(defs)
 }
 
 fn plan_not_found() -> Error {
@@ -90,6 +149,14 @@ pub async fn subscribe(
             format!("Plan `{}` has no {} price.", plan.key, interval.as_str()),
         ));
     }
+    let negotiated = match &body.price_overrides {
+        Some(input) => Some(overrides(&plan, interval, input)?),
+        None => None,
+    };
+    let plan = match &negotiated {
+        Some(o) => std::sync::Arc::new(plan.with_prices(interval, o)),
+        None => plan,
+    };
     let trial_days = body.trial_days.unwrap_or(plan.trial_days);
     let discount = match &body.coupon {
         Some(code) => Some(
@@ -108,6 +175,7 @@ pub async fn subscribe(
         discount: discount
             .as_ref()
             .map(|(code, start, end)| (code.as_str(), *start, *end)),
+        price_overrides: negotiated.as_deref(),
     };
     let row = lifecycle::start(&mut tx, plans, &new).await?;
     tx.commit().await?;
@@ -185,6 +253,24 @@ async fn target_plan(
         .ok_or_else(plan_not_found)
 }
 
+/// The negotiated prices a subscription holds after a change: those given, none for `null`;
+/// if absent, those held on the same plan and interval, none on another.
+fn change_overrides(
+    sub: &SubscriptionRow,
+    plan: &crate::db::plans::PlanVersion,
+    interval: Interval,
+    body: &ChangeSubscription,
+) -> Result<Option<Vec<PriceDef>>> {
+    match &body.price_overrides {
+        Some(Some(input)) => overrides(plan, interval, input).map(Some),
+        Some(None) => Ok(None),
+        None if plan.key == sub.plan_key && interval == sub.interval => {
+            Ok(sub.price_overrides.as_ref().map(|o| o.0.clone()))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Changes plan or interval: upgrades now with proration, downgrades at period end (unless
 /// `when` says otherwise).
 pub async fn change(
@@ -200,10 +286,13 @@ pub async fn change(
     let sub = subs::get(&mut tx, tenant_id, subscription_id, true).await?;
     live_or_409(&sub)?;
     let plan = target_plan(&mut tx, plans, tenant_id, &sub, body).await?;
+    let interval = body.interval.unwrap_or(sub.interval);
+    let negotiated = change_overrides(&sub, &plan, interval, body)?;
     let request = ChangeRequest {
         plan: &plan,
-        interval: body.interval.unwrap_or(sub.interval),
+        interval,
         when: body.when,
+        overrides: negotiated.as_deref(),
     };
     let row = lifecycle::change(&mut tx, plans, tenant_id, sub, request, now).await?;
     tx.commit().await?;
@@ -236,10 +325,13 @@ pub async fn preview_change(
     let sub = subs::get(&mut conn, tenant_id, subscription_id, false).await?;
     live_or_409(&sub)?;
     let plan = target_plan(&mut conn, plans, tenant_id, &sub, body).await?;
+    let interval = body.interval.unwrap_or(sub.interval);
+    let negotiated = change_overrides(&sub, &plan, interval, body)?;
     let request = ChangeRequest {
         plan: &plan,
-        interval: body.interval.unwrap_or(sub.interval),
+        interval,
         when: body.when,
+        overrides: negotiated.as_deref(),
     };
     let effect = lifecycle::plan_change(&mut conn, plans, tenant_id, &sub, &request, now).await?;
     let (takes_effect, effective_at) = match &effect {

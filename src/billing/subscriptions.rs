@@ -12,6 +12,7 @@ use crate::db::subscriptions::{self as db, SubscriptionRow};
 pub use crate::db::subscriptions::{NewSubscription, NextPeriod};
 use crate::domain::addon::Attached;
 use crate::domain::period::Interval;
+use crate::domain::plan::PriceDef;
 use crate::domain::status::SubscriptionStatus;
 use crate::error::{Error, Result};
 use crate::webhooks::events;
@@ -128,6 +129,7 @@ pub async fn schedule_change(
     tenant_id: &TenantId,
     before: &SubscriptionRow,
     change: Option<(&PlanVersion, Interval, DateTime<Utc>)>,
+    overrides: Option<&[PriceDef]>,
     now: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {
     let verb = if change.is_some() {
@@ -135,7 +137,8 @@ pub async fn schedule_change(
     } else {
         "changed"
     };
-    let row = db::schedule_change(conn, tenant_id, &before.subscription_id, change).await?;
+    let id = &before.subscription_id;
+    let row = db::schedule_change(conn, tenant_id, id, change, overrides).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
     audit(conn, tenant_id, verb, (Some(before), &row), now).await?;
     Ok(row)
@@ -146,15 +149,23 @@ pub async fn switch_plan(
     conn: &mut PgConnection,
     tenant_id: &TenantId,
     before: &SubscriptionRow,
-    (plan, interval): (&PlanVersion, Interval),
+    (plan, interval, overrides): (&PlanVersion, Interval, Option<&[PriceDef]>),
     period: Option<(DateTime<Utc>, DateTime<Utc>)>,
     at: DateTime<Utc>,
 ) -> Result<SubscriptionRow> {
     let id = &before.subscription_id;
-    let row = db::switch_plan(conn, tenant_id, id, plan, interval, period).await?;
+    let row = db::switch_plan(conn, tenant_id, id, plan, interval, period, overrides).await?;
     db::record_history(conn, tenant_id, &row, "plan_changed", at).await?;
     emit(conn, tenant_id, events::SUBSCRIPTION_UPDATED, &row).await?;
-    audit(conn, tenant_id, "changed", (Some(before), &row), at).await?;
+    // Only the negotiated prices changed (SPEC §15): `prices_changed`.
+    let same_plan = (&row.plan_key, row.plan_version, row.interval)
+        == (&before.plan_key, before.plan_version, before.interval);
+    let verb = if same_plan {
+        "prices_changed"
+    } else {
+        "changed"
+    };
+    audit(conn, tenant_id, verb, (Some(before), &row), at).await?;
     Ok(row)
 }
 

@@ -44,6 +44,8 @@ pub struct Subscription {
     pub discount: Option<Discount>,
     /// Its add-ons (SPEC §15), by key; `removes_at` is set on one removed at the period end.
     pub addons: Vec<crate::domain::addon::Attached>,
+    /// Its negotiated prices (SPEC §15), replacing the plan's for its interval; or null.
+    pub price_overrides: Option<Vec<crate::catalog::plans::PriceOut>>,
 }
 
 /// A subscription's discount: its coupon, since when, and until when (null: no end; a `once`
@@ -85,6 +87,11 @@ impl From<SubscriptionRow> for Subscription {
             ended_at: r.ended_at,
             created_at: r.created_at,
             addons: r.addons.0,
+            price_overrides: r.price_overrides.map(|o| {
+                o.iter()
+                    .map(|p| crate::catalog::plans::price_out(&p.price()))
+                    .collect()
+            }),
         }
     }
 }

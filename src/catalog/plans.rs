@@ -41,7 +41,7 @@ pub struct TierOut {
     pub unit_amount: String,
 }
 
-fn price_out(p: &Price) -> PriceOut {
+pub fn price_out(p: &Price) -> PriceOut {
     let money = |a: Decimal| money::format(a, &p.currency);
     let (amount, min_seats, tiers, tiers_mode) = match &p.charge {
         Charge::Flat(a) => (Some(money(*a)), None, None, None),

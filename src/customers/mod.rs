@@ -162,6 +162,7 @@ pub async fn put(
                         now,
                         replaces: None,
                         discount: None,
+                        price_overrides: None,
                     };
                     crate::billing::lifecycle::start(&mut tx, plans, &new).await?;
                 }

@@ -149,7 +149,11 @@ pub async fn load_version(
             index: "addon_versions.definition".into(),
             source: Box::new(e),
         })?;
-    let keys: Vec<&str> = def.entitlements.iter().map(|e| e.feature.as_str()).collect();
+    let keys: Vec<&str> = def
+        .entitlements
+        .iter()
+        .map(|e| e.feature.as_str())
+        .collect();
     let features = sqlx::query!(
         "SELECT feature_key, type, aggregation, stripe_meter_event_name FROM features
          WHERE tenant_id = $1 AND feature_key = ANY($2)",

@@ -3,7 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use sqlx::types::Json;
 use sqlx::PgConnection;
+
+use crate::domain::addon::Attached;
+use crate::domain::plan::PriceDef;
 
 use crate::domain::id::TenantId;
 use crate::domain::period::Interval;
@@ -11,12 +15,17 @@ use crate::domain::status::SubscriptionStatus;
 
 /// A live subscription as analytics weighs it.
 pub struct LiveRow {
+    pub subscription_id: String,
     pub plan_key: String,
     pub plan_version: i32,
     pub interval: Interval,
     pub status: SubscriptionStatus,
     /// The customer's member count.
     pub members: i64,
+    pub addons: Json<Vec<Attached>>,
+    pub price_overrides: Option<Json<Vec<PriceDef>>>,
+    pub discount_coupon: Option<String>,
+    pub discount_end: Option<DateTime<Utc>>,
 }
 
 /// The tenant's live subscriptions (trialing, active, past due).
@@ -26,10 +35,13 @@ pub async fn live(
 ) -> Result<Vec<LiveRow>, sqlx::Error> {
     sqlx::query_as!(
         LiveRow,
-        r#"SELECT s.plan_key, s.plan_version, s.interval AS "interval: Interval",
+        r#"SELECT s.subscription_id, s.plan_key, s.plan_version, s.interval AS "interval: Interval",
                   s.status AS "status: SubscriptionStatus",
                   (SELECT count(*) FROM customer_members m
-                    WHERE m.tenant_id = $1 AND m.customer_id = s.customer_id) AS "members!"
+                    WHERE m.tenant_id = $1 AND m.customer_id = s.customer_id) AS "members!",
+                  s.addons AS "addons: Json<Vec<Attached>>",
+                  s.price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                  s.discount_coupon, s.discount_end
            FROM subscriptions s
            WHERE s.tenant_id = $1 AND s.status IN ('trialing', 'active', 'past_due')"#,
         tenant_id.as_str()
@@ -81,6 +93,10 @@ pub struct HistoryRow {
     pub interval: Interval,
     pub status: SubscriptionStatus,
     pub at: DateTime<Utc>,
+    pub addons: Json<Vec<Attached>>,
+    pub price_overrides: Option<Json<Vec<PriceDef>>>,
+    pub discount_coupon: Option<String>,
+    pub discount_end: Option<DateTime<Utc>>,
 }
 
 /// The tenant's subscription history up to `until`, in order.
@@ -92,7 +108,10 @@ pub async fn history(
     sqlx::query_as!(
         HistoryRow,
         r#"SELECT subscription_id, customer_id, plan_key, plan_version,
-                  interval AS "interval: Interval", status AS "status: SubscriptionStatus", at
+                  interval AS "interval: Interval", status AS "status: SubscriptionStatus", at,
+                  addons AS "addons: Json<Vec<Attached>>",
+                  price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                  discount_coupon, discount_end
            FROM subscription_history
            WHERE tenant_id = $1 AND at <= $2
            ORDER BY at, seq"#,

@@ -124,8 +124,7 @@ impl PlanCache {
                 .await?
                 .ok_or_else(|| sqlx::Error::ColumnDecode {
                     index: "subscriptions.addons".into(),
-                    source: format!("add-on `{}` version {} is missing", a.addon, a.version)
-                        .into(),
+                    source: format!("add-on `{}` version {} is missing", a.addon, a.version).into(),
                 })?;
             addons.push((addon, a.quantity));
         }
@@ -178,7 +177,12 @@ impl PlanCache {
         sub: &super::subscriptions::SubscriptionRow,
     ) -> Result<Option<Arc<PlanVersion>>, sqlx::Error> {
         let Some(plan) = self
-            .stack(conn, tenant_id, (&sub.plan_key, sub.plan_version), &sub.addons)
+            .stack(
+                conn,
+                tenant_id,
+                (&sub.plan_key, sub.plan_version),
+                &sub.addons,
+            )
             .await?
         else {
             return Ok(None);

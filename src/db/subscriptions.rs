@@ -44,6 +44,8 @@ pub struct SubscriptionRow {
     pub addons: Json<Vec<Attached>>,
     /// Negotiated prices for its interval, replacing the plan version's (SPEC §15).
     pub price_overrides: Option<Json<Vec<PriceDef>>>,
+    /// Those of the change scheduled for the period end (with `pending_plan_key`).
+    pub pending_price_overrides: Option<Json<Vec<PriceDef>>>,
 }
 
 /// A subscription to start: `trial_days > 0` starts a trial that long, else the first period
@@ -59,6 +61,8 @@ pub struct NewSubscription<'a> {
     pub replaces: Option<&'a SubscriptionId>,
     /// A discount it starts with (a coupon redeemed at subscribe): `(coupon, start, end)`.
     pub discount: Option<super::coupons::DiscountRef<'a>>,
+    /// Negotiated prices for its interval (SPEC §15); `plan` already has them in place.
+    pub price_overrides: Option<&'a [PriceDef]>,
 }
 
 /// Inserts a subscription with id `id`; `None` (nothing inserted) when the customer has a live
@@ -86,8 +90,8 @@ pub async fn create(
         r#"INSERT INTO subscriptions (tenant_id, subscription_id, customer_id, plan_key,
                plan_version, interval, status, billing_anchor, current_period_start,
                current_period_end, trial_end, replaces_subscription_id, created_at, updated_at,
-               discount_coupon, discount_start, discount_end)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9, $13, $14, $15)
+               discount_coupon, discount_start, discount_end, price_overrides)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $9, $13, $14, $15, $16)
            ON CONFLICT (tenant_id, customer_id) WHERE status IN ('trialing', 'active', 'past_due')
            DO NOTHING
            RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
@@ -97,7 +101,8 @@ pub async fn create(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>""#,
         new.tenant_id.as_str(),
         id.as_str(),
         new.customer_id,
@@ -112,7 +117,8 @@ pub async fn create(
         new.replaces.map(SubscriptionId::as_str),
         new.discount.map(|d| d.0),
         new.discount.map(|d| d.1),
-        new.discount.and_then(|d| d.2)
+        new.discount.and_then(|d| d.2),
+        new.price_overrides.map(Json) as Option<Json<&[PriceDef]>>
     )
     .fetch_optional(&mut *conn)
     .await
@@ -136,7 +142,8 @@ pub async fn get(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>"
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>"
                FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2 FOR NO KEY UPDATE"#,
             tenant_id.as_str(),
             subscription_id.as_str()
@@ -153,7 +160,8 @@ pub async fn get(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>"
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>"
                FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2"#,
             tenant_id.as_str(),
             subscription_id.as_str()
@@ -178,7 +186,8 @@ pub async fn live_for_customer(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>"
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>"
            FROM subscriptions
            WHERE tenant_id = $1 AND customer_id = $2
              AND status IN ('trialing', 'active', 'past_due')"#,
@@ -201,7 +210,8 @@ pub async fn end(
         SubscriptionRow,
         r#"UPDATE subscriptions SET status = 'canceled', ended_at = $3, canceled_at = COALESCE(canceled_at, $3),
                ended_reason = $4, cancel_at_period_end = false, pending_plan_key = NULL,
-               pending_plan_version = NULL, pending_interval = NULL, pending_at = NULL, updated_at = now()
+               pending_plan_version = NULL, pending_interval = NULL, pending_at = NULL,
+               pending_price_overrides = NULL, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
            RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
@@ -210,7 +220,8 @@ pub async fn end(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         at,
@@ -254,7 +265,10 @@ pub async fn roll(
                current_period_start = $7, current_period_end = $8,
                status = CASE WHEN status = 'trialing' THEN 'active' ELSE status END,
                pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
-               pending_at = NULL, addons = $9, updated_at = now()
+               pending_at = NULL, addons = $9,
+               price_overrides = CASE WHEN pending_plan_key IS NOT NULL
+                                      THEN pending_price_overrides ELSE price_overrides END,
+               pending_price_overrides = NULL, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
            RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
@@ -263,7 +277,8 @@ pub async fn roll(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         plan.key,
@@ -284,6 +299,7 @@ pub async fn schedule_change(
     tenant_id: &TenantId,
     subscription_id: &SubscriptionId,
     change: Option<(&PlanVersion, Interval, DateTime<Utc>)>,
+    overrides: Option<&[PriceDef]>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
     let (key, version, interval, at) = match change {
         Some((plan, interval, at)) => (
@@ -297,7 +313,7 @@ pub async fn schedule_change(
     sqlx::query_as!(
         SubscriptionRow,
         r#"UPDATE subscriptions SET pending_plan_key = $3, pending_plan_version = $4, pending_interval = $5,
-               pending_at = $6, updated_at = now()
+               pending_at = $6, pending_price_overrides = $7, updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
            RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
@@ -306,13 +322,15 @@ pub async fn schedule_change(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         key,
         version,
         interval,
-        at
+        at,
+        overrides.map(Json) as Option<Json<&[PriceDef]>>
     )
     .fetch_one(&mut *conn)
     .await
@@ -327,6 +345,7 @@ pub async fn switch_plan(
     plan: &PlanVersion,
     interval: Interval,
     period: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    overrides: Option<&[PriceDef]>,
 ) -> Result<SubscriptionRow, sqlx::Error> {
     let (start, end) = period.unzip();
     sqlx::query_as!(
@@ -336,7 +355,8 @@ pub async fn switch_plan(
                current_period_start = COALESCE($6, current_period_start),
                current_period_end = COALESCE($7, current_period_end),
                pending_plan_key = NULL, pending_plan_version = NULL, pending_interval = NULL,
-               pending_at = NULL, updated_at = now()
+               pending_at = NULL, pending_price_overrides = NULL, price_overrides = $8,
+               updated_at = now()
            WHERE tenant_id = $1 AND subscription_id = $2
            RETURNING subscription_id AS "subscription_id: SubscriptionId", customer_id, plan_key, plan_version,
                    interval AS "interval: Interval", status AS "status: SubscriptionStatus",
@@ -345,14 +365,16 @@ pub async fn switch_plan(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         plan.key,
         plan.version,
         interval.as_str(),
         start,
-        end
+        end,
+        overrides.map(Json) as Option<Json<&[PriceDef]>>
     )
     .fetch_one(&mut *conn)
     .await
@@ -378,7 +400,8 @@ pub async fn set_status(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         status.as_str()
@@ -406,7 +429,8 @@ pub async fn set_cancel_at_period_end(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         cancel,
@@ -434,7 +458,8 @@ pub async fn set_addons(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         Json(addons) as Json<&[Attached]>
@@ -461,7 +486,8 @@ pub async fn set_price_overrides(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>""#,
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>""#,
         tenant_id.as_str(),
         subscription_id.as_str(),
         overrides.map(Json) as Option<Json<&[PriceDef]>>
@@ -517,7 +543,8 @@ pub async fn for_customer(
                    pending_interval AS "pending_interval: Interval", pending_at, canceled_at,
                    ended_at, created_at, discount_coupon, discount_start, discount_end,
                    addons AS "addons: Json<Vec<Attached>>",
-                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>"
+                   price_overrides AS "price_overrides: Json<Vec<PriceDef>>",
+                   pending_price_overrides AS "pending_price_overrides: Json<Vec<PriceDef>>"
            FROM subscriptions
            WHERE tenant_id = $1 AND customer_id = $2
            ORDER BY created_at, subscription_id"#,

@@ -419,7 +419,10 @@ mod tests {
         assert!(s.entitlement("sso").unwrap().enabled);
         // Still sorted, so lookups by binary search work.
         let keys: Vec<&str> = s.features.iter().map(|f| f.feature.as_str()).collect();
-        assert_eq!(keys, ["analytics", "calls", "files", "jobs", "sso", "tokens"]);
+        assert_eq!(
+            keys,
+            ["analytics", "calls", "files", "jobs", "sso", "tokens"]
+        );
     }
 
     #[test]
@@ -464,7 +467,10 @@ mod tests {
         assert_eq!(quantity(Some(Qty(dec!(3)))), Ok(3));
         assert_eq!(quantity(Some(Qty(dec!(3.0)))), Ok(3));
         for bad in [dec!(0), dec!(1.5), dec!(-1), dec!(1000001)] {
-            assert_eq!(quantity(Some(Qty(bad))).unwrap_err().code, "invalid_quantity");
+            assert_eq!(
+                quantity(Some(Qty(bad))).unwrap_err().code,
+                "invalid_quantity"
+            );
         }
     }
 

@@ -7,6 +7,28 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rust_decimal::Decimal;
 
+use super::invoice::Off;
+
+/// What one subscription brings in a month (SPEC §12, §15): its plan's prices (negotiated
+/// ones in their place) and its recurring add-ons, `per_interval` in all, at their monthly
+/// equivalent; less an active `forever` or `repeating` discount (a percentage of that, or an
+/// amount off at its monthly equivalent), never below zero. Exact: rounded by the caller,
+/// once, on the total.
+pub fn subscription_mrr(
+    per_interval: Decimal,
+    interval_months: u32,
+    discount: Option<Off>,
+) -> Decimal {
+    let months = Decimal::from(interval_months.max(1));
+    let gross = per_interval / months;
+    let off = match discount {
+        None => Decimal::ZERO,
+        Some(Off::Percent(p)) => gross * p / Decimal::ONE_HUNDRED,
+        Some(Off::Amount(a)) => a / months,
+    };
+    (gross - off).max(Decimal::ZERO)
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Movements {
     pub new: Decimal,
@@ -40,6 +62,25 @@ mod tests {
 
     fn mrr(pairs: &[(&str, Decimal)]) -> BTreeMap<String, Decimal> {
         pairs.iter().map(|(c, d)| (c.to_string(), *d)).collect()
+    }
+
+    #[test]
+    fn a_subscriptions_mrr_takes_add_ons_in_and_discounts_out() {
+        // 12 000 + 2 000 a month, 10% off forever: 12 600.
+        assert_eq!(
+            subscription_mrr(dec!(14000), 1, Some(Off::Percent(dec!(10)))),
+            dec!(12600)
+        );
+        // A year's 1 200 is 100 a month; 600 off a year is 50 a month.
+        assert_eq!(
+            subscription_mrr(dec!(1200), 12, Some(Off::Amount(dec!(600)))),
+            dec!(50)
+        );
+        // Never below zero.
+        assert_eq!(
+            subscription_mrr(dec!(10), 1, Some(Off::Amount(dec!(25)))),
+            dec!(0)
+        );
     }
 
     #[test]

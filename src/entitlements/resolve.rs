@@ -242,7 +242,9 @@ pub(super) async fn finish(
     ) {
         let plan = match &row.addons {
             None => load_plan(plans, db, conn, &ctx.tenant_id, &key, version).await?,
-            Some(addons) => load_stacked(plans, db, conn, &ctx.tenant_id, (&key, version), addons).await?,
+            Some(addons) => {
+                load_stacked(plans, db, conn, &ctx.tenant_id, (&key, version), addons).await?
+            }
         };
         let interval = crate::db::decode("subscriptions.interval", &interval, Interval::parse)?;
         let billing = Some(BillingCycle {
@@ -301,7 +303,9 @@ async fn load_stacked(
         Some(conn) => Ok(plans.stacked(Some(conn), tenant_id, plan, addons).await?),
         None => {
             let mut conn = db.acquire().await?;
-            Ok(plans.stacked(Some(&mut conn), tenant_id, plan, addons).await?)
+            Ok(plans
+                .stacked(Some(&mut conn), tenant_id, plan, addons)
+                .await?)
         }
     }
 }

@@ -149,11 +149,20 @@ pub async fn remove_addon(
     Path((id, addon)): Path<(String, String)>,
     Query(q): Query<RemoveParams>,
 ) -> ApiResult<axum::Json<Subscription>> {
-    let id = SubscriptionId::parse(&id).ok_or_else(crate::error::Error::no_such::<SubscriptionId>)?;
+    let id =
+        SubscriptionId::parse(&id).ok_or_else(crate::error::Error::no_such::<SubscriptionId>)?;
     let now = ctx.now(&state.clock);
     let who = (&origin, &ctx.tenant_id);
     let at_period_end = q.at_period_end.unwrap_or(true);
     Ok(axum::Json(
-        attached::remove(&state.db, &state.plans, who, (&id, &addon), at_period_end, now).await?,
+        attached::remove(
+            &state.db,
+            &state.plans,
+            who,
+            (&id, &addon),
+            at_period_end,
+            now,
+        )
+        .await?,
     ))
 }

@@ -256,6 +256,7 @@ pub async fn change_subscription(
         interval: body.interval,
         when: None,
         version: None,
+        price_overrides: None,
     };
     let now = s.tenant.now(&state.clock);
     let plans = &state.plans;

@@ -2,6 +2,7 @@
 //! middleware stack, and `ApiError` — the only place HTTP statuses exist
 //! (docs/ARCHITECTURE.md).
 
+pub mod addons;
 pub mod admin;
 pub mod alerts;
 pub mod analytics;
@@ -9,7 +10,6 @@ pub mod audit;
 pub mod auth;
 pub mod chart;
 pub mod console;
-pub mod addons;
 pub mod coupons;
 pub mod customers;
 pub mod error;

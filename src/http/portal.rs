@@ -342,6 +342,7 @@ async fn change(
             interval: None,
             when: None,
             version: None,
+            price_overrides: None,
         };
         let plans = &state.plans;
         subs::change(&state.db, &origin, plans, tenant_id, &sub.id, &body, now).await

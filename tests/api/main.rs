@@ -1,6 +1,7 @@
 //! Black-box tests over HTTP against the real app and a real PostgreSQL. One test binary, so
 //! one throwaway cluster serves every test.
 
+mod addons;
 mod analytics;
 mod browser;
 mod citus;
@@ -19,6 +20,7 @@ mod invoice_items;
 mod isolation;
 mod lifecycle;
 mod members;
+mod negotiated;
 mod outage;
 mod plans;
 mod portal;
