@@ -433,7 +433,7 @@ pub async fn plan_change(
     now: DateTime<Utc>,
 ) -> Result<ChangeEffect> {
     let old_plan = plans
-        .of_subscription(conn, tenant_id, &sub)
+        .of_subscription(conn, tenant_id, sub)
         .await?
         .ok_or_else(|| Error::internal("subscription plan version missing"))?;
     let old_interval = interval_of(sub);
