@@ -441,6 +441,18 @@ async fn run(cli: Cli, config: Config) -> Result<()> {
             for (k, v) in &summary.plans_unchanged {
                 println!("plan {k}: unchanged (version {v})");
             }
+            for (k, v) in &summary.addons_written {
+                println!("addon {k}: version {v} written");
+            }
+            for (k, v) in &summary.addons_unchanged {
+                println!("addon {k}: unchanged (version {v})");
+            }
+            for code in &summary.coupons_created {
+                println!("coupon {code}: created");
+            }
+            for code in &summary.coupons_unchanged {
+                println!("coupon {code}: unchanged");
+            }
         }
         Command::Secrets {
             command: SecretsCommand::Rotate { new_key },

@@ -220,10 +220,58 @@ pub async fn create(
     body: &CreateCoupon,
     now: DateTime<Utc>,
 ) -> Result<Coupon> {
-    let (percent_off, currency) = check(body)?;
     let mut tx = audit::begin(db, origin).await?;
+    let coupon = insert(&mut tx, tenant_id, body, now).await?;
+    tx.commit().await?;
+    Ok(coupon)
+}
+
+/// Creates a coupon as `tollgate plans apply` does: a code already there with the same terms
+/// is left as it is (`Ok(false)`); with other terms it is `coupon_exists` (a coupon's terms
+/// never change once customers may hold it).
+pub async fn apply_file(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    body: &CreateCoupon,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let (percent_off, currency) = check(body)?;
+    let Some(existing) = db::coupons::get(conn, tenant_id, &body.code).await? else {
+        insert(conn, tenant_id, body, now).await?;
+        return Ok(true);
+    };
+    let same = existing.percent_off.map(|p| p.normalize()) == percent_off.map(|p| p.normalize())
+        && existing.amount_off.map(|a| a.normalize()) == body.amount_off.map(|a| a.normalize())
+        && existing.currency == currency
+        && existing.duration == body.duration
+        && existing.duration_in_periods == body.duration_in_periods
+        && existing.max_redemptions == body.max_redemptions
+        && existing.redeem_by == body.redeem_by
+        && existing.plans == body.plans;
+    if !same {
+        return Err(Error::conflict(
+            "coupon_exists",
+            format!(
+                "Coupon `{}` exists with other terms; a coupon's terms never change (make a new code).",
+                body.code
+            ),
+        )
+        .with_param("code"));
+    }
+    Ok(false)
+}
+
+/// Creates a coupon in the caller's transaction, with its audit entry.
+async fn insert(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    body: &CreateCoupon,
+    now: DateTime<Utc>,
+) -> Result<Coupon> {
+    let (percent_off, currency) = check(body)?;
+    let tx = conn;
     let row = db::coupons::insert(
-        &mut tx,
+        &mut *tx,
         tenant_id,
         &NewCoupon {
             code: &body.code,
@@ -246,8 +294,7 @@ pub async fn create(
     })?;
     let coupon = Coupon::from(row);
     let change = Change::new(Resource::Coupon(&coupon.code), "created").after(&coupon);
-    audit::record(&mut tx, tenant_id, change, now).await?;
-    tx.commit().await?;
+    audit::record(tx, tenant_id, change, now).await?;
     Ok(coupon)
 }
 

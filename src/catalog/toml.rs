@@ -1,4 +1,4 @@
-//! Plans declared in TOML (`tollgate plans apply --tenant ID FILE`). Applying is idempotent:
+//! Plans (and add-ons and coupons) declared in TOML (`tollgate plans apply --tenant ID FILE`). Applying is idempotent:
 //! existing features are kept, unchanged plans make no new version. One transaction.
 
 use crate::ids::TenantId;
@@ -6,11 +6,14 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use super::addons;
 use super::features::{self, CreateFeature};
 use super::plans::{self, WriteMode};
 use crate::audit::{Change, Origin, Resource};
+use crate::billing::coupons::{self, CreateCoupon};
 use crate::clock::Clock;
 use crate::db;
+use crate::domain::addon::AddonInput;
 use crate::domain::entitlement::{Aggregation, FeatureType};
 use crate::domain::plan::PlanInput;
 use crate::error::Error;
@@ -23,6 +26,12 @@ pub struct PlanFile {
     pub features: Vec<toml::Value>,
     #[serde(default)]
     pub plans: Vec<toml::Value>,
+    /// Add-ons (SPEC §15), in the API's `POST /v1/addons` shape.
+    #[serde(default)]
+    pub addons: Vec<toml::Value>,
+    /// Coupons (SPEC §15), in the API's `POST /v1/coupons` shape.
+    #[serde(default)]
+    pub coupons: Vec<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +47,10 @@ pub struct ApplySummary {
     pub features_created: usize,
     pub plans_written: Vec<(String, i32)>,
     pub plans_unchanged: Vec<(String, i32)>,
+    pub addons_written: Vec<(String, i32)>,
+    pub addons_unchanged: Vec<(String, i32)>,
+    pub coupons_created: Vec<String>,
+    pub coupons_unchanged: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +173,41 @@ pub async fn apply(
             summary.plans_written.push((key, version));
         } else {
             summary.plans_unchanged.push((key, version));
+        }
+    }
+    for (i, raw) in file.addons.into_iter().enumerate() {
+        let what = format!("addons[{i}]");
+        let a: AddonInput = read(&what, raw)?;
+        let key = a
+            .key
+            .clone()
+            .ok_or_else(|| ApplyError::Parse(format!("{what}: missing `key`")))?;
+        let (version, written) =
+            addons::write(&mut tx, tenant_id, &key, &a, WriteMode::Upsert, now)
+                .await
+                .map_err(|err| ApplyError::Invalid {
+                    what: format!("{what} ({key})"),
+                    err,
+                })?;
+        if written {
+            summary.addons_written.push((key, version));
+        } else {
+            summary.addons_unchanged.push((key, version));
+        }
+    }
+    for (i, raw) in file.coupons.into_iter().enumerate() {
+        let what = format!("coupons[{i}]");
+        let c: CreateCoupon = read(&what, raw)?;
+        let created = coupons::apply_file(&mut tx, tenant_id, &c, now)
+            .await
+            .map_err(|err| ApplyError::Invalid {
+                what: format!("{what} ({})", c.code),
+                err,
+            })?;
+        if created {
+            summary.coupons_created.push(c.code);
+        } else {
+            summary.coupons_unchanged.push(c.code);
         }
     }
     tx.commit().await?;

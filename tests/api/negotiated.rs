@@ -263,3 +263,78 @@ async fn negotiated_seat_tiers_replace_the_plans_and_bad_overrides_write_nothing
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
     assert_eq!(r.code(), "price_interval_mismatch");
 }
+
+#[tokio::test]
+async fn the_mrr_counts_negotiated_prices_and_add_ons_less_a_forever_discount() {
+    let app = spawn_app().await;
+    let t = tenant(&app).await;
+    let r = app
+        .post(
+            "/v1/addons",
+            &t.key,
+            json!({"key": "extra", "name": "Extra",
+                   "prices": [{"interval": "month", "amount": "20", "currency": "usd"},
+                              {"interval": "year", "amount": "200", "currency": "usd"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = app
+        .post(
+            "/v1/coupons",
+            &t.key,
+            json!({"code": "TEN", "percent_off": 10, "duration": "forever"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = app
+        .post(
+            "/v1/coupons",
+            &t.key,
+            json!({"code": "ONCE", "amount_off": "5", "duration": "once"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    app.customer(&t, "acme").await;
+    let r = app
+        .post(
+            "/v1/subscriptions",
+            &t.key,
+            json!({"customer": "acme", "plan": "pro", "price_overrides": flat("100"),
+                   "coupon": "TEN"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let sub = r.body["id"].as_str().unwrap().to_string();
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{sub}/addons"),
+            &t.key,
+            json!({"addon": "extra", "quantity": 2}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // A once coupon does not count: basic yearly at $100 is 8.3333… a month, in full.
+    app.customer(&t, "beta").await;
+    let r = app
+        .post(
+            "/v1/subscriptions",
+            &t.key,
+            json!({"customer": "beta", "plan": "basic", "interval": "year", "coupon": "ONCE"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    // Acme: (100 + 2 × 20) × 0.9 = 126; beta: 100 / 12 = 8.3333…; 134.3333… → 134.33.
+    let a = app.get("/v1/analytics/summary", &t.key).await;
+    assert_eq!(a.body["mrr"], "134.33", "{:?}", a.body);
+    assert_eq!(a.body["by_plan"][0]["mrr"], "126.00");
+    // The series reads the same from the history (the add-on is a change of terms).
+    let m = app.get("/v1/analytics/mrr?months=1", &t.key).await;
+    assert_eq!(m.body["data"][0]["mrr"], "134.33", "{:?}", m.body);
+    // Without the discount: 140 + 8.33.
+    let r = app
+        .delete(&format!("/v1/subscriptions/{sub}/discount"), &t.key)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let a = app.get("/v1/analytics/summary", &t.key).await;
+    assert_eq!(a.body["mrr"], "148.33", "{:?}", a.body);
+}

@@ -459,3 +459,173 @@ async fn seed_002_standard_storage_and_api_overage_on_renewal() {
     );
     assert_eq!(renewal["total"], "53.89");
 }
+
+/// Seed 002's Enterprise package end to end (SPEC §15): an organisation on a negotiated
+/// $12,000 a month with graduated seats, the Advanced Analytics add-on attached mid-period,
+/// the white-label setup as a one-time add-on, ten hours of custom development as invoice
+/// items, and another customer on Standard yearly with the 10% annual-prepay coupon; all
+/// net 30. A January period is 31 days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_enterprise_package_negotiated_with_addons_charges_and_a_coupon() {
+    let (app, t) = seeded("002_life_twin.toml").await;
+    app.set_clock(&t, "2027-01-01T00:00:00Z").await;
+    for c in ["acme", "beta"] {
+        let r = app
+            .put(
+                &format!("/v1/customers/{c}"),
+                &t.key,
+                json!({"net_days": 30}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    for m in 1..=12 {
+        let r = app
+            .put(
+                &format!("/v1/customers/acme/members/user_{m:02}"),
+                &t.key,
+                json!({"role": "member"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    // Acme leaves the Free default for Enterprise monthly at its negotiated price: $12,000
+    // and graduated seats, the first 10 at $40 and the rest at $30. In advance:
+    //   12,000.00 + 10 × 40.00 + 2 × 30.00 = 12,460.00.
+    let live = app.get("/v1/customers/acme/subscription", &t.key).await;
+    let sub = live.body["id"].as_str().unwrap().to_string();
+    let negotiated = json!([
+        {"interval": "month", "amount": "12000", "currency": "usd"},
+        {"interval": "month", "per_seat": true, "currency": "usd", "tiers_mode": "graduated",
+         "tiers": [{"up_to": 10, "unit_amount": "40"}, {"up_to": null, "unit_amount": "30"}]}
+    ]);
+    let s = change(
+        &app,
+        &t,
+        "acme",
+        json!({"plan": "enterprise", "interval": "month", "when": "now",
+               "price_overrides": negotiated}),
+    )
+    .await;
+    assert_eq!(s["price_overrides"][0]["amount"], "12000.00");
+    let start = latest_invoice(&app, &t, "acme").await;
+    assert_eq!(start["total"], "12460.00", "{start}");
+    assert_eq!(start["due_date"], "2027-01-31T00:00:00Z");
+
+    // 2027-01-11: 21 of 31 days left. Advanced Analytics, $2,000 a month:
+    //   2,000 × 21 / 31 = 1,354.8387… → 1,354.84.
+    app.advance_clock(&t, "2027-01-11T00:00:00Z").await;
+    let check = |feature: &'static str| {
+        let (app, key) = (&app, t.key.clone());
+        async move {
+            app.post(
+                "/v1/check",
+                &key,
+                json!({"customer": "acme", "feature": feature}),
+            )
+            .await
+            .body
+        }
+    };
+    assert_eq!(check("advanced_analytics").await["reason"], "not_in_plan");
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{sub}/addons"),
+            &t.key,
+            json!({"addon": "advanced_analytics"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(check("advanced_analytics").await["allowed"], true);
+    let analytics = latest_invoice(&app, &t, "acme").await;
+    assert_eq!(
+        lines(&analytics),
+        [("addon".to_string(), None, "1354.84".to_string())]
+    );
+    // The white-label setup, once: 15,000.00 now, due in 30 days.
+    let r = app
+        .post(
+            &format!("/v1/subscriptions/{sub}/addons"),
+            &t.key,
+            json!({"addon": "white_label_setup"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let setup = latest_invoice(&app, &t, "acme").await;
+    assert_eq!(setup["total"], "15000.00");
+    assert_eq!(setup["due_date"], "2027-02-10T00:00:00Z");
+    // Ten hours of custom development at $150, pending until the next invoice: 1,500.00.
+    let r = app
+        .post(
+            "/v1/customers/acme/invoice_items",
+            &t.key,
+            json!({"description": "Custom development (hours)", "unit_amount": "150",
+                   "quantity": 10}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["amount"], "1500.00");
+
+    // Beta takes ANNUAL10 on the Free default, then moves to Standard yearly: the upgrade's
+    // invoice is discounted: 499.90 − 10% (49.99) = 449.91.
+    let live = app.get("/v1/customers/beta/subscription", &t.key).await;
+    let r = app
+        .post(
+            &format!(
+                "/v1/subscriptions/{}/discount",
+                live.body["id"].as_str().unwrap()
+            ),
+            &t.key,
+            json!({"coupon": "ANNUAL10"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    change(
+        &app,
+        &t,
+        "beta",
+        json!({"plan": "standard", "interval": "year", "when": "now"}),
+    )
+    .await;
+    let beta = latest_invoice(&app, &t, "beta").await;
+    assert_eq!(
+        lines(&beta),
+        [
+            ("subscription".to_string(), None, "499.90".to_string()),
+            ("discount".to_string(), None, "-49.99".to_string()),
+        ]
+    );
+    assert_eq!(beta["total"], "449.91");
+    assert_eq!(beta["due_date"], "2027-02-10T00:00:00Z");
+
+    // MRR: Acme 12,460 + 2,000; Beta 499.90 / 12 × 0.9 = 37.4925: 14,497.4925 → 14,497.49.
+    let a = app.get("/v1/analytics/summary", &t.key).await;
+    assert_eq!(a.body["mrr"], "14497.49", "{:?}", a.body);
+
+    // The renewal, 2027-02-01 (finalized after the grace hour): the negotiated price, the
+    // add-on in advance and the pending hours:
+    //   12,460.00 + 2,000.00 + 1,500.00 = 15,960.00, due 30 days after finalization.
+    app.advance_clock(&t, "2027-02-01T02:00:00Z").await;
+    let renewal = latest_invoice(&app, &t, "acme").await;
+    assert_eq!(renewal["billing_reason"], "subscription_cycle");
+    assert_eq!(
+        lines(&renewal),
+        [
+            ("subscription".to_string(), None, "12000.00".to_string()),
+            ("seat".to_string(), None, "400.00".to_string()),
+            ("seat".to_string(), None, "60.00".to_string()),
+            ("addon".to_string(), None, "2000.00".to_string()),
+            ("charge".to_string(), None, "1500.00".to_string()),
+        ]
+    );
+    assert_eq!(renewal["total"], "15960.00");
+    assert_eq!(renewal["due_date"], "2027-03-03T01:00:00Z");
+    // Every invoice of Acme, to the cent.
+    let totals: Vec<String> = app
+        .invoices(&t, "acme")
+        .await
+        .iter()
+        .map(|i| i["total"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(totals, ["12460.00", "1354.84", "15000.00", "15960.00"]);
+}

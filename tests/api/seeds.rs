@@ -17,6 +17,18 @@ pub async fn seeded(file: &str) -> (TestApp, Tenant) {
     let again = app.apply_toml(&t, &path).await;
     assert_eq!(again.features_created, 0);
     assert!(again.plans_written.is_empty(), "{:?}", again.plans_written);
+    assert!(
+        again.addons_written.is_empty(),
+        "{:?}",
+        again.addons_written
+    );
+    assert!(
+        again.coupons_created.is_empty(),
+        "{:?}",
+        again.coupons_created
+    );
+    assert_eq!(again.addons_unchanged.len(), first.addons_written.len());
+    assert_eq!(again.coupons_unchanged, first.coupons_created);
     (app, t)
 }
 
