@@ -58,6 +58,8 @@ pub struct Current {
     pub pending: Option<String>,
     /// The coupon discounting its invoices (SPEC §15), worded.
     pub discount: Option<String>,
+    /// Its add-ons (SPEC §15), worded: name, quantity, price, and when one is removed.
+    pub addons: Vec<String>,
 }
 
 /// One usage bar.
@@ -249,7 +251,41 @@ pub async fn branding(db: &PgPool, s: &SessionCtx) -> Result<Brand> {
     brand(db, s).await
 }
 
-fn current(sub: &Subscription, plan: Option<&Plan>) -> Current {
+/// A subscription's add-ons as the page words them ("Advanced Analytics × 2 · 2000.00 USD /
+/// month, removed on 2027-02-01").
+async fn addons_text(
+    deps: &Deps<'_>,
+    tenant_id: &crate::ids::TenantId,
+    sub: &Subscription,
+) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(sub.addons.len());
+    for a in &sub.addons {
+        let addon =
+            crate::catalog::addons::get(deps.db, deps.plans, tenant_id, &a.addon, Some(a.version))
+                .await?;
+        let price = addon
+            .prices
+            .iter()
+            .find(|p| p.interval == sub.interval.into())
+            .map(|p| {
+                format!(
+                    " · {} {} / {}",
+                    p.amount,
+                    p.currency.to_uppercase(),
+                    sub.interval.as_str()
+                )
+            })
+            .unwrap_or_default();
+        let removed = a
+            .removes_at
+            .map(|r| format!(", removed on {}", day(r)))
+            .unwrap_or_default();
+        out.push(format!("{} × {}{price}{removed}", addon.name, a.quantity));
+    }
+    Ok(out)
+}
+
+fn current(sub: &Subscription, plan: Option<&Plan>, addons: Vec<String>) -> Current {
     let plan_name = plan.map(|p| p.name.clone()).unwrap_or(sub.plan.clone());
     let status = sub.status.as_str().to_string();
     let next = if sub.cancel_at_period_end {
@@ -262,7 +298,11 @@ fn current(sub: &Subscription, plan: Option<&Plan>) -> Current {
     Current {
         plan_key: sub.plan.clone(),
         plan_name,
-        price: plan.map(plan_price).unwrap_or_default(),
+        // Negotiated prices (SPEC §15) in place of the plan's.
+        price: match &sub.price_overrides {
+            Some(o) => o.iter().map(price_text).collect::<Vec<_>>().join(" + "),
+            None => plan.map(plan_price).unwrap_or_default(),
+        },
         status,
         period_start: day(sub.current_period_start),
         period_end: day(sub.current_period_end),
@@ -276,6 +316,7 @@ fn current(sub: &Subscription, plan: Option<&Plan>) -> Current {
             Some(end) => format!("Discount {} applies until {}", d.coupon, day(end)),
             None => format!("Discount {} applies", d.coupon),
         }),
+        addons,
     }
 }
 
@@ -400,7 +441,14 @@ pub async fn view(deps: &Deps<'_>, s: &SessionCtx, now: DateTime<Utc>) -> Result
         brand: brand(deps.db, s).await?,
         credit_balance: format!("{} USD", customer.credit_balance),
         customer,
-        current: sub.as_ref().map(|s| current(s, current_plan)),
+        current: match &sub {
+            Some(s) => Some(current(
+                s,
+                current_plan,
+                addons_text(deps, tenant_id, s).await?,
+            )),
+            None => None,
+        },
         meters,
         features: lines,
         offers,

@@ -521,3 +521,82 @@ async fn versions_are_kept_by_attached_addons_and_bad_input_writes_nothing() {
     let s_after = app.get(&format!("/v1/subscriptions/{sub}"), &t.key).await;
     assert_eq!(s_before.body, s_after.body);
 }
+
+#[tokio::test]
+async fn the_portal_shows_the_add_ons_and_negotiated_price() {
+    let app = spawn_app().await;
+    let t = tenant(&app).await;
+    app.customer(&t, "acme").await;
+    let r = app
+        .post(
+            "/v1/subscriptions",
+            &t.key,
+            json!({"customer": "acme", "plan": "pro", "price_overrides":
+                   [{"interval": "month", "amount": "45", "currency": "usd"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let sub = r.body["id"].as_str().unwrap().to_string();
+    attach(&app, &t, &sub, json!({"addon": "analytics"})).await;
+    attach(
+        &app,
+        &t,
+        &sub,
+        json!({"addon": "extra_calls", "quantity": 2}),
+    )
+    .await;
+    let r = app
+        .delete(
+            &format!("/v1/subscriptions/{sub}/addons/extra_calls"),
+            &t.key,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .post("/v1/customer_sessions", &t.key, json!({"customer": "acme"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let url = format!(
+        "{}/portal?session={}",
+        app.base,
+        r.body["token"].as_str().unwrap()
+    );
+    let b = crate::browser::Browser::start().await;
+    b.goto(&url).await;
+    assert_eq!(b.text("#plan .price").await, "· 45.00 USD / month");
+    assert_eq!(
+        b.text("#plan .addons").await,
+        "Advanced Analytics × 1 · 2000.00 USD / month\n\
+         Extra calls × 2 · 10.00 USD / month, removed on 2026-04-01"
+    );
+}
+
+#[tokio::test]
+async fn add_on_charges_reach_stripe_with_the_same_amounts() {
+    let app = spawn_app().await;
+    let fake = crate::fakes::FakeStripe::start().await;
+    let t = tenant(&app).await;
+    crate::stripe::connect(&app, &t, Some(&fake)).await;
+    let sub = subscribe(&app, &t, "acme").await;
+    app.advance_clock(&t, "2026-03-11T12:00:00Z").await;
+    attach(&app, &t, &sub, json!({"addon": "analytics"})).await;
+    attach(
+        &app,
+        &t,
+        &sub,
+        json!({"addon": "white_label", "quantity": 2}),
+    )
+    .await;
+    crate::stripe::drain_stripe(&app, 3).await;
+    let st = fake.lock();
+    let mut items: Vec<Vec<i64>> = st
+        .invoice_order
+        .iter()
+        .map(|id| st.invoices[id].items.clone())
+        .collect();
+    items.sort();
+    // 49.99; the prorated 1322.58; 2 × 15 000.00, in cents (sent in any order).
+    assert_eq!(items, [vec![4999], vec![132258], vec![3000000]]);
+    let setup = st.invoices.values().find(|i| i.items == [3000000]).unwrap();
+    assert_eq!(setup.item_units, [Some((2, "1500000".to_string()))]);
+}

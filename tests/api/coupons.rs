@@ -222,19 +222,19 @@ async fn redemptions_are_counted_exactly_under_concurrency() {
     coupon(
         &app,
         &t,
-        json!({"code": "FIVE", "percent_off": 50, "duration": "once", "max_redemptions": 5}),
+        json!({"code": "TEN", "percent_off": 50, "duration": "once", "max_redemptions": 10}),
     )
     .await;
-    for i in 0..20 {
+    for i in 0..50 {
         app.customer(&t, &format!("c{i}")).await;
     }
-    let attempts = (0..20).map(|i| {
+    let attempts = (0..50).map(|i| {
         let (app, key) = (&app, &t.key);
         async move {
             app.post(
                 "/v1/subscriptions",
                 key,
-                json!({"customer": format!("c{i}"), "plan": "pro", "coupon": "FIVE"}),
+                json!({"customer": format!("c{i}"), "plan": "pro", "coupon": "TEN"}),
             )
             .await
         }
@@ -244,15 +244,15 @@ async fn redemptions_are_counted_exactly_under_concurrency() {
         .iter()
         .filter(|r| r.status == StatusCode::CREATED)
         .count();
-    assert_eq!(ok, 5);
+    assert_eq!(ok, 10);
     for r in results.iter().filter(|r| r.status != StatusCode::CREATED) {
         assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
         assert_eq!(r.code(), "coupon_not_redeemable");
     }
-    let c = app.get("/v1/coupons/FIVE", &t.key).await;
-    assert_eq!(c.body["times_redeemed"], 5);
+    let c = app.get("/v1/coupons/TEN", &t.key).await;
+    assert_eq!(c.body["times_redeemed"], 10);
     // Nothing half-written: the refused ones have no subscription.
-    let subscribed = futures::future::join_all((0..20).map(|i| {
+    let subscribed = futures::future::join_all((0..50).map(|i| {
         let (app, key) = (&app, &t.key);
         async move {
             app.get(&format!("/v1/customers/c{i}/subscription"), key)
@@ -263,7 +263,7 @@ async fn redemptions_are_counted_exactly_under_concurrency() {
     .await;
     assert_eq!(
         subscribed.iter().filter(|s| **s == StatusCode::OK).count(),
-        5
+        10
     );
 }
 
