@@ -11,7 +11,9 @@
 #   git worktree add /tmp/tg-a COMMIT && (cd /tmp/tg-a && SQLX_OFFLINE=true cargo build --release)
 #
 # Environment: ROUNDS (5), DURATION (10s), WARMUP (3s), CONNECTIONS (32), THREADS (2),
-# CUSTOMERS (1000), PATH_UNDER_TEST (/v1/check), PG_BIN (/usr/lib/postgresql/15/bin).
+# CUSTOMERS (1000), PATH_UNDER_TEST (/v1/check), PG_BIN (/usr/lib/postgresql/15/bin),
+# A_ADDONS and B_ADDONS (0): how many add-ons every customer of that side has attached (SPEC
+# §15; the binary must know add-ons).
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -85,7 +87,8 @@ declare -A KEY
 for side in a b; do
   bin="$A"; [ "$side" = b ] && bin="$B"
   start "$bin" "tollgate_$side"
-  KEY[$side]="$(timeout 600 "$PY" "$HELPER" setup "$BASE" "$ADMIN_TOKEN" "$CUSTOMERS")"
+  addons="${A_ADDONS:-0}"; [ "$side" = b ] && addons="${B_ADDONS:-0}"
+  KEY[$side]="$(ADDONS="$addons" timeout 600 "$PY" "$HELPER" setup "$BASE" "$ADMIN_TOKEN" "$CUSTOMERS")"
   stop
   "${PSQL[@]}" -d "tollgate_$side" -c "VACUUM ANALYZE"
 done

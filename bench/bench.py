@@ -66,6 +66,25 @@ def setup(base, admin_token, n):
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         for _ in pool.map(customer, range(n)):
             pass
+    # ADDONS=k: k add-ons, each stacking `calls` (SPEC §15), attached to every customer's
+    # subscription, so that every check resolves a plan with add-ons stacked on it.
+    addons = int(os.environ.get("ADDONS", "0"))
+    for j in range(addons):
+        request("POST", base + "/v1/addons", key,
+                {"key": f"addon{j}", "name": f"Add-on {j}",
+                 "prices": [{"interval": "month", "amount": "0", "currency": "usd"}],
+                 "entitlements": [{"feature": "calls", "limit": 1000}]}, (200, 201))
+
+    def attach(i):
+        sub = request("GET", f"{base}/v1/customers/c{i}/subscription", key, None, (200,))
+        for j in range(addons):
+            request("POST", f"{base}/v1/subscriptions/{sub['id']}/addons", key,
+                    {"addon": f"addon{j}"}, (200,))
+
+    if addons:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            for _ in pool.map(attach, range(n)):
+                pass
     # Sanity: the last customer is subscribed and the check answers 200 and allowed.
     check = request("POST", base + "/v1/check", key,
                     {"customer": f"c{n - 1}", "feature": "calls", "quantity": 1}, (200,))
