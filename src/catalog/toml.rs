@@ -7,10 +7,10 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::addons;
+use super::coupons::{self, CreateCoupon};
 use super::features::{self, CreateFeature};
 use super::plans::{self, WriteMode};
 use crate::audit::{Change, Origin, Resource};
-use crate::billing::coupons::{self, CreateCoupon};
 use crate::clock::Clock;
 use crate::db;
 use crate::domain::addon::AddonInput;

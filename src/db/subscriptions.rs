@@ -12,8 +12,8 @@ use sqlx::PgConnection;
 use crate::domain::addon::Attached;
 use crate::domain::plan::PriceDef;
 
-use crate::db::plans::PlanVersion;
 use crate::domain::period::{add_months_clamped, Interval};
+use crate::domain::plan::PlanVersion;
 use crate::domain::status::SubscriptionStatus;
 
 #[derive(Debug, Clone)]

@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use super::error::ApiResult;
 use super::extract::{IdPath, Json, List, PageParams, Path, Query};
 use crate::audit::Origin;
-use crate::billing::coupons::{self, ApplyCoupon, Coupon, CreateCoupon};
+use crate::billing::coupons::{self as discounts, ApplyCoupon};
 use crate::billing::views::Subscription;
+use crate::catalog::coupons::{self, Coupon, CreateCoupon};
 use crate::domain::id::SubscriptionId;
 use crate::tenancy::TenantCtx;
 use crate::AppState;
@@ -90,7 +91,7 @@ pub async fn apply_discount(
 ) -> ApiResult<axum::Json<Subscription>> {
     let now = ctx.now(&state.clock);
     Ok(axum::Json(
-        coupons::apply(&state.db, &origin, &ctx.tenant_id, &id, &body.coupon, now).await?,
+        discounts::apply(&state.db, &origin, &ctx.tenant_id, &id, &body.coupon, now).await?,
     ))
 }
 
@@ -106,6 +107,6 @@ pub async fn remove_discount(
 ) -> ApiResult<axum::Json<Subscription>> {
     let now = ctx.now(&state.clock);
     Ok(axum::Json(
-        coupons::remove(&state.db, &origin, &ctx.tenant_id, &id, now).await?,
+        discounts::remove(&state.db, &origin, &ctx.tenant_id, &id, now).await?,
     ))
 }
