@@ -79,6 +79,7 @@ pub struct SettingsRow {
     pub portal_name: Option<String>,
     pub portal_accent_color: Option<String>,
     pub portal_return_url: Option<String>,
+    pub cors_origins: Vec<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -91,7 +92,7 @@ pub async fn settings(
         "SELECT tenant_id AS \"tenant_id: TenantId\", name, mode, default_plan, warning_threshold, critical_threshold,
                 invoice_grace_minutes, dunning_retry_days, stripe_secret_key IS NOT NULL AS \"sk!\",
                 stripe_webhook_secret IS NOT NULL AS \"whs!\", stripe_api_base,
-                portal_name, portal_accent_color, portal_return_url, created_at
+                portal_name, portal_accent_color, portal_return_url, cors_origins, created_at
          FROM tenants WHERE tenant_id = $1",
         tenant_id.as_str()
     )
@@ -213,6 +214,36 @@ pub async fn set_portal(
     .execute(&mut *conn)
     .await
     .map(drop)
+}
+
+/// Sets the origins the tenant's customer sessions may be used from (empty: any).
+pub async fn set_cors_origins(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+    origins: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE tenants SET cors_origins = $2, updated_at = now() WHERE tenant_id = $1",
+        tenant_id.as_str(),
+        origins
+    )
+    .execute(&mut *conn)
+    .await
+    .map(drop)
+}
+
+/// The origins the tenant's customer sessions may be used from (empty: any); `None`: no
+/// such tenant.
+pub async fn cors_origins(
+    conn: &mut PgConnection,
+    tenant_id: &TenantId,
+) -> Result<Option<Vec<String>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT cors_origins FROM tenants WHERE tenant_id = $1",
+        tenant_id.as_str()
+    )
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 /// The settings a plan file may carry; `None` keeps a value as it is.

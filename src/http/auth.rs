@@ -157,6 +157,42 @@ pub async fn defer_session_unless_idempotent(
     Ok(next.run(Request::from_parts(parts, body)).await)
 }
 
+/// Middleware for the `/v1/me` routes a browser calls (SPEC §9, "Browsers"): a request with
+/// a session token and an `Origin` outside the tenant's non-empty `cors_origins` is `403
+/// origin_not_allowed`. Requests without `Origin` (servers, not browsers) and preflights
+/// (which carry no token; the CORS layer answers them) pass; a token that does not parse is
+/// left to the authentication after this.
+pub async fn allowed_origin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(origin) = req.headers().get(axum::http::header::ORIGIN).cloned() else {
+        return Ok(next.run(req).await);
+    };
+    let (parts, body) = req.into_parts();
+    if let Ok(key) = session_token(&parts) {
+        let mut conn = state
+            .db
+            .acquire()
+            .await
+            .map_err(crate::error::Error::from)?;
+        let allowed = crate::db::tenants::cors_origins(&mut conn, &key.tenant_id)
+            .await
+            .map_err(crate::error::Error::from)?
+            .unwrap_or_default();
+        let origin = origin.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !allowed.is_empty() && !allowed.contains(&origin) {
+            return Err(ApiError::forbidden(
+                "origin_not_allowed",
+                "This tenant's customer sessions are not used from this origin \
+                 (PATCH /v1/tenant cors_origins).",
+            ));
+        }
+    }
+    Ok(next.run(Request::from_parts(parts, body)).await)
+}
+
 /// A tenant key on a `/v1/me` route (SPEC §9: these act for a customer session).
 fn session_required() -> ApiError {
     ApiError::forbidden(

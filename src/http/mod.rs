@@ -60,7 +60,7 @@ use crate::AppState;
     security(("bearer" = [])),
     tags(
         (name = "tenant"), (name = "features"), (name = "plans"), (name = "customers"),
-        (name = "subscriptions"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "webhooks"), (name = "stripe"), (name = "analytics"), (name = "governance"), (name = "customer_sessions"), (name = "me"),
+        (name = "subscriptions"), (name = "addons"), (name = "coupons"), (name = "invoices"), (name = "test_clock"), (name = "usage"), (name = "webhooks"), (name = "stripe"), (name = "analytics"), (name = "governance"), (name = "customer_sessions"), (name = "me"),
         (name = "admin"), (name = "ops")
     )
 )]
@@ -241,6 +241,26 @@ fn docs_routes() -> Router<AppState> {
     ))
 }
 
+/// CORS for the routes a browser calls with a customer session (SPEC §9, "Browsers"): any
+/// origin is answered (the tenant's `cors_origins` are enforced on the request itself, by
+/// `auth::allowed_origin`, since a preflight carries no token), `Vary: Origin`, no
+/// credentials (the token is the credential, not a cookie). Answered around the whole router
+/// (`ops::observe`), so that preflights (OPTIONS, a method no route has) reach it; tenant-key
+/// and admin routes never get it: a browser is refused them.
+pub(crate) fn browser_cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{header, Method};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::mirror_request())
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([HeaderName::from_static(auth::REQUEST_ID)])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 /// Builds the whole application: the router, and around it, once, the layers every request
 /// goes through (request id, trace span, panic guard). Wrapped around the router rather than
 /// added with `Router::layer`, which wraps (and boxes, and clones per request) every route
@@ -279,14 +299,26 @@ pub fn build_app(
             state.clone(),
             usage::record::admit_batch,
         ));
-    let me = me_routes().layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_session,
-    ));
-    let me_check = me_check_routes().layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::defer_session_unless_idempotent,
-    ));
+    // The `/v1/me` routes answer browsers (SPEC §9): the tenant's allowed origins are checked
+    // before the session (CORS itself is answered around the whole router: `me_cors`).
+    let me = me_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::allowed_origin,
+        ));
+    let me_check = me_check_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::defer_session_unless_idempotent,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::allowed_origin,
+        ));
     let admin = admin_routes().layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_admin,

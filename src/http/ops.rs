@@ -49,7 +49,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         .unwrap_or_else(|| "unmatched".to_owned());
     tracing::Span::current().record("route", route.as_str());
     let method = req.method().as_str().to_owned();
-    let resp = match tokio::time::timeout(state.request_timeout, limit_body(req, next)).await {
+    let resp = match tokio::time::timeout(state.request_timeout, browser_cors(req, next)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -65,6 +65,30 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     metrics::histogram!("tollgate_http_request_duration_seconds", &labels[..2])
         .record(start.elapsed().as_secs_f64());
     resp
+}
+
+/// CORS on the `/v1/me` routes (SPEC §9, `super::browser_cors`); every other path goes on
+/// untouched.
+async fn browser_cors(req: Request, next: Next) -> Response {
+    use tower::{Layer, ServiceExt};
+    static CORS: std::sync::OnceLock<tower_http::cors::CorsLayer> = std::sync::OnceLock::new();
+    let path = req.uri().path();
+    if path != "/v1/me" && !path.starts_with("/v1/me/") {
+        return limit_body(req, next).await;
+    }
+    let inner = tower::service_fn(move |req: Request| {
+        let next = next.clone();
+        async move { Ok::<_, std::convert::Infallible>(limit_body(req, next).await) }
+    });
+    match CORS
+        .get_or_init(super::browser_cors)
+        .layer(inner)
+        .oneshot(req)
+        .await
+    {
+        Ok(res) => res.map(axum::body::Body::new),
+        Err(never) => match never {},
+    }
 }
 
 /// How much of an oversized body is read and thrown away before the 413 is sent, so that a

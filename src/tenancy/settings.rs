@@ -39,6 +39,9 @@ pub struct Tenant {
     pub dunning_retry_days: Vec<i32>,
     pub stripe: StripeSettings,
     pub portal: PortalSettings,
+    /// The origins its customer sessions may be used from in a browser (SPEC §9); empty: any.
+    #[schema(example = json!(["https://app.example.com"]))]
+    pub cors_origins: Vec<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -93,6 +96,9 @@ pub struct TenantPatch {
     pub stripe: Option<StripePatch>,
     /// The hosted portal's branding; a field set to null goes back to the default.
     pub portal: Option<PortalPatch>,
+    /// The origins the tenant's customer sessions may be used from in a browser: at most 20
+    /// serialized origins (`scheme://host[:port]`, no path, no `*`); `[]`: any.
+    pub cors_origins: Option<Vec<String>>,
 }
 
 /// Tells an explicit `null` (Some(None)) from an absent field (None).
@@ -135,6 +141,7 @@ pub async fn read(conn: &mut PgConnection, tenant_id: &TenantId) -> Result<Tenan
             accent_color: r.portal_accent_color,
             return_url: r.portal_return_url,
         },
+        cors_origins: r.cors_origins,
         created_at: r.created_at,
     })
 }
@@ -235,6 +242,10 @@ pub async fn patch(
         )
         .await?;
     }
+    if let Some(origins) = &patch.cors_origins {
+        let origins = check_origins(origins)?;
+        db::tenants::set_cors_origins(&mut tx, tenant_id, &origins).await?;
+    }
     let after = read(&mut tx, tenant_id).await?;
     let change = Change::new(Resource::Tenant(tenant_id), "updated")
         .before(&before)
@@ -242,6 +253,90 @@ pub async fn patch(
     audit::record(&mut tx, tenant_id, change, now).await?;
     tx.commit().await?;
     Ok(after)
+}
+
+/// The most origins a tenant may list.
+const MAX_ORIGINS: usize = 20;
+
+/// Validates `cors_origins` and returns them as browsers send them in `Origin` (lower case,
+/// without a default port), without repeats.
+fn check_origins(origins: &[String]) -> Result<Vec<String>> {
+    if origins.len() > MAX_ORIGINS {
+        return Err(Error::invalid_param(
+            "invalid_cors_origins",
+            "cors_origins",
+            format!("cors_origins lists at most {MAX_ORIGINS} origins."),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(origins.len());
+    for (i, o) in origins.iter().enumerate() {
+        let origin = serialized_origin(o).ok_or_else(|| {
+            Error::invalid_param(
+                "invalid_cors_origins",
+                &format!("cors_origins[{i}]"),
+                "Each origin is scheme://host[:port] (http or https), with no path and no `*`.",
+            )
+        })?;
+        if !out.contains(&origin) {
+            out.push(origin);
+        }
+    }
+    Ok(out)
+}
+
+/// `o` as a browser serializes an origin (`https://app.example.com`, `http://localhost:5173`),
+/// or `None` if it is not one.
+pub fn serialized_origin(o: &str) -> Option<String> {
+    let lower = o.to_ascii_lowercase();
+    let (scheme, rest) = lower.split_once("://")?;
+    let default_port = match scheme {
+        "http" => "80",
+        "https" => "443",
+        _ => return None,
+    };
+    let (host, port) = match rest.strip_prefix('[') {
+        // An IPv6 literal: [::1] or [::1]:3000.
+        Some(v6) => {
+            let (inner, after) = v6.split_once(']')?;
+            let ok = !inner.is_empty()
+                && inner
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+            if !ok {
+                return None;
+            }
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':')?),
+            };
+            (&rest[..inner.len() + 2], port)
+        }
+        None => {
+            let (host, port) = match rest.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            };
+            let ok = !host.is_empty()
+                && !host.starts_with('.')
+                && !host.ends_with('.')
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return None;
+            }
+            (host, port)
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
+            return None;
+        }
+    }
+    Some(match port {
+        Some(p) if p != default_port => format!("{scheme}://{host}:{p}"),
+        _ => format!("{scheme}://{host}"),
+    })
 }
 
 /// Whether a colour is `#RRGGBB` (the one form the portal takes).
@@ -324,4 +419,37 @@ pub async fn revoke_key(
     audit::record(&mut tx, tenant_id, change, now).await?;
     tx.commit().await?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serialized_origin;
+
+    #[test]
+    fn origins_are_serialized_as_browsers_send_them() {
+        let ok = [
+            ("https://app.example.com", "https://app.example.com"),
+            ("HTTPS://App.Example.com:443", "https://app.example.com"),
+            ("http://localhost:5173", "http://localhost:5173"),
+            ("http://127.0.0.1:80", "http://127.0.0.1"),
+            ("http://[::1]:3000", "http://[::1]:3000"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(serialized_origin(input).as_deref(), Some(want), "{input}");
+        }
+        for bad in [
+            "*",
+            "https://*.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "ftp://example.com",
+            "example.com",
+            "https://",
+            "https://a.com:99999",
+            "https://a.com:",
+            "https://a.com?x=1",
+        ] {
+            assert_eq!(serialized_origin(bad), None, "{bad}");
+        }
+    }
 }

@@ -175,6 +175,20 @@ impl Browser {
             .unwrap_or_else(|e| panic!("never reached {url}: {e}"));
     }
 
+    /// The text of the first element matching `css`, once there is one (by WebDriver's own
+    /// polling: for what a page's script writes when its requests are answered).
+    pub async fn text_when(&self, css: &str) -> String {
+        self.client
+            .wait()
+            .at_most(std::time::Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A computed style property of the first element matching `css`.
     pub async fn style(&self, css: &str, property: &str) -> String {
         let v = self

@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod console;
 mod conventions;
+mod cors;
 mod coupons;
 mod credit;
 mod export;
