@@ -41,11 +41,15 @@ async fn lock_customer(app: &TestApp, tenant: &str, customer: &str) -> PgConnect
 /// The backends of the usage statements waiting for a lock now. On Citus the statement runs
 /// on the tenant's worker node: its waits show in Citus's view of the whole cluster's lock
 /// waits, by the global process id of the coordinator's backend the statement came from
-/// (which `pg_terminate_backend` also takes).
+/// (which `pg_terminate_backend` also takes). That view spans every database of the cluster,
+/// so the waits are narrowed to this test's database through `citus_stat_activity`: tests
+/// running beside this one wait on locks of their own (and must not be terminated by it).
 async fn usage_backends_waiting(app: &TestApp) -> Vec<i64> {
     let sql = if crate::helpers::on_citus() {
-        "SELECT DISTINCT waiting_gpid FROM citus_lock_waits
-         WHERE blocked_statement LIKE '%tollgate_record_usage_batch%'"
+        "SELECT DISTINCT w.waiting_gpid FROM citus_lock_waits w
+         WHERE w.blocked_statement LIKE '%tollgate_record_usage_batch%'
+           AND EXISTS (SELECT 1 FROM citus_stat_activity a
+                       WHERE a.global_pid = w.waiting_gpid AND a.datname = current_database())"
     } else {
         "SELECT pid::bigint FROM pg_stat_activity
          WHERE datname = current_database() AND wait_event_type = 'Lock'
