@@ -70,7 +70,7 @@ pub async fn revoke_session(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/me", tag = "me",
+#[utoipa::path(get, path = "/v1/me", operation_id = "me", tag = "me",
     responses((status = 200, description = "The session's customer", body = Customer),
               (status = 401, body = crate::http::error::ErrorBody)))]
 pub async fn me(State(state): State<AppState>, s: SessionCtx) -> ApiResult<axum::Json<Customer>> {
@@ -79,7 +79,7 @@ pub async fn me(State(state): State<AppState>, s: SessionCtx) -> ApiResult<axum:
     ))
 }
 
-#[utoipa::path(get, path = "/v1/me/entitlements", tag = "me",
+#[utoipa::path(get, path = "/v1/me/entitlements", operation_id = "me_entitlements", tag = "me",
     responses((status = 200, body = EntitlementList)))]
 pub async fn entitlements(
     State(state): State<AppState>,
@@ -99,7 +99,7 @@ pub struct MeCheck {
     pub quantity: Option<Qty>,
 }
 
-#[utoipa::path(post, path = "/v1/me/check", tag = "me", request_body = MeCheck,
+#[utoipa::path(post, path = "/v1/me/check", operation_id = "me_check", tag = "me", request_body = MeCheck,
     responses((status = 200, body = CheckResult), (status = 400, body = crate::http::error::ErrorBody)))]
 pub async fn check(
     State(state): State<AppState>,
@@ -116,7 +116,7 @@ pub async fn check(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/me/usage", tag = "me",
+#[utoipa::path(get, path = "/v1/me/usage", operation_id = "me_usage", tag = "me",
     responses((status = 200, description = "Per-feature totals for the current period", body = CurrentUsage)))]
 pub async fn usage(
     State(state): State<AppState>,
@@ -130,7 +130,7 @@ pub async fn usage(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/me/subscription", tag = "me",
+#[utoipa::path(get, path = "/v1/me/subscription", operation_id = "me_subscription", tag = "me",
     responses((status = 200, body = Subscription),
               (status = 404, description = "subscription_not_found", body = crate::http::error::ErrorBody)))]
 pub async fn subscription(
@@ -142,7 +142,7 @@ pub async fn subscription(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/me/invoices", tag = "me", params(PageParams),
+#[utoipa::path(get, path = "/v1/me/invoices", operation_id = "me_invoices", tag = "me", params(PageParams),
     responses((status = 200, description = "The customer's invoices, newest first", body = List<Invoice>)))]
 pub async fn invoices(
     State(state): State<AppState>,
@@ -161,7 +161,7 @@ pub async fn invoices(
     Ok(axum::Json(List::from_rows(rows, limit)))
 }
 
-#[utoipa::path(get, path = "/v1/me/invoices/{id}/pdf", tag = "me",
+#[utoipa::path(get, path = "/v1/me/invoices/{id}/pdf", operation_id = "me_invoice_pdf", tag = "me",
     params(("id" = String, Path, description = "Invoice id")),
     responses((status = 200, description = "The invoice as a PDF", content_type = "application/pdf"),
               (status = 404, description = "Not this customer's invoice", body = crate::http::error::ErrorBody)))]
@@ -190,7 +190,7 @@ pub fn pdf_response(number: &str, bytes: Vec<u8>) -> Response {
         .into_response()
 }
 
-#[utoipa::path(get, path = "/v1/me/upcoming_invoice", tag = "me",
+#[utoipa::path(get, path = "/v1/me/upcoming_invoice", operation_id = "me_upcoming_invoice", tag = "me",
     responses((status = 200, body = UpcomingInvoice),
               (status = 404, description = "subscription_not_found", body = crate::http::error::ErrorBody)))]
 pub async fn upcoming_invoice(
@@ -202,7 +202,7 @@ pub async fn upcoming_invoice(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/me/members", tag = "me", params(PageParams),
+#[utoipa::path(get, path = "/v1/me/members", operation_id = "me_members", tag = "me", params(PageParams),
     responses((status = 200, description = "The organisation's members in id order", body = List<Member>)))]
 pub async fn list_members(
     State(state): State<AppState>,
@@ -221,7 +221,7 @@ pub async fn list_members(
     Ok(axum::Json(List::from_rows(rows, limit)))
 }
 
-#[utoipa::path(get, path = "/v1/me/export", tag = "me",
+#[utoipa::path(get, path = "/v1/me/export", operation_id = "me_export", tag = "me",
     responses((status = 200, description = "Everything held about the customer", body = Export)))]
 pub async fn export(State(state): State<AppState>, s: SessionCtx) -> ApiResult<axum::Json<Export>> {
     Ok(axum::Json(
@@ -238,7 +238,7 @@ pub struct MeChange {
     pub interval: Option<Interval>,
 }
 
-#[utoipa::path(post, path = "/v1/me/subscription/change", tag = "me", request_body = MeChange,
+#[utoipa::path(post, path = "/v1/me/subscription/change", operation_id = "me_change_subscription", tag = "me", request_body = MeChange,
     responses((status = 200, description = "Upgrades now with proration, downgrades at period end", body = Subscription),
               (status = 400, body = crate::http::error::ErrorBody),
               (status = 404, body = crate::http::error::ErrorBody),
@@ -270,7 +270,7 @@ pub async fn change_subscription(
 #[serde(deny_unknown_fields)]
 pub struct MeCancel {}
 
-#[utoipa::path(post, path = "/v1/me/subscription/cancel", tag = "me",
+#[utoipa::path(post, path = "/v1/me/subscription/cancel", operation_id = "me_cancel_subscription", tag = "me",
     responses((status = 200, description = "Cancels at the end of the current period", body = Subscription),
               (status = 404, body = crate::http::error::ErrorBody),
               (status = 409, body = crate::http::error::ErrorBody)))]
@@ -297,7 +297,7 @@ pub async fn cancel_subscription(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/me/subscription/reactivate", tag = "me",
+#[utoipa::path(post, path = "/v1/me/subscription/reactivate", operation_id = "me_reactivate_subscription", tag = "me",
     responses((status = 200, body = Subscription),
               (status = 404, body = crate::http::error::ErrorBody),
               (status = 409, description = "not_canceled or subscription_ended", body = crate::http::error::ErrorBody)))]

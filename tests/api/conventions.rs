@@ -446,6 +446,18 @@ async fn openapi_health_and_metrics() {
         );
     }
     assert!(paths["/v1/usage"]["post"]["requestBody"].is_object());
+    // Every operation has an id of its own (generated clients name their calls by it).
+    let mut ids = std::collections::BTreeMap::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op["operationId"].as_str() {
+                if let Some(other) = ids.insert(id.to_owned(), format!("{method} {path}")) {
+                    panic!("operationId {id} names both {other} and {method} {path}");
+                }
+            }
+        }
+    }
+    assert_eq!(paths["/v1/me/check"]["post"]["operationId"], "me_check");
     // The committed snapshot matches what the code generates.
     let snapshot: Value =
         serde_json::from_str(&std::fs::read_to_string("docs/openapi.json").unwrap()).unwrap();
