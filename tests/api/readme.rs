@@ -1,19 +1,22 @@
 //! The README's walkthrough runs as written, in order: its shell snippets (from "Walkthrough"
 //! up to "Stripe, webhooks and alerts") are taken from the README itself and run with bash
 //! against the real app. `curl` is wrapped with `--fail-with-body`, so any answer of 400 or more
-//! stops the script and fails the test.
+//! stops the script and fails the test. Then the JavaScript of "From JavaScript" runs with Node
+//! against the same tenant, importing `@tollgate/client` from `clients/typescript` as an
+//! installed package.
 
 use crate::helpers::{spawn_app, ADMIN_TOKEN};
 
-/// The `sh` code blocks between two headings of the README, joined in order.
-fn snippets(readme: &str, from: &str, to: &str) -> String {
+/// The code blocks of language `lang` between two headings of the README, joined in order.
+fn snippets(readme: &str, from: &str, to: &str, lang: &str) -> String {
+    let fence = format!("```{lang}");
     let start = readme.find(from).expect("the README has the walkthrough");
     let end = readme[start..].find(to).map_or(readme.len(), |i| start + i);
     let mut script = String::new();
     let mut inside = false;
     for line in readme[start..end].lines() {
         match (inside, line.trim_start()) {
-            (false, "```sh") => inside = true,
+            (false, l) if l == fence => inside = true,
             (true, "```") => inside = false,
             (true, _) => {
                 script.push_str(line);
@@ -27,7 +30,7 @@ fn snippets(readme: &str, from: &str, to: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_runs_as_written() {
-    for tool in ["bash", "curl", "jq", "date"] {
+    for tool in ["bash", "curl", "jq", "date", "node"] {
         let found = std::process::Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -39,13 +42,19 @@ async fn the_readme_walkthrough_runs_as_written() {
     }
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let walkthrough = snippets(&readme, "## Walkthrough", "## Stripe, webhooks and alerts");
+    let walkthrough = snippets(
+        &readme,
+        "## Walkthrough",
+        "## Stripe, webhooks and alerts",
+        "sh",
+    );
     assert!(
         walkthrough.contains("/v1/test_clock/advance"),
         "{walkthrough}"
     );
     let script = format!(
-        "set -euo pipefail\ncurl() {{ command curl --fail-with-body \"$@\"; }}\n{walkthrough}"
+        "set -euo pipefail\ncurl() {{ command curl --fail-with-body \"$@\"; }}\n{walkthrough}\n\
+         printf %s \"$KEY\" > tenant_key\n"
     );
 
     let app = spawn_app().await;
@@ -88,5 +97,46 @@ async fn the_readme_walkthrough_runs_as_written() {
     }
     let pdf = std::fs::read(dir.join("inv.pdf")).unwrap();
     assert!(pdf.starts_with(b"%PDF"), "inv.pdf is a PDF");
+
+    // "From JavaScript": the module, with @tollgate/client installed as `npm install
+    // path/to/clients/typescript` installs it (a link into node_modules).
+    let js = snippets(
+        &readme,
+        "## From JavaScript",
+        "## Stripe, webhooks and alerts",
+        "js",
+    );
+    assert!(js.contains("@tollgate/client"), "{js}");
+    let modules = dir.join("node_modules/@tollgate");
+    std::fs::create_dir_all(&modules).unwrap();
+    std::os::unix::fs::symlink(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/clients/typescript"),
+        modules.join("client"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("readme.mjs"), &js).unwrap();
+    let key = std::fs::read_to_string(dir.join("tenant_key")).unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg("readme.mjs")
+        .current_dir(&dir)
+        .env("TOLLGATE_URL", &app.base)
+        .env("TOLLGATE_API_KEY", key.trim())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the JavaScript failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    for expected in [
+        "allowed with ",
+        "suggestions: ",
+        "refused: 404 feature_not_found",
+    ] {
+        assert!(stdout.contains(expected), "no {expected} in:\n{stdout}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

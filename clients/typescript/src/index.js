@@ -5,6 +5,8 @@
 // retries what is safe to retry and turns every error into a `TollgateError`, and the named
 // calls of SPEC §16 on top of it. See index.d.ts for the types and README.md for usage.
 
+import { randomId } from "#random";
+
 const VERSION = "0.1.0";
 const DEFAULT_BASE_URL = "http://127.0.0.1:8080";
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -129,9 +131,9 @@ export class Tollgate {
    * Records usage. The event gets an id when the caller gives none, and the id is the request's
    * `Idempotency-Key`, so a retry after a lost answer is counted once.
    */
-  async track(customer, feature, quantity, { id, timestamp, member, ...rest } = {}) {
+  track(customer, feature, quantity, { id, timestamp, member, ...rest } = {}) {
     const { idempotencyKey, timeoutMs, maxRetries, ...fields } = rest;
-    const eventId = id ?? (await newId());
+    const eventId = id ?? randomId();
     const body = withQuantity({ customer, feature, id: eventId }, quantity);
     if (timestamp !== undefined) body.timestamp = toTimestamp(timestamp);
     if (member !== undefined) body.member = member;
@@ -148,13 +150,12 @@ export class Tollgate {
    * Records up to 1000 events in one request; every event without an id gets one. The answer
    * has one result per event, in order (`recorded`, `duplicate`, `refused` or `invalid`).
    */
-  async trackBatch(events, opts) {
-    const withIds = [];
-    for (const event of events) {
-      const e = { ...event, id: event.id ?? (await newId()) };
+  trackBatch(events, opts) {
+    const withIds = events.map((event) => {
+      const e = { ...event, id: event.id ?? randomId() };
       if (e.timestamp !== undefined) e.timestamp = toTimestamp(e.timestamp);
-      withIds.push(e);
-    }
+      return e;
+    });
     return this.request("POST", "/v1/usage/batch", { body: { events: withIds }, ...opts });
   }
 
@@ -173,7 +174,7 @@ export class Tollgate {
     const maxRetries = init.maxRetries ?? this._maxRetries;
     const headers = { Authorization: `Bearer ${this._token}`, Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (method === "POST") headers["Idempotency-Key"] = init.idempotencyKey ?? (await newId());
+    if (method === "POST") headers["Idempotency-Key"] = init.idempotencyKey ?? randomId();
     const url = this._baseUrl + path + queryString(query);
     const payload = body === undefined ? undefined : JSON.stringify(body);
 
@@ -232,13 +233,6 @@ function queryString(query) {
   }
   const s = params.toString();
   return s === "" ? "" : `?${s}`;
-}
-
-/** A random UUID: Web Crypto in browsers and Node 19+, `node:crypto` on Node 18. */
-async function newId() {
-  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
-  const { randomUUID } = await import("node:crypto");
-  return randomUUID();
 }
 
 function apiError(status, text, requestId) {

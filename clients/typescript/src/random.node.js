@@ -1,0 +1,2 @@
+// A random (version 4) UUID on Node (every version the package supports has it here).
+export { randomUUID as randomId } from "node:crypto";
