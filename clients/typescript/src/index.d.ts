@@ -132,6 +132,8 @@ export declare class Tollgate {
       query?: Query<"usage_history">,
       options?: RequestOptions,
     ): Promise<Response<"usage_history">>;
+    /** An organisation's usage by member this period: totals, average, the top 10. */
+    memberUsage(customer: string, options?: RequestOptions): Promise<Response<"member_usage">>;
     alerts(customer: string, options?: RequestOptions): Promise<Response<"customer_alerts">>;
     subscription(customer: string, options?: RequestOptions): Promise<Subscription>;
     invoices(

@@ -58,6 +58,9 @@ export class Tollgate {
       usage: (customer, opts) => call("GET", `/v1/customers/${id(customer)}/usage`, opts),
       usageHistory: (customer, query, opts) =>
         call("GET", `/v1/customers/${id(customer)}/usage/history`, { query, ...opts }),
+      /** An organisation's usage by member this period: totals, average, the top 10. */
+      memberUsage: (customer, opts) =>
+        call("GET", `/v1/customers/${id(customer)}/usage/members`, opts),
       alerts: (customer, opts) => call("GET", `/v1/customers/${id(customer)}/alerts`, opts),
       subscription: (customer, opts) =>
         call("GET", `/v1/customers/${id(customer)}/subscription`, opts),

@@ -68,8 +68,9 @@ describe("check and track", () => {
     const at = new Date(Date.now() - 60_000);
     const tracked = await client.track("cus_1", "minutes", 3, { member: "ann", timestamp: at });
     assert.equal(Date.parse(tracked.timestamp), at.getTime());
-    const members = await call("GET", "/v1/customers/cus_1/usage/members");
+    const members = await client.customers.memberUsage("cus_1");
     assert.deepEqual(members.data[0].top, [{ member: "ann", used: 3 }]);
+    assert.equal(members.data[0].total, 3);
   });
 });
 
