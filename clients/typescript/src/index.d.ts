@@ -40,7 +40,7 @@ export interface TollgateOptions {
   baseUrl?: string;
   /** How long one attempt may take before it is abandoned (and retried). Default 30 000. */
   timeoutMs?: number;
-  /** Retries after the first attempt, for 429, 503, timeouts and network errors. Default 2. */
+  /** Retries after the first attempt, for 429, 502, 503, 504, timeouts and network errors. Default 2. */
   maxRetries?: number;
   /** The `fetch` to use. Default the global one. */
   fetch?: typeof globalThis.fetch;
@@ -82,7 +82,7 @@ export type BatchEvent = Omit<UsageInput, "timestamp"> & { timestamp?: string | 
 export class TollgateError extends Error {
   /** The HTTP status, or null when no answer came (a network error or a timeout). */
   readonly status: number | null;
-  /** SPEC §2's error type, or `connection` when no answer came. */
+  /** SPEC §2's error type; `connection` when no answer came (`internal` for a non-JSON one). */
   readonly type: ErrorType | "connection";
   /**
    * The machine-readable reason: the API's `code` (`customer_not_found`, `limit_exceeded`, ...),

@@ -205,7 +205,7 @@ export class Tollgate {
       }
       const text = await res.text();
       const requestId = res.headers.get("x-request-id");
-      if (res.ok) return { value: text === "" ? null : JSON.parse(text) };
+      if (res.ok) return parsed(res.status, text, requestId);
       return { error: apiError(res.status, text, requestId), retryAfter: res.headers.get("retry-after") };
     } finally {
       clearTimeout(timer);
@@ -238,6 +238,24 @@ function queryString(query) {
   return s === "" ? "" : `?${s}`;
 }
 
+/** A success's body: JSON, or an error saying what came instead (a proxy's page, say). */
+function parsed(status, text, requestId) {
+  if (text === "") return { value: null };
+  try {
+    return { value: JSON.parse(text) };
+  } catch (cause) {
+    const error = new TollgateError({
+      status,
+      type: "internal",
+      code: "invalid_response",
+      message: `HTTP ${status} with a body that is not JSON: ${text.slice(0, 200)}`,
+      requestId,
+      cause,
+    });
+    return { error };
+  }
+}
+
 function apiError(status, text, requestId) {
   let detail;
   try {
@@ -258,7 +276,7 @@ function apiError(status, text, requestId) {
   });
 }
 
-/** Whatever `fetch` threw: a timeout, a dropped connection, or a body that was not JSON. */
+/** Whatever `fetch` threw: a timeout or a dropped connection. */
 function toError(error) {
   if (error instanceof TollgateError) return error;
   if (error instanceof TimeoutSignal || error?.cause instanceof TimeoutSignal) {
@@ -267,15 +285,6 @@ function toError(error) {
       type: "connection",
       code: "timeout",
       message: "Tollgate did not answer in time; the request may or may not have taken effect",
-    });
-  }
-  if (error instanceof SyntaxError) {
-    return new TollgateError({
-      status: null,
-      type: "connection",
-      code: "invalid_response",
-      message: `The answer was not JSON: ${error.message}`,
-      cause: error,
     });
   }
   return new TollgateError({
@@ -287,10 +296,13 @@ function toError(error) {
   });
 }
 
-/** 429, 503 and no answer at all are retried; any other status is the answer. */
+/**
+ * Retried: no answer at all, 429, 503, and a gateway's 502 or 504 (Tollgate did not answer it).
+ * Any other status is the answer: a 500 would only be replayed by the Idempotency-Key.
+ */
+const RETRIED = new Set([429, 502, 503, 504]);
 function retryable(error) {
-  if (error.status === null) return error.code !== "invalid_response";
-  return error.status === 429 || error.status === 503;
+  return error.status === null || RETRIED.has(error.status);
 }
 
 /** Exponential backoff with jitter (half to all of the step), at least what `Retry-After` asks. */

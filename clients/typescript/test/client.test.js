@@ -159,6 +159,22 @@ describe("retries", () => {
     }
   });
 
+  test("a load balancer's error page is a TollgateError with its status, once retried", async () => {
+    const { key } = await setup();
+    const proxy = await startProxy(server.baseUrl, () => "gateway");
+    try {
+      const client = new Tollgate({ apiKey: key, baseUrl: proxy.url, maxRetries: 1 });
+      const e = await failure(client.check("cus_1", "minutes"));
+      assert.ok(e instanceof TollgateError);
+      assert.equal(e.status, 502);
+      assert.equal(e.code, "unexpected_response");
+      assert.match(e.message, /502 Bad Gateway/);
+      assert.equal(proxy.seen.length, 2);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test("an unreachable server is a connection error", async () => {
     const client = new Tollgate({ apiKey: "tg_test_x", baseUrl: "http://127.0.0.1:9", maxRetries: 0 });
     const e = await failure(client.check("cus_1", "minutes"));

@@ -7,7 +7,7 @@ import { createServer } from "node:http";
 /**
  * `plan(n, request)` says what to do with the n-th request (from 1): `forward`, `drop` (forward,
  * then close the connection instead of answering), `unavailable` (a 503 in Tollgate's error
- * shape, nothing forwarded) or `hang` (no answer at all).
+ * shape, nothing forwarded), `gateway` (a load balancer's 502 page) or `hang` (no answer).
  */
 export async function startProxy(target, plan) {
   const seen = [];
@@ -18,6 +18,11 @@ export async function startProxy(target, plan) {
     seen.push({ method: req.method, url: req.url, headers: req.headers, body });
     const action = plan(seen.length, req);
     if (action === "hang") return;
+    if (action === "gateway") {
+      res.writeHead(502, { "content-type": "text/html" });
+      res.end("<html><body><h1>502 Bad Gateway</h1></body></html>");
+      return;
+    }
     if (action === "unavailable") {
       res.writeHead(503, { "content-type": "application/json", "retry-after": "0" });
       res.end(
