@@ -162,17 +162,39 @@ impl Browser {
             .unwrap();
     }
 
-    /// Clicks what navigates, and waits (by WebDriver's own polling) until the browser is at
-    /// `url`, so nothing is read from the page being left.
+    /// Clicks what navigates, and waits until the browser has loaded the next page and it is
+    /// at `url`, so nothing is read from the page being left. The page in hand is marked
+    /// first: a form that posts back to its own address (a refused sign-in) lands on the same
+    /// URL, so the address alone would not say the next page is there.
     pub async fn click_to(&self, css: &str, url: &str) {
+        self.client
+            .execute("window.__tollgateLeaving = true;", vec![])
+            .await
+            .unwrap();
         self.click(css).await;
         let url = reqwest::Url::parse(url).unwrap();
-        self.client
-            .wait()
-            .at_most(std::time::Duration::from_secs(10))
-            .for_url(&url)
-            .await
-            .unwrap_or_else(|e| panic!("never reached {url}: {e}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            // Null while the old page is still there or the new one is loading; a script may
+            // also fail outright mid-navigation, which is the same answer.
+            let at = self
+                .client
+                .execute(
+                    "return (!window.__tollgateLeaving && document.readyState === 'complete') \
+                     ? location.href : null;",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_str().and_then(|h| reqwest::Url::parse(h).ok()));
+            if at.as_ref() == Some(&url) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never reached {url} (at {at:?})"
+            );
+        }
     }
 
     /// The text of the first element matching `css`, once there is one (by WebDriver's own
