@@ -286,6 +286,10 @@ async fn coupons_are_validated_limited_to_plans_and_applied_or_removed_later() {
             "invalid_percent_off",
         ),
         (
+            json!({"code": "X", "percent_off": 100.001, "duration": "once"}),
+            "invalid_percent_off",
+        ),
+        (
             json!({"code": "X", "percent_off": "12.345", "duration": "once"}),
             "invalid_percent_off",
         ),
