@@ -172,17 +172,8 @@ pub async fn allowed_origin(
     };
     let (parts, body) = req.into_parts();
     if let Ok(key) = session_token(&parts) {
-        let mut conn = state
-            .db
-            .acquire()
-            .await
-            .map_err(crate::error::Error::from)?;
-        let allowed = crate::db::tenants::cors_origins(&mut conn, &key.tenant_id)
-            .await
-            .map_err(crate::error::Error::from)?
-            .unwrap_or_default();
-        let origin = origin.to_str().unwrap_or_default().to_ascii_lowercase();
-        if !allowed.is_empty() && !allowed.contains(&origin) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !crate::tenancy::settings::admits_origin(&state.db, &key.tenant_id, origin).await? {
             return Err(ApiError::forbidden(
                 "origin_not_allowed",
                 "This tenant's customer sessions are not used from this origin \

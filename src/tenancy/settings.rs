@@ -284,6 +284,17 @@ fn check_origins(origins: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// May the tenant's customer sessions be used from a page of `origin` (the request's `Origin`
+/// header)? Yes when the tenant lists no origins (or is gone: the session's own check answers
+/// that), else only for a listed one.
+pub async fn admits_origin(db: &PgPool, tenant_id: &TenantId, origin: &str) -> Result<bool> {
+    let mut conn = db.acquire().await?;
+    let allowed = db::tenants::cors_origins(&mut conn, tenant_id)
+        .await?
+        .unwrap_or_default();
+    Ok(allowed.is_empty() || serialized_origin(origin).is_some_and(|o| allowed.contains(&o)))
+}
+
 /// `o` as a browser serializes an origin (`https://app.example.com`, `http://localhost:5173`),
 /// or `None` if it is not one.
 pub fn serialized_origin(o: &str) -> Option<String> {

@@ -5,6 +5,8 @@
 //! against the same tenant, importing `@tollgate/client` from `clients/typescript` as an
 //! installed package.
 
+use std::path::Path;
+
 use crate::helpers::{spawn_app, ADMIN_TOKEN};
 
 /// The code blocks of language `lang` between two headings of the README, joined in order.
@@ -26,6 +28,20 @@ fn snippets(readme: &str, from: &str, to: &str, lang: &str) -> String {
         }
     }
     script
+}
+
+/// Runs `command` in `dir`: its standard output, once it has exited with success (else the
+/// test fails with both outputs).
+async fn succeeds(what: &str, mut command: tokio::process::Command, dir: &Path) -> String {
+    let out = command.current_dir(dir).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,22 +77,12 @@ async fn the_readme_walkthrough_runs_as_written() {
     let dir =
         std::env::temp_dir().join(format!("tollgate-readme-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = tokio::process::Command::new("bash")
-        .arg("-c")
+    let mut bash = tokio::process::Command::new("bash");
+    bash.arg("-c")
         .arg(&script)
-        .current_dir(&dir)
         .env("B", &app.base)
-        .env("ADMIN", ADMIN_TOKEN)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the walkthrough failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
+        .env("ADMIN", ADMIN_TOKEN);
+    let stdout = succeeds("the walkthrough", bash, &dir).await;
 
     // What the README says the snippets answer.
     for expected in [
@@ -116,21 +122,11 @@ async fn the_readme_walkthrough_runs_as_written() {
     .unwrap();
     std::fs::write(dir.join("readme.mjs"), &js).unwrap();
     let key = std::fs::read_to_string(dir.join("tenant_key")).unwrap();
-    let out = tokio::process::Command::new("node")
-        .arg("readme.mjs")
-        .current_dir(&dir)
+    let mut node = tokio::process::Command::new("node");
+    node.arg("readme.mjs")
         .env("TOLLGATE_URL", &app.base)
-        .env("TOLLGATE_API_KEY", key.trim())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the JavaScript failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
+        .env("TOLLGATE_API_KEY", key.trim());
+    let stdout = succeeds("the JavaScript", node, &dir).await;
     for expected in [
         "allowed with ",
         "suggestions: ",

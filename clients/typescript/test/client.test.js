@@ -25,6 +25,16 @@ async function setup(options = {}) {
   return { ...t, client };
 }
 
+/** Runs `body` with a proxy in front of the server that does what `plan` says (test/proxy.js). */
+async function throughProxy(plan, body) {
+  const proxy = await startProxy(server.baseUrl, plan);
+  try {
+    await body(proxy);
+  } finally {
+    await proxy.close();
+  }
+}
+
 /** What the error thrown by `promise` is (failing if it resolves). */
 async function failure(promise) {
   try {
@@ -77,8 +87,7 @@ describe("check and track", () => {
 describe("retries", () => {
   test("a track whose answer is lost is retried with the same id and counted once", async () => {
     const { client: direct, key } = await setup();
-    const proxy = await startProxy(server.baseUrl, (n) => (n === 1 ? "drop" : "forward"));
-    try {
+    await throughProxy((n) => (n === 1 ? "drop" : "forward"), async (proxy) => {
       const client = new Tollgate({ apiKey: key, baseUrl: proxy.url, maxRetries: 2 });
       const tracked = await client.track("cus_1", "minutes", 5);
       assert.equal(proxy.seen.length, 2, "the lost answer was retried once");
@@ -91,19 +100,15 @@ describe("retries", () => {
       // Tollgate did the work of both attempts once.
       const check = await direct.check("cus_1", "minutes");
       assert.equal(check.used, 5);
-    } finally {
-      await proxy.close();
-    }
+    });
   });
 
   test("a 503 is retried with the same Idempotency-Key; a one-off charge is created once", async () => {
     const { key, call } = await setup();
     // The first attempt is answered 503 by the proxy; the second reaches Tollgate, whose answer
     // is lost; the third is answered from the Idempotency-Key without charging again.
-    const proxy = await startProxy(server.baseUrl, (n) =>
-      n === 1 ? "unavailable" : n === 2 ? "drop" : "forward",
-    );
-    try {
+    const plan = (n) => (n === 1 ? "unavailable" : n === 2 ? "drop" : "forward");
+    await throughProxy(plan, async (proxy) => {
       const client = new Tollgate({ apiKey: key, baseUrl: proxy.url, maxRetries: 2 });
       const item = await client.request("POST", "/v1/customers/cus_1/invoice_items", {
         body: { description: "Custom development (hours)", unit_amount: "150.00", quantity: 7.5 },
@@ -118,15 +123,12 @@ describe("retries", () => {
         items.data.map((i) => [i.id, i.amount]),
         [[item.id, "1125.00"]],
       );
-    } finally {
-      await proxy.close();
-    }
+    });
   });
 
   test("retries stop at maxRetries with the last error", async () => {
     const { key } = await setup();
-    const proxy = await startProxy(server.baseUrl, () => "unavailable");
-    try {
+    await throughProxy(() => "unavailable", async (proxy) => {
       const client = new Tollgate({ apiKey: key, baseUrl: proxy.url, maxRetries: 1 });
       const e = await failure(client.check("cus_1", "minutes"));
       assert.ok(e instanceof TollgateError);
@@ -134,15 +136,12 @@ describe("retries", () => {
       assert.equal(e.type, "unavailable");
       assert.equal(e.code, "database_unavailable");
       assert.equal(proxy.seen.length, 2);
-    } finally {
-      await proxy.close();
-    }
+    });
   });
 
   test("a timeout is a TollgateError after the retries, each attempt abandoned in time", async () => {
     const { key } = await setup();
-    const proxy = await startProxy(server.baseUrl, () => "hang");
-    try {
+    await throughProxy(() => "hang", async (proxy) => {
       const client = new Tollgate({ apiKey: key, baseUrl: proxy.url, timeoutMs: 150, maxRetries: 1 });
       const started = Date.now();
       const e = await failure(client.track("cus_1", "minutes", 1));
@@ -154,15 +153,12 @@ describe("retries", () => {
       assert.equal(proxy.seen[0].body, proxy.seen[1].body);
       // Two attempts of 150 ms and one backoff (at most 500 ms); nowhere near the 30 s default.
       assert.ok(Date.now() - started < 5_000);
-    } finally {
-      await proxy.close();
-    }
+    });
   });
 
   test("a load balancer's error page is a TollgateError with its status, once retried", async () => {
     const { key } = await setup();
-    const proxy = await startProxy(server.baseUrl, () => "gateway");
-    try {
+    await throughProxy(() => "gateway", async (proxy) => {
       const client = new Tollgate({ apiKey: key, baseUrl: proxy.url, maxRetries: 1 });
       const e = await failure(client.check("cus_1", "minutes"));
       assert.ok(e instanceof TollgateError);
@@ -170,9 +166,7 @@ describe("retries", () => {
       assert.equal(e.code, "unexpected_response");
       assert.match(e.message, /502 Bad Gateway/);
       assert.equal(proxy.seen.length, 2);
-    } finally {
-      await proxy.close();
-    }
+    });
   });
 
   test("an unreachable server is a connection error", async () => {
